@@ -1,0 +1,1 @@
+"""Generation: request/result types, samplers, seeds, processing, previews, infotext, saving."""

@@ -1,0 +1,1 @@
+"""Extending generation: LoRA, scripts, callbacks."""

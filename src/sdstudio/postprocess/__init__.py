@@ -1,0 +1,1 @@
+"""Post-processing: upscalers, face restoration, watermark."""

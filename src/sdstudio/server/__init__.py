@@ -1,0 +1,1 @@
+"""The A1111-compatible REST API and its job queue."""

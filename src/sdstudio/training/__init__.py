@@ -1,0 +1,1 @@
+"""Training: datasets, the bundled tiny model, LoRA training."""

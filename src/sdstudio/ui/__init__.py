@@ -1,0 +1,1 @@
+"""The Gradio web UI, one module per tab."""

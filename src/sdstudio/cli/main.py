@@ -24,6 +24,8 @@ SUBCOMMAND_MODULES = (
     "serve",
     "webui",
     "train_lora",
+    "train_base",
+    "watermark",
 )
 
 EXIT_USER_ERROR = 2

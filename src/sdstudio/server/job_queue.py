@@ -1,0 +1,171 @@
+"""The job queue in front of the one generation engine.
+
+Requests are accepted concurrently and run one at a time, in arrival order, on a single
+worker thread (the device is one resource; A1111 serialises with a lock, which gives no
+order and no queue position). Each job has an id, a future for its result, and a live
+progress record that `/sdapi/v1/progress` reads. Interrupt and skip act on the running
+job only. A job that raises answers its own request with the error; the worker goes on.
+A client that goes away leaves its job to finish (or be interrupted); nothing waits on it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class JobProgress:
+    """What the running job last reported; read by the progress endpoint."""
+
+    sampling_step: int = 0
+    sampling_steps: int = 0
+    job_no: int = 0
+    job_count: int = 1
+    textinfo: str | None = None
+    preview: Any = None  # a PIL image, when the engine produced one
+    preview_id: int = 0
+
+
+@dataclass
+class Job:
+    """One queued unit of work and its controls."""
+
+    id: str
+    kind: str
+    run: Callable[["Job"], Any]
+    submitted_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    future: Future = field(default_factory=Future)
+    progress: JobProgress = field(default_factory=JobProgress)
+    interrupted: threading.Event = field(default_factory=threading.Event)
+    skipped: threading.Event = field(default_factory=threading.Event)
+
+    def interrupt(self) -> None:
+        """Stop after the current step, keeping what is finished."""
+        self.interrupted.set()
+
+    def skip(self) -> None:
+        """Abandon the current image and go on with the next one."""
+        self.skipped.set()
+
+    def fraction_done(self) -> float:
+        """Overall progress in [0, 1] as A1111 computes it (images done + current steps)."""
+        p = self.progress
+        if p.job_count <= 0:
+            return 0.0
+        done = p.job_no / p.job_count
+        if p.sampling_steps > 0:
+            done += (p.sampling_step / p.sampling_steps) / p.job_count
+        return min(max(done, 0.0), 1.0)
+
+
+class JobQueue:
+    """FIFO queue with one worker thread; `start()` must be called before jobs run."""
+
+    def __init__(self) -> None:
+        self._pending: deque[Job] = deque()
+        self._condition = threading.Condition()
+        self._current: Job | None = None
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._counter = itertools.count(1)
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        with self._condition:
+            if self._worker is not None:
+                return
+            self._stopping = False
+            self._worker = threading.Thread(target=self._work, name="sdstudio-jobs", daemon=True)
+            self._worker.start()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Interrupt the running job, cancel pending ones, and end the worker."""
+        with self._condition:
+            self._stopping = True
+            if self._current is not None:
+                self._current.interrupt()
+            while self._pending:
+                self._pending.popleft().future.cancel()
+            self._condition.notify_all()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(timeout)
+
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
+        """Queue `run(job)`; returns the job at once (its future gives the result)."""
+        job = Job(id=job_id or f"task({uuid.uuid4().hex[:15]})", kind=kind, run=run)
+        with self._condition:
+            if self._stopping:
+                raise RuntimeError("the job queue is shutting down")
+            self._pending.append(job)
+            self._condition.notify_all()
+        return job
+
+    @property
+    def current(self) -> Job | None:
+        """The running job, if any."""
+        return self._current
+
+    def pending_count(self) -> int:
+        """Jobs waiting behind the running one."""
+        with self._condition:
+            return len(self._pending)
+
+    def position(self, job: Job) -> int | None:
+        """0 for the running job, N for the N-th waiting one, None when finished."""
+        with self._condition:
+            if job is self._current:
+                return 0
+            for index, waiting in enumerate(self._pending, start=1):
+                if waiting is job:
+                    return index
+        return None
+
+    def interrupt(self) -> bool:
+        """Interrupt the running job; False when nothing runs."""
+        job = self._current
+        if job is None:
+            return False
+        job.interrupt()
+        return True
+
+    def skip(self) -> bool:
+        """Skip the running job's current image; False when nothing runs."""
+        job = self._current
+        if job is None:
+            return False
+        job.skip()
+        return True
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                job = self._pending.popleft()
+                self._current = job
+            try:
+                if job.future.set_running_or_notify_cancel():
+                    job.started_at = time.time()
+                    try:
+                        result = job.run(job)
+                    except BaseException as exc:  # the error belongs to this job's request only
+                        job.future.set_exception(exc)
+                    else:
+                        job.future.set_result(result)
+            finally:
+                job.finished_at = time.time()
+                with self._condition:
+                    self._current = None

@@ -1,0 +1,202 @@
+"""The A1111-compatible REST API (`/sdapi/v1/*`) over sdstudio's services.
+
+`create_api` builds a FastAPI app from the composition root's `App` and a `JobQueue`;
+every endpoint that touches the device goes through the queue, so the API and the web
+UI share one line of work. Endpoints are thin: parse the A1111 body, call a service,
+shape the answer as A1111 does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI
+
+from sdstudio import __version__
+from sdstudio.app import App
+from sdstudio.server import api_models as m
+from sdstudio.server.auth import basic_auth_dependency, parse_credentials
+from sdstudio.server.errors import install_error_handlers
+from sdstudio.server.images import encode_image_base64
+from sdstudio.server.job_queue import Job, JobQueue
+
+
+@dataclass
+class ServerOptions:
+    """How the server was started; reported by /sdapi/v1/cmd-flags."""
+
+    listen: bool = False
+    port: int = 7860
+    api_auth: str | None = None
+    api: bool = True
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+async def wait_for(job: Job) -> Any:
+    """Await a queued job's result without blocking the event loop."""
+    return await asyncio.wrap_future(job.future)
+
+
+def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.ProgressResponse:
+    """A1111's progress answer for whatever runs now."""
+    job = queue.current
+    state = {
+        "skipped": False,
+        "interrupted": False,
+        "stopping_generation": False,
+        "job": "",
+        "job_count": 0,
+        "job_timestamp": "0",
+        "job_no": 0,
+        "sampling_step": 0,
+        "sampling_steps": 0,
+        "queue_size": queue.pending_count(),
+    }
+    if job is None:
+        return m.ProgressResponse(progress=0, eta_relative=0, state=state, current_image=None, textinfo=None)
+    p = job.progress
+    started = job.started_at or time.time()
+    state.update(
+        skipped=job.skipped.is_set(),
+        interrupted=job.interrupted.is_set(),
+        stopping_generation=job.interrupted.is_set(),
+        job=job.id,
+        job_count=p.job_count,
+        job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(started)),
+        job_no=p.job_no,
+        sampling_step=p.sampling_step,
+        sampling_steps=p.sampling_steps,
+    )
+    progress = job.fraction_done()
+    elapsed = time.time() - started
+    eta = (elapsed / progress - elapsed) if progress > 0.01 else 0.0
+    image = None
+    if p.preview is not None and not skip_current_image:
+        image = encode_image_base64(p.preview)
+    return m.ProgressResponse(progress=progress, eta_relative=eta, state=state, current_image=image,
+                              textinfo=p.textinfo)
+
+
+def memory_response() -> m.MemoryResponse:
+    """RAM of the machine and this process, and CUDA memory when a GPU is present."""
+    import psutil
+
+    process = psutil.Process(os.getpid())
+    vm = psutil.virtual_memory()
+    ram = {"free": vm.available, "used": process.memory_info().rss, "total": vm.total}
+    cuda: dict[str, Any] = {"error": "no CUDA device"}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            stats = torch.cuda.memory_stats()
+            cuda = {
+                "system": {"free": free, "used": total - free, "total": total},
+                "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
+                "allocated": {"current": stats.get("allocated_bytes.all.current", 0), "peak": stats.get("allocated_bytes.all.peak", 0)},
+                "reserved": {"current": stats.get("reserved_bytes.all.current", 0), "peak": stats.get("reserved_bytes.all.peak", 0)},
+                "inactive": {"current": stats.get("inactive_split_bytes.all.current", 0), "peak": stats.get("inactive_split_bytes.all.peak", 0)},
+                "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
+            }
+    except Exception as exc:  # memory stats are informative only
+        cuda = {"error": str(exc)}
+    return m.MemoryResponse(ram=ram, cuda=cuda)
+
+
+def update_settings(app: App, changes: dict[str, Any]) -> None:
+    """Apply option changes (validated; unknown keys kept) and persist them to config.json."""
+    from pydantic import ValidationError
+
+    from sdstudio.config import Settings
+    from sdstudio.errors import InvalidRequest
+
+    merged = {**app.settings.to_json_dict(), **changes}
+    try:
+        updated = Settings.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidRequest(".".join(str(p) for p in first["loc"]), first["msg"]) from None
+    # Update in place: services hold a reference to this one Settings object.
+    for key, value in updated.to_json_dict().items():
+        setattr(app.settings, key, value)
+    app.save_settings()
+
+
+def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) -> FastAPI:
+    """The FastAPI application serving /sdapi/v1 over `app`'s services."""
+    options = options or ServerOptions()
+    api = FastAPI(title="sdstudio", version=__version__,
+                  description="A1111-compatible Stable Diffusion API served by sdstudio")
+    install_error_handlers(api)
+    credentials = parse_credentials(options.api_auth)
+    dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
+    router = APIRouter(prefix="/sdapi/v1", dependencies=dependencies)
+
+    @router.get("/progress", response_model=m.ProgressResponse)
+    def get_progress(skip_current_image: bool = False):
+        return progress_response(queue, skip_current_image)
+
+    @router.post("/interrupt")
+    def interrupt():
+        queue.interrupt()
+        return {}
+
+    @router.post("/skip")
+    def skip():
+        queue.skip()
+        return {}
+
+    @router.get("/options")
+    def get_options():
+        return app.settings.to_json_dict()
+
+    @router.post("/options")
+    def set_options(changes: dict[str, Any]):
+        update_settings(app, changes)
+        return None
+
+    @router.get("/cmd-flags")
+    def get_cmd_flags():
+        return {
+            "listen": options.listen,
+            "port": options.port,
+            "api": options.api,
+            "api_auth": "***" if options.api_auth else None,
+            "data_dir": str(app.paths.root),
+            "ckpt_dir": str(app.paths.folder("checkpoint")),
+            "vae_dir": str(app.paths.folder("vae")),
+            "lora_dir": str(app.paths.folder("lora")),
+            "embeddings_dir": str(app.paths.folder("embedding")),
+            "esrgan_models_path": str(app.paths.folder("esrgan")),
+            "realesrgan_models_path": str(app.paths.folder("realesrgan")),
+            "gfpgan_models_path": str(app.paths.folder("gfpgan")),
+            "codeformer_models_path": str(app.paths.folder("codeformer")),
+            "no_half_vae": app.settings.no_half_vae,
+            **options.flags,
+        }
+
+    @router.get("/memory", response_model=m.MemoryResponse)
+    def get_memory():
+        return memory_response()
+
+    @router.get("/scripts", response_model=m.ScriptsList)
+    def get_scripts():
+        return m.ScriptsList(txt2img=[], img2img=[])
+
+    @router.get("/script-info")
+    def get_script_info():
+        return []
+
+    @router.get("/extensions", response_model=list[m.ExtensionItem])
+    def get_extensions():
+        return []
+
+    api.include_router(router)
+    api.state.sdstudio = app
+    api.state.queue = queue
+    return api

@@ -33,8 +33,9 @@ def test_jobs_run_one_at_a_time_in_arrival_order(queue):
             return n * 10
         return run
 
-    gate = threading.Event()
-    first = queue.submit("wait", lambda job: gate.wait(5))
+    gate, started = threading.Event(), threading.Event()
+    first = queue.submit("wait", lambda job: started.set() or gate.wait(5))
+    assert started.wait(5)
     jobs = [queue.submit("t", make(n)) for n in range(20)]
     assert queue.position(jobs[0]) == 1 and queue.position(jobs[19]) == 20
     gate.set()

@@ -1,0 +1,64 @@
+"""A real sdstudio API server on 127.0.0.1 (uvicorn in a thread) over a temp data dir."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import uvicorn
+
+from sdstudio.app import App, open_app
+from sdstudio.server.app import ServerOptions, create_api
+from sdstudio.server.job_queue import JobQueue
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    app: App
+    queue: JobQueue
+    url: str
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kwargs)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.queue.stop()
+
+
+def start_server(app: App, options: ServerOptions | None = None) -> RunningServer:
+    """Serve `app` over real HTTP on a free loopback port; returns when it answers."""
+    queue = JobQueue()
+    port = free_port()
+    api = create_api(app, queue, options or ServerOptions(port=port))
+    config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    queue.start()
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.02)
+    return RunningServer(app, queue, f"http://127.0.0.1:{port}", server, thread)
+
+
+@pytest.fixture
+def api_server(data_dir):
+    running = start_server(open_app(data_dir))
+    yield running
+    running.stop()

@@ -1,0 +1,57 @@
+"""API endpoints that need no model: options, progress, auth, errors, docs."""
+
+from __future__ import annotations
+
+import json
+
+from sdstudio.app import open_app
+from sdstudio.server.app import ServerOptions
+
+from .conftest import start_server
+
+
+def test_options_round_trip_and_persist(api_server):
+    with api_server.client() as client:
+        options = client.get("/sdapi/v1/options").json()
+        assert options["samples_format"] == "png"
+        assert client.post("/sdapi/v1/options", json={"samples_format": "webp", "extension_option": 7}).status_code == 200
+        assert client.get("/sdapi/v1/options").json()["samples_format"] == "webp"
+    saved = json.loads(api_server.app.paths.config_file.read_text())
+    assert saved["samples_format"] == "webp" and saved["extension_option"] == 7
+
+
+def test_bad_option_is_422_naming_it_and_server_keeps_serving(api_server):
+    with api_server.client() as client:
+        answer = client.post("/sdapi/v1/options", json={"CLIP_stop_at_last_layers": "many"})
+        assert answer.status_code == 422
+        body = answer.json()
+        assert set(body) >= {"error", "detail", "errors"}
+        assert "CLIP_stop_at_last_layers" in body["errors"]
+        assert client.get("/sdapi/v1/progress").status_code == 200
+
+
+def test_idle_progress_and_controls(api_server):
+    with api_server.client() as client:
+        progress = client.get("/sdapi/v1/progress").json()
+        assert progress["progress"] == 0 and progress["state"]["job_count"] == 0
+        assert client.post("/sdapi/v1/interrupt").status_code == 200
+        assert client.post("/sdapi/v1/skip").status_code == 200
+        assert client.get("/sdapi/v1/memory").json()["ram"]["total"] > 0
+        assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}
+        assert client.get("/sdapi/v1/extensions").json() == []
+        assert "listen" in client.get("/sdapi/v1/cmd-flags").json()
+        assert client.get("/docs").status_code == 200
+        assert "/sdapi/v1/progress" in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_auth(data_dir):
+    server = start_server(open_app(data_dir), ServerOptions(api_auth="alice:s3cret,bob:pw"))
+    try:
+        with server.client() as client:
+            assert client.get("/sdapi/v1/options").status_code == 401
+            assert client.get("/sdapi/v1/options", auth=("alice", "wrong")).status_code == 401
+            assert client.get("/sdapi/v1/options", auth=("mallory", "s3cret")).status_code == 401
+            assert client.get("/sdapi/v1/options", auth=("alice", "s3cret")).status_code == 200
+            assert client.get("/sdapi/v1/options", auth=("bob", "pw")).status_code == 200
+    finally:
+        server.stop()

@@ -1,0 +1,351 @@
+"""Typed generation requests and results, under A1111's field names and defaults.
+
+Field names and defaults follow A1111's `StableDiffusionProcessing`, `...Txt2Img` and
+`...Img2Img` (modules/processing.py). Requests are validated when built: a bad value
+raises `InvalidRequest(field, message)` naming the A1111 field, so every front end
+reports the same one-line error. Images may be given as PIL images, `pathlib.Path`
+objects (the CLI's files) or base64 strings (the API's, with or without a data: prefix);
+they are decoded here, at the edge. Plain strings are never treated as paths, so a
+request from the network cannot name a file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from sdstudio.engine.samplers import resolve_sampler_and_schedule, sampler_names, schedule_type_labels
+from sdstudio.errors import InvalidRequest
+
+MAX_SIZE = 8192
+MAX_STEPS = 1000
+MAX_BATCH_SIZE = 64
+MAX_N_ITER = 10000
+CFG_RANGE = (0.0, 100.0)
+
+HIRES_LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+"""A1111's latent upscale modes (shared.latent_upscale_modes): name -> (interpolate mode, antialias)."""
+
+HIRES_IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
+"""Built-in pixel upscalers; model upscalers (ESRGAN...) come from an injected registry."""
+
+RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
+INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
+
+
+def decode_image(value: Any, field_name: str) -> Image.Image:
+    """A PIL image from a PIL image, a Path, or a base64 string; InvalidRequest otherwise."""
+    if isinstance(value, Image.Image):
+        return value
+    try:
+        if isinstance(value, Path):
+            with Image.open(value) as opened:
+                opened.load()
+                return opened.copy()
+        if isinstance(value, (bytes, bytearray)):
+            data = bytes(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            if text.startswith("data:") and "," in text:
+                text = text.split(",", 1)[1]
+            data = base64.b64decode(text, validate=False)
+        else:
+            raise InvalidRequest(field_name, f"expected an image (base64 string or file), got {type(value).__name__}")
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return opened.copy()
+    except FileNotFoundError:
+        raise InvalidRequest(field_name, f"image file not found: {value}") from None
+    except (UnidentifiedImageError, binascii.Error, OSError, ValueError) as exc:
+        raise InvalidRequest(field_name, f"could not decode the image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _first_error(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    name = loc[0] if loc else "request"
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, InvalidRequest):
+        return ctx_error
+    if err.get("type") == "extra_forbidden":
+        return InvalidRequest(name, "unknown field")
+    message = str(err.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    return InvalidRequest(name, message)
+
+
+class _Request(BaseModel):
+    """Fields common to txt2img and img2img (A1111 StableDiffusionProcessing)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    styles: list[str] = []
+    seed: int = -1
+    subseed: int = -1
+    subseed_strength: float = 0.0
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    sampler_name: str = "DPM++ 2M"
+    scheduler: str = "Automatic"
+    batch_size: int = 1
+    n_iter: int = 1
+    steps: int = 50
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    restore_faces: bool = False
+    tiling: bool = False
+    do_not_save_samples: bool = False
+    do_not_save_grid: bool = False
+    eta: float | None = None
+    denoising_strength: float = 0.75
+    s_churn: float | None = None
+    s_tmax: float | None = None
+    s_tmin: float | None = None
+    s_noise: float | None = None
+    override_settings: dict[str, Any] = {}
+    outpath_samples: str | None = None  # overrides the settings' output folder (CLI --outdir)
+    outpath_grids: str | None = None
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _first_error(exc) from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from a plain dict (API body, parsed infotext); unknown keys are an error."""
+        return cls(**data)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size(cls, value: int) -> int:
+        if value % 8 != 0 or not (8 <= value <= MAX_SIZE):
+            raise ValueError(f"must be a multiple of 8 between 8 and {MAX_SIZE}, got {value}")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if not 1 <= value <= MAX_STEPS:
+            raise ValueError(f"must be between 1 and {MAX_STEPS}, got {value}")
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BATCH_SIZE:
+            raise ValueError(f"must be between 1 and {MAX_BATCH_SIZE}, got {value}")
+        return value
+
+    @field_validator("n_iter")
+    @classmethod
+    def _n_iter(cls, value: int) -> int:
+        if not 1 <= value <= MAX_N_ITER:
+            raise ValueError(f"must be between 1 and {MAX_N_ITER}, got {value}")
+        return value
+
+    @field_validator("cfg_scale")
+    @classmethod
+    def _cfg(cls, value: float) -> float:
+        if not CFG_RANGE[0] <= value <= CFG_RANGE[1]:
+            raise ValueError(f"must be between {CFG_RANGE[0]:g} and {CFG_RANGE[1]:g}, got {value:g}")
+        return value
+
+    @field_validator("denoising_strength", "subseed_strength")
+    @classmethod
+    def _unit_interval(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be between 0 and 1, got {value:g}")
+        return value
+
+    @field_validator("seed", "subseed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        if value < -1 or value > 2**32 - 1:
+            raise ValueError(f"must be -1 (random) or between 0 and {2**32 - 1}, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _sampler(self):
+        resolved = resolve_sampler_and_schedule(self.sampler_name, self.scheduler)
+        if resolved is None:
+            from sdstudio.engine.samplers import find_sampler, find_schedule_type
+
+            if find_schedule_type(self.scheduler) is None:
+                raise InvalidRequest("scheduler", f"unknown schedule type {self.scheduler!r}; known: {', '.join(schedule_type_labels())}")
+            raise InvalidRequest("sampler_name", f"unknown sampler {self.sampler_name!r}; known: {', '.join(sampler_names())}")
+        sampler, schedule = resolved
+        # Normalise old combined names ("DPM++ 2M Karras") to A1111 1.9+ sampler + schedule type.
+        object.__setattr__(self, "sampler_name", sampler.name)
+        object.__setattr__(self, "scheduler", schedule.label)
+        return self
+
+    @property
+    def total_images(self) -> int:
+        return self.batch_size * self.n_iter
+
+
+class Txt2ImgRequest(_Request):
+    """A text-to-image request (A1111 StableDiffusionProcessingTxt2Img)."""
+
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_upscaler: str = "Latent"
+    hr_second_pass_steps: int = 0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    hr_cfg: float | None = None
+
+    @field_validator("hr_scale")
+    @classmethod
+    def _hr_scale(cls, value: float) -> float:
+        if not 1.0 <= value <= 8.0:
+            raise ValueError(f"must be between 1 and 8, got {value:g}")
+        return value
+
+    @field_validator("hr_second_pass_steps")
+    @classmethod
+    def _hr_steps(cls, value: int) -> int:
+        if not 0 <= value <= MAX_STEPS:
+            raise ValueError(f"must be between 0 (same as steps) and {MAX_STEPS}, got {value}")
+        return value
+
+    @field_validator("hr_resize_x", "hr_resize_y")
+    @classmethod
+    def _hr_resize(cls, value: int) -> int:
+        if value != 0 and (value % 8 != 0 or not 8 <= value <= MAX_SIZE):
+            raise ValueError(f"must be 0 (use hr_scale) or a multiple of 8 up to {MAX_SIZE}, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _hr_sampler(self):
+        if self.hr_sampler_name and self.hr_sampler_name != "Use same sampler":
+            resolved = resolve_sampler_and_schedule(self.hr_sampler_name, self.hr_scheduler if self.hr_scheduler not in (None, "Use same scheduler") else None)
+            if resolved is None:
+                raise InvalidRequest("hr_sampler_name", f"unknown sampler {self.hr_sampler_name!r}; known: {', '.join(sampler_names())}")
+        if not self.hr_upscaler:
+            object.__setattr__(self, "hr_upscaler", "Latent")
+        return self
+
+    def hires_size(self) -> tuple[int, int]:
+        """Target (width, height) of the hires pass (A1111 Txt2Img.init hr sizing)."""
+        if self.hr_resize_x == 0 and self.hr_resize_y == 0:
+            return int(self.width * self.hr_scale) // 8 * 8, int(self.height * self.hr_scale) // 8 * 8
+        if self.hr_resize_y == 0:
+            return self.hr_resize_x, self.hr_resize_x * self.height // self.width // 8 * 8
+        if self.hr_resize_x == 0:
+            return self.hr_resize_y * self.width // self.height // 8 * 8, self.hr_resize_y
+        return self.hr_resize_x, self.hr_resize_y
+
+
+class Img2ImgRequest(_Request):
+    """An image-to-image / inpainting request (A1111 StableDiffusionProcessingImg2Img)."""
+
+    init_images: list[Any] = []
+    resize_mode: int = 0
+    image_cfg_scale: float | None = None
+    mask: Any = None
+    mask_blur_x: int = 4
+    mask_blur_y: int = 4
+    mask_blur: int | None = None
+    mask_round: bool = True
+    inpainting_fill: int = 0
+    inpaint_full_res: bool = True
+    inpaint_full_res_padding: int = 0
+    inpainting_mask_invert: int = 0
+    initial_noise_multiplier: float | None = None
+
+    @field_validator("init_images", mode="before")
+    @classmethod
+    def _init_images(cls, value: Any) -> list[Image.Image]:
+        if value is None:
+            return []
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [decode_image(v, "init_images") for v in value]
+
+    @field_validator("mask", mode="before")
+    @classmethod
+    def _mask(cls, value: Any) -> Image.Image | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return decode_image(value, "mask")
+
+    @field_validator("resize_mode")
+    @classmethod
+    def _resize_mode(cls, value: int) -> int:
+        if value not in RESIZE_MODES:
+            raise ValueError(f"must be one of {', '.join(f'{k} ({v})' for k, v in RESIZE_MODES.items())}, got {value}")
+        return value
+
+    @field_validator("inpainting_fill")
+    @classmethod
+    def _fill(cls, value: int) -> int:
+        if value not in INPAINTING_FILL:
+            raise ValueError(f"must be one of {', '.join(f'{k} ({v})' for k, v in INPAINTING_FILL.items())}, got {value}")
+        return value
+
+    @field_validator("mask_blur", "mask_blur_x", "mask_blur_y", "inpaint_full_res_padding")
+    @classmethod
+    def _non_negative(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 256:
+            raise ValueError(f"must be between 0 and 256, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _images_present(self):
+        if not self.init_images:
+            raise InvalidRequest("init_images", "img2img needs at least one init image")
+        if self.mask_blur is not None:
+            # A1111: a given mask_blur sets both directions.
+            object.__setattr__(self, "mask_blur_x", self.mask_blur)
+            object.__setattr__(self, "mask_blur_y", self.mask_blur)
+        return self
+
+
+@dataclass
+class GenerationResult:
+    """What a generation job produced (A1111 Processed, trimmed to what front ends use).
+
+    `images` holds the grid first when one was made and `return_grid` is on, like A1111;
+    `index_of_first_image` says where the individual images start.
+    """
+
+    images: list[Image.Image] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+    negative_prompts: list[str] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    saved_paths: list[Path] = field(default_factory=list)
+    grid_path: Path | None = None
+    index_of_first_image: int = 0
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def js(self) -> dict[str, Any]:
+        """A1111's `info` JSON object (Processed.js) as a dict."""
+        return dict(self.info)

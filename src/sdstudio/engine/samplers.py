@@ -1,0 +1,781 @@
+"""Samplers and schedule types: A1111's declarative tables and the algorithms behind them.
+
+Two kinds of sampler, as in A1111:
+
+* sigma samplers (Euler, Euler a, LMS, Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ 2M, DPM++ SDE,
+  DPM++ 2M SDE, DPM++ 3M SDE, DPM fast, DPM adaptive, LCM) are functions of
+  (denoiser, x, sigmas, noise, callback) written from the k-diffusion algorithms (Karras
+  et al. 2022; Lu et al. DPM-Solver / DPM-Solver++ 2022). They work on any schedule type,
+  which is why they are not diffusers scheduler objects: diffusers' classes each support a
+  different subset of schedules (EulerAncestral has no Karras, LMS needs scipy, none has
+  Polyexponential), and A1111's images come from these exact algorithms.
+* timestep samplers (DDIM, PLMS, UniPC) are diffusers scheduler classes driven over
+  integer timesteps, as A1111 drives its own DDIM/PLMS/UniPC implementations.
+
+Every row also names its nearest diffusers equivalent (`diffusers_equivalent`), used by
+the benchmark and by tests that check our algorithm against diffusers'.
+
+Randomness only ever comes from the `noise` callable passed in (per-image CPU generators,
+see seeds.py); no function here touches a global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------------------
+# Types shared by all samplers
+# --------------------------------------------------------------------------------------
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`denoiser(x, sigma_per_item) -> predicted x0` (k-diffusion's model interface)."""
+
+NoiseSource = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`noise(sigma, sigma_next) -> unit normal noise shaped like x`, from per-image generators."""
+
+
+class StepInfo(NamedTuple):
+    """What a sampler reports after each step (k-diffusion's callback dict, typed)."""
+
+    step: int
+    x: torch.Tensor
+    sigma: float
+    denoised: torch.Tensor
+
+
+StepCallback = Callable[[StepInfo], None]
+
+
+def _report(callback: StepCallback | None, i: int, x, sigma, denoised) -> None:
+    if callback is not None:
+        callback(StepInfo(i, x, float(sigma), denoised))
+
+
+def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """The ODE derivative dx/dsigma (Karras et al. 2022, eq. 3 with D = denoiser)."""
+    return (x - denoised) / sigma
+
+
+def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[Any, Any]:
+    """Split a step into a deterministic part down to sigma_down and fresh noise sigma_up."""
+    if not eta:
+        return sigma_to, sigma_to * 0
+    sigma_up = torch.minimum(
+        sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
+    )
+    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def _churn(sigma, i: int, n: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+    """Karras et al. 2022 stochastic churn gamma (zero unless s_churn > 0)."""
+    if s_churn <= 0 or not (s_tmin <= float(sigma) <= (s_tmax if s_tmax > 0 else float("inf"))):
+        return 0.0
+    return min(s_churn / n, 2**0.5 - 1)
+
+
+def _t_of(sigma):
+    return -sigma.log()
+
+
+def _sigma_of(t):
+    return t.neg().exp()
+
+
+# --------------------------------------------------------------------------------------
+# The model's discrete noise levels (k-diffusion's DiscreteSchedule / CompVisDenoiser)
+# --------------------------------------------------------------------------------------
+
+
+class DiscreteSigmas:
+    """The 1000 training noise levels of a DDPM-trained model, with sigma<->t interpolation."""
+
+    def __init__(self, alphas_cumprod: torch.Tensor):
+        self.alphas_cumprod = alphas_cumprod.double()
+        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().float()
+        self.log_sigmas = self.sigmas.log()
+
+    @classmethod
+    def from_scheduler_config(cls, config: dict) -> "DiscreteSigmas":
+        """Build from a diffusers scheduler config (beta_start, beta_end, beta_schedule)."""
+        n = int(config.get("num_train_timesteps", 1000))
+        start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
+        schedule = config.get("beta_schedule", "scaled_linear")
+        if config.get("trained_betas") is not None:
+            betas = torch.tensor(config["trained_betas"], dtype=torch.float64)
+        elif schedule == "linear":
+            betas = torch.linspace(start, end, n, dtype=torch.float64)
+        else:  # "scaled_linear", the SD1/SD2/SDXL schedule
+            betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
+        return cls(torch.cumprod(1.0 - betas, dim=0))
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional timestep of a sigma (linear interpolation in log sigma)."""
+        log_sigma = sigma.float().log()
+        dists = log_sigma - self.log_sigmas.to(sigma.device)[:, None]
+        low_idx = dists.ge(0).cumsum(dim=0).argmax(dim=0).clamp(max=self.log_sigmas.shape[0] - 2)
+        high_idx = low_idx + 1
+        low, high = self.log_sigmas.to(sigma.device)[low_idx], self.log_sigmas.to(sigma.device)[high_idx]
+        w = ((low - log_sigma) / (low - high)).clamp(0, 1)
+        t = (1 - w) * low_idx + w * high_idx
+        return t.view(sigma.shape)
+
+    def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Sigma of a fractional timestep (linear interpolation in log sigma)."""
+        t = t.float()
+        low_idx, high_idx, w = t.floor().long(), t.ceil().long(), t.frac()
+        log_sigma = (1 - w) * self.log_sigmas[low_idx] + w * self.log_sigmas[high_idx]
+        return log_sigma.exp()
+
+
+# --------------------------------------------------------------------------------------
+# Schedule types (A1111 modules/sd_schedulers.py); each returns n sigmas plus a final 0
+# --------------------------------------------------------------------------------------
+
+
+def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho=None) -> torch.Tensor:
+    """Evenly spaced training timesteps from last to first (k-diffusion get_sigmas)."""
+    t_max = len(model.sigmas) - 1
+    t = torch.linspace(t_max, 0, n)
+    return _append_zero(model.t_to_sigma(t))
+
+
+def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho=None) -> torch.Tensor:
+    """Evenly spaced timesteps over n+1 points, last dropped (A1111 sgm_uniform, SDXL-Turbo/LCM)."""
+    start = model.sigma_to_t(torch.tensor(sigma_max))
+    end = model.sigma_to_t(torch.tensor(sigma_min))
+    ts = torch.linspace(float(start), float(end), n + 1)[:-1]
+    return _append_zero(model.t_to_sigma(ts))
+
+
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho: float | None = None) -> torch.Tensor:
+    """Karras et al. 2022 eq. 5: sigmas evenly spaced in sigma^(1/rho), rho = 7."""
+    rho = 7.0 if rho is None else rho
+    ramp = torch.linspace(0, 1, n)
+    min_inv, max_inv = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
+
+
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho=None) -> torch.Tensor:
+    """Sigmas evenly spaced in log sigma."""
+    return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
+
+
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho: float | None = None) -> torch.Tensor:
+    """Log sigma follows a polynomial ramp of power rho (k-diffusion get_sigmas_polyexponential, rho = 1)."""
+    rho = 1.0 if rho is None else rho
+    ramp = torch.linspace(1, 0, n) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+@dataclass(frozen=True)
+class ScheduleType:
+    """One row of the schedule-type table (A1111's `Scheduler`)."""
+
+    name: str  # A1111's key, e.g. "karras"
+    label: str  # what users see and infotext writes, e.g. "Karras"
+    function: Callable[..., torch.Tensor] | None  # None = "Automatic" (the sampler's default)
+    aliases: tuple[str, ...] = ()
+    default_rho: float | None = None
+    # Flags for diffusers timestep samplers that support the schedule natively.
+    diffusers_config: dict = field(default_factory=dict)
+
+
+SCHEDULE_TYPES: tuple[ScheduleType, ...] = (
+    ScheduleType("automatic", "Automatic", None),
+    ScheduleType("uniform", "Uniform", uniform_sigmas),
+    ScheduleType("karras", "Karras", karras_sigmas, default_rho=7.0, diffusers_config={"use_karras_sigmas": True}),
+    ScheduleType("exponential", "Exponential", exponential_sigmas, diffusers_config={"use_exponential_sigmas": True}),
+    ScheduleType("polyexponential", "Polyexponential", polyexponential_sigmas, default_rho=1.0),
+    ScheduleType("sgm_uniform", "SGM Uniform", sgm_uniform_sigmas, aliases=("SGMUniform",), diffusers_config={"timestep_spacing": "trailing"}),
+)
+
+
+# --------------------------------------------------------------------------------------
+# Sigma samplers (k-diffusion algorithms, written against the papers)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SamplerOptions:
+    """Per-run knobs; defaults are A1111's (eta 1 for ancestral samplers, churn off)."""
+
+    eta: float = 1.0
+    s_churn: float = 0.0
+    s_tmin: float = 0.0
+    s_tmax: float = 0.0
+    s_noise: float = 1.0
+
+
+def _ones(x):
+    return x.new_ones([x.shape[0]])
+
+
+def sample_euler(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with churn)."""
+    n = len(sigmas) - 1
+    for i in range(n):
+        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
+        sigma_hat = sigmas[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+        denoised = model(x, sigma_hat * _ones(x))
+        d = _to_d(x, sigma_hat, denoised)
+        _report(callback, i, x, sigmas[i], denoised)
+        x = x + d * (sigmas[i + 1] - sigma_hat)
+    return x
+
+
+def sample_euler_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """Euler steps down to sigma_down, then fresh noise up to the next sigma."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], opts.eta)
+        _report(callback, i, x, sigmas[i], denoised)
+        x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * sigma_up
+    return x
+
+
+def sample_heun(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
+    n = len(sigmas) - 1
+    for i in range(n):
+        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
+        sigma_hat = sigmas[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+        denoised = model(x, sigma_hat * _ones(x))
+        d = _to_d(x, sigma_hat, denoised)
+        _report(callback, i, x, sigmas[i], denoised)
+        dt = sigmas[i + 1] - sigma_hat
+        if sigmas[i + 1] == 0:
+            x = x + d * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = _to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * _ones(x)))
+            x = x + (d + d_2) / 2 * dt
+    return x
+
+
+def sample_dpm_2(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """DPM-Solver-2 style midpoint step in log sigma (k-diffusion sample_dpm_2)."""
+    n = len(sigmas) - 1
+    for i in range(n):
+        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
+        sigma_hat = sigmas[i] * (gamma + 1)
+        if gamma > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+        denoised = model(x, sigma_hat * _ones(x))
+        d = _to_d(x, sigma_hat, denoised)
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = x + d * (sigmas[i + 1] - sigma_hat)
+        else:
+            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigma_hat)
+            d_2 = _to_d(x_2, sigma_mid, model(x_2, sigma_mid * _ones(x)))
+            x = x + d_2 * (sigmas[i + 1] - sigma_hat)
+    return x
+
+
+def sample_dpm_2_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """Ancestral DPM2: midpoint step down to sigma_down, then fresh noise."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], opts.eta)
+        _report(callback, i, x, sigmas[i], denoised)
+        d = _to_d(x, sigmas[i], denoised)
+        if sigma_down == 0:
+            x = x + d * (sigma_down - sigmas[i])
+        else:
+            sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
+            x_2 = x + d * (sigma_mid - sigmas[i])
+            d_2 = _to_d(x_2, sigma_mid, model(x_2, sigma_mid * _ones(x)))
+            x = x + d_2 * (sigma_down - sigmas[i])
+        if sigmas[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * sigma_up
+    return x
+
+
+def _lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
+    """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial (exact, no quadrature)."""
+    poly = np.poly1d([1.0])
+    for k in range(order):
+        if k == j:
+            continue
+        poly = poly * np.poly1d([1.0, -t[i - k]]) / (t[i - j] - t[i - k])
+    antiderivative = np.polyint(poly)
+    return float(antiderivative(t[i + 1]) - antiderivative(t[i]))
+
+
+def sample_lms(model, x, sigmas, noise, callback, opts: SamplerOptions, order: int = 4):
+    """Linear multistep method over the last `order` derivatives (k-diffusion sample_lms)."""
+    sigmas_np = sigmas.detach().cpu().double().numpy()
+    ds: list[torch.Tensor] = []
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        ds.append(_to_d(x, sigmas[i], denoised))
+        if len(ds) > order:
+            ds.pop(0)
+        _report(callback, i, x, sigmas[i], denoised)
+        cur_order = min(i + 1, order)
+        coeffs = [_lms_coefficient(cur_order, sigmas_np, i, j) for j in range(cur_order)]
+        x = x + sum(c * d for c, d in zip(coeffs, reversed(ds)))
+    return x
+
+
+def sample_dpmpp_2s_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """DPM-Solver++(2S) with ancestral noise (Lu et al. 2022, single-step second order)."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        sigma_down, sigma_up = _ancestral_step(sigmas[i], sigmas[i + 1], opts.eta)
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigma_down == 0:
+            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_next = _t_of(sigmas[i]), _t_of(sigma_down)
+            h = t_next - t
+            s = t + h / 2
+            x_2 = (_sigma_of(s) / _sigma_of(t)) * x - (-h / 2).expm1() * denoised
+            denoised_2 = model(x_2, _sigma_of(s) * _ones(x))
+            x = (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised_2
+        if sigmas[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * sigma_up
+    return x
+
+
+def sample_dpmpp_sde(model, x, sigmas, noise, callback, opts: SamplerOptions, r: float = 0.5):
+    """DPM-Solver++ (stochastic, second order, midpoint r = 1/2) (k-diffusion sample_dpmpp_sde)."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+            continue
+        t, t_next = _t_of(sigmas[i]), _t_of(sigmas[i + 1])
+        h = t_next - t
+        s = t + h * r
+        fac = 1 / (2 * r)
+        sd, su = _ancestral_step(_sigma_of(t), _sigma_of(s), opts.eta)
+        s_ = _t_of(sd)
+        x_2 = (_sigma_of(s_) / _sigma_of(t)) * x - (t - s_).expm1() * denoised
+        x_2 = x_2 + noise(_sigma_of(t), _sigma_of(s)) * opts.s_noise * su
+        denoised_2 = model(x_2, _sigma_of(s) * _ones(x))
+        sd, su = _ancestral_step(_sigma_of(t), _sigma_of(t_next), opts.eta)
+        t_next_ = _t_of(sd)
+        denoised_d = (1 - fac) * denoised + fac * denoised_2
+        x = (_sigma_of(t_next_) / _sigma_of(t)) * x - (t - t_next_).expm1() * denoised_d
+        x = x + noise(_sigma_of(t), _sigma_of(t_next)) * opts.s_noise * su
+    return x
+
+
+def sample_dpmpp_2m(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """DPM-Solver++(2M): second-order multistep in data prediction (Lu et al. 2022, Alg. 2)."""
+    old_denoised = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        _report(callback, i, x, sigmas[i], denoised)
+        t, t_next = _t_of(sigmas[i]), _t_of(sigmas[i + 1])
+        h = t_next - t
+        if old_denoised is None or sigmas[i + 1] == 0:
+            x = (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised
+        else:
+            r = (t - _t_of(sigmas[i - 1])) / h
+            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+            x = (_sigma_of(t_next) / _sigma_of(t)) * x - (-h).expm1() * denoised_d
+        old_denoised = denoised
+    return x
+
+
+def sample_dpmpp_2m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde)."""
+    old_denoised, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            t, s = -sigmas[i].log(), -sigmas[i + 1].log()
+            h = s - t
+            eta_h = opts.eta * h
+            x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
+            if old_denoised is not None:
+                r = h_last / h
+                x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            if opts.eta:
+                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * opts.s_noise
+            h_last = h
+        old_denoised = denoised
+    return x
+
+
+def sample_dpmpp_3m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """DPM-Solver++(3M) SDE (k-diffusion sample_dpmpp_3m_sde)."""
+    denoised_1 = denoised_2 = None
+    h_1 = h_2 = None
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        _report(callback, i, x, sigmas[i], denoised)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            t, s = -sigmas[i].log(), -sigmas[i + 1].log()
+            h = s - t
+            h_eta = h * (opts.eta + 1)
+            x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
+            if h_2 is not None:
+                r0, r1 = h_1 / h, h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + phi_2 * d1 - phi_3 * d2
+            elif h_1 is not None:
+                r = h_1 / h
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                x = x + phi_2 * (denoised - denoised_1) / r
+            if opts.eta:
+                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * opts.eta).expm1().neg().sqrt() * opts.s_noise
+            denoised_1, denoised_2 = denoised, denoised_1
+            h_1, h_2 = h, h_1
+    return x
+
+
+def sample_lcm(model, x, sigmas, noise, callback, opts: SamplerOptions):
+    """Latent Consistency Model sampling: jump to x0, re-noise to the next sigma (Luo et al. 2023)."""
+    for i in range(len(sigmas) - 1):
+        denoised = model(x, sigmas[i] * _ones(x))
+        _report(callback, i, x, sigmas[i], denoised)
+        x = denoised
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * noise(sigmas[i], sigmas[i + 1])
+    return x
+
+
+# DPM-Solver in its original eps / t = -log(sigma) form, for DPM fast and DPM adaptive
+# (Lu et al. 2022, Algorithms 1 and 2 plus the adaptive step-size of section 4.3).
+
+
+class _DPMSolver:
+    def __init__(self, model: Denoiser, callback: StepCallback | None):
+        self.model = model
+        self.callback = callback
+        self.evaluations = 0
+
+    def eps(self, cache: dict, key: str, x, t):
+        if key in cache:
+            return cache[key], cache
+        sigma = _sigma_of(t) * _ones(x)
+        eps = (x - self.model(x, sigma)) / _sigma_of(t)
+        self.evaluations += 1
+        return eps, {key: eps, **cache}
+
+    def step_1(self, x, t, t_next, cache):
+        eps, cache = self.eps(cache, "eps", x, t)
+        h = t_next - t
+        return x - _sigma_of(t_next) * h.expm1() * eps, cache
+
+    def step_2(self, x, t, t_next, r1=0.5, cache=None):
+        eps, cache = self.eps(cache or {}, "eps", x, t)
+        h = t_next - t
+        s1 = t + r1 * h
+        u1 = x - _sigma_of(s1) * (r1 * h).expm1() * eps
+        eps_r1, cache = self.eps(cache, "eps_r1", u1, s1)
+        x_2 = x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
+        return x_2, cache
+
+    def step_3(self, x, t, t_next, r1=1 / 3, r2=2 / 3, cache=None):
+        eps, cache = self.eps(cache or {}, "eps", x, t)
+        h = t_next - t
+        s1, s2 = t + r1 * h, t + r2 * h
+        u1 = x - _sigma_of(s1) * (r1 * h).expm1() * eps
+        eps_r1, cache = self.eps(cache, "eps_r1", u1, s1)
+        u2 = x - _sigma_of(s2) * (r2 * h).expm1() * eps - _sigma_of(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
+        eps_r2, cache = self.eps(cache, "eps_r2", u2, s2)
+        x_3 = x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
+        return x_3, cache
+
+    def noise_split(self, t, t_next, eta):
+        """Where the deterministic part of a step ends, and the noise added after it."""
+        if not eta:
+            return t_next, 0.0
+        sd, _ = _ancestral_step(_sigma_of(t), _sigma_of(t_next), eta)
+        t_next_ = torch.minimum(t_next, _t_of(sd))
+        su = (_sigma_of(t_next) ** 2 - _sigma_of(t_next_) ** 2) ** 0.5
+        return t_next_, su
+
+
+def sample_dpm_fast(model, x, sigmas, noise, callback, opts: SamplerOptions, steps: int | None = None):
+    """DPM-Solver 'fast': orders 3,3,...,2,1 over `steps` evaluations, uniform in log sigma."""
+    sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
+    nfe = steps if steps is not None else len(sigmas) - 1
+    solver = _DPMSolver(model, callback)
+    t_start, t_end = _t_of(sigma_max), _t_of(sigma_min)
+    m = math.floor(nfe / 3) + 1
+    ts = torch.linspace(float(t_start), float(t_end), m + 1, device=x.device)
+    orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
+    for i, order in enumerate(orders):
+        cache: dict = {}
+        t, t_next = ts[i], ts[i + 1]
+        t_next_, su = solver.noise_split(t, t_next, opts.eta)
+        eps, cache = solver.eps(cache, "eps", x, t)
+        _report(callback, i, x, _sigma_of(t), x - _sigma_of(t) * eps)
+        if order == 1:
+            x, cache = solver.step_1(x, t, t_next_, cache)
+        elif order == 2:
+            x, cache = solver.step_2(x, t, t_next_, cache=cache)
+        else:
+            x, cache = solver.step_3(x, t, t_next_, cache=cache)
+        if opts.eta:
+            x = x + su * opts.s_noise * noise(_sigma_of(t), _sigma_of(t_next))
+    return x
+
+
+class _PIDStepSize:
+    """PID step-size controller (Lu et al. 2022 §4.3, as in k-diffusion's PIDStepSizeController)."""
+
+    def __init__(self, h, pcoeff, icoeff, dcoeff, order=1, accept_safety=0.81, eps=1e-8):
+        self.h = h
+        self.b1 = (pcoeff + icoeff + dcoeff) / order
+        self.b2 = -(pcoeff + 2 * dcoeff) / order
+        self.b3 = dcoeff / order
+        self.accept_safety = accept_safety
+        self.eps = eps
+        self.errs: list[float] = []
+
+    def propose_step(self, error: float) -> bool:
+        inv_error = 1 / (float(error) + self.eps)
+        if not self.errs:
+            self.errs = [inv_error, inv_error, inv_error]
+        self.errs[0] = inv_error
+        factor = self.errs[0] ** self.b1 * self.errs[1] ** self.b2 * self.errs[2] ** self.b3
+        factor = 1 + math.atan(factor - 1)
+        accept = factor >= self.accept_safety
+        if accept:
+            self.errs[2] = self.errs[1]
+            self.errs[1] = self.errs[0]
+        self.h *= factor
+        return accept
+
+
+# A random or broken model can make the adaptive solver shrink its step forever; this cap
+# (far above the ~50-150 evaluations it takes on real models) keeps a job from hanging.
+DPM_ADAPTIVE_MAX_EVALUATIONS = 1000
+
+
+def sample_dpm_adaptive(model, x, sigmas, noise, callback, opts: SamplerOptions, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81):
+    """DPM-Solver-12/23 with adaptive step size; the step count is chosen by the error."""
+    sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
+    solver = _DPMSolver(model, callback)
+    t_start, t_end = float(_t_of(sigma_max)), float(_t_of(sigma_min))
+    atol_t = torch.tensor(atol, dtype=x.dtype, device=x.device)
+    rtol_t = torch.tensor(rtol, dtype=x.dtype, device=x.device)
+    s = torch.tensor(t_start, device=x.device)
+    x_prev = x
+    pid = _PIDStepSize(abs(h_init), pcoeff, icoeff, dcoeff, 1.5 if opts.eta else order, accept_safety)
+    step = 0
+    while float(s) < t_end - 1e-5 and solver.evaluations < DPM_ADAPTIVE_MAX_EVALUATIONS:
+        cache: dict = {}
+        t = torch.tensor(min(t_end, float(s) + pid.h), device=x.device)
+        t_, su = solver.noise_split(s, t, opts.eta)
+        eps, cache = solver.eps(cache, "eps", x, s)
+        denoised = x - _sigma_of(s) * eps
+        if order == 2:
+            x_low, cache = solver.step_1(x, s, t_, cache)
+            x_high, cache = solver.step_2(x, s, t_, cache=cache)
+        else:
+            x_low, cache = solver.step_2(x, s, t_, r1=1 / 3, cache=cache)
+            x_high, cache = solver.step_3(x, s, t_, cache=cache)
+        delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
+        error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
+        if pid.propose_step(error):
+            x_prev = x_low
+            x = x_high
+            if opts.eta:
+                x = x + su * opts.s_noise * noise(_sigma_of(s), _sigma_of(t))
+            s = t
+        _report(callback, step, x, _sigma_of(s), denoised)
+        step += 1
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# Timestep samplers: diffusers scheduler classes driven over integer timesteps
+# --------------------------------------------------------------------------------------
+
+
+def make_diffusers_scheduler(class_name: str, model_scheduler_config: dict, overrides: dict):
+    """Instantiate a diffusers scheduler from the model's config plus a sampler row's overrides."""
+    import diffusers
+
+    cls = getattr(diffusers, class_name)
+    base = {k: v for k, v in model_scheduler_config.items() if not k.startswith("_")}
+    accepted = set(cls._get_init_keys(cls)) if hasattr(cls, "_get_init_keys") else None
+    config = {**base, **overrides}
+    if accepted is not None:
+        config = {k: v for k, v in config.items() if k in accepted}
+    return cls.from_config(config)
+
+
+# --------------------------------------------------------------------------------------
+# The sampler table (A1111 sd_samplers_kdiffusion.samplers_k_diffusion + timesteps samplers)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerDef:
+    """One row of the sampler table."""
+
+    name: str
+    aliases: tuple[str, ...]
+    function: Callable[..., torch.Tensor] | None = None  # sigma samplers
+    diffusers_class: str | None = None  # timestep samplers
+    diffusers_config: dict = field(default_factory=dict)
+    # Nearest diffusers scheduler (class, config) for reference, tests and the benchmark.
+    diffusers_equivalent: tuple[str, dict] | None = None
+    default_schedule: str = "uniform"  # what "Automatic" means for this sampler (A1111 'scheduler' option)
+    second_order: bool = False  # two model evaluations per step
+    discard_next_to_last_sigma: bool = False
+    uses_eta: bool = False  # takes eta; A1111 writes "Eta" and uses ENSD for these
+    default_eta: float = 1.0
+    uses_noise: bool = False  # draws fresh noise during sampling (ENSD applies)
+    takes_step_count: bool = False  # DPM fast/adaptive: use sigma range, not a schedule
+
+    @property
+    def is_timestep_sampler(self) -> bool:
+        return self.diffusers_class is not None
+
+    def total_model_evaluations(self, steps: int) -> int:
+        """Denoiser calls per image, A1111's `total_steps` (prompt schedules are over these)."""
+        return steps * 2 if self.second_order else steps
+
+
+def _sig(name, aliases, fn, equivalent=None, **options) -> SamplerDef:
+    return SamplerDef(name=name, aliases=tuple(aliases), function=fn, diffusers_equivalent=equivalent, **options)
+
+
+SAMPLERS: tuple[SamplerDef, ...] = (
+    _sig("DPM++ 2M", ["k_dpmpp_2m"], sample_dpmpp_2m, ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}), default_schedule="karras"),
+    _sig("DPM++ SDE", ["k_dpmpp_sde"], sample_dpmpp_sde, ("DPMSolverSDEScheduler", {}), default_schedule="karras", second_order=True, uses_eta=True, uses_noise=True),
+    _sig("DPM++ 2M SDE", ["k_dpmpp_2m_sde"], sample_dpmpp_2m_sde, ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}), default_schedule="exponential", uses_eta=True, uses_noise=True),
+    _sig("DPM++ 3M SDE", ["k_dpmpp_3m_sde"], sample_dpmpp_3m_sde, ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}), default_schedule="exponential", discard_next_to_last_sigma=True, uses_eta=True, uses_noise=True),
+    _sig("DPM++ 2S a", ["k_dpmpp_2s_a"], sample_dpmpp_2s_ancestral, ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}), default_schedule="karras", second_order=True, uses_eta=True, uses_noise=True),
+    _sig("Euler a", ["k_euler_a", "k_euler_ancestral"], sample_euler_ancestral, ("EulerAncestralDiscreteScheduler", {}), uses_eta=True, uses_noise=True),
+    _sig("Euler", ["k_euler"], sample_euler, ("EulerDiscreteScheduler", {})),
+    _sig("LMS", ["k_lms"], sample_lms, ("LMSDiscreteScheduler", {})),
+    _sig("Heun", ["k_heun"], sample_heun, ("HeunDiscreteScheduler", {}), second_order=True),
+    _sig("DPM2", ["k_dpm_2"], sample_dpm_2, ("KDPM2DiscreteScheduler", {}), discard_next_to_last_sigma=True, second_order=True),
+    _sig("DPM2 a", ["k_dpm_2_a"], sample_dpm_2_ancestral, ("KDPM2AncestralDiscreteScheduler", {}), discard_next_to_last_sigma=True, second_order=True, uses_eta=True, uses_noise=True),
+    _sig("DPM fast", ["k_dpm_fast"], sample_dpm_fast, None, uses_eta=True, uses_noise=True, takes_step_count=True),
+    _sig("DPM adaptive", ["k_dpm_ad"], sample_dpm_adaptive, None, uses_eta=True, uses_noise=True, takes_step_count=True),
+    _sig("LCM", ["k_lcm"], sample_lcm, ("LCMScheduler", {}), uses_noise=True),
+    SamplerDef(
+        name="DDIM", aliases=("ddim",), diffusers_class="DDIMScheduler",
+        # A1111/CompVis DDIM: timesteps 1, 1+c, 1+2c, ... ("leading" + offset 1), alpha_prev of the
+        # first step is alphas_cumprod[0].
+        diffusers_config={"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False},
+        diffusers_equivalent=("DDIMScheduler", {}), uses_eta=True, default_eta=0.0,
+    ),
+    SamplerDef(
+        name="PLMS", aliases=("plms",), diffusers_class="PNDMScheduler",
+        diffusers_config={"skip_prk_steps": True, "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False},
+        diffusers_equivalent=("PNDMScheduler", {"skip_prk_steps": True}),
+    ),
+    SamplerDef(
+        name="UniPC", aliases=("unipc",), diffusers_class="UniPCMultistepScheduler",
+        # A1111's defaults: order 3, variant bh1, lower order at the end.
+        diffusers_config={"solver_order": 3, "solver_type": "bh1", "lower_order_final": True, "predict_x0": True, "timestep_spacing": "linspace"},
+        diffusers_equivalent=("UniPCMultistepScheduler", {}),
+    ),
+)
+
+
+def _key(name: str) -> str:
+    return " ".join(name.strip().lower().replace("_", " ").split())
+
+
+def find_sampler(name: str) -> SamplerDef | None:
+    """The sampler row for a name or alias (case-insensitive), or None."""
+    wanted = _key(name)
+    for row in SAMPLERS:
+        if _key(row.name) == wanted or any(_key(a) == wanted for a in row.aliases):
+            return row
+    return None
+
+
+def find_schedule_type(name: str | None) -> ScheduleType | None:
+    """The schedule-type row for a label, key or alias (case-insensitive); None/"" = Automatic."""
+    if not name:
+        return SCHEDULE_TYPES[0]
+    wanted = _key(name)
+    for row in SCHEDULE_TYPES:
+        if wanted in (_key(row.name), _key(row.label), *(_key(a) for a in row.aliases)):
+            return row
+    return None
+
+
+def resolve_sampler_and_schedule(sampler_name: str, scheduler: str | None) -> tuple[SamplerDef, ScheduleType] | None:
+    """Split old combined names ("DPM++ 2M Karras") into sampler + schedule type (A1111 get_sampler_and_scheduler)."""
+    sampler = find_sampler(sampler_name)
+    schedule = find_schedule_type(scheduler)
+    if sampler is not None:
+        return (sampler, schedule) if schedule is not None else None
+    for row in SCHEDULE_TYPES[1:]:
+        for label in (row.label, *row.aliases):
+            if sampler_name.strip().lower().endswith(" " + label.lower()):
+                base = find_sampler(sampler_name.strip()[: -len(label) - 1])
+                if base is not None:
+                    explicit = schedule if schedule is not None and schedule.name != "automatic" else row
+                    return base, explicit
+    return None
+
+
+def effective_schedule(sampler: SamplerDef, schedule: ScheduleType) -> ScheduleType:
+    """What "Automatic" resolves to for a sampler (its A1111 default)."""
+    if schedule.function is not None:
+        return schedule
+    return find_schedule_type(sampler.default_schedule) or SCHEDULE_TYPES[1]
+
+
+def sigmas_for(sampler: SamplerDef, schedule: ScheduleType, steps: int, model: DiscreteSigmas) -> torch.Tensor:
+    """The sigma schedule a sigma sampler runs for `steps` steps (A1111 KDiffusionSampler.get_sigmas)."""
+    chosen = effective_schedule(sampler, schedule)
+    discard = sampler.discard_next_to_last_sigma
+    n = steps + 1 if discard else steps
+    sigmas = chosen.function(n, model.sigma_min, model.sigma_max, model, chosen.default_rho)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas.float()
+
+
+def sampler_names() -> list[str]:
+    """Every sampler name, in table order."""
+    return [row.name for row in SAMPLERS]
+
+
+def schedule_type_labels() -> list[str]:
+    """Every schedule-type label, in table order."""
+    return [row.label for row in SCHEDULE_TYPES]

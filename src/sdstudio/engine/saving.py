@@ -1,0 +1,167 @@
+"""Saving images as A1111 does: folders, numbered names, infotext inside the file, grids.
+
+Layout (A1111 modules/images.py save_image): `<outdir>/<YYYY-MM-DD>/NNNNN-SEED-PROMPT.png`
+for images and `<grid outdir>/<YYYY-MM-DD>/grid-NNNN.png` for grids, where NNNNN is one
+more than the highest number already in the folder. The infotext goes into a PNG `tEXt`
+chunk named `parameters`, or the EXIF UserComment of JPEG/WebP files, which is where
+A1111, Civitai and image browsers look. Every file is written atomically (temp file +
+rename), so a crash never leaves half an image under a real name.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+from sdstudio.config import DataPaths, Settings, atomic_write_bytes
+
+INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
+MAX_FILENAME_PART_LENGTH = 128
+
+
+def sanitize_filename_part(text: str, replace_spaces: bool = True) -> str:
+    """Make text safe inside a file name (A1111 sanitize_filename_part)."""
+    if replace_spaces:
+        text = text.replace(" ", "_")
+    text = text.translate({ord(c): "_" for c in INVALID_FILENAME_CHARS})
+    text = "".join(c for c in text if c.isprintable())
+    text = text.lstrip(" ")[:MAX_FILENAME_PART_LENGTH]
+    return text.rstrip(" .")
+
+
+def next_sequence_number(folder: Path, basename: str = "") -> int:
+    """One more than the highest leading number of files in `folder` (A1111 get_next_sequence_number)."""
+    result = -1
+    prefix = f"{basename}-" if basename else ""
+    if folder.is_dir():
+        for name in os.listdir(folder):
+            if not name.startswith(prefix):
+                continue
+            parts = os.path.splitext(name[len(prefix):])[0].split("-")
+            try:
+                result = max(int(parts[0]), result)
+            except ValueError:
+                pass
+    return result + 1
+
+
+def image_grid(images: Sequence[Image.Image], rows: int | None = None, n_rows: int = -1, batch_size: int = 1) -> Image.Image:
+    """Tile images into a grid; rows as A1111: n_rows > 0 fixed, 0 = batch size, -1 = round(sqrt(n))."""
+    if rows is None:
+        if n_rows > 0:
+            rows = n_rows
+        elif n_rows == 0:
+            rows = batch_size
+        else:
+            rows = max(1, round(math.sqrt(len(images))))
+    rows = min(rows, len(images))
+    cols = math.ceil(len(images) / rows)
+    w, h = images[0].size
+    grid = Image.new("RGB", size=(cols * w, rows * h), color="black")
+    for i, img in enumerate(images):
+        grid.paste(img, box=(i % cols * w, i // cols * h))
+    return grid
+
+
+def encode_image(image: Image.Image, extension: str, infotext: str | None, jpeg_quality: int = 80, webp_lossless: bool = False) -> bytes:
+    """The file bytes of an image with its infotext embedded."""
+    buffer = io.BytesIO()
+    ext = extension.lower().lstrip(".")
+    if ext == "png":
+        info = PngImagePlugin.PngInfo()
+        if infotext:
+            info.add_text("parameters", infotext)
+        image.save(buffer, format="PNG", pnginfo=info)
+    elif ext in ("jpg", "jpeg", "webp"):
+        exif = _exif_user_comment(infotext) if infotext else b""
+        rgb = image.convert("RGB") if image.mode not in ("RGB", "L") else image
+        if ext == "webp":
+            rgb.save(buffer, format="WEBP", quality=jpeg_quality, lossless=webp_lossless, exif=exif)
+        else:
+            rgb.save(buffer, format="JPEG", quality=jpeg_quality, exif=exif)
+    else:
+        raise ValueError(f"unsupported image format {extension!r} (use png, jpg or webp)")
+    return buffer.getvalue()
+
+
+def _exif_user_comment(text: str) -> bytes:
+    import piexif
+    import piexif.helper
+
+    return piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, encoding="unicode")}})
+
+
+def read_infotext(image: Image.Image) -> str | None:
+    """The infotext stored in an image (PNG `parameters` or EXIF UserComment), or None."""
+    text = image.info.get("parameters")
+    if isinstance(text, str) and text:
+        return text
+    exif_bytes = image.info.get("exif")
+    if exif_bytes:
+        import piexif
+        import piexif.helper
+
+        try:
+            exif = piexif.load(exif_bytes)
+            comment = exif.get("Exif", {}).get(piexif.ExifIFD.UserComment)
+            if comment:
+                return piexif.helper.UserComment.load(comment)
+        except (ValueError, KeyError, OSError, TypeError):
+            return None
+    return None
+
+
+class ImageSaver:
+    """Writes generated images and grids under the data dir following Settings."""
+
+    def __init__(self, paths: DataPaths, settings: Settings):
+        self.paths = paths
+        self.settings = settings
+
+    def _resolve(self, folder: str) -> Path:
+        path = Path(folder).expanduser()
+        return path if path.is_absolute() else self.paths.root / path
+
+    def output_folder(self, kind: str, grid: bool = False, override: str | None = None, now: datetime | None = None) -> Path:
+        """The folder for a job kind ("txt2img"/"img2img"), with the date subfolder when enabled."""
+        s = self.settings
+        if override:
+            base = self._resolve(override)
+        elif grid:
+            base = self._resolve(s.outdir_grids or getattr(s, f"outdir_{kind}_grids"))
+        else:
+            base = self._resolve(s.outdir_samples or getattr(s, f"outdir_{kind}_samples"))
+        if s.save_to_dirs:
+            base = base / (now or datetime.now()).strftime("%Y-%m-%d")
+        return base
+
+    def save_image(self, image: Image.Image, folder: Path, seed: int | None, prompt: str, infotext: str | None, extension: str | None = None, basename: str = "") -> Path:
+        """Save one image as NNNNN-SEED-PROMPT.ext (or BASENAME-NNNN.ext) and return its path."""
+        ext = (extension or self.settings.samples_format or "png").lower()
+        data = encode_image(image, ext, infotext if self.settings.enable_pnginfo else None, self.settings.jpeg_quality, self.settings.webp_lossless)
+        folder.mkdir(parents=True, exist_ok=True)
+        if basename:
+            decoration = ""
+        elif self.settings.samples_filename_pattern:
+            decoration = sanitize_filename_part(self.settings.samples_filename_pattern.replace("[seed]", str(seed)).replace("[prompt]", prompt), replace_spaces=False)
+        else:
+            decoration = "-".join(p for p in (str(seed) if seed is not None else "", sanitize_filename_part(prompt, replace_spaces=False)) if p)
+        decoration = f"-{decoration}" if decoration else ""
+        number = next_sequence_number(folder, basename)
+        for attempt in range(500):
+            stem = f"{number + attempt:05}" if not basename else f"{basename}-{number + attempt:04}"
+            path = folder / f"{stem}{decoration}.{ext}"
+            if not path.exists():
+                break
+        atomic_write_bytes(path, data)
+        return path
+
+    def save_grid(self, grid: Image.Image, folder: Path, infotext: str | None) -> Path:
+        """Save a grid as grid-NNNN.ext."""
+        return self.save_image(grid, folder, None, "", infotext, extension=self.settings.grid_format, basename="grid")

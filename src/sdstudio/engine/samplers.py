@@ -706,8 +706,8 @@ SAMPLERS: tuple[SamplerDef, ...] = (
     ),
     SamplerDef(
         name="UniPC", aliases=("unipc",), diffusers_class="UniPCMultistepScheduler",
-        # A1111's defaults: order 3, variant bh1, lower order at the end.
-        diffusers_config={"solver_order": 3, "solver_type": "bh1", "lower_order_final": True, "predict_x0": True, "timestep_spacing": "linspace"},
+        # A1111: order 3, lower order at the end. Variant bh2: diffusers' bh1 yields NaN at the final zero sigma.
+        diffusers_config={"solver_order": 3, "solver_type": "bh2", "lower_order_final": True, "predict_x0": True, "timestep_spacing": "linspace"},
         diffusers_equivalent=("UniPCMultistepScheduler", {}),
     ),
 )

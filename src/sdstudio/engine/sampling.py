@@ -1,0 +1,314 @@
+"""The denoise loop: classifier-free guidance in one UNet call, driving any sampler row.
+
+`GuidedUNet` evaluates the UNet once per step on [cond rows..., uncond rows] and combines
+the outputs as A1111's CFGDenoiser.combine_denoised does (AND-composition: every
+sub-prompt row adds weight * cfg_scale * (cond - uncond)). Because x0 is affine in the
+model output for a fixed x and sigma, combining raw outputs equals combining x0's.
+
+`KarrasDenoiser` turns it into k-diffusion's `denoise(x, sigma) -> x0` for eps- and
+v-prediction models (CompVisDenoiser / CompVisVDenoiser), blends the known region back
+in for inpainting (A1111's `init_latent * mask + nmask * denoised`), and checks for
+interrupt/skip before each evaluation. `run_sampler` runs either kind of sampler row over
+txt2img or img2img (a partial schedule starting from a noised init latent).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from sdstudio.engine.samplers import (
+    DiscreteSigmas,
+    SamplerDef,
+    SamplerOptions,
+    ScheduleType,
+    StepCallback,
+    StepInfo,
+    make_diffusers_scheduler,
+    sigmas_for,
+)
+
+
+class SamplingInterrupted(Exception):
+    """Raised inside the loop when the user interrupts; carries the last x0 prediction."""
+
+    def __init__(self, latest: torch.Tensor | None):
+        super().__init__("interrupted")
+        self.latest = latest
+
+
+class SamplingSkipped(SamplingInterrupted):
+    """Raised inside the loop when the user skips the current image."""
+
+
+class StepConditioning(Protocol):
+    """Prompt conditioning as the loop consumes it (A1111 reconstruct_(multi)cond_batch).
+
+    `at_step(step)` gives (cond [N, T, D], conds_list) where conds_list[i] lists the
+    (row in cond, weight) pairs of image i's AND-ed sub-prompts; `uncond_at_step(step)`
+    gives [B, T, D]. Models with pooled text embeddings (SDXL) also expose `unet_kwargs`.
+    """
+
+    def at_step(self, step: int) -> tuple[torch.Tensor, list[list[tuple[int, float]]]]: ...
+
+    def uncond_at_step(self, step: int) -> torch.Tensor: ...
+
+
+@dataclass
+class FixedConditioning:
+    """Conditioning that does not change over steps: one sub-prompt of weight 1 per image."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    conds_list: list[list[tuple[int, float]]] | None = None
+
+    def at_step(self, step: int):
+        rows = self.conds_list or [[(i, 1.0)] for i in range(self.cond.shape[0])]
+        return self.cond, rows
+
+    def uncond_at_step(self, step: int):
+        return self.uncond
+
+
+def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad a [N, T, D] conditioning to `length` tokens by repeating its last 77-token chunk.
+
+    A1111 pads the shorter of cond/uncond with encodings of the empty prompt; repeating the
+    last chunk of the shorter one is the same when it is the padding of an empty prompt.
+    """
+    if tensor.shape[1] >= length:
+        return tensor
+    chunk = tensor[:, -77:] if tensor.shape[1] >= 77 else tensor
+    reps = math.ceil((length - tensor.shape[1]) / chunk.shape[1])
+    return torch.cat([tensor, chunk.repeat(1, reps, 1)], dim=1)[:, :length]
+
+
+@dataclass
+class LoopControl:
+    """What the loop checks before every model evaluation."""
+
+    is_interrupted: Callable[[], bool] = lambda: False
+    is_skipped: Callable[[], bool] = lambda: False
+
+
+class GuidedUNet:
+    """The UNet with classifier-free guidance: `(x_scaled, t, step) -> guided model output`."""
+
+    def __init__(
+        self,
+        unet,
+        conditioning: StepConditioning,
+        cfg_scale: float,
+        image_conditioning: torch.Tensor | None = None,
+        unet_kwargs: Callable[[int, list[int]], dict[str, Any]] | None = None,
+    ):
+        self.unet = unet
+        self.conditioning = conditioning
+        self.cfg_scale = float(cfg_scale)
+        self.image_conditioning = image_conditioning
+        self.unet_kwargs = unet_kwargs
+        self.dtype = next(unet.parameters()).dtype
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+        cond, conds_list = self.conditioning.at_step(step)
+        uncond = self.conditioning.uncond_at_step(step)
+        batch = x.shape[0]
+        repeats = [len(rows) for rows in conds_list]
+        t = t.reshape(-1).expand(batch) if t.numel() == 1 else t
+        x_in = torch.cat([x[i : i + 1].expand(n, *x.shape[1:]) for i, n in enumerate(repeats)] + [x])
+        t_in = torch.cat([t[i : i + 1].expand(n) for i, n in enumerate(repeats)] + [t])
+        if self.image_conditioning is not None:
+            ic = self.image_conditioning
+            ic_in = torch.cat([ic[i : i + 1].expand(n, *ic.shape[1:]) for i, n in enumerate(repeats)] + [ic])
+            x_in = torch.cat([x_in, ic_in.to(x_in)], dim=1)
+        length = max(cond.shape[1], uncond.shape[1])
+        text = torch.cat([_pad_tokens(cond, length), _pad_tokens(uncond, length)])
+        row_order = [i for i, n in enumerate(repeats) for _ in range(n)] + list(range(batch))
+        extra = self.unet_kwargs(step, row_order) if self.unet_kwargs is not None else {}
+        out = self.unet(x_in.to(self.dtype), t_in.to(torch.float32), encoder_hidden_states=text.to(self.dtype), return_dict=False, **extra)[0].float()
+        return self.combine(out, conds_list, batch)
+
+    def combine(self, out: torch.Tensor, conds_list, batch: int) -> torch.Tensor:
+        """uncond + sum_k w_k * cfg * (cond_k - uncond) per image (A1111 combine_denoised)."""
+        uncond_out = out[-batch:]
+        result = uncond_out.clone()
+        for i, rows in enumerate(conds_list):
+            for row, weight in rows:
+                result[i] += (out[row] - uncond_out[i]) * (weight * self.cfg_scale)
+        return result
+
+
+@dataclass
+class InpaintBlend:
+    """Keep the unmasked region equal to the init latent (mask = 1 where kept)."""
+
+    init_latent: torch.Tensor
+    mask: torch.Tensor
+    nmask: torch.Tensor
+
+    def apply(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.init_latent * self.mask + self.nmask * latent
+
+
+class KarrasDenoiser:
+    """k-diffusion's `denoise(x, sigma) -> x0` over a guided eps/v-prediction UNet."""
+
+    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: LoopControl, blend: InpaintBlend | None = None):
+        self.guided = guided
+        self.discrete = discrete
+        self.v_prediction = prediction_type == "v_prediction"
+        self.control = control
+        self.blend = blend
+        self.evaluations = 0
+        self.latest: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        _check(self.control, self.latest)
+        sigma = sigma.reshape(-1).to(x)
+        s = sigma.view(-1, *([1] * (x.ndim - 1)))
+        c_in = 1 / (s**2 + 1) ** 0.5
+        t = self.discrete.sigma_to_t(sigma)
+        out = self.guided(x * c_in, t, self.evaluations)
+        if self.v_prediction:  # CompVisVDenoiser: c_skip = 1/(s^2+1), c_out = -s/sqrt(s^2+1)
+            denoised = x / (s**2 + 1) - out * s / (s**2 + 1) ** 0.5
+        else:  # CompVisDenoiser: x0 = x - sigma * eps
+            denoised = x - out * s
+        if self.blend is not None:
+            denoised = self.blend.apply(denoised)
+        self.evaluations += 1
+        self.latest = denoised
+        return denoised
+
+
+def _check(control: LoopControl, latest: torch.Tensor | None) -> None:
+    if control.is_interrupted():
+        raise SamplingInterrupted(latest)
+    if control.is_skipped():
+        raise SamplingSkipped(latest)
+
+
+def img2img_steps(steps: int, denoising_strength: float, requested_steps: int | None = None) -> tuple[int, int]:
+    """(schedule length, denoising steps t_enc) for img2img (A1111 setup_img2img_steps).
+
+    With explicit `requested_steps` (the hires pass) the schedule is stretched so that
+    exactly that many steps run; otherwise `int(strength * steps)` of `steps` run.
+    """
+    if requested_steps is not None:
+        total = int(requested_steps / min(denoising_strength, 0.999)) if denoising_strength > 0 else 0
+        return total, requested_steps - 1
+    return steps, int(min(denoising_strength, 0.999) * steps)
+
+
+@dataclass
+class SamplingJob:
+    """Everything one batch's denoise needs, independent of the sampler kind."""
+
+    sampler: SamplerDef
+    schedule: ScheduleType
+    steps: int
+    guided: GuidedUNet
+    discrete: DiscreteSigmas
+    prediction_type: str
+    scheduler_config: dict
+    noise: Callable[[], torch.Tensor]  # fresh per-image noise (seeds.ImageNoise.next)
+    initial_noise: torch.Tensor
+    options: SamplerOptions = field(default_factory=SamplerOptions)
+    init_latent: torch.Tensor | None = None  # img2img
+    denoising_strength: float = 1.0
+    requested_steps: int | None = None  # hires pass: run exactly this many steps
+    initial_noise_multiplier: float = 1.0
+    blend: InpaintBlend | None = None
+    control: LoopControl = field(default_factory=LoopControl)
+    callback: StepCallback | None = None
+
+
+def planned_steps(job: SamplingJob) -> int:
+    """How many sampler steps (callbacks) the job will report."""
+    if job.init_latent is None:
+        return job.steps
+    if job.requested_steps is not None:
+        return job.requested_steps
+    return img2img_steps(job.steps, job.denoising_strength)[1]
+
+
+def run_sampler(job: SamplingJob) -> torch.Tensor:
+    """Denoise and return the final latent (model space); raises SamplingInterrupted/Skipped."""
+    if job.sampler.is_timestep_sampler:
+        return _run_timestep_sampler(job)
+    return _run_sigma_sampler(job)
+
+
+def _run_sigma_sampler(job: SamplingJob) -> torch.Tensor:
+    denoiser = KarrasDenoiser(job.guided, job.discrete, job.prediction_type, job.control, job.blend)
+    noise = job.initial_noise
+    if job.init_latent is None:
+        sigmas = sigmas_for(job.sampler, job.schedule, job.steps, job.discrete).to(noise.device)
+        x = noise * sigmas[0]
+    else:
+        total, t_enc = img2img_steps(job.steps, job.denoising_strength, job.requested_steps)
+        if t_enc <= 0 and job.requested_steps is None:
+            return job.init_latent  # strength 0: nothing to denoise
+        sigmas = sigmas_for(job.sampler, job.schedule, total, job.discrete).to(noise.device)
+        sigmas = sigmas[total - t_enc - 1 :]
+        x = job.init_latent + noise * sigmas[0] * job.initial_noise_multiplier
+    options = job.options
+    sampler_noise = lambda sigma=None, sigma_next=None: job.noise()  # noqa: E731
+    kwargs = {}
+    if job.sampler.takes_step_count and job.sampler.name == "DPM fast":
+        kwargs["steps"] = len(sigmas) - 1
+    try:
+        return job.sampler.function(denoiser, x, sigmas, sampler_noise, job.callback, options, **kwargs)
+    except SamplingInterrupted as stop:
+        stop.latest = denoiser.latest
+        raise
+
+
+def _run_timestep_sampler(job: SamplingJob) -> torch.Tensor:
+    overrides = dict(job.sampler.diffusers_config)
+    overrides.update(job.schedule.diffusers_config)
+    overrides["prediction_type"] = job.prediction_type
+    scheduler = make_diffusers_scheduler(job.sampler.diffusers_class, job.scheduler_config, overrides)
+    noise = job.initial_noise
+    if job.init_latent is None:
+        scheduler.set_timesteps(job.steps, device=noise.device)
+        timesteps = scheduler.timesteps
+        x = noise * scheduler.init_noise_sigma
+    else:
+        total, t_enc = img2img_steps(job.steps, job.denoising_strength, job.requested_steps)
+        count = t_enc + 1 if job.requested_steps is not None else t_enc
+        if count <= 0:
+            return job.init_latent
+        scheduler.set_timesteps(max(total, count), device=noise.device)
+        all_timesteps = scheduler.timesteps
+        timesteps = all_timesteps[len(all_timesteps) - count :]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(len(all_timesteps) - count)
+        x = scheduler.add_noise(job.init_latent, noise * job.initial_noise_multiplier, timesteps[:1])
+    latest = None
+    accepts = scheduler.step.__code__.co_varnames
+    for i, t in enumerate(timesteps):
+        _check(job.control, latest)
+        model_input = scheduler.scale_model_input(x, t)
+        out = job.guided(model_input, t.reshape(1).float().to(x.device), i)
+        kwargs = {}
+        if "eta" in accepts:
+            kwargs["eta"] = job.options.eta
+            if job.options.eta > 0 and "variance_noise" in accepts:
+                kwargs["variance_noise"] = job.noise()
+        result = scheduler.step(out, t, x, return_dict=True, **kwargs)
+        x = result.prev_sample
+        latest = getattr(result, "pred_original_sample", None)
+        if latest is None:
+            latest = x
+        if job.blend is not None:
+            if i + 1 < len(timesteps):
+                known = scheduler.add_noise(job.blend.init_latent, job.initial_noise, timesteps[i + 1 : i + 2])
+                x = job.blend.mask * known + job.blend.nmask * x
+            latest = job.blend.apply(latest)
+        if job.callback is not None:
+            job.callback(StepInfo(i, x, float(t), latest))
+    return x

@@ -1,0 +1,111 @@
+"""GenerationService: the one object every front end asks for images.
+
+It owns the loaded model (through an injected `model_source`), serialises all work on
+the device with one lock, and runs txt2img and img2img jobs. Front ends pass a validated
+request and, optionally, a `GenerationControl` that receives progress events and carries
+the interrupt/skip flags; the API's job queue can hand its Job's events straight in:
+
+    control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped,
+                                on_progress=lambda e: ...)
+    result = service.txt2img(request, control)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdstudio.config import DataPaths, Settings
+from sdstudio.engine.processing import GenerationModel, ImageUpscaler, JobContext, ProgressEvent, run_generation
+from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.saving import ImageSaver
+from sdstudio.errors import InvalidRequest
+
+ModelSource = Callable[[str | None], GenerationModel]
+"""`model_source(checkpoint_name_or_None) -> GenerationModel`; None = the settings' current one."""
+
+
+@dataclass
+class GenerationControl:
+    """Progress sink and stop flags for one job (thread-safe: set from any thread)."""
+
+    interrupted: threading.Event = field(default_factory=threading.Event)
+    skipped: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[ProgressEvent], None] | None = None
+    preview_every: int | None = None  # None: settings.show_progress_every_n_steps when live previews are on
+
+    def interrupt(self) -> None:
+        """Stop after the current step; finished images (and the current partial one) are kept."""
+        self.interrupted.set()
+
+    def skip(self) -> None:
+        """Abandon the current batch and go on with the next one."""
+        self.skipped.set()
+
+
+class GenerationService:
+    """Runs generation jobs one at a time on the device."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        paths: DataPaths,
+        model_source: ModelSource,
+        apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
+        upscale_image: ImageUpscaler | None = None,
+        restore_faces: Callable[[Any], Any] | None = None,
+        version: str = "",
+    ):
+        self.settings = settings
+        self.paths = paths
+        self.model_source = model_source
+        self.apply_styles = apply_styles
+        self.upscale_image = upscale_image
+        self.restore_faces = restore_faces
+        self.version = version
+        self.device_lock = threading.Lock()
+
+    def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
+        """Generate images from text."""
+        if not isinstance(request, Txt2ImgRequest):
+            raise InvalidRequest("request", "txt2img needs a Txt2ImgRequest")
+        return self._run(request, "txt2img", control)
+
+    def img2img(self, request: Img2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
+        """Generate images from init images (with a mask: inpainting)."""
+        if not isinstance(request, Img2ImgRequest):
+            raise InvalidRequest("request", "img2img needs an Img2ImgRequest")
+        return self._run(request, "img2img", control)
+
+    def generate(self, request: Txt2ImgRequest | Img2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
+        """Dispatch on the request type (handy for queues)."""
+        if isinstance(request, Img2ImgRequest):
+            return self.img2img(request, control)
+        return self.txt2img(request, control)
+
+    def _run(self, request, kind: str, control: GenerationControl | None) -> GenerationResult:
+        control = control or GenerationControl()
+        checkpoint = request.override_settings.get("sd_model_checkpoint") if request.override_settings else None
+        with self.device_lock:
+            model = self.model_source(checkpoint)
+            settings = self.settings
+            preview_every = control.preview_every
+            if preview_every is None:
+                preview_every = settings.show_progress_every_n_steps if settings.live_previews_enable else 0
+            ctx = JobContext(
+                model=model,
+                settings=settings,
+                saver=ImageSaver(self.paths, settings),
+                kind=kind,
+                is_interrupted=control.interrupted.is_set,
+                is_skipped=control.skipped.is_set,
+                clear_skip=control.skipped.clear,
+                on_progress=control.on_progress,
+                preview_every=max(0, int(preview_every)),
+                upscale_image=self.upscale_image,
+                restore_faces=self.restore_faces,
+                version=self.version,
+            )
+            return run_generation(request, ctx, self.apply_styles)

@@ -9,19 +9,28 @@ shape the answer as A1111 does.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from pydantic import BaseModel
 
 from sdstudio import __version__
 from sdstudio.app import App
+from sdstudio.engine.infotext import parse_generation_parameters
+from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
+from sdstudio.engine.saving import read_infotext
+from sdstudio.engine.service import GenerationControl
+from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.images import encode_image_base64
+from sdstudio.server.images import decode_base64_image, encode_image_base64
 from sdstudio.server.job_queue import Job, JobQueue
 
 
@@ -108,6 +117,72 @@ def memory_response() -> m.MemoryResponse:
     return m.MemoryResponse(ram=ram, cuda=cuda)
 
 
+def engine_request_fields(body: BaseModel, request_type: type) -> dict[str, Any]:
+    """The A1111 body's fields that the engine request knows, None meaning 'default'.
+
+    A1111 semantics kept: `sampler_index` is the fallback for `sampler_name` (default
+    "Euler"); `save_images` decides whether samples and grid are written to disk.
+    """
+    values = body.model_dump()
+    fields = {k: v for k, v in values.items() if k in request_type.model_fields and v is not None}
+    fields["sampler_name"] = values.get("sampler_name") or values.get("sampler_index") or "Euler"
+    save = bool(values.get("save_images"))
+    fields["do_not_save_samples"] = not save or bool(values.get("do_not_save_samples"))
+    fields["do_not_save_grid"] = not save or bool(values.get("do_not_save_grid"))
+    if isinstance(fields.get("prompt"), list) or isinstance(fields.get("negative_prompt"), list):
+        raise InvalidRequest("prompt", "lists of prompts are not supported; send one prompt string")
+    return fields
+
+
+def run_on_queue(queue: JobQueue, kind: str, work: Callable[[GenerationControl], Any], job_id: str | None = None) -> Job:
+    """Queue `work(control)` with the job's stop flags and progress record wired in."""
+
+    def run(job: Job) -> Any:
+        def on_progress(event) -> None:
+            p = job.progress
+            p.job_no, p.job_count = event.job_no, event.job_count
+            p.sampling_step, p.sampling_steps = event.step, event.steps
+            p.textinfo = event.textinfo or None
+            if event.preview is not None:
+                p.preview, p.preview_id = event.preview, p.preview_id + 1
+
+        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
+        return work(control)
+
+    return queue.submit(kind, run, job_id=job_id)
+
+
+def generation_response(result, body: BaseModel) -> dict[str, Any]:
+    """A1111's txt2img/img2img answer: base64 images, the request echoed, info as JSON text."""
+    images: list[str] = []
+    if body.send_images:
+        for index, image in enumerate(result.images):
+            infotext = None
+            offset = index - result.index_of_first_image
+            if 0 <= offset < len(result.infotexts):
+                infotext = result.infotexts[offset]
+            images.append(encode_image_base64(image, infotext))
+    parameters = body.model_dump(exclude={"init_images", "mask"} if hasattr(body, "init_images") else set())
+    if hasattr(body, "init_images"):
+        parameters["init_images"] = None
+        parameters["mask"] = None
+    return {"images": images, "parameters": parameters, "info": json.dumps(result.js())}
+
+
+def sampler_options(row) -> dict[str, Any]:
+    """A1111's per-sampler `options` dict (scheduler default, second order, eta/noise use)."""
+    options: dict[str, Any] = {}
+    if row.default_schedule != "uniform":
+        options["scheduler"] = row.default_schedule
+    if row.second_order:
+        options["second_order"] = True
+    if row.uses_eta:
+        options["uses_ensd"] = True
+    if row.discard_next_to_last_sigma:
+        options["discard_next_to_last_sigma"] = True
+    return options
+
+
 def update_settings(app: App, changes: dict[str, Any]) -> None:
     """Apply option changes (validated; unknown keys kept) and persist them to config.json."""
     from pydantic import ValidationError
@@ -136,6 +211,46 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
     credentials = parse_credentials(options.api_auth)
     dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
     router = APIRouter(prefix="/sdapi/v1", dependencies=dependencies)
+
+    @router.post("/txt2img", response_model=m.TextToImageResponse)
+    async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI):
+        request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
+        job = run_on_queue(queue, "txt2img", lambda control: app.engine.txt2img(request, control), body.force_task_id)
+        return generation_response(await wait_for(job), body)
+
+    @router.post("/img2img", response_model=m.ImageToImageResponse)
+    async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI):
+        if not body.init_images:
+            raise InvalidRequest("init_images", "img2img needs at least one init image")
+        request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
+        job = run_on_queue(queue, "img2img", lambda control: app.engine.img2img(request, control), body.force_task_id)
+        return generation_response(await wait_for(job), body)
+
+    @router.post("/png-info", response_model=m.PNGInfoResponse)
+    def png_info(body: m.PNGInfoRequest):
+        image = decode_base64_image(body.image, "image")
+        info = read_infotext(image) or ""
+        items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float)) and k != "parameters"}
+        if info:
+            items["parameters"] = info
+        return m.PNGInfoResponse(info=info, items=items, parameters=parse_generation_parameters(info) if info else {})
+
+    @router.get("/samplers", response_model=list[m.SamplerItem])
+    def get_samplers():
+        return [m.SamplerItem(name=row.name, aliases=list(row.aliases), options=sampler_options(row)) for row in SAMPLERS]
+
+    @router.get("/schedulers", response_model=list[m.SchedulerItem])
+    def get_schedulers():
+        return [
+            m.SchedulerItem(name=row.name, label=row.label, aliases=list(row.aliases) or None,
+                            default_rho=row.default_rho if row.default_rho is not None else -1,
+                            need_inner_model=False)
+            for row in SCHEDULE_TYPES
+        ]
+
+    @router.get("/latent-upscale-modes", response_model=list[m.LatentUpscalerModeItem])
+    def get_latent_upscale_modes():
+        return [m.LatentUpscalerModeItem(name=name) for name in HIRES_LATENT_UPSCALERS]
 
     @router.get("/progress", response_model=m.ProgressResponse)
     def get_progress(skip_current_image: bool = False):

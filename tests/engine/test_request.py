@@ -1,0 +1,85 @@
+"""Requests are validated at the edge with errors that name the A1111 field."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
+from sdstudio.errors import InvalidRequest
+
+
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        ({"width": 513}, "width"),
+        ({"height": 0}, "height"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 100000}, "steps"),
+        ({"sampler_name": "Nonexistent"}, "sampler_name"),
+        ({"scheduler": "Sideways"}, "scheduler"),
+        ({"cfg_scale": -1}, "cfg_scale"),
+        ({"denoising_strength": 1.5}, "denoising_strength"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": -5}, "seed"),
+        ({"no_such_field": 1}, "no_such_field"),
+        ({"width": "wide"}, "width"),
+    ],
+)
+def test_bad_txt2img_field_is_named(fields, field_name):
+    with pytest.raises(InvalidRequest) as info:
+        Txt2ImgRequest(**fields)
+    assert info.value.field == field_name
+    assert "\n" not in str(info.value)
+
+
+def test_defaults_are_a1111s():
+    r = Txt2ImgRequest()
+    assert (r.steps, r.cfg_scale, r.width, r.height, r.seed, r.batch_size, r.n_iter) == (50, 7.0, 512, 512, -1, 1, 1)
+    assert (r.enable_hr, r.hr_scale, r.hr_upscaler, r.denoising_strength) == (False, 2.0, "Latent", 0.75)
+
+
+@pytest.mark.parametrize(
+    "name, sampler, schedule",
+    [("DPM++ 2M Karras", "DPM++ 2M", "Karras"), ("k_euler_a", "Euler a", "Automatic"), ("euler a", "Euler a", "Automatic"), ("DPM++ 2M SDE Exponential", "DPM++ 2M SDE", "Exponential")],
+)
+def test_old_combined_sampler_names_are_split(name, sampler, schedule):
+    r = Txt2ImgRequest(sampler_name=name)
+    assert (r.sampler_name, r.scheduler) == (sampler, schedule)
+
+
+def _png_b64(color=(10, 20, 30)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_img2img_images_decoded_from_base64_data_url_and_path(tmp_path):
+    path = tmp_path / "init.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(path)
+    r = Img2ImgRequest(init_images=[_png_b64(), "data:image/png;base64," + _png_b64((5, 5, 5)), path], mask=_png_b64())
+    assert [im.size for im in r.init_images] == [(16, 16), (16, 16), (8, 8)]
+    assert r.init_images[1].getpixel((0, 0)) == (5, 5, 5)
+    assert r.mask.size == (16, 16)
+
+
+@pytest.mark.parametrize("fields, field_name", [({"init_images": ["not an image"]}, "init_images"), ({}, "init_images"), ({"init_images": [Image.new("RGB", (8, 8))], "mask": "Zm9v"}, "mask"), ({"init_images": [Image.new("RGB", (8, 8))], "inpainting_fill": 7}, "inpainting_fill")])
+def test_bad_img2img_inputs_are_named(fields, field_name):
+    with pytest.raises(InvalidRequest) as info:
+        Img2ImgRequest(**fields)
+    assert info.value.field == field_name
+
+
+def test_plain_string_is_never_read_as_a_path(tmp_path):
+    path = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(path)
+    with pytest.raises(InvalidRequest):
+        Img2ImgRequest(init_images=[str(path)])
+
+
+def test_hires_size_follows_a1111():
+    assert Txt2ImgRequest(width=512, height=768, enable_hr=True, hr_scale=1.5).hires_size() == (768, 1152)
+    assert Txt2ImgRequest(width=512, height=768, enable_hr=True, hr_resize_x=1024).hires_size() == (1024, 1536)

@@ -132,8 +132,8 @@ _FIELD_MAP: dict[str, tuple[str, Any]] = {
 _SETTING_MAP: dict[str, tuple[str, Any]] = {
     "Clip skip": ("CLIP_stop_at_last_layers", int),
     "ENSD": ("eta_noise_seed_delta", int),
-    "RNG": ("randn_source", str),
 }
+# "RNG" is not pasted: sdstudio draws initial noise on the CPU generator whatever it says.
 
 _HIRES_FIELDS = {"hr_scale", "hr_second_pass_steps", "hr_upscaler", "hr_resize_x", "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_cfg", "hr_prompt", "hr_negative_prompt"}
 _IMG2IMG_FIELDS = {"mask_blur", "inpaint_full_res_padding"}
@@ -171,9 +171,6 @@ def request_fields_from_parameters(params: dict[str, Any], kind: str = "txt2img"
                 continue
     if overrides.get("CLIP_stop_at_last_layers") == 1:
         overrides.pop("CLIP_stop_at_last_layers")
-    if overrides.get("randn_source") == "GPU":
-        # "GPU" is also the parser's default for old images; sdstudio always draws on the CPU.
-        overrides.pop("randn_source")
     if overrides:
         fields["override_settings"] = overrides
     return fields

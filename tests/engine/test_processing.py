@@ -1,0 +1,158 @@
+"""End-to-end generation through GenerationService with a tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from sdstudio.config import Settings
+from sdstudio.engine.infotext import request_fields_from_infotext
+from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.saving import read_infotext
+from sdstudio.engine.service import GenerationControl, GenerationService
+from sdstudio.errors import InvalidRequest
+
+SMALL = dict(width=64, height=64, steps=3)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def test_same_request_twice_gives_identical_images_and_other_seed_differs(service):
+    request = Txt2ImgRequest(prompt="a red cube", seed=42, sampler_name="Euler a", **SMALL)
+    first = service.txt2img(request)
+    second = service.txt2img(request)
+    other = service.txt2img(Txt2ImgRequest(prompt="a red cube", seed=43, sampler_name="Euler a", **SMALL))
+    assert np.array_equal(_pixels(first.images[0]), _pixels(second.images[0]))
+    assert not np.array_equal(_pixels(first.images[0]), _pixels(other.images[0]))
+    assert first.seeds == [42]
+
+
+def test_batch_images_match_single_runs_of_their_seeds(service):
+    batch = service.txt2img(Txt2ImgRequest(prompt="p", seed=10, batch_size=2, sampler_name="DPM++ 2M SDE", do_not_save_grid=True, **SMALL))
+    alone = service.txt2img(Txt2ImgRequest(prompt="p", seed=11, sampler_name="DPM++ 2M SDE", **SMALL))
+    assert batch.seeds == [10, 11]
+    assert np.abs(_pixels(batch.images[1]) - _pixels(alone.images[0])).max() <= 1
+
+
+def test_files_saved_as_a1111_with_infotext_and_grid(service, paths):
+    result = service.txt2img(Txt2ImgRequest(prompt="a: cat/dog", seed=7, batch_size=2, n_iter=2, **SMALL))
+    assert len(result.saved_paths) == 4 and result.grid_path is not None
+    names = [p.name for p in result.saved_paths]
+    assert names[0] == "00000-7-a_ cat_dog.png" and names[3].startswith("00003-10-")
+    assert result.saved_paths[0].parent.parent == paths.root / "outputs" / "txt2img-images"
+    assert result.grid_path.parent.parent == paths.root / "outputs" / "txt2img-grids"
+    assert result.index_of_first_image == 1 and result.images[0].size == (128, 128)
+    with Image.open(result.saved_paths[2]) as saved:
+        assert read_infotext(saved) == result.infotexts[3]
+    assert "Seed: 9," in result.infotexts[3]
+
+
+def test_infotext_round_trips_to_the_same_request(service):
+    request = Txt2ImgRequest(
+        prompt="a castle, sunset\nsecond line", negative_prompt="blurry: low", seed=5, subseed=9, subseed_strength=0.25,
+        sampler_name="DPM++ SDE", scheduler="Exponential", cfg_scale=4.5, enable_hr=True, hr_scale=1.5,
+        hr_upscaler="Latent (nearest)", hr_second_pass_steps=2, denoising_strength=0.6, **SMALL,
+    )
+    result = service.txt2img(request)
+    with Image.open(result.saved_paths[0]) as saved:
+        fields = request_fields_from_infotext(read_infotext(saved))
+    parsed = Txt2ImgRequest(**fields)
+    assert parsed.model_dump() == request.model_dump()
+
+
+def test_hires_fix_doubles_the_size(service):
+    for upscaler in ("Latent", "Lanczos", "Nearest"):
+        result = service.txt2img(Txt2ImgRequest(prompt="x", seed=1, enable_hr=True, hr_upscaler=upscaler, denoising_strength=0.5, hr_second_pass_steps=2, **SMALL))
+        assert result.images[0].size == (128, 128), upscaler
+        assert "Hires upscale: 2" in result.infotexts[0]
+
+
+def test_img2img_strength_zero_returns_the_input_through_the_vae(service, tiny_model):
+    init = Image.radial_gradient("L").resize((64, 64)).convert("RGB")
+    result = service.img2img(Img2ImgRequest(init_images=[init], denoising_strength=0.0, seed=1, **SMALL))
+    import torch
+
+    from sdstudio.engine.images import pil_to_tensor, tensor_to_pil
+
+    with torch.no_grad():
+        round_trip = tensor_to_pil(tiny_model.decode_latents(tiny_model.encode_images(pil_to_tensor([init]))))[0]
+    assert np.abs(_pixels(result.images[0]) - _pixels(round_trip)).max() <= 1
+
+
+def test_img2img_strength_changes_the_image(service):
+    init = Image.new("RGB", (64, 64), (120, 60, 30))
+    low = service.img2img(Img2ImgRequest(init_images=[init], denoising_strength=0.3, seed=1, **SMALL))
+    high = service.img2img(Img2ImgRequest(init_images=[init], denoising_strength=0.9, seed=1, **SMALL))
+    assert not np.array_equal(_pixels(low.images[0]), _pixels(high.images[0]))
+    assert "Denoising strength: 0.3" in low.infotexts[0]
+
+
+def _square_mask(size=64, box=(16, 16, 48, 48)) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask).rectangle(box, fill=255)
+    return mask
+
+
+@pytest.mark.parametrize("fill", [0, 1, 2, 3])
+@pytest.mark.parametrize("full_res", [False, True])
+def test_inpainting_changes_only_the_masked_region(service, fill, full_res):
+    init = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+    mask = _square_mask()
+    result = service.img2img(Img2ImgRequest(init_images=[init], mask=mask, mask_blur=2, inpainting_fill=fill, inpaint_full_res=full_res, denoising_strength=0.9, seed=3, **SMALL))
+    out, src = _pixels(result.images[0]), _pixels(init)
+    outside = np.ones((64, 64), dtype=bool)
+    outside[10:55, 10:55] = False  # mask grown by the blur radius
+    assert np.abs(out - src)[outside].max() <= 2
+    assert np.abs(out - src)[20:44, 20:44].mean() > 2
+
+
+def test_inpainting_checkpoint_with_nine_channels(paths, tiny_inpainting_model):
+    service = GenerationService(Settings(), paths, lambda name: tiny_inpainting_model)
+    init = Image.new("RGB", (64, 64), (200, 200, 200))
+    result = service.img2img(Img2ImgRequest(init_images=[init], mask=_square_mask(), seed=2, **SMALL))
+    txt = service.txt2img(Txt2ImgRequest(seed=2, **SMALL))
+    assert result.images[0].size == (64, 64) and txt.images[0].size == (64, 64)
+    assert result.info["is_using_inpainting_conditioning"] is True
+
+
+def test_progress_events_and_previews(service):
+    events = []
+    service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, **SMALL), GenerationControl(on_progress=events.append, preview_every=1))
+    assert [(e.job_no, e.step) for e in events] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert all(e.preview is not None for e in events) and events[-1].eta_seconds == 0
+
+
+def test_interrupt_stops_and_keeps_what_is_finished(service):
+    control = GenerationControl()
+
+    def on_progress(event):
+        if event.job_no == 1 and event.step == 1:
+            control.interrupt()
+
+    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=4, do_not_save_grid=True, **SMALL), GenerationControl(interrupted=control.interrupted, on_progress=on_progress))
+    assert result.interrupted
+    assert result.seeds == [1, 2]  # the finished image and the partial one, as A1111
+    assert len(result.saved_paths) == 2
+
+
+def test_skip_moves_to_the_next_image(service):
+    control = GenerationControl()
+    seen = []
+
+    def on_progress(event):
+        seen.append((event.job_no, event.step))
+        if event.job_no == 0 and event.step == 1:
+            control.skip()
+
+    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, do_not_save_grid=True, **SMALL), GenerationControl(skipped=control.skipped, on_progress=on_progress))
+    assert not result.interrupted and result.seeds == [1, 2]
+    assert (0, 2) not in seen and (1, 3) in seen
+
+
+def test_override_settings_are_validated(service):
+    with pytest.raises(InvalidRequest) as info:
+        service.txt2img(Txt2ImgRequest(override_settings={"CLIP_stop_at_last_layers": "many"}, **SMALL))
+    assert info.value.field == "override_settings"

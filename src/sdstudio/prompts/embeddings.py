@@ -1,0 +1,254 @@
+"""Textual-inversion embeddings from the `embeddings/` folder, in the formats A1111 reads.
+
+- A1111 `.pt`: a dict whose `string_to_param` holds one tensor under "*" (plus `step`,
+  `sd_checkpoint`, `sd_checkpoint_name`).
+- diffusers `.bin`: `{token: tensor}` with a single entry.
+- `.safetensors`: a single tensor (usually `emb_params`), or SDXL's `clip_l` + `clip_g` pair.
+
+An embedding is used when its file name (without extension) appears in a prompt. Its width
+decides the model family it belongs to — 768 SD1, 1024 SD2, 768+1280 SDXL — and files made
+for another family are listed as skipped, with a warning, as A1111 does. Pickled files are
+read only through a restricted unpickler: nothing in an embedding file executes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from sdstudio.errors import SdStudioError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors")
+# Vector width -> model family (SDXL files carry clip_l 768 + clip_g 1280 = 2048).
+ARCHITECTURE_BY_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+SINGLE = ""  # key of the one tensor of a single-encoder embedding
+SDXL_KEYS = ("clip_l", "clip_g")
+# One 77-token CLIP window holds 75 prompt tokens; a longer embedding cannot be placed.
+MAX_VECTORS = 75
+
+PickleLoader = Callable[[Path], Any]
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """One textual-inversion embedding, as float32 CPU tensors [vectors, width] per encoder key."""
+
+    name: str
+    path: Path
+    tensors: dict[str, torch.Tensor] = field(repr=False, compare=False)
+    vector_count: int
+    width: int
+    step: int | None = None
+    sd_checkpoint: str | None = None
+    sd_checkpoint_name: str | None = None
+
+    @property
+    def architecture(self) -> str:
+        """"sd1", "sd2", "sdxl", or "WIDTH-wide" for other text encoders (e.g. the tiny model)."""
+        return ARCHITECTURE_BY_WIDTH.get(self.width, f"{self.width}-wide")
+
+    @property
+    def shape(self) -> int:
+        """A1111's "shape": the vector width (summed over both encoders for SDXL)."""
+        return self.width
+
+    def vectors_for(self, key: str | None) -> torch.Tensor:
+        """The vectors for one text encoder: key "clip_l"/"clip_g" for SDXL, None for one encoder."""
+        if key and key in self.tensors:
+            return self.tensors[key]
+        if SINGLE in self.tensors:
+            return self.tensors[SINGLE]
+        raise KeyError(f"embedding {self.name} has no vectors for text encoder {key!r}")
+
+
+class EmbeddingFileError(SdStudioError):
+    """An embedding file could not be read as any known format."""
+
+
+def default_pickle_loader(path: Path) -> Any:
+    """Read a pickled `.pt`/`.bin` with sdstudio's restricted unpickler, else torch's weights_only mode."""
+    try:
+        from sdstudio.models import safe_pickle  # written alongside; optional until it lands
+    except ImportError:
+        safe_pickle = None
+    for name in ("load", "safe_load", "load_pickle"):
+        loader = getattr(safe_pickle, name, None)
+        if callable(loader):
+            return loader(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _as_matrix(value: Any, path: Path) -> torch.Tensor:
+    """A [vectors, width] float32 CPU tensor from a stored tensor or parameter."""
+    if not isinstance(value, torch.Tensor):
+        raise EmbeddingFileError(f"{path.name}: expected a tensor, found {type(value).__name__}")
+    tensor = value.detach().to("cpu", torch.float32)
+    if tensor.ndim == 1:
+        tensor = tensor.unsqueeze(0)
+    if tensor.ndim != 2 or tensor.shape[0] == 0:
+        raise EmbeddingFileError(f"{path.name}: expected vectors of shape [count, width], found {list(tensor.shape)}")
+    return tensor
+
+
+def embedding_from_data(name: str, path: Path, data: Any) -> Embedding:
+    """Recognise the three formats (A1111 create_embedding_from_data) and build an Embedding."""
+    if not isinstance(data, dict) or not data:
+        raise EmbeddingFileError(f"{path.name}: not an embedding (expected a dict of tensors)")
+    extra: dict[str, Any] = {}
+    if "string_to_param" in data:  # A1111 textual inversion .pt
+        params = data["string_to_param"]
+        params = getattr(params, "_parameters", params)  # old torch saved a ParameterDict
+        if not isinstance(params, dict) or len(params) != 1:
+            raise EmbeddingFileError(f"{path.name}: string_to_param must hold exactly one tensor")
+        tensors = {SINGLE: _as_matrix(next(iter(params.values())), path)}
+        step = data.get("step")
+        extra = {
+            "step": int(step) if isinstance(step, (int, float)) else None,
+            "sd_checkpoint": data.get("sd_checkpoint") if isinstance(data.get("sd_checkpoint"), str) else None,
+            "sd_checkpoint_name": data.get("sd_checkpoint_name") if isinstance(data.get("sd_checkpoint_name"), str) else None,
+        }
+    elif all(key in data for key in SDXL_KEYS):  # SDXL: one tensor per text encoder
+        tensors = {key: _as_matrix(data[key], path) for key in SDXL_KEYS}
+        if tensors["clip_l"].shape[0] != tensors["clip_g"].shape[0]:
+            raise EmbeddingFileError(f"{path.name}: clip_l and clip_g have different vector counts")
+    elif len(data) == 1:  # diffusers concept {token: tensor} or safetensors {"emb_params": tensor}
+        tensors = {SINGLE: _as_matrix(next(iter(data.values())), path)}
+    else:
+        raise EmbeddingFileError(
+            f"{path.name}: not a textual-inversion embedding (keys {sorted(map(str, data))[:5]}); "
+            "expected string_to_param, clip_l/clip_g or a single tensor"
+        )
+    count = next(iter(tensors.values())).shape[0]
+    width = sum(t.shape[1] for t in tensors.values())
+    return Embedding(name=name, path=path, tensors=tensors, vector_count=count, width=width, **extra)
+
+
+def load_embedding_file(path: Path, pickle_loader: PickleLoader = default_pickle_loader) -> Embedding:
+    """Read one embedding file; raises SdStudioError subclasses for unreadable or unsafe files."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path), device="cpu")
+        else:
+            data = pickle_loader(path)
+    except SdStudioError:
+        raise
+    except Exception as exc:  # a corrupt or refused file must not stop the others from loading
+        raise EmbeddingFileError(f"{path.name}: cannot be read as an embedding ({type(exc).__name__}: {exc})") from exc
+    return embedding_from_data(path.stem, path, data)
+
+
+class EmbeddingDatabase:
+    """The embeddings of one folder (recursive), filtered to the loaded model's vector width.
+
+    `expected_width` is the text encoder's token-embedding width (SDXL: both encoders summed);
+    None accepts every width. Files are re-read only when their size or mtime changes.
+    """
+
+    def __init__(self, folder: str | Path, expected_width: int | None = None,
+                 pickle_loader: PickleLoader = default_pickle_loader):
+        self.folder = Path(folder)
+        self.expected_width = expected_width
+        self.pickle_loader = pickle_loader
+        self.embeddings: dict[str, Embedding] = {}
+        self.skipped: dict[str, Embedding] = {}
+        self.errors: dict[Path, str] = {}
+        self.generation = 0  # bumped on every reload, so users of the lookup can refresh
+        self._file_cache: dict[Path, tuple[tuple[int, int], Embedding | str]] = {}
+        self.reload()
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for root, dirs, files in os.walk(self.folder, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files, key=str.lower):
+                if name.lower().endswith(EMBEDDING_EXTENSIONS) and not name.startswith("."):
+                    found.append(Path(root) / name)
+        return found
+
+    def _read(self, path: Path) -> Embedding | str:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return f"{path.name}: {exc}"
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        cached = self._file_cache.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        try:
+            result: Embedding | str = load_embedding_file(path, self.pickle_loader)
+        except SdStudioError as exc:
+            result = str(exc)
+        self._file_cache[path] = (stamp, result)
+        return result
+
+    def set_expected_width(self, expected_width: int | None) -> None:
+        """Switch to another model's vector width (after a checkpoint change) and rescan."""
+        self.expected_width = expected_width
+        self.reload()
+
+    def reload(self) -> None:
+        """Rescan the folder; warns about skipped and unreadable files."""
+        embeddings: dict[str, Embedding] = {}
+        skipped: dict[str, Embedding] = {}
+        errors: dict[Path, str] = {}
+        files = self._files()
+        for path in files:
+            result = self._read(path)
+            if isinstance(result, str):
+                errors[path] = result
+                logger.warning("embedding skipped: %s", result)
+                continue
+            if result.vector_count > MAX_VECTORS:
+                errors[path] = f"{path.name}: {result.vector_count} vectors, more than the {MAX_VECTORS} a prompt chunk holds"
+                logger.warning("embedding skipped: %s", errors[path])
+                continue
+            if self.expected_width is not None and result.width != self.expected_width:
+                skipped[result.name] = result
+                logger.warning(
+                    "embedding %s is for %s (width %d) but the model needs width %d; skipped",
+                    result.name, result.architecture, result.width, self.expected_width,
+                )
+                continue
+            if result.name in embeddings:
+                logger.warning("embedding name %s is used by %s and %s; the latter is used",
+                               result.name, embeddings[result.name].path, path)
+            embeddings[result.name] = result
+        live = set(files)
+        self._file_cache = {p: v for p, v in self._file_cache.items() if p in live}
+        self.embeddings, self.skipped, self.errors = embeddings, skipped, errors
+        self.generation += 1
+
+    def get(self, name: str) -> Embedding | None:
+        """The usable embedding called `name`, if any."""
+        return self.embeddings.get(name)
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Name, vector count, shape and family of every usable and skipped embedding, for display."""
+        rows = []
+        for status, table in (("loaded", self.embeddings), ("skipped", self.skipped)):
+            for emb in table.values():
+                rows.append({"name": emb.name, "status": status, "vectors": emb.vector_count, "shape": emb.shape,
+                             "architecture": emb.architecture, "path": str(emb.path), "step": emb.step})
+        return rows
+
+    def api_listing(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """A1111's `/sdapi/v1/embeddings` body: {"loaded": {...}, "skipped": {...}}."""
+
+        def item(emb: Embedding) -> dict[str, Any]:
+            return {"step": emb.step, "sd_checkpoint": emb.sd_checkpoint, "sd_checkpoint_name": emb.sd_checkpoint_name,
+                    "shape": emb.shape, "vectors": emb.vector_count}
+
+        return {"loaded": {n: item(e) for n, e in self.embeddings.items()},
+                "skipped": {n: item(e) for n, e in self.skipped.items()}}

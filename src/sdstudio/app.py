@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdstudio.config import DataPaths, Settings, load_settings, resolve_data_dir, save_settings
+
+if TYPE_CHECKING:  # the engine imports torch; only build_engine needs it at run time
+    from sdstudio.engine.service import GenerationService
 
 
 @dataclass
@@ -20,6 +24,7 @@ class App:
     paths: DataPaths
     settings: Settings
     notices: list[str] = field(default_factory=list)
+    engine: "GenerationService | None" = None
 
     def save_settings(self) -> None:
         """Persist the current settings to config.json (atomically)."""
@@ -31,4 +36,48 @@ def open_app(data_dir: str | os.PathLike | None = None) -> App:
     paths = DataPaths(resolve_data_dir(data_dir)).ensure()
     loaded = load_settings(paths.config_file)
     notices = [loaded.notice] if loaded.notice else []
-    return App(paths=paths, settings=loaded.settings, notices=notices)
+    settings = loaded.settings
+    return App(paths=paths, settings=settings, notices=notices, engine=build_engine(settings, paths))
+
+
+def build_engine(settings: Settings, paths: DataPaths) -> "GenerationService":
+    """The generation service over the model manager's loader and the prompt layer."""
+    from sdstudio import __version__
+    from sdstudio.engine.checkpoints import CheckpointModels
+    from sdstudio.engine.service import GenerationService
+    from sdstudio.prompts.styles import StyleDatabase
+
+    models = CheckpointModels(settings, paths, resolve=_registry_resolver(settings, paths), load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
+    styles = StyleDatabase(paths.styles_file)
+    return GenerationService(settings, paths, models, apply_styles=styles.apply_styles, version=f"sdstudio {__version__}")
+
+
+def _registry_resolver(settings: Settings, paths: DataPaths):
+    """name -> (path, title, short hash) through the model registry, when it is built."""
+    try:
+        from sdstudio.models.registry import ModelRegistry  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    def resolve(name: str):
+        registry = ModelRegistry(paths)  # type: ignore[call-arg]
+        entry = registry.find_checkpoint(name)  # type: ignore[attr-defined]
+        return Path(entry.path), entry.name, getattr(entry, "short_hash", "") or ""
+
+    return resolve
+
+
+def _checkpoint_loader(settings: Settings):
+    try:
+        from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return lambda path: load_checkpoint(path)
+
+
+def _encoder_factory(paths: DataPaths):
+    try:
+        from sdstudio.engine.conditioning import encoder_for_checkpoint
+    except ImportError:
+        return None
+    return lambda loaded: encoder_for_checkpoint(loaded, paths)

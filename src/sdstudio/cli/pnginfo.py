@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
-from sdstudio.cli.common import not_built_yet
+import argparse
+import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
     """Add the `pnginfo` subcommand."""
-    parser = subparsers.add_parser("pnginfo", help="reading generation parameters from an image", description="Reading generation parameters from an image.")
-    parser.set_defaults(handler=not_built_yet("reading generation parameters from an image"))
+    parser = subparsers.add_parser("pnginfo", help="reading generation parameters from an image", description="Print the generation parameters (A1111 infotext) stored in an image.")
+    parser.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP file")
+    parser.add_argument("--json", action="store_true", help="print the parameters as JSON request fields instead of the text")
+    parser.set_defaults(handler=run_pnginfo)
+
+
+def run_pnginfo(args: argparse.Namespace) -> int:
+    """Handler: print the infotext, or its fields as JSON; exit 1 when the image has none."""
+    import sys
+
+    from PIL import Image, UnidentifiedImageError
+
+    from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
+    from sdstudio.engine.saving import read_infotext
+    from sdstudio.errors import InvalidRequest
+
+    path = Path(args.image).expanduser()
+    try:
+        with Image.open(path) as image:
+            text = read_infotext(image)
+    except FileNotFoundError:
+        raise InvalidRequest("image", f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidRequest("image", f"{path}: not a readable image ({exc})") from None
+    if not text:
+        print(f"{path}: no generation parameters found", file=sys.stderr)
+        return 1
+    if args.json:
+        params = parse_generation_parameters(text)
+        print(json.dumps({"infotext": text, "parameters": params, "fields": request_fields_from_parameters(params)}, indent=2, ensure_ascii=False))
+    else:
+        print(text)
+    return 0

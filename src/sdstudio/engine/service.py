@@ -66,6 +66,11 @@ class GenerationService:
         self.restore_faces = restore_faces
         self.version = version
         self.device_lock = threading.Lock()
+        self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
+
+    def select_model(self, ckpt: str | None = None, model: str | None = None) -> None:
+        """Use this checkpoint (a file path or a registry name/hash) for the following jobs."""
+        self.checkpoint = str(ckpt) if ckpt else model
 
     def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
         """Generate images from text."""
@@ -87,7 +92,7 @@ class GenerationService:
 
     def _run(self, request, kind: str, control: GenerationControl | None) -> GenerationResult:
         control = control or GenerationControl()
-        checkpoint = request.override_settings.get("sd_model_checkpoint") if request.override_settings else None
+        checkpoint = (request.override_settings or {}).get("sd_model_checkpoint") or self.checkpoint
         with self.device_lock:
             model = self.model_source(checkpoint)
             settings = self.settings

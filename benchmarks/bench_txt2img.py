@@ -1,0 +1,157 @@
+"""Claim: sdstudio's txt2img costs no more than plain diffusers (time per step and peak memory).
+
+Builds a random-weight model of Stable Diffusion 1.5's exact sizes (UNet 860M, VAE,
+CLIP ViT-L text encoder; same seed, so identical weights on both sides) and generates one
+512x512 image with the same sampler (Euler), steps and CFG scale, once through
+`diffusers.StableDiffusionPipeline` and once through sdstudio's `GenerationService`.
+Each run is its own subprocess so peak RSS is measured cleanly; fp32 and bf16 on CPU.
+
+    .venv/bin/python benchmarks/bench_txt2img.py --steps 4
+    .venv/bin/python benchmarks/bench_txt2img.py --steps 2 --dtypes fp32 --size 256
+
+Prints a table: seconds per step (sampling loop only, measured from the first to the last
+step callback) and total seconds, peak RSS in MiB, and sdstudio/diffusers ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "timestep_spacing": "linspace",
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+
+def build_sd15_components(dtype):
+    """Random SD1.5-sized UNet, VAE and CLIP text encoder (weights from seed 0)."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+    ))
+    return [m.to(dtype).eval().requires_grad_(False) for m in (unet, vae, text_encoder)]
+
+
+def run_diffusers(args, dtype) -> dict:
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from sdstudio.prompts.tokenizer import clip_tokenizer
+
+    unet, vae, text_encoder = build_sd15_components(dtype)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer("sd1"), unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    stamps: list[float] = []
+
+    def on_step(pipeline, step, timestep, kwargs):
+        stamps.append(time.perf_counter())
+        return kwargs
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        pipe(args.prompt, negative_prompt="", num_inference_steps=args.steps, guidance_scale=7.0,
+             width=args.size, height=args.size, generator=torch.Generator("cpu").manual_seed(1),
+             callback_on_step_end=on_step)
+    return {"total_s": time.perf_counter() - start, "stamps": stamps, "loop_start": start}
+
+
+def run_sdstudio(args, dtype) -> dict:
+    from sdstudio.config import DataPaths, Settings
+    from sdstudio.engine.conditioning import PlainClipEncoder
+    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.request import Txt2ImgRequest
+    from sdstudio.engine.service import GenerationControl, GenerationService
+    from sdstudio.prompts.tokenizer import clip_tokenizer
+
+    unet, vae, text_encoder = build_sd15_components(dtype)
+    model = GenerationModel(unet=unet, vae=vae, encoder=PlainClipEncoder(text_encoder, clip_tokenizer("sd1")), scheduler_config=SCHEDULER_CONFIG, name="random-sd15")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = DataPaths(Path(tmp)).ensure()
+        service = GenerationService(Settings(samples_save=False), paths, lambda name: model)
+        stamps: list[float] = []
+        control = GenerationControl(on_progress=lambda e: stamps.append(time.perf_counter()), preview_every=0)
+        request = Txt2ImgRequest(prompt=args.prompt, steps=args.steps, cfg_scale=7.0, width=args.size, height=args.size, seed=1, sampler_name="Euler", scheduler="Uniform", do_not_save_samples=True)
+        start = time.perf_counter()
+        service.txt2img(request, control)
+    return {"total_s": time.perf_counter() - start, "stamps": stamps, "loop_start": start}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    result = (run_sdstudio if args.impl == "sdstudio" else run_diffusers)(args, dtype)
+    stamps = result.pop("stamps")
+    # Step time from step callbacks: (last - first) / (n - 1); excludes text encoding and VAE decode.
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"s_per_step": per_step, "total_s": result["total_s"], "peak_rss_mib": peak_mib, "steps_seen": len(stamps)}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--impl", choices=["sdstudio", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.impl:
+        child(args)
+        return
+    rows = []
+    for dtype in args.dtypes:
+        measured = {}
+        for impl in ("diffusers", "sdstudio"):
+            cmd = [sys.executable, __file__, "--impl", impl, "--dtype", dtype, "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt, "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if out.returncode != 0:
+                sys.exit(f"{impl} {dtype} failed:\n{out.stderr[-3000:]}")
+            measured[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append((dtype, measured["diffusers"], measured["sdstudio"]))
+    print(f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU")
+    print(f"{'dtype':6} {'impl':10} {'s/step':>8} {'total s':>8} {'peak RSS MiB':>13}")
+    for dtype, base, ours in rows:
+        for name, m in (("diffusers", base), ("sdstudio", ours)):
+            print(f"{dtype:6} {name:10} {m['s_per_step']:8.2f} {m['total_s']:8.1f} {m['peak_rss_mib']:13.0f}")
+        print(f"{dtype:6} {'ratio':10} {ours['s_per_step'] / base['s_per_step']:8.2f}x {ours['total_s'] / base['total_s']:7.2f}x {ours['peak_rss_mib'] / base['peak_rss_mib']:12.2f}x")
+
+
+if __name__ == "__main__":
+    main()

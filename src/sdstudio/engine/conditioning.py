@@ -47,22 +47,43 @@ class PlainClipEncoder:
         return FixedConditioning(cond, uncond)
 
 
-def encoder_for_checkpoint(loaded: Any, paths: Any = None):
-    """The best available encoder for a LoadedCheckpoint (prompt layer's, else plain CLIP)."""
-    try:
-        from sdstudio.engine.prompt_adapter import PromptLayerEncoder
-    except ImportError:
-        PromptLayerEncoder = None  # noqa: N806
-    if PromptLayerEncoder is not None:
-        return PromptLayerEncoder.for_checkpoint(loaded, paths)
-    from sdstudio.prompts.tokenizer import clip_tokenizer
+def _architecture(loaded: Any, encoders: list) -> str:
+    """The prompt layer's architecture key for a LoadedCheckpoint ("sd1", "sd2", "sdxl", ...)."""
+    for name in ("architecture", "family", "model_type", "kind"):
+        value = getattr(loaded, name, None)
+        value = getattr(value, "value", value)  # enums
+        if isinstance(value, str) and value:
+            key = value.lower().replace("-", "").replace(" ", "").replace(".", "")
+            if "refiner" in key:
+                return "sdxl_refiner"
+            if "xl" in key:
+                return "sdxl"
+            if key.startswith("sd2") or key.startswith("v2") or "sd21" in key or "sd20" in key:
+                return "sd2"
+            if key.startswith("sd1") or key.startswith("v1") or key.startswith("sd15"):
+                return "sd1"
+    return "sdxl" if len(encoders) == 2 else "sd1"
 
-    text_encoder = getattr(loaded, "text_encoder", None)
-    if text_encoder is None:
-        encoders = getattr(loaded, "text_encoders", None) or []
-        text_encoder = encoders[0] if encoders else None
-    if text_encoder is None:
+
+def text_encoders_of(loaded: Any) -> list:
+    """The checkpoint's text encoders in order (SDXL: CLIP-L then bigG)."""
+    encoders = getattr(loaded, "text_encoders", None)
+    if encoders:
+        return list(encoders)
+    encoders = [getattr(loaded, name, None) for name in ("text_encoder", "text_encoder_2")]
+    return [e for e in encoders if e is not None]
+
+
+def encoder_for_checkpoint(loaded: Any, paths: Any = None):
+    """The prompt layer's A1111 encoder (emphasis, schedules, AND, embeddings) for a LoadedCheckpoint."""
+    from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
+    from sdstudio.prompts.embeddings import EmbeddingDatabase
+
+    encoders = text_encoders_of(loaded)
+    if not encoders:
         from sdstudio.errors import ModelLoadError
 
         raise ModelLoadError("the checkpoint has no text encoder the engine can use")
-    return PlainClipEncoder(text_encoder, clip_tokenizer("sd1"))
+    width = sum(int(e.get_input_embeddings().weight.shape[1]) for e in encoders)
+    embeddings = EmbeddingDatabase(paths.folder("embedding"), expected_width=width) if paths is not None else None
+    return PromptConditioner(PromptEncoder(encoders, architecture=_architecture(loaded, encoders), embeddings=embeddings))

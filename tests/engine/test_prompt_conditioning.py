@@ -1,0 +1,57 @@
+"""The engine with the prompt layer's A1111 encoder: schedules switch at the right step, AND runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import SCHEDULER_CONFIG
+
+from sdstudio.config import Settings
+from sdstudio.engine.processing import GenerationModel
+from sdstudio.engine.request import Txt2ImgRequest
+from sdstudio.engine.service import GenerationService
+
+
+@pytest.fixture
+def prompt_model(tiny_components):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
+
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77)).eval()
+    unet, vae, _ = tiny_components
+    return GenerationModel(unet=unet, vae=vae, encoder=PromptConditioner(PromptEncoder([text_encoder])), scheduler_config=dict(SCHEDULER_CONFIG))
+
+
+def _record_text_conditioning(unet):
+    seen = []
+    handle = unet.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
+    return seen, handle
+
+
+def test_prompt_schedule_switches_at_its_step(paths, prompt_model):
+    service = GenerationService(Settings(), paths, lambda name: prompt_model)
+    seen, handle = _record_text_conditioning(prompt_model.unet)
+    try:
+        service.txt2img(Txt2ImgRequest(prompt="a [cat:dog:2] on a sofa", steps=4, width=64, height=64, seed=1, sampler_name="Euler", do_not_save_samples=True))
+    finally:
+        handle.remove()
+    cond_rows = [s[0] for s in seen]
+    assert len(cond_rows) == 4
+    # A1111 (reconstruct_cond_batch): an entry ending at step 2 is used while step <= 2.
+    assert torch.equal(cond_rows[0], cond_rows[1]) and torch.equal(cond_rows[1], cond_rows[2])
+    assert not torch.equal(cond_rows[2], cond_rows[3])
+
+
+def test_and_prompt_and_long_negative_run_in_one_unet_call_per_step(paths, prompt_model):
+    service = GenerationService(Settings(), paths, lambda name: prompt_model)
+    seen, handle = _record_text_conditioning(prompt_model.unet)
+    try:
+        result = service.txt2img(Txt2ImgRequest(prompt="a cat AND a dog :0.5", negative_prompt="blurry " * 90, steps=2, width=64, height=64, seed=1, sampler_name="Euler", batch_size=2, do_not_save_samples=True, do_not_save_grid=True))
+    finally:
+        handle.remove()
+    assert len(seen) == 2  # one UNet call per step
+    assert seen[0].shape[0] == 2 * 2 + 2  # two sub-prompts per image + one uncond per image
+    assert seen[0].shape[1] == 154  # padded to the negative prompt's two chunks
+    assert len(result.images) == 2

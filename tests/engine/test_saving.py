@@ -1,0 +1,51 @@
+"""Files, names, metadata and grids as A1111 writes them."""
+
+from __future__ import annotations
+
+import os
+
+from PIL import Image
+
+from sdstudio.config import Settings
+from sdstudio.engine.saving import ImageSaver, image_grid, next_sequence_number, read_infotext, sanitize_filename_part
+
+
+def test_sanitized_names_have_no_path_characters():
+    assert sanitize_filename_part('a/b\\c:d*e?"f<g>|h\n', replace_spaces=False) == "a_b_c_d_e__f_g__h_"
+    assert sanitize_filename_part("x" * 300) == "x" * 128
+    assert sanitize_filename_part("  trailing dots. . ") == "__trailing_dots._._"
+
+
+def test_numbering_continues_after_the_highest_file(tmp_path):
+    for name in ("00003-1-a.png", "00010-2-b.png", "notes.txt", "grid-0004.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert next_sequence_number(tmp_path) == 11
+    assert next_sequence_number(tmp_path, "grid") == 5
+
+
+def test_png_jpeg_webp_carry_the_infotext(paths):
+    saver = ImageSaver(paths, Settings())
+    text = "a cat, ünïcode\nNegative prompt: dog\nSteps: 2, Seed: 3"
+    folder = saver.output_folder("txt2img")
+    for fmt in ("png", "jpg", "webp"):
+        path = saver.save_image(Image.new("RGB", (16, 16), "red"), folder, 3, "a cat", text, extension=fmt)
+        with Image.open(path) as saved:
+            assert read_infotext(saved) == text, fmt
+    assert sorted(p.name for p in folder.iterdir()) == ["00000-3-a cat.png", "00001-3-a cat.jpg", "00002-3-a cat.webp"]
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+def test_output_folders_follow_settings_and_override(paths, tmp_path):
+    saver = ImageSaver(paths, Settings())
+    assert saver.output_folder("img2img").parent == paths.root / "outputs" / "img2img-images"
+    assert saver.output_folder("img2img", grid=True).parent == paths.root / "outputs" / "img2img-grids"
+    assert saver.output_folder("txt2img", override=str(tmp_path / "mine")).parent == tmp_path / "mine"
+    flat = ImageSaver(paths, Settings(save_to_dirs=False))
+    assert flat.output_folder("txt2img") == paths.root / "outputs" / "txt2img-images"
+
+
+def test_grid_rows_follow_a1111():
+    tiles = [Image.new("RGB", (8, 8)) for _ in range(6)]
+    assert image_grid(tiles).size == (24, 16)  # round(sqrt(6)) = 2 rows, 3 columns
+    assert image_grid(tiles[:3]).size == (16, 16)  # round(sqrt(3)) = 2 rows, 2 columns
+    assert image_grid(tiles[:4], n_rows=0, batch_size=4).size == (8, 32)  # rows = batch size

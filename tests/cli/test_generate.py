@@ -1,0 +1,73 @@
+"""`sdstudio txt2img / img2img / pnginfo` from the command line (in-process `main`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from sdstudio.cli.main import main
+from sdstudio.config import DataPaths, Settings
+from sdstudio.engine.saving import ImageSaver
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["txt2img", "--W", "500", "a cat"], "width"),
+        (["txt2img", "--steps", "0", "a cat"], "steps"),
+        (["txt2img", "--sampler", "Bogus", "a cat"], "sampler_name"),
+        (["txt2img", "--scheduler", "Bogus", "a cat"], "scheduler"),
+        (["txt2img", "--scale", "500", "a cat"], "cfg_scale"),
+        (["txt2img", "--seed-resize-from", "big", "a cat"], "seed_resize_from_w"),
+        (["img2img", "a cat"], "init_images"),
+        (["img2img", "--init-image", "missing.png", "a cat"], "init_images"),
+        (["img2img", "--init-image", "INIT", "--denoising-strength", "2", "a cat"], "denoising_strength"),
+    ],
+)
+def test_bad_request_is_one_line_naming_the_field_and_writes_nothing(tmp_path, capsys, argv, field):
+    init = tmp_path / "init.png"
+    Image.new("RGB", (64, 64)).save(init)
+    argv = [str(init) if a == "INIT" else a for a in argv]
+    data = tmp_path / "data"
+    code = main(["--data-dir", str(data), *argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"error: {field}:") and err.count("\n") == 1 and "Traceback" not in err
+    assert not data.exists()  # nothing created, let alone half-written
+
+
+def test_no_checkpoint_is_a_clear_error(tmp_path, capsys):
+    code = main(["--data-dir", str(tmp_path / "data"), "txt2img", "--steps", "1", "--W", "64", "--H", "64", "--no-progress", "a cat"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "checkpoint" in err and "Traceback" not in err
+
+
+def test_compvis_aliases_parse_to_the_same_request():
+    from sdstudio.cli.main import build_parser
+    from sdstudio.cli.txt2img import common_request_fields
+
+    parser = build_parser()
+    compvis = parser.parse_args(["txt2img", "--prompt", "x", "--H", "64", "--W", "128", "--scale", "5", "--n_samples", "2", "--n_iter", "3", "--ddim_steps", "7", "--plms", "--skip_grid"])
+    long = parser.parse_args(["txt2img", "--prompt", "x", "--height", "64", "--width", "128", "--cfg-scale", "5", "--batch-size", "2", "--n-iter", "3", "--steps", "7", "--sampler", "PLMS", "--skip-grid"])
+    assert common_request_fields(compvis, "x") == common_request_fields(long, "x")
+
+
+def test_pnginfo_prints_text_and_json(tmp_path, capsys):
+    paths = DataPaths(tmp_path / "data").ensure()
+    text = "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 9, Size: 64x64"
+    saved = ImageSaver(paths, Settings()).save_image(Image.new("RGB", (8, 8)), tmp_path, 9, "a cat", text)
+    assert main(["pnginfo", str(saved)]) == 0
+    assert capsys.readouterr().out.strip() == text
+    assert main(["pnginfo", str(saved), "--json"]) == 0
+    fields = json.loads(capsys.readouterr().out)["fields"]
+    assert fields["seed"] == 9 and fields["sampler_name"] == "Euler a" and fields["negative_prompt"] == "dog"
+
+
+def test_pnginfo_on_a_plain_image_and_a_missing_file(tmp_path, capsys):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    assert main(["pnginfo", str(plain)]) == 1
+    assert main(["pnginfo", str(tmp_path / "nope.png")]) == 2
+    assert "error: image:" in capsys.readouterr().err

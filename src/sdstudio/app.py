@@ -49,7 +49,30 @@ def build_engine(settings: Settings, paths: DataPaths) -> "GenerationService":
 
     models = CheckpointModels(settings, paths, resolve=_registry_resolver(settings, paths), load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
     styles = StyleDatabase(paths.styles_file)
-    return GenerationService(settings, paths, models, apply_styles=styles.apply_styles, version=f"sdstudio {__version__}")
+    upscale_image, restore_faces = _postprocess_hooks(settings, paths)
+    return GenerationService(
+        settings, paths, models, apply_styles=styles.apply_styles, upscale_image=upscale_image,
+        restore_faces=restore_faces, version=f"sdstudio {__version__}",
+    )
+
+
+def _postprocess_hooks(settings: Settings, paths: DataPaths):
+    """Hires-fix model upscalers and face restoration from the postprocess registries."""
+    try:
+        from sdstudio.postprocess.face_restoration import FaceRestorers
+        from sdstudio.postprocess.upscalers import UpscalerRegistry
+    except ImportError:
+        return None, None
+    upscalers = UpscalerRegistry(paths, settings)
+    faces = FaceRestorers(paths, settings)
+
+    def upscale_image(image, name: str, width: int, height: int):
+        return upscalers.upscale(image, target=(width, height), name=name)
+
+    def restore_faces(image):
+        return faces.restore(image, settings.face_restoration_model).image
+
+    return upscale_image, restore_faces
 
 
 def _registry_resolver(settings: Settings, paths: DataPaths):

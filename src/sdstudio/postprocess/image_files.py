@@ -1,0 +1,109 @@
+"""Reading images with their text metadata and writing PNGs that keep it.
+
+A small helper for post-processing, which sits below the engine and so cannot use
+engine/saving.py: PNG text chunks (A1111's `parameters`, `postprocessing`, `extras`) are
+read from `Image.info`, the JPEG/WebP EXIF UserComment (where A1111 puts infotext in
+those formats) is read as `parameters`, and PNGs are written atomically with the chunks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from sdstudio.config import atomic_write_bytes
+from sdstudio.errors import InvalidRequest, NotFound
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+"""Files taken from a folder in batch mode."""
+
+_SKIPPED_INFO_KEYS = {"exif", "icc_profile", "dpi", "gamma", "transparency", "aspect", "chromaticity", "srgb", "interlace", "progressive", "progression", "jfif", "jfif_version", "jfif_unit", "jfif_density", "adobe", "adobe_transform", "loop", "duration", "background", "timestamp", "photoshop", "xmp"}
+
+
+def open_image(path: str | os.PathLike, field: str = "image") -> Image.Image:
+    """Open an image file fully (the file is closed afterwards); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{field}: no such file {str(path)!r}")
+    try:
+        with Image.open(path) as handle:
+            handle.load()
+            image = handle.copy()
+            image.info = dict(handle.info)
+            exif = handle.getexif() if hasattr(handle, "getexif") else None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidRequest(field, f"{path.name} is not a readable image ({exc})") from exc
+    if exif and "parameters" not in image.info:
+        comment = _exif_user_comment(exif)
+        if comment:
+            image.info["parameters"] = comment
+    return image
+
+
+def text_items(image: Image.Image) -> dict[str, str]:
+    """The image's text metadata (PNG chunks; `parameters` first), binary entries left out."""
+    items = {}
+    for key, value in image.info.items():
+        if key in _SKIPPED_INFO_KEYS or not isinstance(key, str):
+            continue
+        if isinstance(value, bytes):
+            continue
+        if isinstance(value, str):
+            items[key] = value
+    if "parameters" in items:
+        items = {"parameters": items.pop("parameters"), **items}
+    return items
+
+
+def encode_png(image: Image.Image, items: dict[str, str]) -> bytes:
+    """PNG bytes with each item as a text chunk (iTXt when not Latin-1, as Pillow chooses)."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in items.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def save_png(image: Image.Image, path: Path, items: dict[str, str]) -> Path:
+    """Write a PNG with text chunks atomically (a crash never leaves half a file)."""
+    atomic_write_bytes(path, encode_png(image, items))
+    return path
+
+
+def next_free_number(folder: Path) -> int:
+    """One more than the highest leading number of the files in a folder (A1111 numbering)."""
+    highest = -1
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            digits = ""
+            for char in entry.name:
+                if not char.isdigit():
+                    break
+                digits += char
+            if digits:
+                highest = max(highest, int(digits))
+    return highest + 1
+
+
+def _exif_user_comment(exif) -> str | None:
+    try:
+        comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD, UserComment
+    except Exception:
+        return None
+    if isinstance(comment, bytes):
+        if comment.startswith(b"UNICODE\0"):
+            body = comment[8:]
+            for encoding in ("utf-16-be", "utf-16-le"):
+                try:
+                    return body.decode(encoding)
+                except UnicodeDecodeError:
+                    continue
+            return None
+        if comment.startswith(b"ASCII\0\0\0"):
+            return comment[8:].decode("ascii", errors="replace")
+        return comment.decode("utf-8", errors="replace") or None
+    return comment or None

@@ -116,3 +116,24 @@ def test_padding_conventions():
 def test_unknown_kind_is_rejected():
     with pytest.raises(ValueError, match="kind"):
         clip_tokenizer("t5")
+
+
+def test_transformers_flavour_keeps_html_entities(reference):
+    from sdstudio.prompts.tokenizer import ClipBpeTokenizer
+
+    hf_flavour = ClipBpeTokenizer(unescape_html=False)
+    # ftfy already decodes entities unless the text has a "<"; OpenAI then unescapes again.
+    text = "<b> &amp; c"
+    assert hf_flavour.encode(text) != reference.encode(text)
+    assert hf_flavour.encode(text) == clip_tokenizer("sd1")(text, add_special_tokens=False).input_ids
+    for text in HF_COMPARABLE:
+        assert hf_flavour.encode(text) == reference.encode(text)
+
+
+def test_package_import_stays_light():
+    import subprocess
+    import sys
+
+    code = "import sys, sdstudio.prompts; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -1,11 +1,32 @@
 """The A1111 prompt language: parser, schedules, tokenizer, conditioning, embeddings, styles.
 
-Only light modules are imported here; torch/transformers-based parts (conditioning,
-embeddings) are imported from their own modules.
+The parser and tokenizer are imported here (they need only lark, ftfy and regex). The
+torch-based parts are imported on first use of their names, so `import sdstudio.prompts`
+stays light.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from sdstudio.prompts.parser import parse_composable_prompt, parse_prompt_attention, prompt_schedules
 from sdstudio.prompts.tokenizer import clip_tokenizer, tokenize
+
+_LAZY = {
+    "Conditioning": "sdstudio.prompts.conditioning",
+    "PromptConditioner": "sdstudio.prompts.conditioning",
+    "PromptEncoder": "sdstudio.prompts.conditioning",
+    "ScheduledConditioning": "sdstudio.prompts.conditioning",
+    "build_scheduled_conditioning": "sdstudio.prompts.conditioning",
+    "sdxl_time_ids": "sdstudio.prompts.conditioning",
+    "Embedding": "sdstudio.prompts.embeddings",
+    "EmbeddingDatabase": "sdstudio.prompts.embeddings",
+    "ExtraNetworkParams": "sdstudio.prompts.extra_networks",
+    "extract_extra_networks": "sdstudio.prompts.extra_networks",
+    "read_lora_tag": "sdstudio.prompts.extra_networks",
+    "PromptStyle": "sdstudio.prompts.styles",
+    "StyleDatabase": "sdstudio.prompts.styles",
+}
 
 __all__ = [
     "clip_tokenizer",
@@ -13,4 +34,12 @@ __all__ = [
     "parse_prompt_attention",
     "prompt_schedules",
     "tokenize",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str):
+    """Import torch-based names on first access (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sdstudio.prompts' has no attribute {name!r}")

@@ -100,16 +100,26 @@ def load_vocabulary(path: str | None = None) -> ClipVocabulary:
     return ClipVocabulary(tokens=tuple(tokens), merges=merges)  # type: ignore[arg-type]
 
 
-def clean_text(text: str) -> str:
-    """CLIP's text normalisation: ftfy, HTML unescape twice, collapse whitespace, lowercase."""
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
+def clean_text(text: str, unescape_html: bool = True) -> str:
+    """CLIP's text normalisation: ftfy, HTML unescape twice, collapse whitespace, lowercase.
+
+    transformers' slow CLIPTokenizer (what A1111 uses for SD1's and SDXL's CLIP-L) skips the
+    HTML unescaping; `unescape_html=False` reproduces it. OpenAI's and open_clip's unescape.
+    """
+    text = ftfy.fix_text(text)
+    if unescape_html:
+        text = html.unescape(html.unescape(text))
+    return _WHITESPACE.sub(" ", text.strip()).strip().lower()
 
 
 class ClipBpeTokenizer:
-    """OpenAI CLIP's SimpleTokenizer, reimplemented: text -> token ids without BOS/EOS."""
+    """OpenAI CLIP's SimpleTokenizer, reimplemented: text -> token ids without BOS/EOS.
 
-    def __init__(self, vocabulary: ClipVocabulary | None = None):
+    unescape_html=False gives transformers' slow CLIPTokenizer instead (no HTML unescaping).
+    """
+
+    def __init__(self, vocabulary: ClipVocabulary | None = None, unescape_html: bool = True):
+        self.unescape_html = unescape_html
         self.vocabulary = vocabulary if vocabulary is not None else load_vocabulary()
         self.encoder = self.vocabulary.token_to_id()
         self.decoder = dict(enumerate(self.vocabulary.tokens))
@@ -148,7 +158,7 @@ class ClipBpeTokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no BOS/EOS, exactly as CLIP's SimpleTokenizer.encode."""
         ids: list[int] = []
-        for pre_token in _PRE_TOKENIZER.findall(clean_text(text)):
+        for pre_token in _PRE_TOKENIZER.findall(clean_text(text, self.unescape_html)):
             word = "".join(self.byte_encoder[b] for b in pre_token.encode("utf-8"))
             ids.extend(self.encoder[piece] for piece in self._word_pieces(word))
         return ids
@@ -164,10 +174,10 @@ class ClipBpeTokenizer:
         return self.decoder[token_id]
 
 
-@functools.lru_cache(maxsize=1)
-def default_tokenizer() -> ClipBpeTokenizer:
+@functools.lru_cache(maxsize=2)
+def default_tokenizer(unescape_html: bool = True) -> ClipBpeTokenizer:
     """The shared CLIP BPE tokenizer over the installed vocabulary (built once, read-only use)."""
-    return ClipBpeTokenizer()
+    return ClipBpeTokenizer(unescape_html=unescape_html)
 
 
 def tokenize(text: str) -> list[int]:

@@ -156,3 +156,28 @@ def test_override_settings_are_validated(service):
     with pytest.raises(InvalidRequest) as info:
         service.txt2img(Txt2ImgRequest(override_settings={"CLIP_stop_at_last_layers": "many"}, **SMALL))
     assert info.value.field == "override_settings"
+
+
+def test_tiling_makes_edges_wrap_and_restores_the_model(service, tiny_model):
+    import torch
+
+    plain = service.txt2img(Txt2ImgRequest(seed=4, **SMALL))
+    tiled = service.txt2img(Txt2ImgRequest(seed=4, tiling=True, **SMALL))
+    assert "Tiling: True" in tiled.infotexts[0]
+    assert not np.array_equal(_pixels(plain.images[0]), _pixels(tiled.images[0]))
+    assert all(m.padding_mode == "zeros" for m in tiny_model.unet.modules() if isinstance(m, torch.nn.Conv2d))
+    again = service.txt2img(Txt2ImgRequest(seed=4, **SMALL))
+    assert np.array_equal(_pixels(plain.images[0]), _pixels(again.images[0]))
+
+
+def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_model):
+    from sdstudio.errors import ModelLoadError
+
+    def broken(image):
+        raise ModelLoadError("CodeFormer: no model file in models/Codeformer")
+
+    service = GenerationService(Settings(), paths, lambda name: tiny_model, restore_faces=broken)
+    result = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
+    assert len(result.images) == 1 and len(result.saved_paths) == 1
+    assert any("CodeFormer" in w for w in result.warnings)
+    assert "Face restoration: CodeFormer" in result.infotexts[0]

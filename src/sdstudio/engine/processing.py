@@ -53,7 +53,7 @@ from sdstudio.engine.sampling import (
 )
 from sdstudio.engine.saving import ImageSaver, image_grid
 from sdstudio.engine.seeds import ImageNoise, fixed_seed, image_seeds
-from sdstudio.errors import InvalidRequest, NotFound
+from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 
 # --------------------------------------------------------------------------------------
 # What processing needs from the outside
@@ -525,7 +525,11 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
             for i, image in enumerate(decoded):
                 index = start + i
                 if request.restore_faces and ctx.restore_faces is not None:
-                    image = ctx.restore_faces(image)
+                    try:
+                        image = ctx.restore_faces(image)
+                    except SdStudioError as exc:  # a missing face model must not lose the image
+                        if str(exc) not in result.warnings:
+                            result.warnings.append(f"face restoration skipped: {exc}")
                 if init is not None and init.overlays:
                     image = imaging.apply_overlay(image, init.paste_to, _batch_of(init.overlays, start, batch_size)[i])
                 infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, extra))

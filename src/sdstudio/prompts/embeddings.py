@@ -81,7 +81,11 @@ def default_pickle_loader(path: Path) -> Any:
     for name in ("load", "safe_load", "load_pickle"):
         loader = getattr(safe_pickle, name, None)
         if callable(loader):
-            return loader(path)
+            try:
+                return loader(path)
+            except TypeError:  # a different signature than expected: use torch's restricted mode below
+                break
+    # torch's weights_only unpickler admits tensors and plain containers only (also restricted).
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

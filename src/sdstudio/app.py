@@ -15,6 +15,7 @@ from sdstudio.config import DataPaths, Settings, load_settings, resolve_data_dir
 
 if TYPE_CHECKING:  # the engine imports torch; only build_engine needs it at run time
     from sdstudio.engine.service import GenerationService
+    from sdstudio.postprocess.extras import PostprocessService
 
 
 @dataclass
@@ -25,6 +26,7 @@ class App:
     settings: Settings
     notices: list[str] = field(default_factory=list)
     engine: "GenerationService | None" = None
+    postprocess: "PostprocessService | None" = None
 
     def save_settings(self) -> None:
         """Persist the current settings to config.json (atomically)."""
@@ -37,10 +39,20 @@ def open_app(data_dir: str | os.PathLike | None = None) -> App:
     loaded = load_settings(paths.config_file)
     notices = [loaded.notice] if loaded.notice else []
     settings = loaded.settings
-    return App(paths=paths, settings=settings, notices=notices, engine=build_engine(settings, paths))
+    postprocess = build_postprocess(settings, paths)
+    return App(paths=paths, settings=settings, notices=notices, engine=build_engine(settings, paths, postprocess), postprocess=postprocess)
 
 
-def build_engine(settings: Settings, paths: DataPaths) -> "GenerationService":
+def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessService | None":
+    """Upscalers, face restoration and Extras (models are loaded on first use, not here)."""
+    try:
+        from sdstudio.postprocess.extras import PostprocessService
+    except ImportError:
+        return None
+    return PostprocessService.build(paths, settings, device=settings.device)
+
+
+def build_engine(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None) -> "GenerationService":
     """The generation service over the model manager's loader and the prompt layer."""
     from sdstudio import __version__
     from sdstudio.engine.checkpoints import CheckpointModels
@@ -49,22 +61,21 @@ def build_engine(settings: Settings, paths: DataPaths) -> "GenerationService":
 
     models = CheckpointModels(settings, paths, resolve=_registry_resolver(settings, paths), load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
     styles = StyleDatabase(paths.styles_file)
-    upscale_image, restore_faces = _postprocess_hooks(settings, paths)
+    upscale_image, restore_faces = _postprocess_hooks(settings, paths, postprocess)
     return GenerationService(
         settings, paths, models, apply_styles=styles.apply_styles, upscale_image=upscale_image,
         restore_faces=restore_faces, version=f"sdstudio {__version__}",
     )
 
 
-def _postprocess_hooks(settings: Settings, paths: DataPaths):
+def _postprocess_hooks(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None):
     """Hires-fix model upscalers and face restoration from the postprocess registries."""
-    try:
-        from sdstudio.postprocess.face_restoration import FaceRestorers
-        from sdstudio.postprocess.upscalers import UpscalerRegistry
-    except ImportError:
+    if postprocess is None:
+        postprocess = build_postprocess(settings, paths)
+    if postprocess is None:
         return None, None
-    upscalers = UpscalerRegistry(paths, settings)
-    faces = FaceRestorers(paths, settings)
+    upscalers = postprocess.upscalers
+    faces = postprocess.face_restorers
 
     def upscale_image(image, name: str, width: int, height: int):
         return upscalers.upscale(image, target=(width, height), name=name)

@@ -26,7 +26,7 @@ from PIL import Image
 
 from sdstudio.config import DataPaths, Settings
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model
+from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model, resolve_device
 
 FACE_SIZE = 512
 """GFPGAN and CodeFormer work on 512x512 face crops."""
@@ -135,10 +135,18 @@ class FaceRestorers:
     def __init__(self, paths: DataPaths, settings: Settings, device: str = "cpu", detector: FaceDetector | None = None, spandrel_registry=None):
         self.paths = paths
         self.settings = settings
-        self.device = device
+        self._device_choice = device
+        self._device: str | None = None
         self.detector = detector or DlibFaceDetector()
         self._spandrel_registry = spandrel_registry
         self._loaded: dict[str, tuple[Path, tuple[int, int], LoadedModel]] = {}
+
+    @property
+    def device(self) -> str:
+        """The torch device models run on ("auto" resolved on first use)."""
+        if self._device is None:
+            self._device = resolve_device(self._device_choice)
+        return self._device
 
     @property
     def spandrel_registry(self):

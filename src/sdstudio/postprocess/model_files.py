@@ -31,6 +31,15 @@ def build_spandrel_registry():
     return registry
 
 
+def resolve_device(device: str) -> str:
+    """A torch device name; "auto" means the first CUDA GPU when there is one, else the CPU."""
+    if device not in ("auto", "", None):
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def read_state_dict(path: Path) -> dict[str, Any]:
     """A model file's tensors: safetensors read directly, pickles through the safe unpickler."""
     path = Path(path)

@@ -27,7 +27,7 @@ from PIL import Image
 
 from sdstudio.config import DataPaths, Settings
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model
+from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model, resolve_device
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
@@ -249,13 +249,21 @@ class UpscalerRegistry:
     def __init__(self, paths: DataPaths, settings: Settings, device: str = "cpu", spandrel_registry=None):
         self.paths = paths
         self.settings = settings
-        self.device = device
+        self._device_choice = device
+        self._device: str | None = None
         self._spandrel_registry = spandrel_registry
         self._entries: dict[str, _ModelEntry] | None = None
         self._probe_cache: dict[Path, tuple[tuple[int, int], UpscalerInfo]] = {}
         self._loaded: tuple[Path, tuple[int, int], LoadedModel] | None = None  # last model used
 
     # -- listing -----------------------------------------------------------------------
+
+    @property
+    def device(self) -> str:
+        """The torch device models run on ("auto" resolved on first use)."""
+        if self._device is None:
+            self._device = resolve_device(self._device_choice)
+        return self._device
 
     @property
     def spandrel_registry(self):

@@ -9,6 +9,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/scripts/bootstrap.sh"
 sdstudio_bootstrap "test"
 cd "$here"
+# The web UI tests drive Debian's Chromium headless; install it once if missing.
+bash "$here/scripts/install_browser.sh"
 marker=()
 if [[ "${1:-}" == "--slow" ]]; then
     shift

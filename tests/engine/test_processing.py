@@ -181,3 +181,22 @@ def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_mod
     assert len(result.images) == 1 and len(result.saved_paths) == 1
     assert any("CodeFormer" in w for w in result.warnings)
     assert "Face restoration: CodeFormer" in result.infotexts[0]
+
+
+def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
+    from contextlib import contextmanager
+
+    events = []
+
+    @contextmanager
+    def hook(model, prompts, negative_prompts):
+        events.append(("enter", tuple(prompts)))
+        try:
+            yield {"Lora hashes": "detail: abc"}
+        finally:
+            events.append(("exit", tuple(prompts)))
+
+    service = GenerationService(Settings(), paths, lambda name: tiny_model, batch_hooks=[hook])
+    result = service.txt2img(Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL))
+    assert events == [("enter", ("<lora:detail:1> cat",)), ("exit", ("<lora:detail:1> cat",))] * 2
+    assert 'Lora hashes: "detail: abc"' in result.infotexts[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -123,6 +124,16 @@ class ProgressEvent:
     textinfo: str = ""
 
 
+class BatchHook(Protocol):
+    """Wraps one batch's sampling (e.g. LoRA from `<lora:...>` tags): patch on enter, unpatch on exit.
+
+    Called with the model and the batch's prompts; the context manager may yield a dict of
+    infotext parameters to add (e.g. {"Lora hashes": ...}) or None.
+    """
+
+    def __call__(self, model: "GenerationModel", prompts: list[str], negative_prompts: list[str]) -> AbstractContextManager[dict[str, Any] | None]: ...
+
+
 ImageUpscaler = Callable[[Image.Image, str, int, int], Image.Image]
 """`upscale(image, upscaler_name, width, height) -> image` for hires fix with a model upscaler."""
 
@@ -142,6 +153,7 @@ class JobContext:
     preview_every: int = 0  # 0 = no previews
     upscale_image: ImageUpscaler | None = None
     restore_faces: Callable[[Image.Image], Image.Image] | None = None
+    batch_hooks: list["BatchHook"] = field(default_factory=list)
     version: str = ""
     clock: Callable[[], float] = time.monotonic
 
@@ -449,7 +461,6 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
     extra = _extra_params(request, plan)
     outdir = ctx.saver.output_folder(ctx.kind, override=request.outpath_samples)
     batch_size = request.batch_size
-    latent_hw = (request.height // f, request.width // f)
 
     with torch.no_grad(), _Tiling([model.unet, model.vae], request.tiling):
         for n in range(request.n_iter):
@@ -463,85 +474,16 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
             prompts = plan.prompts[start : start + batch_size]
             negatives = plan.negative_prompts[start : start + batch_size]
             progress.begin(n, first_pass_steps)
-            # Step 3a: encode prompt
-            conditioning = model.encoder.encode(prompts, negatives, plan.sampler.total_model_evaluations(request.steps), plan.clip_skip, request.width, request.height)
-            # Step 3b: prepare latents
-            noise = ImageNoise(
-                (model.latent_channels, *latent_hw), seeds, subseeds, request.subseed_strength,
-                request.seed_resize_from_h, request.seed_resize_from_w, plan.settings.eta_noise_seed_delta,
-                latent_factor=f, device=model.device,
-            )
-            initial = noise.first()
-            init_latent = blend = image_conditioning = None
-            if init is not None:
-                pixels = imaging.pil_to_tensor(_batch_of(init.images, start, batch_size))
-                init_latent = model.encode_images(pixels)
-                if init.latent_mask is not None:
-                    keep, repaint = latent_masks(init.latent_mask, latent_hw, request.mask_round, model.latent_channels, model.device)
-                    if request.inpainting_fill == 2:
-                        init_latent = init_latent * keep + initial.clone() * repaint
-                    elif request.inpainting_fill == 3:
-                        init_latent = init_latent * keep
-                    blend = InpaintBlend(init_latent, keep, repaint)
-                if model.is_inpainting:
-                    if init.latent_mask is not None:
-                        mask_px = imaging.pil_to_tensor([init.latent_mask.convert("RGB")])[:, :1].add(1).div(2).expand(batch_size, 1, -1, -1)
-                    else:
-                        mask_px = torch.ones(batch_size, 1, pixels.shape[2], pixels.shape[3])
-                    image_conditioning = inpainting_image_conditioning(model, pixels, mask_px, batch_size, latent_hw)
-            elif model.is_inpainting:
-                image_conditioning = inpainting_image_conditioning(model, None, None, batch_size, latent_hw)
-            guided = GuidedUNet(model.unet, conditioning, request.cfg_scale, image_conditioning, getattr(conditioning, "unet_kwargs", None))
-            job = SamplingJob(
-                sampler=plan.sampler, schedule=plan.schedule, steps=request.steps, guided=guided, discrete=discrete,
-                prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
-                initial_noise=initial, options=plan.options, init_latent=init_latent,
-                denoising_strength=request.denoising_strength,
-                initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if is_img2img else 1.0,
-                blend=blend, control=LoopControl(ctx.is_interrupted, ctx.is_skipped), callback=progress,
-            )
-            # Step 3c: denoise loop
-            stopped = False
-            try:
-                samples = run_sampler(job)
-            except SamplingInterrupted as stop:
-                # A1111 keeps the image as far as it got (the last x0 prediction).
-                samples = stop.latest if stop.latest is not None else initial
-                stopped = True
-                if not isinstance(stop, SamplingSkipped):
-                    result.interrupted = True
-            if blend is not None:
-                samples = blend.apply(samples)
-            # Step 3d: hires fix
-            if hires and not stopped:
-                try:
-                    samples = hires_pass(request, plan, ctx, samples, seeds, subseeds, prompts, negatives, discrete, progress)
-                except SamplingInterrupted as stop:
-                    samples = stop.latest if stop.latest is not None else samples
-                    if not isinstance(stop, SamplingSkipped):
-                        result.interrupted = True
-            # Step 3e: decode
-            decoded = imaging.tensor_to_pil(model.decode_latents(samples))
-            for i, image in enumerate(decoded):
-                index = start + i
-                if request.restore_faces and ctx.restore_faces is not None:
-                    try:
-                        image = ctx.restore_faces(image)
-                    except SdStudioError as exc:  # a missing face model must not lose the image
-                        if str(exc) not in result.warnings:
-                            result.warnings.append(f"face restoration skipped: {exc}")
-                if init is not None and init.overlays:
-                    image = imaging.apply_overlay(image, init.paste_to, _batch_of(init.overlays, start, batch_size)[i])
-                infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, extra))
-                # Step 3f: save
-                if plan.settings.samples_save and not request.do_not_save_samples:
-                    result.saved_paths.append(ctx.saver.save_image(image, outdir, plan.seeds[index], plan.prompts[index], infotext))
-                result.images.append(image)
-                result.infotexts.append(infotext)
-                result.seeds.append(plan.seeds[index])
-                result.subseeds.append(plan.subseeds[index])
-                result.prompts.append(plan.prompts[index])
-                result.negative_prompts.append(plan.negative_prompts[index])
+            batch = Batch(n, start, seeds, subseeds, prompts, negatives)
+            with ExitStack() as hooks:
+                batch_extra = dict(extra)
+                for hook in ctx.batch_hooks:
+                    batch_extra.update(hooks.enter_context(hook(model, prompts, negatives)) or {})
+                samples = sample_batch(request, plan, ctx, init, batch, discrete, progress, result)
+                # Step 3e: decode
+                decoded = imaging.tensor_to_pil(model.decode_latents(samples))
+            # Step 3f: save
+            save_batch(request, plan, ctx, init, batch, decoded, batch_extra, outdir, result)
             if result.interrupted:
                 break
 
@@ -567,6 +509,106 @@ def planned_steps_for(request, plan: Plan) -> int:
 
         return img2img_steps(request.steps, request.denoising_strength)[1]
     return request.steps
+
+
+@dataclass
+class Batch:
+    """One batch of a job: its index, first image index, seeds and prompts."""
+
+    number: int
+    start: int
+    seeds: list[int]
+    subseeds: list[int]
+    prompts: list[str]
+    negative_prompts: list[str]
+
+
+def sample_batch(request, plan: Plan, ctx: JobContext, init: InitImages | None, batch: Batch, discrete: DiscreteSigmas, progress: Progress, result: GenerationResult) -> torch.Tensor:
+    """Steps 3a-3d for one batch: encode prompt, prepare latents, denoise, hires fix."""
+    model = ctx.model
+    f = model.latent_factor
+    batch_size = len(batch.seeds)
+    latent_hw = (request.height // f, request.width // f)
+    # Step 3a: encode prompt
+    conditioning = model.encoder.encode(batch.prompts, batch.negative_prompts, plan.sampler.total_model_evaluations(request.steps), plan.clip_skip, request.width, request.height)
+    # Step 3b: prepare latents
+    noise = ImageNoise(
+        (model.latent_channels, *latent_hw), batch.seeds, batch.subseeds, request.subseed_strength,
+        request.seed_resize_from_h, request.seed_resize_from_w, plan.settings.eta_noise_seed_delta,
+        latent_factor=f, device=model.device,
+    )
+    initial = noise.first()
+    init_latent = blend = image_conditioning = None
+    if init is not None:
+        pixels = imaging.pil_to_tensor(_batch_of(init.images, batch.start, batch_size))
+        init_latent = model.encode_images(pixels)
+        if init.latent_mask is not None:
+            keep, repaint = latent_masks(init.latent_mask, latent_hw, request.mask_round, model.latent_channels, model.device)
+            if request.inpainting_fill == 2:  # latent noise
+                init_latent = init_latent * keep + initial.clone() * repaint
+            elif request.inpainting_fill == 3:  # latent nothing
+                init_latent = init_latent * keep
+            blend = InpaintBlend(init_latent, keep, repaint)
+        if model.is_inpainting:
+            if init.latent_mask is not None:
+                mask_px = imaging.pil_to_tensor([init.latent_mask.convert("RGB")])[:, :1].add(1).div(2).expand(batch_size, 1, -1, -1)
+            else:
+                mask_px = torch.ones(batch_size, 1, pixels.shape[2], pixels.shape[3])
+            image_conditioning = inpainting_image_conditioning(model, pixels, mask_px, batch_size, latent_hw)
+    elif model.is_inpainting:
+        image_conditioning = inpainting_image_conditioning(model, None, None, batch_size, latent_hw)
+    guided = GuidedUNet(model.unet, conditioning, request.cfg_scale, image_conditioning, getattr(conditioning, "unet_kwargs", None))
+    job = SamplingJob(
+        sampler=plan.sampler, schedule=plan.schedule, steps=request.steps, guided=guided, discrete=discrete,
+        prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
+        initial_noise=initial, options=plan.options, init_latent=init_latent,
+        denoising_strength=request.denoising_strength,
+        initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if init is not None else 1.0,
+        blend=blend, control=LoopControl(ctx.is_interrupted, ctx.is_skipped), callback=progress,
+    )
+    # Step 3c: denoise loop
+    try:
+        samples = run_sampler(job)
+    except SamplingInterrupted as stop:
+        # A1111 keeps the image as far as it got (the last x0 prediction).
+        if not isinstance(stop, SamplingSkipped):
+            result.interrupted = True
+        samples = stop.latest if stop.latest is not None else initial
+        return blend.apply(samples) if blend is not None else samples
+    if blend is not None:
+        samples = blend.apply(samples)
+    # Step 3d: hires fix
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        try:
+            samples = hires_pass(request, plan, ctx, samples, batch.seeds, batch.subseeds, batch.prompts, batch.negative_prompts, discrete, progress)
+        except SamplingInterrupted as stop:
+            if not isinstance(stop, SamplingSkipped):
+                result.interrupted = True
+            samples = stop.latest if stop.latest is not None else samples
+    return samples
+
+
+def save_batch(request, plan: Plan, ctx: JobContext, init: InitImages | None, batch: Batch, decoded: list[Image.Image], extra: dict[str, Any], outdir, result: GenerationResult) -> None:
+    """Step 3f: face restoration, paste-back for inpainting, infotext, files, result lists."""
+    for i, image in enumerate(decoded):
+        index = batch.start + i
+        if request.restore_faces and ctx.restore_faces is not None:
+            try:
+                image = ctx.restore_faces(image)
+            except SdStudioError as exc:  # a missing face model must not lose the image
+                if f"face restoration skipped: {exc}" not in result.warnings:
+                    result.warnings.append(f"face restoration skipped: {exc}")
+        if init is not None and init.overlays:
+            image = imaging.apply_overlay(image, init.paste_to, _batch_of(init.overlays, batch.start, len(decoded))[i])
+        infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, extra))
+        if plan.settings.samples_save and not request.do_not_save_samples:
+            result.saved_paths.append(ctx.saver.save_image(image, outdir, plan.seeds[index], plan.prompts[index], infotext))
+        result.images.append(image)
+        result.infotexts.append(infotext)
+        result.seeds.append(plan.seeds[index])
+        result.subseeds.append(plan.subseeds[index])
+        result.prompts.append(plan.prompts[index])
+        result.negative_prompts.append(plan.negative_prompts[index])
 
 
 def hires_pass(request: Txt2ImgRequest, plan: Plan, ctx: JobContext, samples: torch.Tensor, seeds, subseeds, prompts, negatives, discrete: DiscreteSigmas, progress: Progress) -> torch.Tensor:

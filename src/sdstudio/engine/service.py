@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.config import DataPaths, Settings
-from sdstudio.engine.processing import GenerationModel, ImageUpscaler, JobContext, ProgressEvent, run_generation
+from sdstudio.engine.processing import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent, run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import ImageSaver
 from sdstudio.errors import InvalidRequest
@@ -56,6 +56,7 @@ class GenerationService:
         apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
         upscale_image: ImageUpscaler | None = None,
         restore_faces: Callable[[Any], Any] | None = None,
+        batch_hooks: list[BatchHook] | None = None,
         version: str = "",
     ):
         self.settings = settings
@@ -64,6 +65,7 @@ class GenerationService:
         self.apply_styles = apply_styles
         self.upscale_image = upscale_image
         self.restore_faces = restore_faces
+        self.batch_hooks = batch_hooks if batch_hooks is not None else []  # extensions append (LoRA...)
         self.version = version
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
@@ -111,6 +113,7 @@ class GenerationService:
                 preview_every=max(0, int(preview_every)),
                 upscale_image=self.upscale_image,
                 restore_faces=self.restore_faces,
+                batch_hooks=list(self.batch_hooks),
                 version=self.version,
             )
             return run_generation(request, ctx, self.apply_styles)

@@ -200,3 +200,21 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
     result = service.txt2img(Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL))
     assert events == [("enter", ("<lora:detail:1> cat",)), ("exit", ("<lora:detail:1> cat",))] * 2
     assert 'Lora hashes: "detail: abc"' in result.infotexts[0]
+
+
+def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
+    from sdstudio.postprocess.watermark import add_watermark, decode_watermark
+
+    service = GenerationService(Settings(enable_invisible_watermark=True), paths, lambda name: tiny_model, watermark=add_watermark)
+    result = service.txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
+    expected = np.unpackbits(np.frombuffer(b"StableDiffusionV1", dtype=np.uint8))
+
+    def bits_matching(image):
+        return (np.unpackbits(np.frombuffer(decode_watermark(image).raw, dtype=np.uint8)) == expected).mean()
+
+    plain = GenerationService(Settings(), paths, lambda name: tiny_model).txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
+    with Image.open(result.saved_paths[0]) as saved:
+        # A random model's images are noise, which DWT-DCT survives only mostly.
+        assert bits_matching(saved) > 0.85 > bits_matching(plain.images[0])
+    small = service.txt2img(Txt2ImgRequest(seed=1, **SMALL))
+    assert any("watermark skipped" in w for w in small.warnings) and len(small.saved_paths) == 1

@@ -154,6 +154,7 @@ class JobContext:
     upscale_image: ImageUpscaler | None = None
     restore_faces: Callable[[Image.Image], Image.Image] | None = None
     batch_hooks: list["BatchHook"] = field(default_factory=list)
+    watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark
     version: str = ""
     clock: Callable[[], float] = time.monotonic
 
@@ -600,6 +601,12 @@ def save_batch(request, plan: Plan, ctx: JobContext, init: InitImages | None, ba
                     result.warnings.append(f"face restoration skipped: {exc}")
         if init is not None and init.overlays:
             image = imaging.apply_overlay(image, init.paste_to, _batch_of(init.overlays, batch.start, len(decoded))[i])
+        if plan.settings.enable_invisible_watermark and ctx.watermark is not None:
+            try:
+                image = ctx.watermark(image)  # CompVis put_watermark, before saving
+            except SdStudioError as exc:  # e.g. too small for DWT-DCT: keep the image, say so
+                if f"watermark skipped: {exc}" not in result.warnings:
+                    result.warnings.append(f"watermark skipped: {exc}")
         infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, extra))
         if plan.settings.samples_save and not request.do_not_save_samples:
             result.saved_paths.append(ctx.saver.save_image(image, outdir, plan.seeds[index], plan.prompts[index], infotext))

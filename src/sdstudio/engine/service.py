@@ -57,6 +57,7 @@ class GenerationService:
         upscale_image: ImageUpscaler | None = None,
         restore_faces: Callable[[Any], Any] | None = None,
         batch_hooks: list[BatchHook] | None = None,
+        watermark: Callable[[Any], Any] | None = None,
         version: str = "",
     ):
         self.settings = settings
@@ -65,6 +66,7 @@ class GenerationService:
         self.apply_styles = apply_styles
         self.upscale_image = upscale_image
         self.restore_faces = restore_faces
+        self.watermark = watermark
         self.batch_hooks = batch_hooks if batch_hooks is not None else []  # extensions append (LoRA...)
         self.version = version
         self.device_lock = threading.Lock()
@@ -114,6 +116,7 @@ class GenerationService:
                 upscale_image=self.upscale_image,
                 restore_faces=self.restore_faces,
                 batch_hooks=list(self.batch_hooks),
+                watermark=self.watermark,
                 version=self.version,
             )
             return run_generation(request, ctx, self.apply_styles)

@@ -62,9 +62,13 @@ def build_engine(settings: Settings, paths: DataPaths, postprocess: "Postprocess
     models = CheckpointModels(settings, paths, resolve=_registry_resolver(settings, paths), load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
     styles = StyleDatabase(paths.styles_file)
     upscale_image, restore_faces = _postprocess_hooks(settings, paths, postprocess)
+    try:
+        from sdstudio.postprocess.watermark import add_watermark
+    except ImportError:
+        add_watermark = None
     return GenerationService(
         settings, paths, models, apply_styles=styles.apply_styles, upscale_image=upscale_image,
-        restore_faces=restore_faces, version=f"sdstudio {__version__}",
+        restore_faces=restore_faces, watermark=add_watermark, version=f"sdstudio {__version__}",
     )
 
 

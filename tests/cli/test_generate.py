@@ -71,3 +71,24 @@ def test_pnginfo_on_a_plain_image_and_a_missing_file(tmp_path, capsys):
     assert main(["pnginfo", str(plain)]) == 1
     assert main(["pnginfo", str(tmp_path / "nope.png")]) == 2
     assert "error: image:" in capsys.readouterr().err
+
+
+def test_txt2img_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
+    from pathlib import Path
+
+    import sdstudio
+
+    tiny = Path(sdstudio.__file__).parent / "assets" / "tiny" / "sdstudio-tiny.safetensors"
+    if not tiny.exists():
+        pytest.skip("bundled tiny model not present")
+    pytest.importorskip("sdstudio.models.loader")
+    outdir = tmp_path / "out"
+    argv = ["--data-dir", str(tmp_path / "data"), "txt2img", "--ckpt", str(tiny), "--prompt", "a cat", "--W", "64", "--H", "64",
+            "--steps", "2", "--seed", "5", "--n_samples", "2", "--outdir", str(outdir)]
+    assert main(argv) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.split("\n") if line.strip()]
+    assert len(printed) == 3 and all(p.is_file() for p in printed)
+    assert printed[0].parent.parent == outdir and printed[0].name.startswith("00000-5-a cat")
+    assert printed[2].parent.parent == outdir / "grids"
+    assert main(["pnginfo", str(printed[1])]) == 0
+    assert "Seed: 6," in capsys.readouterr().out

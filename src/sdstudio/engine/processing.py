@@ -38,7 +38,6 @@ from sdstudio.engine.samplers import (
     SamplerOptions,
     ScheduleType,
     StepInfo,
-    effective_schedule,
     resolve_sampler_and_schedule,
 )
 from sdstudio.engine.sampling import (
@@ -49,6 +48,7 @@ from sdstudio.engine.sampling import (
     SamplingJob,
     SamplingSkipped,
     StepConditioning,
+    img2img_steps,
     planned_steps,
     run_sampler,
 )
@@ -506,8 +506,6 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
 def planned_steps_for(request, plan: Plan) -> int:
     """Sampler steps the first pass reports (img2img runs int(strength * steps))."""
     if isinstance(request, Img2ImgRequest):
-        from sdstudio.engine.sampling import img2img_steps
-
         return img2img_steps(request.steps, request.denoising_strength)[1]
     return request.steps
 

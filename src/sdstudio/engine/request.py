@@ -187,7 +187,7 @@ class _Request(BaseModel):
     def _sampler(self):
         resolved = resolve_sampler_and_schedule(self.sampler_name, self.scheduler)
         if resolved is None:
-            from sdstudio.engine.samplers import find_sampler, find_schedule_type
+            from sdstudio.engine.samplers import find_schedule_type
 
             if find_schedule_type(self.scheduler) is None:
                 raise InvalidRequest("scheduler", f"unknown schedule type {self.scheduler!r}; known: {', '.join(schedule_type_labels())}")

@@ -15,7 +15,7 @@ txt2img or img2img (a partial schedule starting from a noised init latent).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 

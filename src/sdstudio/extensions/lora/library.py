@@ -1,0 +1,279 @@
+"""The LoRA service: finds LoRA files, applies the ones a prompt names, lists them as A1111 does.
+
+The engine uses one `LoraLibrary` (built in the composition root over `models/Lora`) per job:
+
+    activations = activations_from_prompt(prompts[0])           # <lora:NAME:W>, <lora:NAME:TE:UNET>
+    with library.apply(unet, text_encoders, activations, on_text_encoders_changed=encoder.clear_cache) as report:
+        ... encode prompts, sample ...
+    result.warnings += report.warnings
+    extra_params.update(report.infotext_params())                # "Lora hashes": "name: 0123456789ab"
+
+Names resolve like A1111's `available_network_aliases`: file name without extension, then
+the `ss_output_name` alias. An unknown name is a warning; the job goes on without it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdstudio.errors import SdStudioError
+from sdstudio.extensions.lora.apply import LoadedNetwork, apply_loras
+from sdstudio.extensions.lora.files import LORA_EXTENSIONS, LoraOnDisk, load_lora_tensors, preview_image
+from sdstudio.extensions.lora.networks import ParsedLora, parse_lora_state_dict
+from sdstudio.prompts.extra_networks import LoraTag, extract_extra_networks, read_lora_tag
+
+# A1111 registers the Lora extra network as "lora" and also answers to "lyco" (lora_script.py).
+LORA_TAG_TYPES = ("lora", "lyco")
+
+
+@dataclass(frozen=True)
+class LoraActivation:
+    """One `<lora:...>` request: which file, and its text-encoder and UNet multipliers."""
+
+    name: str
+    te_multiplier: float = 1.0
+    unet_multiplier: float = 1.0
+    dyn_dim: int | None = None
+
+    @classmethod
+    def from_tag(cls, tag: LoraTag) -> "LoraActivation":
+        """From the prompt layer's reading of a tag."""
+        return cls(tag.name, tag.te_multiplier, tag.unet_multiplier, tag.dyn_dim)
+
+
+def activations_from_prompt(prompt: str) -> list[LoraActivation]:
+    """The LoRAs a prompt's `<lora:...>` / `<lyco:...>` tags ask for, in prompt order."""
+    _, tags = extract_extra_networks(prompt)
+    return [LoraActivation.from_tag(read_lora_tag(params)) for kind in LORA_TAG_TYPES for params in tags.get(kind, [])]
+
+
+@dataclass
+class LoraReport:
+    """What a job got: names applied, warnings for the result, hashes for the infotext."""
+
+    applied: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)  # name as written in the prompt -> shorthash
+    adapter_modules: int = 0
+    merged_modules: int = 0
+
+    def infotext_params(self) -> dict[str, str]:
+        """`{"Lora hashes": "name: hash, ..."}` when any LoRA with a hash was applied (A1111 option on)."""
+        return {"Lora hashes": format_lora_hashes(self.hashes)} if self.hashes else {}
+
+
+def format_lora_hashes(hashes: dict[str, str]) -> str:
+    """A1111's `Lora hashes` value: `alias: shorthash` joined by ", ", ':' and ',' removed from aliases."""
+    return ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in hashes.items())
+
+
+def parse_lora_hashes(value: str) -> dict[str, str]:
+    """`"a: 0123, b: 4567"` -> {"a": "0123", "b": "4567"} (A1111 lora_script.infotext_pasted)."""
+    parsed: dict[str, str] = {}
+    for item in value.split(","):
+        name, sep, short = item.strip().partition(":")
+        if sep and name.strip():
+            parsed[name.strip()] = short.strip()
+    return parsed
+
+
+_TAG_NAME = re.compile(r"<lora:([^:]+?):")
+
+
+class LoraLibrary:
+    """LoRA files in a folder (or from the model registry), parsed on demand with a small cache."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        entries: Callable[[], Iterable[Any]] | None = None,
+        cache_size: int = 4,
+        strategy: str = "adapters",
+    ):
+        self.folder = Path(folder) if folder is not None else None
+        self.entries_source = entries  # e.g. the model registry's LoRA listing (objects with .name/.path)
+        self.cache_size = cache_size
+        self.strategy = strategy
+        self._lock = threading.Lock()
+        self._known: dict[Path, tuple[int, LoraOnDisk]] = {}
+        self._parsed: OrderedDict[tuple[Path, int], ParsedLora] = OrderedDict()
+
+    # -- finding files -----------------------------------------------------------------------
+
+    def _paths(self) -> list[tuple[str, Path, Any]]:
+        found: list[tuple[str, Path, Any]] = []
+        if self.entries_source is not None:
+            for entry in self.entries_source():
+                path = Path(getattr(entry, "path", getattr(entry, "filename", "")))
+                found.append((str(getattr(entry, "name", None) or path.stem), path, entry))
+        elif self.folder is not None and self.folder.is_dir():
+            for root, _, files in os.walk(self.folder, followlinks=True):
+                for file in sorted(files):
+                    path = Path(root) / file
+                    if path.suffix.lower() in LORA_EXTENSIONS:
+                        found.append((path.stem, path, None))
+        return sorted(found, key=lambda item: str(item[1]).lower())
+
+    def available(self) -> list[LoraOnDisk]:
+        """Every LoRA file, read afresh when it changed (metadata only; hashes are computed when needed)."""
+        result = []
+        with self._lock:
+            seen = set()
+            for name, path, registry_entry in self._paths():
+                try:
+                    stamp = path.stat().st_mtime_ns
+                except OSError:
+                    continue
+                seen.add(path)
+                known = self._known.get(path)
+                if known is None or known[0] != stamp:
+                    try:
+                        entry = LoraOnDisk.from_path(path, name)
+                    except SdStudioError:
+                        entry = LoraOnDisk(name=name, path=path)
+                    given = getattr(registry_entry, "addnet_hash", None) or getattr(registry_entry, "sha256", None)
+                    if given and path.suffix.lower() == ".safetensors" and getattr(registry_entry, "addnet_hash", None):
+                        entry.hash = str(given)
+                    self._known[path] = (stamp, entry)
+                result.append(self._known[path][1])
+            for path in list(self._known):
+                if path not in seen:
+                    del self._known[path]
+        return result
+
+    def find(self, name: str) -> LoraOnDisk | None:
+        """By file name (without extension), then by alias, as A1111's available_network_aliases."""
+        entries = self.available()
+        for entry in entries:
+            if entry.name == name:
+                return entry
+        for entry in entries:
+            if entry.alias == name:
+                return entry
+        return None
+
+    def find_by_shorthash(self, shorthash: str) -> LoraOnDisk | None:
+        """The file whose short hash is this one (for pasting infotext)."""
+        for entry in self.available():
+            if entry.shorthash == shorthash:
+                return entry
+        return None
+
+    # -- loading and applying ----------------------------------------------------------------
+
+    def load(self, entry: LoraOnDisk) -> ParsedLora:
+        """The file's networks, parsed (cached by path and modification time)."""
+        key = (entry.path, entry.path.stat().st_mtime_ns)
+        with self._lock:
+            parsed = self._parsed.get(key)
+            if parsed is not None:
+                self._parsed.move_to_end(key)
+                return parsed
+        parsed = parse_lora_state_dict(load_lora_tensors(entry.path))
+        with self._lock:
+            self._parsed[key] = parsed
+            while len(self._parsed) > max(0, self.cache_size):
+                self._parsed.popitem(last=False)
+        return parsed
+
+    def resolve(self, activations: Sequence[LoraActivation], report: LoraReport) -> list[LoadedNetwork]:
+        """Files for the requested names; unknown or unreadable ones become warnings."""
+        networks: list[LoadedNetwork] = []
+        for activation in activations:
+            entry = self.find(activation.name)
+            if entry is None:
+                report.warnings.append(f"LoRA {activation.name!r} not found in {self.folder or 'the model registry'}; generated without it")
+                continue
+            if activation.te_multiplier == 0 and activation.unet_multiplier == 0:
+                continue  # weight 0: a no-op, as if the tag were absent
+            try:
+                parsed = self.load(entry)
+            except SdStudioError as exc:
+                report.warnings.append(f"LoRA {activation.name!r}: {exc}; generated without it")
+                continue
+            if activation.dyn_dim is not None:
+                report.warnings.append(f"LoRA {activation.name!r}: dyn={activation.dyn_dim} is not supported; the full rank is used")
+            if parsed.unknown_keys:
+                report.warnings.append(f"LoRA {activation.name!r}: {len(parsed.unknown_keys)} key(s) in no known layout were ignored (e.g. {parsed.unknown_keys[0]})")
+            networks.append(LoadedNetwork(activation.name, parsed, activation.te_multiplier, activation.unet_multiplier))
+            report.applied.append(activation.name)
+            try:
+                report.hashes[activation.name] = entry.shorthash
+            except OSError:
+                pass
+        return networks
+
+    @contextmanager
+    def apply(
+        self,
+        unet: torch.nn.Module | None,
+        text_encoders: Sequence[torch.nn.Module],
+        activations: Sequence[LoraActivation],
+        on_text_encoders_changed: Callable[[], None] | None = None,
+    ) -> Iterator[LoraReport]:
+        """Apply the requested LoRAs for the block's duration; the model is exactly restored on exit."""
+        report = LoraReport()
+        networks = self.resolve(activations, report) if activations else []
+        with apply_loras(unet, text_encoders, networks, self.strategy, on_text_encoders_changed) as stats:
+            report.warnings.extend(stats.skipped)
+            report.adapter_modules, report.merged_modules = stats.adapter_modules, stats.merged_modules
+            yield report
+
+    def restore_names(self, prompt: str, hashes: dict[str, str]) -> str:
+        """Rewrite `<lora:ALIAS:` to the local name of the file with the recorded hash (A1111 infotext_pasted)."""
+        def replace(match: re.Match) -> str:
+            short = hashes.get(match.group(1))
+            entry = self.find_by_shorthash(short) if short else None
+            return f"<lora:{entry.alias}:" if entry is not None else match.group(0)
+
+        return _TAG_NAME.sub(replace, prompt)
+
+
+@contextmanager
+def lora_applied(
+    unet: torch.nn.Module | None,
+    text_encoders: Sequence[torch.nn.Module],
+    activations: Sequence[LoraActivation],
+    library: LoraLibrary,
+    on_text_encoders_changed: Callable[[], None] | None = None,
+) -> Iterator[LoraReport]:
+    """`library.apply(...)` as a function: LoRAs on for the block, exactly off after it."""
+    with library.apply(unet, text_encoders, activations, on_text_encoders_changed) as report:
+        yield report
+
+
+def lora_json(entry: LoraOnDisk) -> dict[str, Any]:
+    """One item of A1111's `GET /sdapi/v1/loras`: name, alias, path, metadata."""
+    return {"name": entry.name, "alias": entry.alias, "path": str(entry.path), "metadata": entry.metadata}
+
+
+def list_loras(library: LoraLibrary) -> list[dict[str, Any]]:
+    """What A1111's `/sdapi/v1/loras` returns, for every LoRA file."""
+    return [lora_json(entry) for entry in library.available()]
+
+
+def lora_card(entry: LoraOnDisk) -> dict[str, Any]:
+    """The fields a UI card or `models list --type lora` shows: A1111's item plus preview, version, training summary."""
+    meta = entry.metadata
+    preview = preview_image(entry.path)
+    return {
+        **lora_json(entry),
+        "preview": str(preview) if preview else None,
+        "sd_version": entry.sd_version,
+        "network_dim": meta.get("ss_network_dim"),
+        "network_alpha": meta.get("ss_network_alpha"),
+        "base_model": meta.get("ss_sd_model_name"),
+        "steps": meta.get("ss_max_train_steps") or meta.get("ss_steps"),
+        "resolution": meta.get("ss_resolution"),
+        "training_metadata": {k: v for k, v in meta.items() if k.startswith("ss_")},
+    }

@@ -1,0 +1,252 @@
+"""What the web UI asks of sdstudio's services, in one narrow object.
+
+`UiBackend` is the UI's only door to the rest of the program: it lists checkpoints,
+styles, extra networks and upscalers, counts prompt tokens, validates and saves settings,
+and builds generation requests. Tabs receive it (and the job queue) as arguments; nothing
+is global. `UiBackend.from_app` wires it over the composition root's `App`; tests build
+it the same way over a temporary data dir. Heavy modules (torch, the engine) are imported
+when first used, so building the UI stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdstudio.config import DataPaths, Settings
+from sdstudio.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from sdstudio.app import App
+
+CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
+LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
+EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors")
+PREVIEW_SUFFIXES = (".preview.png", ".png", ".preview.jpg", ".jpg", ".preview.jpeg", ".jpeg", ".preview.webp", ".webp")
+"""Card images beside a model file, in A1111's order of preference (ui_extra_networks.find_preview)."""
+
+CHUNK_TOKENS = 75
+
+
+@dataclass(frozen=True)
+class NetworkCard:
+    """One extra network as a card: its name, file, preview image and prompt text."""
+
+    kind: str  # "lora" | "embedding"
+    name: str
+    path: Path
+    preview: Path | None
+
+    @property
+    def prompt_text(self) -> str:
+        """What clicking the card inserts (A1111: `<lora:name:1>` with the default multiplier 1)."""
+        return f"<lora:{self.name}:1>" if self.kind == "lora" else self.name
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """Tokens used by a prompt and the size of the 75-token chunks they fill (A1111's counter)."""
+
+    used: int
+    limit: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.used}/{self.limit}"
+
+
+class _PlainTokenizer:
+    """Duck-typed tokenizer for prompts.conditioning.tokenize_into_chunks (CLIP BPE, no model)."""
+
+    def __init__(self) -> None:
+        from sdstudio.prompts.tokenizer import default_tokenizer
+
+        self.impl = default_tokenizer()
+        self.comma_id = self.impl.encoder.get(",</w>")
+
+    def encode(self, text: str) -> list[int]:
+        return self.impl.encode(text)
+
+
+class _NoEmbeddings:
+    def find(self, tokens: list[int], position: int):
+        return None, 0
+
+
+def _find_preview(path: Path) -> Path | None:
+    base = path.with_suffix("")
+    for suffix in PREVIEW_SUFFIXES:
+        candidate = base.parent / f"{base.name}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _files_under(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions),
+                  key=lambda p: str(p.relative_to(folder)).lower())
+
+
+@dataclass
+class UiBackend:
+    """The operations the web UI uses, over one data dir's services."""
+
+    settings: Settings
+    paths: DataPaths
+    engine: Any = None  # sdstudio.engine.service.GenerationService (None: generation unavailable)
+    save_settings: Callable[[], None] | None = None
+    styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
+    postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
+    registry: Any = None  # sdstudio.models.registry.ModelRegistry, when the model manager provides one
+    bundled_checkpoints: list[Path] = field(default_factory=list)
+    _tokenizer: Any = None
+
+    @classmethod
+    def from_app(cls, app: "App") -> "UiBackend":
+        """Wire the backend over the composition root's services (optional ones when present)."""
+        backend = cls(settings=app.settings, paths=app.paths, engine=app.engine, save_settings=app.save_settings)
+        backend.styles = getattr(app, "styles", None)
+        backend.postprocess = getattr(app, "postprocess", None)
+        backend.registry = getattr(app, "registry", None) or getattr(app, "models", None)
+        backend.bundled_checkpoints = list(getattr(app, "bundled_checkpoints", []) or [])
+        return backend
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint_titles(self) -> list[str]:
+        """Checkpoint names for the dropdown: the registry's titles, else files in models/Stable-diffusion."""
+        registry = self.registry
+        if registry is not None:
+            for method in ("checkpoint_titles", "list_checkpoints", "checkpoints"):
+                lister = getattr(registry, method, None)
+                if callable(lister):
+                    try:
+                        entries = lister()
+                    except TypeError:
+                        continue
+                    return [e if isinstance(e, str) else str(getattr(e, "title", None) or getattr(e, "name")) for e in entries]
+        folder = self.paths.folder("checkpoint")
+        titles = [str(p.relative_to(folder)) for p in _files_under(folder, CHECKPOINT_EXTENSIONS)]
+        titles += [str(p) for p in self.bundled_checkpoints if p.is_file()]
+        return titles
+
+    def refresh_checkpoints(self) -> list[str]:
+        """Rescan the model folders and list checkpoints again."""
+        refresh = getattr(self.registry, "refresh", None)
+        if callable(refresh):
+            refresh()
+        return self.checkpoint_titles()
+
+    def current_checkpoint(self) -> str | None:
+        """The selected checkpoint (settings' sd_model_checkpoint), else the first one found."""
+        titles = self.checkpoint_titles()
+        chosen = self.settings.sd_model_checkpoint
+        if chosen and chosen in titles:
+            return chosen
+        return titles[0] if titles else (chosen or None)
+
+    def select_checkpoint(self, title: str | None) -> None:
+        """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
+        if not title or title == self.settings.sd_model_checkpoint:
+            return
+        self.settings.sd_model_checkpoint = title
+        if self.save_settings is not None:
+            self.save_settings()
+
+    # -- prompts -----------------------------------------------------------------------------
+
+    def style_names(self) -> list[str]:
+        """Saved prompt styles (styles.csv)."""
+        db = self._style_database()
+        return db.names() if db is not None else []
+
+    def _style_database(self):
+        if self.styles is None and self.paths.styles_file.exists():
+            from sdstudio.prompts.styles import StyleDatabase
+
+            self.styles = StyleDatabase(self.paths.styles_file)
+        return self.styles
+
+    def count_tokens(self, prompt: str, steps: int = 20) -> TokenCount:
+        """A1111's token counter: the longest scheduled variant of the prompt, in 75-token chunks.
+
+        Extra-network tags are removed and `AND`, prompt editing, emphasis and BREAK are
+        parsed first, as A1111's `get_prompt_lengths` does; embeddings count as their words.
+        """
+        from sdstudio.prompts.conditioning import tokenize_into_chunks
+        from sdstudio.prompts.extra_networks import extract_extra_networks
+        from sdstudio.prompts.parser import parse_composable_prompt, prompt_schedules
+
+        text, _ = extract_extra_networks(prompt or "")
+        variants = [schedule_text for part, _w in parse_composable_prompt(text)
+                    for _end, schedule_text in prompt_schedules(part, max(1, int(steps or 1)))]
+        if self._tokenizer is None:
+            self._tokenizer = _PlainTokenizer()
+        used = 0
+        for variant in variants or [""]:
+            _chunks, count = tokenize_into_chunks(variant, self._tokenizer, _NoEmbeddings())
+            used = max(used, count)
+        limit = max(CHUNK_TOKENS, math.ceil(used / CHUNK_TOKENS) * CHUNK_TOKENS)
+        return TokenCount(used, limit)
+
+    # -- extra networks ----------------------------------------------------------------------
+
+    def network_cards(self, kind: str) -> list[NetworkCard]:
+        """LoRA or embedding files as cards (names as A1111 uses them in prompts: the file stem)."""
+        folder = self.paths.folder("lora" if kind == "lora" else "embedding")
+        extensions = LORA_EXTENSIONS if kind == "lora" else EMBEDDING_EXTENSIONS
+        return [NetworkCard(kind, p.stem, p, _find_preview(p)) for p in _files_under(folder, extensions)]
+
+    # -- postprocess -------------------------------------------------------------------------
+
+    def postprocess_service(self):
+        """The Extras service (upscalers, face restoration), built on first use; None if unavailable."""
+        if self.postprocess is None:
+            try:
+                from sdstudio.postprocess.extras import PostprocessService
+            except ImportError:
+                return None
+            self.postprocess = PostprocessService.build(self.paths, self.settings, device=self.settings.device)
+        return self.postprocess
+
+    def upscaler_names(self) -> list[str]:
+        """Usable upscalers (None, Lanczos, Nearest, then model files)."""
+        service = self.postprocess_service()
+        return service.upscalers.names() if service is not None else []
+
+    def face_restorer_names(self) -> list[str]:
+        """Face restoration models listed by the postprocess service (GFPGAN, CodeFormer)."""
+        service = self.postprocess_service()
+        if service is None:
+            return []
+        try:
+            return [info.name for info in service.face_restorers.list()]
+        except Exception:  # listing is informative; a broken model folder must not break the tab
+            return []
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def apply_settings(self, changes: dict[str, Any]) -> list[str]:
+        """Validate and apply option changes, save config.json; returns the names that changed."""
+        from pydantic import ValidationError
+
+        current = self.settings.to_json_dict()
+        changed = {k: v for k, v in changes.items() if current.get(k) != v}
+        if not changed:
+            return []
+        try:
+            updated = Settings.model_validate({**current, **changed})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidRequest(".".join(str(p) for p in first["loc"]), first["msg"]) from None
+        # In place: the engine and every service hold this same Settings object.
+        for key in changed:
+            setattr(self.settings, key, getattr(updated, key))
+        if self.save_settings is not None:
+            self.save_settings()
+        return sorted(changed)

@@ -1,0 +1,126 @@
+"""UI work goes through the server's job queue, the same line the API's requests wait in.
+
+`submit_work` queues a function of a `GenerationControl` (the engine's progress sink and
+stop flags) and returns the queue's `Job`; `follow_job` yields progress snapshots while
+the job waits or runs, so a Gradio generator can redraw the progress bar and the live
+preview, then returns when the job's future is done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+POLL_SECONDS = 0.4
+
+
+def submit_work(queue, kind: str, work: Callable[[Any], Any]):
+    """Queue `work(control)` with the job's interrupt/skip flags and progress record wired in."""
+    from sdstudio.engine.service import GenerationControl
+
+    def run(job) -> Any:
+        def on_progress(event) -> None:
+            p = job.progress
+            p.job_no, p.job_count = event.job_no, event.job_count
+            p.sampling_step, p.sampling_steps = event.step, event.steps
+            p.textinfo = event.textinfo or None
+            if event.preview is not None:
+                p.preview, p.preview_id = event.preview, p.preview_id + 1
+
+        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
+        return work(control)
+
+    return queue.submit(kind, run)
+
+
+def submit_plain(queue, kind: str, work: Callable[[], Any]):
+    """Queue work that reports no progress (extras), so it still waits its turn on the device."""
+    return queue.submit(kind, lambda job: work())
+
+
+@dataclass
+class ProgressSnapshot:
+    """What the progress bar shows at one moment."""
+
+    position: int | None  # 0 running, N waiting behind N-1 others, None finished
+    fraction: float
+    eta_seconds: float | None
+    step: int
+    steps: int
+    job_no: int
+    job_count: int
+    preview: Any = None  # a PIL image when a new preview arrived since the last snapshot
+    interrupting: bool = False
+
+    def html(self) -> str:
+        """The progress bar as HTML (A1111's bar with ETA, sdstudio's queue position)."""
+        return progress_html(self)
+
+
+def snapshot(queue, job, last_preview_id: int = 0) -> tuple[ProgressSnapshot, int]:
+    """The job's progress now, and the id of the preview it carries."""
+    position = queue.position(job) if hasattr(queue, "position") else (0 if queue.current is job else None)
+    p = job.progress
+    fraction = job.fraction_done()
+    eta = None
+    if job.started_at and fraction > 0.01:
+        elapsed = time.time() - job.started_at
+        eta = max(0.0, elapsed / fraction - elapsed)
+    preview = None
+    if p.preview is not None and p.preview_id != last_preview_id:
+        preview, last_preview_id = p.preview, p.preview_id
+    snap = ProgressSnapshot(position=position, fraction=fraction, eta_seconds=eta, step=p.sampling_step,
+                            steps=p.sampling_steps, job_no=p.job_no, job_count=p.job_count, preview=preview,
+                            interrupting=job.interrupted.is_set())
+    return snap, last_preview_id
+
+
+def follow_job(queue, job, poll: float = POLL_SECONDS) -> Iterator[ProgressSnapshot]:
+    """Yield a snapshot every `poll` seconds until the job's future is done."""
+    last_preview = 0
+    while True:
+        done, _ = concurrent.futures.wait([job.future], timeout=poll)
+        if done:
+            return
+        snap, last_preview = snapshot(queue, job, last_preview)
+        yield snap
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def progress_html(snap: ProgressSnapshot) -> str:
+    """A bar with percentage, step, image number and ETA; or the queue position while waiting."""
+    if snap.position is not None and snap.position > 0:
+        label = f"Waiting in queue: {snap.position - 1} job(s) ahead"
+        percent = 0
+    else:
+        percent = int(snap.fraction * 100)
+        parts = [f"{percent}%"]
+        if snap.steps:
+            parts.append(f"step {snap.step}/{snap.steps}")
+        if snap.job_count > 1:
+            parts.append(f"image batch {min(snap.job_no + 1, snap.job_count)}/{snap.job_count}")
+        if snap.eta_seconds is not None:
+            parts.append(f"ETA {_format_seconds(snap.eta_seconds)}")
+        if snap.interrupting:
+            parts.append("interrupting…")
+        label = " · ".join(parts)
+    return (f'<div class="sdstudio-progress" role="progressbar" aria-valuenow="{percent}">'
+            f'<div class="sdstudio-progress-fill" style="width:{percent}%"></div>'
+            f'<span class="sdstudio-progress-text">{html.escape(label)}</span></div>')
+
+
+def status_html(message: str, kind: str = "info") -> str:
+    """A one-line status under the gallery (done, interrupted, error)."""
+    return f'<div class="sdstudio-status sdstudio-status-{kind}">{html.escape(message)}</div>'

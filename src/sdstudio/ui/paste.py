@@ -1,0 +1,59 @@
+"""Infotext to UI fields: what "Send to txt2img/img2img" and PNG Info's buttons fill in.
+
+The generation tabs key their components by request field name (`prompt`, `steps`,
+`hr_scale`, ...), so pasting is a mapping from infotext to those names, as A1111's
+`parameters_copypaste` does, with the engine's parser doing the reading. Values the
+UI shows differently from the request (sampler "Use same sampler", seeds as numbers)
+are adjusted here, so every tab pastes the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+USE_SAME_SAMPLER = "Use same sampler"
+USE_SAME_SCHEDULER = "Use same scheduler"
+
+
+def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
+    """Request-field values found in `infotext`, for a "txt2img" or "img2img" tab."""
+    from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
+
+    if not infotext or not infotext.strip():
+        return {}
+    params = parse_generation_parameters(infotext)
+    fields = request_fields_from_parameters(params, kind)
+    fields.pop("override_settings", None)
+    if kind == "txt2img":
+        fields.setdefault("hr_sampler_name", USE_SAME_SAMPLER)
+        fields.setdefault("hr_scheduler", USE_SAME_SCHEDULER)
+        if not fields.get("enable_hr"):
+            # A1111 leaves hires fields alone when the image had no hires pass.
+            for name in [n for n in fields if n.startswith("hr_")]:
+                fields.pop(name)
+    if "Model" in params:
+        fields["sd_model_checkpoint"] = params["Model"]
+    if "Model hash" in params:
+        fields["sd_model_hash"] = params["Model hash"]
+    return fields
+
+
+def values_for_components(fields: dict[str, Any], names: list[str], skip: Any) -> list[Any]:
+    """One value per component name, `skip` (leave as is) for the names infotext did not have."""
+    return [fields[name] if name in fields else skip for name in names]
+
+
+def match_checkpoint(fields: dict[str, Any], titles: list[str]) -> str | None:
+    """The dropdown title for the infotext's model (by name, then by short hash), if installed."""
+    name = str(fields.get("sd_model_checkpoint") or "")
+    short_hash = str(fields.get("sd_model_hash") or "")
+    if name:
+        for title in titles:
+            stem = title.rsplit("/", 1)[-1].split(" [", 1)[0].rsplit(".", 1)[0]
+            if title == name or stem == name:
+                return title
+    if short_hash:
+        for title in titles:
+            if f"[{short_hash}" in title:
+                return title
+    return None

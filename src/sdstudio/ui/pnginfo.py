@@ -1,0 +1,67 @@
+"""The PNG Info tab: drop an image, read its generation parameters, send them on."""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+
+@dataclass
+class PngInfoTab:
+    """The dropped image, its infotext, and the send buttons (wired by the page)."""
+
+    image: Any
+    infotext: Any  # gr.State with the raw infotext
+    html: Any
+    send_to_txt2img: Any
+    send_to_img2img: Any
+    send_to_inpaint: Any
+    send_to_extras: Any
+
+
+def read_image_info(path: str | None) -> tuple[str, str]:
+    """(infotext, html) for an image file: its parameters and any other text chunks."""
+    from PIL import Image
+
+    from sdstudio.engine.saving import read_infotext
+
+    if not path:
+        return "", ""
+    try:
+        with Image.open(path) as image:
+            infotext = read_infotext(image) or ""
+            items = {k: v for k, v in image.info.items() if isinstance(v, str) and k not in ("parameters", "exif")}
+    except OSError as exc:
+        return "", f'<div class="sdstudio-status sdstudio-status-error">{html.escape(f"could not read the image: {exc}")}</div>'
+    parts = []
+    if infotext:
+        lines = "".join(f"<p>{html.escape(line)}</p>" for line in infotext.split("\n"))
+        parts.append(f'<div class="sdstudio-infotext"><h3>parameters</h3>{lines}</div>')
+    for key, value in items.items():
+        parts.append(f'<div class="sdstudio-infotext"><h3>{html.escape(key)}</h3><p>{html.escape(value)}</p></div>')
+    if not parts:
+        parts.append('<div class="sdstudio-status">No generation parameters in this image.</div>')
+    return infotext, "".join(parts)
+
+
+def build_pnginfo_tab() -> PngInfoTab:
+    """Build the tab (inside an open gr.Tab)."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=380):
+            # filepath with no mode conversion: Gradio hands over the uploaded file untouched, text chunks included.
+            image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                             height=420, elem_id="pnginfo_image")
+        with gr.Column(scale=1, min_width=380):
+            info_html = gr.HTML("", elem_id="pnginfo_html")
+            infotext = gr.State("")
+            with gr.Row():
+                to_txt2img = gr.Button("Send to txt2img", elem_id="pnginfo_send_to_txt2img", size="sm")
+                to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img", size="sm")
+                to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint", size="sm")
+                to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras", size="sm")
+    image.change(read_image_info, inputs=image, outputs=[infotext, info_html], show_progress="hidden",
+                 api_visibility="private")
+    return PngInfoTab(image, infotext, info_html, to_txt2img, to_img2img, to_inpaint, to_extras)

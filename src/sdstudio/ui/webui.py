@@ -1,0 +1,226 @@
+"""The web UI page: the tabs, the checkpoint bar, send-to wiring, and mounting on FastAPI.
+
+`build_ui(backend, queue)` makes the Gradio Blocks from the tab modules; everything it
+uses comes in as arguments (no global state). `mount_ui` puts it on the same FastAPI
+app as the A1111 API, so both submit to one job queue. Nothing here reaches the
+internet: analytics are off and the theme uses the fonts Gradio ships.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+# Gradio reads these when imported; setting them here (and in the CLI) keeps the page offline.
+OFFLINE_ENVIRONMENT = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "GRADIO_SSR_MODE": "False",
+}
+
+TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "extra_networks", "settings")
+
+UI_CSS = """
+.sdstudio-progress { position: relative; height: 22px; border-radius: 6px; background: var(--block-background-fill);
+  border: 1px solid var(--border-color-primary); overflow: hidden; margin-bottom: 6px; }
+.sdstudio-progress-fill { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent);
+  opacity: 0.55; transition: width 0.3s; }
+.sdstudio-progress-text { position: relative; padding: 0 8px; font-size: 13px; line-height: 22px; }
+/* Token counters sit in the bottom right corner of their prompt box. */
+.sdstudio-token-counter { height: 0 !important; min-height: 0 !important; overflow: visible !important; padding: 0 !important;
+  border: none !important; z-index: 20; margin-top: calc(-1 * var(--layout-gap, 12px)); }
+.sdstudio-token-count { position: relative; float: right; top: -26px; right: 14px;
+  font-size: 12px; opacity: 0.75; }
+.sdstudio-infotext p { margin: 0 0 4px 0; font-size: 13px; word-break: break-word; }
+.sdstudio-status { font-size: 13px; margin-top: 4px; }
+.sdstudio-status-error { color: var(--error-text-color, #dc2626); font-weight: 600; }
+.sdstudio-status-warning { color: #b45309; }
+.sdstudio-status-interrupted { color: #b45309; font-weight: 600; }
+#txt2img_generate, #img2img_generate { min-height: 64px; font-size: 18px; }
+.sdstudio-bar-label { align-self: center; }
+.sdstudio-tool { align-self: end; max-height: 40px; }
+"""
+
+
+def offline_environment() -> None:
+    """Turn off Gradio's analytics and version check and hub telemetry for this process."""
+    for key, value in OFFLINE_ENVIRONMENT.items():
+        os.environ[key] = value
+
+
+def ui_theme():
+    """Gradio's default theme with the fonts it bundles (no Google Fonts request)."""
+    import gradio as gr
+
+    return gr.themes.Default(
+        spacing_size=gr.themes.sizes.spacing_sm,
+        radius_size=gr.themes.sizes.radius_sm,
+        text_size=gr.themes.sizes.text_sm,
+        font=[gr.themes.LocalFont("Source Sans Pro"), "ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=[gr.themes.LocalFont("IBM Plex Mono"), "ui-monospace", "monospace"],
+    )
+
+
+def build_ui(backend, queue, title: str = "sdstudio"):
+    """The whole web UI as a gr.Blocks, over `backend` (a UiBackend) and the shared job queue."""
+    offline_environment()
+    import gradio as gr
+
+    from sdstudio.ui import extra_networks, extras, img2img, pnginfo, settings, txt2img
+    from sdstudio.ui.generation import sampler_choices
+
+    samplers, schedules = sampler_choices()
+    hires_upscalers = _hires_upscalers(backend)
+
+    with gr.Blocks(title=title, analytics_enabled=False, fill_width=True) as blocks:
+        with gr.Row(elem_id="quicksettings", equal_height=False):
+            titles = backend.checkpoint_titles()
+            gr.HTML("<b>Checkpoint</b>", scale=0, min_width=90, elem_classes="sdstudio-bar-label")
+            checkpoint = gr.Dropdown(titles, value=backend.current_checkpoint(), label="Stable Diffusion checkpoint",
+                                     elem_id="setting_sd_model_checkpoint", scale=3, allow_custom_value=True,
+                                     min_width=300, container=False)
+            refresh = gr.Button("Refresh", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=80)
+            gr.HTML("", scale=4)
+        with gr.Tabs(elem_id="tabs") as main_tabs:
+            with gr.Tab("txt2img", id="txt2img", elem_id="tab_txt2img"):
+                t2i = txt2img.build_txt2img_tab(backend, queue, checkpoint, samplers, schedules, hires_upscalers)
+            with gr.Tab("img2img", id="img2img", elem_id="tab_img2img"):
+                i2i = img2img.build_img2img_tab(backend, queue, checkpoint, samplers, schedules)
+            with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
+                ext = extras.build_extras_tab(backend, queue)
+            with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
+                png = pnginfo.build_pnginfo_tab()
+            with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
+                nets = extra_networks.build_extra_networks_tab(backend)
+            with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
+                settings.build_settings_tab(backend)
+
+        def on_checkpoint(title):
+            backend.select_checkpoint(title)
+
+        checkpoint.change(on_checkpoint, inputs=checkpoint, outputs=None, show_progress="hidden", api_visibility="private")
+
+        def on_refresh():
+            return gr.Dropdown(choices=backend.refresh_checkpoints(), value=backend.current_checkpoint())
+
+        refresh.click(on_refresh, outputs=checkpoint, show_progress="hidden", api_visibility="private")
+        extra_networks.wire_extra_networks(nets, backend, {"txt2img": t2i.row.prompt, "img2img": i2i.row.prompt})
+        _wire_send_to(main_tabs, t2i, i2i, ext, png, backend)
+    return blocks
+
+
+def _hires_upscalers(backend) -> list[str]:
+    from sdstudio.engine.request import HIRES_LATENT_UPSCALERS
+
+    names = list(HIRES_LATENT_UPSCALERS)
+    try:
+        names += [n for n in backend.upscaler_names() if n not in names]
+    except Exception:  # a broken model folder must not keep the UI from starting
+        pass
+    return names
+
+
+def _open_gallery_image(gallery_value, index: int | None):
+    """The PIL image at `index` of a gallery value (first when out of range), or None."""
+    from PIL import Image
+
+    if not gallery_value:
+        return None
+    index = index if index is not None and 0 <= index < len(gallery_value) else 0
+    item = gallery_value[index]
+    path = item[0] if isinstance(item, (tuple, list)) else item
+    with Image.open(path) as image:
+        image.load()
+        return image.copy()
+
+
+def _paste_targets(tab) -> tuple[list[str], list[Any]]:
+    """Names and components a paste fills on a generation tab: prompts, then its request fields."""
+    names = ["prompt", "negative_prompt", *tab.field_names()]
+    components = [tab.row.prompt, tab.row.negative_prompt, *tab.field_components()]
+    return names, components
+
+
+def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
+    """"Send to ..." buttons: image and parameters go to the target tab, which is then shown."""
+    import gradio as gr
+
+    from sdstudio.ui.generation import infotext_for_index
+    from sdstudio.ui.paste import fields_from_infotext, values_for_components
+
+    t2i_names, t2i_targets = _paste_targets(t2i)
+    i2i_names, i2i_targets = _paste_targets(i2i)
+    mode, mode_tabs = i2i.extra["mode"], i2i.extra["mode_tabs"]
+    init_image, editor = i2i.extra["init_image"], i2i.extra["inpaint_editor"]
+
+    def to_img2img_values(image, infotext: str, target_mode: str) -> list[Any]:
+        fields = fields_from_infotext(infotext, "img2img")
+        image_value = gr.skip() if image is None else image
+        editor_value = gr.skip() if image is None else {"background": image, "layers": [], "composite": image}
+        return [
+            image_value if target_mode == "img2img" else gr.skip(),
+            editor_value if target_mode == "inpaint" else gr.skip(),
+            target_mode,
+            gr.Tabs(selected=target_mode),
+            gr.Tabs(selected="img2img"),
+            *values_for_components(fields, i2i_names, gr.skip()),
+        ]
+
+    img2img_outputs = [init_image, editor, mode, mode_tabs, main_tabs, *i2i_targets]
+
+    for source in (t2i, i2i):
+        out = source.output
+        for button, target_mode in ((out.send_to_img2img, "img2img"), (out.send_to_inpaint, "inpaint")):
+            def send(gallery_value, index, info, target_mode=target_mode):
+                image = _open_gallery_image(gallery_value, index)
+                return to_img2img_values(image, infotext_for_index(info or {}, index), target_mode)
+
+            button.click(send, inputs=[out.gallery, out.selected, out.info], outputs=img2img_outputs,
+                         show_progress="hidden", api_visibility="private")
+
+        def send_extras(gallery_value, index):
+            image = _open_gallery_image(gallery_value, index)
+            return (gr.skip() if image is None else image), gr.Tabs(selected="extras")
+
+        out.send_to_extras.click(send_extras, inputs=[out.gallery, out.selected], outputs=[ext.image, main_tabs],
+                                 show_progress="hidden", api_visibility="private")
+
+    def png_to_txt2img(infotext):
+        fields = fields_from_infotext(infotext, "txt2img")
+        return [gr.Tabs(selected="txt2img"), *values_for_components(fields, t2i_names, gr.skip())]
+
+    png.send_to_txt2img.click(png_to_txt2img, inputs=png.infotext, outputs=[main_tabs, *t2i_targets],
+                              show_progress="hidden", api_visibility="private")
+
+    def open_path(path):
+        from PIL import Image
+
+        if not path:
+            return None
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+
+    for button, target_mode in ((png.send_to_img2img, "img2img"), (png.send_to_inpaint, "inpaint")):
+        def png_send(path, infotext, target_mode=target_mode):
+            return to_img2img_values(open_path(path), infotext, target_mode)
+
+        button.click(png_send, inputs=[png.image, png.infotext], outputs=img2img_outputs,
+                     show_progress="hidden", api_visibility="private")
+
+    png.send_to_extras.click(lambda path: (open_path(path) or gr.skip(), gr.Tabs(selected="extras")),
+                             inputs=png.image, outputs=[ext.image, main_tabs], show_progress="hidden",
+                             api_visibility="private")
+
+
+def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str = "/"):
+    """Mount the Blocks on the FastAPI app (after the API routes, which keep precedence)."""
+    import gradio as gr
+
+    blocks.queue(default_concurrency_limit=None)
+    return gr.mount_gradio_app(
+        api, blocks, path=path, auth=auth or None, footer_links=["api", "settings"], run_history=False,
+        ssr_mode=False, mcp_server=False, theme=ui_theme(), css=UI_CSS, enable_monitoring=False,
+        show_error=True, pwa=False,
+    )

@@ -1,0 +1,138 @@
+"""Fixtures for the web UI tests: a running `sdstudio webui` and a headless Chromium.
+
+The server is a subprocess on a free port over a temporary data dir. It serves a real
+checkpoint when one can be had (the bundled tiny model, once it ships), else the same
+server over a tiny random model (tests/ui/serve_tiny_webui.py). The browser is Debian's
+Chromium (scripts/install_browser.sh) driven by Playwright; Playwright's own browser
+download is never used. Screenshots go to artifacts/ui/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts" / "ui"
+CHROMIUM = os.environ.get("SDSTUDIO_CHROMIUM", "/usr/bin/chromium")
+BUNDLED_MODEL = REPO / "src" / "sdstudio" / "assets" / "tiny" / "sdstudio-tiny.safetensors"
+# Without the background-networking flags Chromium keeps trying to reach Google's
+# services, and on a machine without network those connections fail noisily.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SERVER_START_TIMEOUT = 180  # seconds; generous because the CPU is shared with other work
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bundled_checkpoint_usable() -> bool:
+    """The bundled tiny model is there and the model manager can load it."""
+    if not BUNDLED_MODEL.is_file():
+        return False
+    try:
+        import sdstudio.models.loader  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class WebUiServer:
+    """A `sdstudio webui` subprocess; `url`, `data_dir`, `log()` and `stop()`."""
+
+    def __init__(self, data_dir: Path, port: int, log_path: Path, real_checkpoint: bool):
+        self.data_dir, self.port, self.log_path = data_dir, port, log_path
+        self.url = f"http://127.0.0.1:{port}/"
+        self.real_checkpoint = real_checkpoint
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+               "SDSTUDIO_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        if real_checkpoint:
+            command = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "webui", "--api",
+                       "--port", str(port)]
+        else:
+            command = [sys.executable, str(Path(__file__).with_name("serve_tiny_webui.py")), "--data-dir", str(data_dir),
+                       "--port", str(port)]
+        self._log = open(log_path, "wb")
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def wait_ready(self) -> float:
+        """Poll the page until it answers; returns seconds from spawn to the first good answer."""
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sdstudio webui exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"sdstudio webui did not answer within {SERVER_START_TIMEOUT} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def webui_server(tmp_path_factory):
+    """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
+    data_dir = tmp_path_factory.mktemp("webui") / "data"
+    data_dir.mkdir()
+    real = bundled_checkpoint_usable()
+    if real:
+        target = data_dir / "models" / "Stable-diffusion"
+        target.mkdir(parents=True)
+        for source in BUNDLED_MODEL.parent.glob("sdstudio-tiny.*"):
+            shutil.copy2(source, target / source.name)
+    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", real)
+    try:
+        server.ready_seconds = server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium under Playwright; skipped when either is missing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: run scripts/install_browser.sh (as root) or set SDSTUDIO_CHROMIUM")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

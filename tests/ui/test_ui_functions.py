@@ -1,0 +1,288 @@
+"""The web UI's functions without a browser: paste mapping, requests, masks, counters,
+settings, extra-network cards, PNG info, progress, and building the whole page."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from sdstudio.config import DataPaths, Settings, save_settings
+from sdstudio.errors import InvalidRequest
+from sdstudio.ui.backend import UiBackend
+
+HIRES_INFOTEXT = (
+    "a red circle, blue background\n"
+    "Negative prompt: blurry, text\n"
+    "Steps: 12, Sampler: Euler a, Schedule type: Karras, CFG scale: 5.5, Seed: 42, Size: 64x96, "
+    "Model hash: 0123456789, Model: tiny, Denoising strength: 0.45, Hires upscale: 1.5, "
+    "Hires steps: 3, Hires upscaler: Latent (nearest), Variation seed: 7, Variation seed strength: 0.25, Version: sdstudio"
+)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    paths = DataPaths(tmp_path / "data").ensure()
+    settings = Settings()
+    return UiBackend(settings=settings, paths=paths, save_settings=lambda: save_settings(settings, paths.config_file))
+
+
+# -- paste (send to txt2img / img2img) -------------------------------------------------------
+
+
+def test_paste_to_txt2img_fills_every_field_including_hires():
+    from sdstudio.ui.paste import fields_from_infotext
+
+    fields = fields_from_infotext(HIRES_INFOTEXT, "txt2img")
+    assert fields["prompt"] == "a red circle, blue background"
+    assert fields["negative_prompt"] == "blurry, text"
+    assert (fields["steps"], fields["sampler_name"], fields["scheduler"]) == (12, "Euler a", "Karras")
+    assert (fields["cfg_scale"], fields["seed"], fields["width"], fields["height"]) == (5.5, 42, 64, 96)
+    assert (fields["subseed"], fields["subseed_strength"]) == (7, 0.25)
+    assert fields["enable_hr"] is True
+    assert (fields["hr_scale"], fields["hr_second_pass_steps"], fields["hr_upscaler"]) == (1.5, 3, "Latent (nearest)")
+    assert fields["denoising_strength"] == 0.45
+
+
+def test_paste_to_img2img_takes_denoising_but_no_hires_fields():
+    from sdstudio.ui.paste import fields_from_infotext
+
+    fields = fields_from_infotext(HIRES_INFOTEXT, "img2img")
+    assert fields["denoising_strength"] == 0.45
+    assert not any(name.startswith("hr_") or name == "enable_hr" for name in fields)
+    assert fields["seed"] == 42
+
+
+def test_paste_values_follow_component_order_and_skip_what_is_missing():
+    from sdstudio.ui.paste import fields_from_infotext, values_for_components
+
+    fields = fields_from_infotext("a cat\nSteps: 9, Sampler: Euler, Seed: 3, Size: 64x64", "txt2img")
+    skip = object()
+    values = values_for_components(fields, ["prompt", "negative_prompt", "steps", "hr_scale", "seed"], skip)
+    assert values == ["a cat", "", 9, skip, 3]
+
+
+def test_paste_of_text_without_parameters_changes_nothing():
+    from sdstudio.ui.paste import fields_from_infotext
+
+    assert fields_from_infotext("", "txt2img") == {}
+
+
+def test_match_checkpoint_by_name_then_hash():
+    from sdstudio.ui.paste import match_checkpoint
+
+    titles = ["sd15/realistic.safetensors [abcdef1234]", "tiny.safetensors [0123456789]"]
+    assert match_checkpoint({"sd_model_checkpoint": "realistic"}, titles) == titles[0]
+    assert match_checkpoint({"sd_model_hash": "0123456789"}, titles) == titles[1]
+    assert match_checkpoint({"sd_model_checkpoint": "missing"}, titles) is None
+
+
+# -- requests from the tabs' values ------------------------------------------------------------
+
+
+def test_txt2img_request_from_ui_values(backend):
+    from sdstudio.ui.txt2img import make_txt2img_request
+
+    values = {"prompt": "a square", "negative_prompt": "", "styles": [], "sampler_name": "Euler", "scheduler": "Automatic",
+              "steps": 8.0, "width": 64.0, "height": 64.0, "n_iter": 2.0, "batch_size": 1.0, "cfg_scale": 6.5,
+              "seed": 5, "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_w": 0, "seed_resize_from_h": 0,
+              "enable_hr": False, "hr_scale": 2.0, "hr_upscaler": "Latent", "hr_second_pass_steps": 0,
+              "denoising_strength": 0.7, "hr_sampler_name": "Use same sampler", "hr_scheduler": "Use same scheduler"}
+    request = make_txt2img_request(backend, values)
+    assert (request.steps, request.width, request.n_iter, request.seed) == (8, 64, 2, 5)
+    assert request.enable_hr is False
+    assert request.seed_resize_from_w == -1
+    assert request.do_not_save_samples is False  # samples_save is on by default
+
+
+def test_txt2img_request_names_the_bad_field(backend):
+    from sdstudio.ui.txt2img import make_txt2img_request
+
+    with pytest.raises(InvalidRequest) as err:
+        make_txt2img_request(backend, {"prompt": "x", "width": 100, "height": 64})
+    assert err.value.field == "width"
+
+
+def test_img2img_request_needs_an_image(backend):
+    from sdstudio.ui.img2img import make_img2img_request
+
+    with pytest.raises(InvalidRequest) as err:
+        make_img2img_request(backend, {"prompt": "x"}, "img2img", None, None, None, None)
+    assert err.value.field == "init_images"
+
+
+def test_inpaint_mask_is_white_where_painted():
+    from sdstudio.ui.img2img import mask_from_editor
+
+    background = Image.new("RGBA", (32, 32), (10, 20, 30, 255))
+    layer = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    layer.paste((255, 255, 255, 255), (8, 8, 16, 16))
+    image, mask = mask_from_editor({"background": background, "layers": [layer], "composite": background})
+    assert image.mode == "RGB" and image.getpixel((0, 0)) == (10, 20, 30)
+    assert mask.getpixel((10, 10)) == 255 and mask.getpixel((0, 0)) == 0
+    assert mask.getbbox() == (8, 8, 16, 16)
+
+
+def test_inpaint_upload_request_carries_the_mask(backend):
+    from sdstudio.ui.img2img import make_img2img_request
+
+    image = Image.new("RGB", (64, 64), "red")
+    mask = Image.new("L", (64, 64), 0)
+    values = {"prompt": "x", "width": 64, "height": 64, "steps": 4, "mask_blur": 2, "inpainting_fill": 1,
+              "inpaint_full_res": 0, "inpaint_full_res_padding": 32, "inpainting_mask_invert": 0, "resize_mode": 0,
+              "denoising_strength": 0.5}
+    request = make_img2img_request(backend, values, "inpaint_upload", None, None, image, mask)
+    assert request.mask is not None and request.inpaint_full_res is False and request.mask_blur_x == 2
+
+
+# -- token counter -----------------------------------------------------------------------------
+
+
+def test_token_counter_counts_words_and_grows_by_chunks(backend):
+    assert backend.count_tokens("a red circle").text == "3/75"
+    assert backend.count_tokens("").text == "0/75"
+    long_prompt = ", ".join(["red circle"] * 40)  # 40 * 2 words + 39 commas = 119 tokens
+    count = backend.count_tokens(long_prompt)
+    assert count.limit == 150 and count.used > 75
+
+
+def test_token_counter_ignores_lora_tags_and_weights(backend):
+    assert backend.count_tokens("(a red circle:1.3) <lora:thing:0.8>").text == "3/75"
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_apply_settings_saves_config_json(backend):
+    changed = backend.apply_settings({"jpeg_quality": 95, "samples_format": "png"})
+    assert changed == ["jpeg_quality"]
+    saved = json.loads(backend.paths.config_file.read_text())
+    assert saved["jpeg_quality"] == 95
+
+
+def test_apply_settings_rejects_a_bad_value_naming_the_option(backend):
+    with pytest.raises(InvalidRequest) as err:
+        backend.apply_settings({"jpeg_quality": "very good"})
+    assert err.value.field == "jpeg_quality"
+    assert not backend.paths.config_file.exists()
+
+
+def test_settings_layout_lists_every_option_once():
+    from sdstudio.ui.settings import settings_layout
+
+    settings = Settings.model_validate({"some_extension_option": True})
+    layout = settings_layout(settings)
+    names = [name for _title, names in layout for name in names]
+    assert len(names) == len(set(names))
+    assert set(Settings.model_fields) <= set(names)
+    assert "some_extension_option" in names
+
+
+# -- extra networks ----------------------------------------------------------------------------
+
+
+def test_network_cards_with_previews_and_prompt_text(backend):
+    lora_dir = backend.paths.folder("lora")
+    (lora_dir / "style").mkdir()
+    (lora_dir / "style" / "ink.safetensors").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(lora_dir / "style" / "ink.preview.png")
+    (backend.paths.folder("embedding") / "bad-hands.pt").write_bytes(b"x")
+    loras = backend.network_cards("lora")
+    assert [(c.name, c.prompt_text) for c in loras] == [("ink", "<lora:ink:1>")]
+    assert loras[0].preview.name == "ink.preview.png"
+    embeddings = backend.network_cards("embedding")
+    assert [(c.name, c.prompt_text, c.preview) for c in embeddings] == [("bad-hands", "bad-hands", None)]
+
+
+def test_clicking_a_card_adds_then_removes_its_text():
+    from sdstudio.ui.extra_networks import insert_into_prompt
+
+    prompt = insert_into_prompt("a cat", "<lora:ink:1>")
+    assert prompt == "a cat, <lora:ink:1>"
+    assert insert_into_prompt(prompt, "<lora:ink:1>") == "a cat"
+    assert insert_into_prompt("", "bad-hands") == "bad-hands"
+
+
+# -- PNG info ----------------------------------------------------------------------------------
+
+
+def test_png_info_reads_parameters_and_other_chunks(tmp_path):
+    from sdstudio.ui.pnginfo import read_image_info
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", HIRES_INFOTEXT)
+    meta.add_text("postprocessing", "Postprocess upscale by: 2")
+    path = tmp_path / "image.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=meta)
+    infotext, html = read_image_info(str(path))
+    assert infotext == HIRES_INFOTEXT
+    assert "Seed: 42" in html and "postprocessing" in html
+    empty = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(empty)
+    assert read_image_info(str(empty))[0] == ""
+
+
+# -- progress through the shared job queue -----------------------------------------------------
+
+
+def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
+    from sdstudio.engine.processing import ProgressEvent
+    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.ui.jobs import follow_job, submit_work
+
+    queue = JobQueue()
+    queue.start()
+    try:
+        release = threading.Event()
+        seen = {}
+
+        def work(control):
+            control.on_progress(ProgressEvent(job_no=0, job_count=2, step=3, steps=10, eta_seconds=None))
+            release.wait(10)
+            seen["current"] = queue.current
+            return "done"
+
+        job = submit_work(queue, "txt2img", work)
+        snapshots = follow_job(queue, job, poll=0.05)
+        first = next(snapshots)
+        while first.steps == 0:
+            first = next(snapshots)
+        assert (first.step, first.steps, first.job_count, first.position) == (3, 10, 2, 0)
+        assert "step 3/10" in first.html() and "image batch 1/2" in first.html()
+        release.set()
+        list(snapshots)
+        assert job.future.result() == "done" and seen["current"] is job
+    finally:
+        queue.stop()
+
+
+def test_progress_html_shows_queue_position_while_waiting():
+    from sdstudio.ui.jobs import ProgressSnapshot, progress_html
+
+    waiting = ProgressSnapshot(position=3, fraction=0, eta_seconds=None, step=0, steps=0, job_no=0, job_count=1)
+    assert "2 job(s) ahead" in progress_html(waiting)
+    running = ProgressSnapshot(position=0, fraction=0.5, eta_seconds=75, step=5, steps=10, job_no=0, job_count=1)
+    assert "50%" in progress_html(running) and "ETA 1m 15s" in progress_html(running)
+
+
+# -- the whole page ----------------------------------------------------------------------------
+
+
+def test_build_ui_has_every_tab_and_the_generation_controls(backend):
+    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.ui.webui import TAB_IDS, build_ui
+
+    blocks = build_ui(backend, JobQueue())
+    config = blocks.get_config_file()
+    elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    for tab in TAB_IDS:
+        assert f"tab_{tab}" in elem_ids
+    for kind in ("txt2img", "img2img"):
+        for name in ("prompt", "neg_prompt", "generate", "interrupt", "skip", "sampling", "scheduler", "steps", "width",
+                     "height", "batch_count", "batch_size", "cfg_scale", "seed", "subseed", "gallery", "infotext",
+                     "progress", "token_counter", "styles", "send_to_img2img", "send_to_inpaint", "send_to_extras"):
+            assert f"{kind}_{name}" in elem_ids, f"{kind}_{name} missing"
+    assert "txt2img_enable_hr" in elem_ids and "img2img_inpaint_editor" in elem_ids
+    assert "setting_sd_model_checkpoint" in elem_ids and "setting_jpeg_quality" in elem_ids

@@ -1,0 +1,97 @@
+"""The web UI in a real browser: type a prompt, Generate, see the image and its infotext,
+interrupt a long job, and check that the page asked nothing of the internet.
+
+Screenshots land in artifacts/ui/ (git-ignored): the page after the first image, the
+progress bar with a live preview during the long job, and the page after Interrupt.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytestmark = pytest.mark.slow  # starts a server and a browser: ~1 to 2 minutes on 2 shared cores
+
+GENERATION_TIMEOUT_MS = 180_000
+
+
+def set_slider(page, elem_id: str, value: int) -> None:
+    """Type a value into a Gradio slider's number box and commit it."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def gallery_image_count(page, kind: str) -> int:
+    return page.locator(f"#{kind}_gallery img").count()
+
+
+def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts):
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    outside: list[str] = []
+    local = ("http://127.0.0.1", "data:", "blob:", "about:")
+    page.on("request", lambda request: None if request.url.startswith(local) else outside.append(request.url))
+    page.goto(webui_server.url)
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+
+    # -- one image: prompt, small size, few steps, Generate --------------------------------
+    page.fill("#txt2img_prompt textarea", "a red circle on a blue background")
+    page.fill("#txt2img_neg_prompt textarea", "blurry")
+    set_slider(page, "txt2img_width", 64)
+    set_slider(page, "txt2img_height", 64)
+    set_slider(page, "txt2img_steps", 6)
+    page.locator("#txt2img_seed input").fill("1234")
+    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() === '7/75'", timeout=30_000)
+    page.click("#txt2img_generate")
+    page.wait_for_function("document.querySelector('#txt2img_infotext').innerText.includes('Seed:')",
+                           timeout=GENERATION_TIMEOUT_MS)
+    info = page.inner_text("#txt2img_infotext")
+    assert "a red circle on a blue background" in info
+    assert "Negative prompt: blurry" in info
+    assert "Seed: 1234" in info
+    assert "Sampler: DPM++ 2M" in info
+    assert "Size: 64x64" in info
+    assert "Steps: 6" in info
+    assert gallery_image_count(page, "txt2img") >= 1
+    saved = list((webui_server.data_dir / "outputs" / "txt2img-images").rglob("*.png"))
+    assert len(saved) == 1 and "-1234-" in saved[0].name
+    page.screenshot(path=str(artifacts / "txt2img_generated.png"), full_page=True)
+
+    # -- Reuse puts the image's seed back; Random sets -1 ------------------------------------
+    page.click("#txt2img_random_seed")
+    page.wait_for_function("document.querySelector('#txt2img_seed input').value === '-1'", timeout=30_000)
+    page.click("#txt2img_reuse_seed")
+    page.wait_for_function("document.querySelector('#txt2img_seed input').value === '1234'", timeout=30_000)
+
+    # -- a long job: wait for the progress bar and a live preview, then Interrupt ------------
+    set_slider(page, "txt2img_batch_count", 100)
+    set_slider(page, "txt2img_steps", 40)
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "(() => { const t = document.querySelector('#txt2img_progress').innerText; return /step [1-9]/.test(t); })()",
+        timeout=GENERATION_TIMEOUT_MS)
+    progress = page.inner_text("#txt2img_progress")
+    assert re.search(r"\d+%", progress) and "image batch" in progress
+    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('ETA')", timeout=GENERATION_TIMEOUT_MS)
+    page.screenshot(path=str(artifacts / "txt2img_progress.png"), full_page=True)
+    page.click("#txt2img_interrupt")
+    page.wait_for_function("document.querySelector('#txt2img_infotext').innerText.includes('Interrupted')",
+                           timeout=GENERATION_TIMEOUT_MS)
+    assert page.inner_text("#txt2img_progress").strip() == ""
+    kept = int(re.search(r"Interrupted: (\d+) image", page.inner_text("#txt2img_infotext")).group(1))
+    assert 1 <= kept < 100, "Interrupt should stop the 100-image job early, keeping what was made"
+    page.screenshot(path=str(artifacts / "txt2img_interrupted.png"), full_page=True)
+
+    # -- send the image to img2img: image and parameters arrive, the tab is shown ------------
+    page.click("#txt2img_send_to_img2img")
+    # Gradio renders a tab's contents when it is first shown, hence the optional chaining.
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value.includes('red circle')",
+                           timeout=30_000)
+    page.wait_for_selector("#img2img_image img", timeout=30_000)
+    assert page.locator("#img2img_steps input[type=number]").input_value() == "40"
+    assert page.locator("#img2img_width input[type=number]").input_value() == "64"
+    page.screenshot(path=str(artifacts / "img2img_after_send.png"), full_page=True)
+
+    assert outside == [], f"the page reached outside the machine: {outside[:5]}"
+    page.close()

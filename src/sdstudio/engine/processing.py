@@ -377,11 +377,13 @@ def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extr
         "Variation seed strength": None if request.subseed_strength == 0 else request.subseed_strength,
         "Seed resize from": None if request.seed_resize_from_w <= 0 or request.seed_resize_from_h <= 0 else f"{request.seed_resize_from_w}x{request.seed_resize_from_h}",
         "Denoising strength": None,
+        "Conditional mask weight": 1.0 if ctx.model.is_inpainting else None,
         "Clip skip": None if plan.clip_skip <= 1 else plan.clip_skip,
         "ENSD": s.eta_noise_seed_delta if (s.eta_noise_seed_delta and sampler.uses_noise) else None,
-        "Tiling": "True" if request.tiling else None,
-        "Eta": plan.options.eta if sampler.uses_eta and plan.options.eta != default_eta else None,
         "RNG": s.randn_source if s.randn_source != "GPU" else None,
+        "Tiling": "True" if request.tiling else None,
+        # A1111's samplers add "Eta" to extra_generation_params when it is not their default.
+        "Eta": plan.options.eta if sampler.uses_eta and plan.options.eta != default_eta else None,
     }
     params.update(extra)
     params["Version"] = ctx.version or None
@@ -608,6 +610,8 @@ def save_batch(request, plan: Plan, ctx: JobContext, init: InitImages | None, ba
         infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, extra))
         if plan.settings.samples_save and not request.do_not_save_samples:
             result.saved_paths.append(ctx.saver.save_image(image, outdir, plan.seeds[index], plan.prompts[index], infotext))
+        if plan.settings.enable_pnginfo:
+            image.info["parameters"] = infotext  # A1111: the returned image carries its infotext
         result.images.append(image)
         result.infotexts.append(infotext)
         result.seeds.append(plan.seeds[index])

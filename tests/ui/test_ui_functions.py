@@ -286,3 +286,34 @@ def test_build_ui_has_every_tab_and_the_generation_controls(backend):
             assert f"{kind}_{name}" in elem_ids, f"{kind}_{name} missing"
     assert "txt2img_enable_hr" in elem_ids and "img2img_inpaint_editor" in elem_ids
     assert "setting_sd_model_checkpoint" in elem_ids and "setting_jpeg_quality" in elem_ids
+
+
+def test_auth_keeps_the_ui_closed_until_login():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from sdstudio.ui.webui import mount_ui, offline_environment
+
+    offline_environment()
+    import gradio as gr
+
+    with gr.Blocks() as blocks:
+        gr.Textbox(elem_id="anything")
+    api = FastAPI()
+    mount_ui(api, blocks, auth=[("ann", "secret")])
+    with TestClient(api) as client:
+        assert client.get("/config").status_code == 401
+        assert client.post("/login", data={"username": "ann", "password": "wrong"}).status_code == 400
+        assert client.post("/login", data={"username": "ann", "password": "secret"}).status_code == 200
+        assert client.get("/config").status_code == 200
+
+
+def test_webui_command_line(capsys):
+    from sdstudio.cli.main import build_parser, main
+
+    args = build_parser().parse_args(["webui", "--listen", "--port", "7999", "--api", "--auth", "ann:secret"])
+    assert (args.listen, args.port, args.api, args.auth) == (True, 7999, True, "ann:secret")
+    defaults = build_parser().parse_args(["webui"])
+    assert (defaults.listen, defaults.port, defaults.api, defaults.auth) == (False, 7860, False, None)
+    assert main(["webui", "--auth", "no-colon"]) == 2
+    assert "expected user:password" in capsys.readouterr().err

@@ -93,5 +93,56 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     assert page.locator("#img2img_width input[type=number]").input_value() == "64"
     page.screenshot(path=str(artifacts / "img2img_after_send.png"), full_page=True)
 
+    # -- img2img on the sent image ---------------------------------------------------------
+    set_slider(page, "img2img_steps", 8)
+    page.click("#img2img_generate")
+    page.wait_for_function("document.querySelector('#img2img_infotext').innerText.includes('Denoising strength: 0.75')",
+                           timeout=GENERATION_TIMEOUT_MS)
+    assert "Steps: 8" in page.inner_text("#img2img_infotext")
+    assert list((webui_server.data_dir / "outputs" / "img2img-images").rglob("*.png"))
+    page.screenshot(path=str(artifacts / "img2img_generated.png"), full_page=True)
+
     assert outside == [], f"the page reached outside the machine: {outside[:5]}"
     page.close()
+
+
+def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(webui_server.url)
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    # An image the way A1111 writes one: PNG with its infotext in the "parameters" chunk.
+    image_path = webui_server.data_dir.parent / "pasted.png"
+    _write_png_with_parameters(image_path, "a small green square at the top left\nNegative prompt: red\n"
+                               "Steps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, Seed: 777, Size: 64x64")
+
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo_image input[type=file]").set_input_files(str(image_path))
+    page.wait_for_function("document.querySelector('#pnginfo_html')?.innerText.includes('Seed: 777')", timeout=60_000)
+    page.screenshot(path=str(artifacts / "pnginfo.png"), full_page=True)
+    page.click("#pnginfo_send_to_txt2img")
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value.includes('green square')",
+                           timeout=30_000)
+    assert page.locator("#txt2img_neg_prompt textarea").input_value() == "red"
+    assert page.locator("#txt2img_steps input[type=number]").input_value() == "9"
+    assert page.locator("#txt2img_cfg_scale input[type=number]").input_value() == "4.5"
+    assert page.locator("#txt2img_seed input").input_value() == "777"
+    assert "Euler a" in page.locator("#txt2img_sampling input").input_value()
+    assert "Karras" in page.locator("#txt2img_scheduler input").input_value()
+
+    page.get_by_role("tab", name="PNG Info").click()
+    page.click("#pnginfo_send_to_extras")
+    page.wait_for_selector("#extras_image img", timeout=30_000)
+    page.click("#extras_generate")
+    page.wait_for_function("document.querySelector('#extras_info')?.innerText.includes('Postprocess upscale by: 2')",
+                           timeout=GENERATION_TIMEOUT_MS)
+    assert page.locator("#extras_gallery img").count() >= 1
+    page.screenshot(path=str(artifacts / "extras.png"), full_page=True)
+    page.close()
+
+
+def _write_png_with_parameters(path, infotext: str) -> None:
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    meta.add_text("parameters", infotext)
+    Image.new("RGB", (64, 64), (20, 160, 40)).save(path, pnginfo=meta)

@@ -46,6 +46,7 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
             image = gr.Image(label="Source", type="pil", sources=["upload", "clipboard"], height=360, elem_id="extras_image")
+            run = gr.Button("Generate", variant="primary", elem_id="extras_generate", interactive=service_available)
             fields: dict[str, Any] = {}
             fields["resize_mode"] = gr.Radio(["Scale by", "Scale to"], value="Scale by", type="index", label="Resize",
                                              elem_id="extras_resize_mode")
@@ -70,7 +71,6 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
                 fields["codeformer_weight"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
                                                         label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
                                                         elem_id="extras_codeformer_weight")
-            run = gr.Button("Generate", variant="primary", elem_id="extras_generate", interactive=service_available)
         with gr.Column(scale=1, min_width=380):
             gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", format="png", height=480,
                                  type="filepath", interactive=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
@@ -216,3 +217,17 @@ def test_latent_upscale_modes_table_and_resize():
     assert torch.allclose(bilinear, torch.nn.functional.interpolate(latent, size=(8, 8), mode="bilinear"))
     with pytest.raises(InvalidRequest, match="hr_upscaler"):
         upscale_latent(latent, 8, 8, "Latent (bogus)")
+
+
+def test_probe_results_persist_between_runs(paths, settings):
+    """A restart reads model scales from cache/upscalers.json instead of loading every file again."""
+    model = save_compact(paths.folder("esrgan") / "cached-2x.pth", scale=2)
+    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 2
+    cache = paths.cache_dir / "upscalers.json"
+    rows = json.loads(cache.read_text())
+    assert [r["info"]["name"] for r in rows] == ["cached-2x"]
+    rows[0]["info"]["scale"] = 3.0  # pretend: only a cache hit can report this
+    cache.write_text(json.dumps(rows))
+    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 3.0
+    save_compact(model, scale=4, seed=1)  # the file changes: probed again
+    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 4

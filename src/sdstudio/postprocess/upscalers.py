@@ -16,16 +16,17 @@ and overlaps are cross-faded instead of A1111's grid paste.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, atomic_write_bytes
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
 from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model, resolve_device
 
@@ -272,8 +273,36 @@ class UpscalerRegistry:
             self._spandrel_registry = build_spandrel_registry()
         return self._spandrel_registry
 
+    @property
+    def probe_cache_file(self) -> Path:
+        """Where probe results persist between runs, so a restart does not load every model again."""
+        return self.paths.cache_dir / "upscalers.json"
+
+    def _read_probe_cache(self) -> None:
+        try:
+            rows = json.loads(self.probe_cache_file.read_text(encoding="utf-8"))
+            for row in rows:
+                info = UpscalerInfo(**row["info"])
+                self._probe_cache.setdefault(Path(row["path"]), ((int(row["size"]), int(row["mtime_ns"])), info))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # a missing or unreadable cache only costs a re-probe
+
+    def _write_probe_cache(self) -> None:
+        rows = [
+            {"path": str(path), "size": stamp[0], "mtime_ns": stamp[1], "info": asdict(info)}
+            for path, (stamp, info) in sorted(self._probe_cache.items())
+            if info.usable  # failures are probed again next time (the loader may have been fixed)
+        ]
+        try:
+            atomic_write_bytes(self.probe_cache_file, json.dumps(rows, indent=1).encode("utf-8"))
+        except OSError:
+            pass
+
     def refresh(self) -> None:
         """Rescan the upscaler folders (files probed again only when changed)."""
+        if not self._probe_cache:
+            self._read_probe_cache()
+        before = dict(self._probe_cache)
         entries: dict[str, _ModelEntry] = {}
         for folder in UPSCALER_FOLDERS:
             for path in list_model_files(self.paths.root / folder.relative_path):
@@ -288,6 +317,8 @@ class UpscalerRegistry:
                     info = UpscalerInfo(name, info.model_name, info.model_path, info.scale, info.usable, info.reason)
                 entries[name] = _ModelEntry(info, path, stamp)
         self._entries = entries
+        if self._probe_cache != before:
+            self._write_probe_cache()
 
     def list(self, include_unusable: bool = True) -> list[UpscalerInfo]:
         """Built-ins first, then model files sorted by lower-cased name (A1111's order)."""

@@ -108,3 +108,14 @@ def models():
 @pytest.fixture
 def lora_dir(tmp_path):
     return tmp_path / "models" / "Lora"
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,
+    )
+    return vae.eval().requires_grad_(False)

@@ -277,3 +277,60 @@ def lora_card(entry: LoraOnDisk) -> dict[str, Any]:
         "resolution": meta.get("ss_resolution"),
         "training_metadata": {k: v for k, v in meta.items() if k.startswith("ss_")},
     }
+
+
+class LoraInfotext(dict):
+    """Infotext parameters from a batch hook (`{"Lora hashes": ...}`), carrying the job's LoRA warnings."""
+
+    def __init__(self, params: dict[str, str], warnings: list[str], report: LoraReport | None = None):
+        super().__init__(params)
+        self.warnings = list(warnings)
+        self.report = report
+
+
+def text_encoders_of_model(model: Any) -> list[torch.nn.Module]:
+    """The text encoders behind an engine GenerationModel (its prompt encoder holds them)."""
+    direct = getattr(model, "text_encoders", None)
+    if direct:
+        return list(direct)
+    encoder = getattr(model, "encoder", None)
+    for holder in (getattr(encoder, "prompt_encoder", None), encoder):
+        found = getattr(holder, "text_encoders", None)
+        if found:
+            return list(found)
+        single = getattr(holder, "text_encoder", None)
+        if isinstance(single, torch.nn.Module):
+            return [single]
+    return []
+
+
+def prompt_cache_clearer(model: Any) -> Callable[[], None] | None:
+    """The prompt encoder's `clear_cache` (its cached encodings go stale when a LoRA changes the text encoder)."""
+    encoder = getattr(model, "encoder", None)
+    for holder in (getattr(encoder, "prompt_encoder", None), encoder):
+        clear = getattr(holder, "clear_cache", None)
+        if callable(clear):
+            return clear
+    return None
+
+
+class LoraBatchHook:
+    """The engine's `BatchHook` for `<lora:...>` tags: applied around each batch, removed after it.
+
+    Like A1111, the batch's LoRAs are those of its first prompt (`extract_extra_networks_batch`).
+    Yields a `LoraInfotext`: the `Lora hashes` infotext entry, with `.warnings` for the result.
+    """
+
+    def __init__(self, library: LoraLibrary, add_hashes_to_infotext: bool = True):
+        self.library = library
+        self.add_hashes_to_infotext = add_hashes_to_infotext  # A1111 option lora_add_hashes_to_infotext
+
+    @contextmanager
+    def __call__(self, model: Any, prompts: list[str], negative_prompts: list[str]) -> Iterator[LoraInfotext | None]:
+        activations = activations_from_prompt(prompts[0]) if prompts else []
+        if not activations:
+            yield None
+            return
+        with self.library.apply(model.unet, text_encoders_of_model(model), activations, prompt_cache_clearer(model)) as report:
+            params = report.infotext_params() if self.add_hashes_to_infotext else {}
+            yield LoraInfotext(params, report.warnings, report)

@@ -188,11 +188,14 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
 
     events = []
 
+    class Params(dict):
+        warnings = ["LoRA detail: 3 keys did not match"]
+
     @contextmanager
     def hook(model, prompts, negative_prompts):
         events.append(("enter", tuple(prompts)))
         try:
-            yield {"Lora hashes": "detail: abc"}
+            yield Params({"Lora hashes": "detail: abc"})
         finally:
             events.append(("exit", tuple(prompts)))
 
@@ -200,6 +203,7 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
     result = service.txt2img(Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL))
     assert events == [("enter", ("<lora:detail:1> cat",)), ("exit", ("<lora:detail:1> cat",))] * 2
     assert 'Lora hashes: "detail: abc"' in result.infotexts[0]
+    assert result.warnings == ["LoRA detail: 3 keys did not match"]
 
 
 def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):

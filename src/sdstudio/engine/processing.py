@@ -128,7 +128,8 @@ class BatchHook(Protocol):
     """Wraps one batch's sampling (e.g. LoRA from `<lora:...>` tags): patch on enter, unpatch on exit.
 
     Called with the model and the batch's prompts; the context manager may yield a dict of
-    infotext parameters to add (e.g. {"Lora hashes": ...}) or None.
+    infotext parameters to add (e.g. {"Lora hashes": ...}) or None; a `.warnings` list on
+    it goes into the result's warnings.
     """
 
     def __call__(self, model: "GenerationModel", prompts: list[str], negative_prompts: list[str]) -> AbstractContextManager[dict[str, Any] | None]: ...
@@ -481,7 +482,11 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
             with ExitStack() as hooks:
                 batch_extra = dict(extra)
                 for hook in ctx.batch_hooks:
-                    batch_extra.update(hooks.enter_context(hook(model, prompts, negatives)) or {})
+                    added = hooks.enter_context(hook(model, prompts, negatives))
+                    batch_extra.update(added or {})
+                    for warning in getattr(added, "warnings", None) or []:
+                        if warning not in result.warnings:
+                            result.warnings.append(warning)
                 samples = sample_batch(request, plan, ctx, init, batch, discrete, progress, result)
                 # Step 3e: decode
                 decoded = imaging.tensor_to_pil(model.decode_latents(samples))

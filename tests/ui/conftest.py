@@ -105,6 +105,7 @@ def webui_server(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("webui") / "data"
     data_dir.mkdir()
     real = bundled_checkpoint_usable()
+    _add_extra_network_files(data_dir)
     if real:
         target = data_dir / "models" / "Stable-diffusion"
         target.mkdir(parents=True)
@@ -116,6 +117,22 @@ def webui_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+def _add_extra_network_files(data_dir: Path) -> None:
+    """A LoRA with a preview image and an embedding without one, for the Extra Networks cards.
+
+    They are only listed and inserted into prompts, never loaded, so their bytes do not matter.
+    """
+    from PIL import Image
+
+    lora_dir = data_dir / "models" / "Lora"
+    lora_dir.mkdir(parents=True, exist_ok=True)
+    (lora_dir / "inkwash.safetensors").write_bytes(b"not loaded by these tests")
+    Image.new("RGB", (64, 64), (30, 30, 90)).save(lora_dir / "inkwash.preview.png")
+    embeddings = data_dir / "embeddings"
+    embeddings.mkdir(parents=True, exist_ok=True)
+    (embeddings / "sharp-lines.pt").write_bytes(b"not loaded by these tests")
 
 
 @pytest.fixture(scope="module")

@@ -140,6 +140,28 @@ def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
     page.close()
 
 
+def test_extra_network_cards_insert_into_the_prompt(webui_server, browser, artifacts):
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(webui_server.url)
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    page.fill("#txt2img_prompt textarea", "a cat")
+    page.get_by_role("tab", name="Extra Networks").click()
+    page.wait_for_selector("#extra_networks_lora_cards img", timeout=30_000)
+    page.screenshot(path=str(artifacts / "extra_networks.png"), full_page=True)
+    page.locator("#extra_networks_lora_cards img").first.click()
+    page.get_by_role("tab", name="txt2img").click()
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>'",
+                           timeout=30_000)
+    page.get_by_role("tab", name="Extra Networks").click()
+    page.get_by_role("tab", name="Textual Inversion").click()
+    page.wait_for_selector("#extra_networks_embedding_cards img", timeout=30_000)
+    page.locator("#extra_networks_embedding_cards img").first.click()
+    page.get_by_role("tab", name="txt2img").click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>, sharp-lines'", timeout=30_000)
+    page.close()
+
+
 def _write_png_with_parameters(path, infotext: str) -> None:
     from PIL import Image, PngImagePlugin
 

@@ -66,8 +66,8 @@ def build_extra_networks_tab(backend: UiBackend) -> ExtraNetworksTab:
                 gr.Markdown(f"Files in `{folder}`; preview: a `.png` (or `.preview.png`) beside the file. "
                             "Click a card to add it to the prompt; click again to remove it.")
                 states[kind] = gr.State([(c.name, c.prompt_text) for c in cards])
-                galleries[kind] = gr.Gallery(gallery_items(cards), label=title, show_label=False, columns=6,
-                                             height=420, allow_preview=False, elem_id=f"extra_networks_{kind}_cards",
+                galleries[kind] = gr.Gallery(gallery_items(cards), label=title, show_label=False, columns=6, fit_columns=False,
+                                             height="auto", allow_preview=False, elem_id=f"extra_networks_{kind}_cards",
                                              interactive=False, object_fit="cover")
     return ExtraNetworksTab(target, galleries, states, refresh)
 

@@ -222,3 +222,20 @@ def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
         assert bits_matching(saved) > 0.85 > bits_matching(plain.images[0])
     small = service.txt2img(Txt2ImgRequest(seed=1, **SMALL))
     assert any("watermark skipped" in w for w in small.warnings) and len(small.saved_paths) == 1
+
+
+def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
+    from diffusers import AutoencoderKL
+    from tiny import SCHEDULER_CONFIG
+    from conftest import HashTextEncoder
+
+    from sdstudio.engine.processing import GenerationModel
+
+    f4_vae = AutoencoderKL(block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
+    model = GenerationModel(unet=tiny_components[0], vae=f4_vae, encoder=HashTextEncoder(), scheduler_config=dict(SCHEDULER_CONFIG))
+    assert not model.has_standard_latents and model.latent_factor == 4
+    events = []
+    service = GenerationService(Settings(), paths, lambda name: model)
+    result = service.txt2img(Txt2ImgRequest(seed=1, width=32, height=32, steps=2), GenerationControl(on_progress=events.append, preview_every=1))
+    assert result.images[0].size == (32, 32)
+    assert events[-1].preview.size == (32, 32)  # decoded, not a latent-sized approximation

@@ -95,6 +95,11 @@ class GenerationModel:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
+    def has_standard_latents(self) -> bool:
+        """SD's 4-channel f=8 latent space, where A1111's cheap RGB approximation applies."""
+        return self.latent_channels == 4 and self.latent_factor == 8
+
+    @property
     def is_inpainting(self) -> bool:
         return int(self.unet.config.in_channels) == self.latent_channels * 2 + 1
 
@@ -355,7 +360,11 @@ class Progress:
         preview = None
         every = self.ctx.preview_every
         if every > 0 and (info.step + 1) % every == 0:
-            preview = cheap_preview(info.denoised, self.ctx.model.family)
+            model = self.ctx.model
+            if model.has_standard_latents:
+                preview = cheap_preview(info.denoised, model.family)
+            else:  # no known linear map for this VAE: decode the first image (small models only)
+                preview = imaging.tensor_to_pil(model.decode_latents(info.denoised[:1]))[0]
         self.ctx.on_progress(ProgressEvent(self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview))
 
 

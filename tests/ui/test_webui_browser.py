@@ -95,7 +95,7 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
 
     # -- img2img on the sent image ---------------------------------------------------------
     set_slider(page, "img2img_steps", 8)
-    page.click("#img2img_generate")
+    page.locator("#img2img_prompt textarea").press("Control+Enter")  # A1111's shortcut for Generate
     page.wait_for_function("document.querySelector('#img2img_infotext').innerText.includes('Denoising strength: 0.75')",
                            timeout=GENERATION_TIMEOUT_MS)
     assert "Steps: 8" in page.inner_text("#img2img_infotext")

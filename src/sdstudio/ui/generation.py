@@ -96,7 +96,7 @@ def build_prompt_row(kind: str, backend: UiBackend) -> PromptRow:
     with gr.Row(elem_id=f"{kind}_toprow", equal_height=False):
         with gr.Column(scale=6, min_width=400):
             prompt = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id=f"{kind}_prompt",
-                                placeholder="Prompt (Enter to generate, Shift+Enter for a new line)")
+                                placeholder="Prompt (Ctrl+Enter to generate)")
             prompt_tokens = gr.HTML(_counter_html("0/75"), elem_id=f"{kind}_token_counter", elem_classes="sdstudio-token-counter",
                                     padding=False)
             negative_prompt = gr.Textbox(label="Negative prompt", lines=2, max_lines=8, elem_id=f"{kind}_neg_prompt",
@@ -308,8 +308,6 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
     inputs = [checkpoint, row.prompt, row.negative_prompt, row.styles, *tab.field_components(), *extra_inputs]
     row.generate.click(generate, inputs=inputs, outputs=gen_outputs, concurrency_limit=None,
                        show_progress="hidden", api_name=f"{kind}_generate", api_visibility="private")
-    row.prompt.submit(generate, inputs=inputs, outputs=gen_outputs, concurrency_limit=None,
-                      show_progress="hidden", api_visibility="private")
 
     row.interrupt.click(lambda: queue.interrupt() and None, inputs=None, outputs=None, concurrency_limit=None,
                         show_progress="hidden", api_visibility="private")

@@ -43,6 +43,21 @@ UI_CSS = """
 """
 
 
+# Ctrl+Enter (Cmd+Enter) in a prompt box clicks that tab's Generate, as in A1111; Enter alone
+# stays a new line.
+UI_HEAD = """
+<script>
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || !(event.ctrlKey || event.metaKey) || !event.target.closest) return;
+  const box = event.target.closest("#txt2img_prompt, #txt2img_neg_prompt, #img2img_prompt, #img2img_neg_prompt");
+  if (!box) return;
+  const button = document.getElementById(box.id.split("_")[0] + "_generate");
+  if (button) { event.preventDefault(); button.click(); }
+});
+</script>
+"""
+
+
 def offline_environment() -> None:
     """Turn off Gradio's analytics and version check and hub telemetry for this process."""
     for key, value in OFFLINE_ENVIRONMENT.items():
@@ -220,7 +235,7 @@ def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str =
 
     blocks.queue(default_concurrency_limit=None)
     return gr.mount_gradio_app(
-        api, blocks, path=path, auth=auth or None, footer_links=["api", "settings"], run_history=False,
-        ssr_mode=False, mcp_server=False, theme=ui_theme(), css=UI_CSS, enable_monitoring=False,
+        api, blocks, path=path, auth=auth or None, footer_links=["settings"], run_history=False,
+        ssr_mode=False, mcp_server=False, theme=ui_theme(), css=UI_CSS, head=UI_HEAD, enable_monitoring=False,
         show_error=True, pwa=False,
     )

@@ -365,7 +365,8 @@ class Progress:
                 preview = cheap_preview(info.denoised, model.family)
             else:  # no known linear map for this VAE: decode the first image (small models only)
                 preview = imaging.tensor_to_pil(model.decode_latents(info.denoised[:1]))[0]
-        self.ctx.on_progress(ProgressEvent(self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview))
+        textinfo = f"Batch {self.job_no + 1} out of {self.job_count}" if self.job_count > 1 else ""  # A1111 state.job
+        self.ctx.on_progress(ProgressEvent(self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview, textinfo))
 
 
 def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]) -> dict[str, Any]:

@@ -41,22 +41,22 @@ def resolve_device(device: str) -> str:
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
-    """A model file's tensors: safetensors read directly, pickles through the safe unpickler."""
-    path = Path(path)
-    try:
-        from sdstudio.models.state_dict import load_state_dict
-    except ImportError:
-        load_state_dict = None
-    if load_state_dict is not None:
-        return load_state_dict(path)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
+    """A model file's contents: safetensors read directly, pickles through the safe unpickler.
 
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types for bad headers
-            raise ModelLoadError(f"{path.name}: not a readable safetensors file ({_first_line(exc)})") from exc
-    raise ModelLoadError(f"{path.name}: pickle files need sdstudio.models.state_dict, which is not installed")
+    Pickles keep their nesting (`params_ema`, `params`, `state_dict`...): spandrel's
+    canonicalisation unwraps the layouts the upscaler and face-restoration projects publish.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        from sdstudio.models.state_dict import load_state_dict
+
+        return load_state_dict(path)
+    from sdstudio.models.safe_pickle import safe_load
+
+    loaded = safe_load(path)
+    if not isinstance(loaded, dict):
+        raise ModelLoadError(f"{path.name}: holds a {type(loaded).__name__}, not a dict of weights")
+    return loaded
 
 
 @dataclass(frozen=True)

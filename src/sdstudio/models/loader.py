@@ -1,0 +1,317 @@
+"""Loading single-file checkpoints (original LDM/CompVis layout) into diffusers components.
+
+Steps: read the tensors (safe unpickling for pickles), detect the architecture, take
+the LDM config (NAME.yaml beside the file, else the shipped one), derive the diffusers
+component configs and convert the weights with diffusers' own single-file functions,
+build the CLIP text encoder(s) with sizes read from the weights. Nothing touches the
+network: every config comes from the yaml or the weights, and the tokenizer belongs to
+the prompt layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdstudio.errors import ModelLoadError
+from sdstudio.models.detect import (
+    SD1_TEXT_PREFIX,
+    SD2_TEXT_PREFIX,
+    SD2_V,
+    SDXL_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+    Architecture,
+    architecture_from_config,
+    config_beside,
+    detect_architecture,
+    read_ldm_config,
+    shipped_config,
+)
+from sdstudio.models.state_dict import load_state_dict
+
+
+@dataclass
+class LoadedCheckpoint:
+    """The diffusers components of one checkpoint and what the engine needs to drive them."""
+
+    path: Path
+    architecture: Architecture
+    unet: Any
+    vae: Any
+    text_encoder: Any | None
+    text_encoder_2: Any | None
+    prediction_type: str
+    vae_scaling_factor: float
+    scheduler_config: dict[str, Any]
+    ldm_config: dict = field(repr=False, default_factory=dict)
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    vae_path: Path | None = None
+
+    @property
+    def family(self) -> str:
+        """The conditioning family: "sd1", "sd2", "sdxl" or "sdxl_refiner"."""
+        return self.architecture.family
+
+    @property
+    def is_inpainting(self) -> bool:
+        return self.architecture.inpainting
+
+    @property
+    def text_encoders(self) -> list:
+        return [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
+
+
+@contextlib.contextmanager
+def _empty_weights():
+    """Build modules without allocating/initialising weights that are overwritten anyway."""
+    try:
+        from accelerate import init_empty_weights
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        yield
+        return
+    with init_empty_weights():
+        yield
+
+
+def _load_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path,
+               ignore: tuple[str, ...] = ()) -> torch.nn.Module:
+    """Assign converted weights to a module built on the meta device; every weight must fit."""
+    expected = set(module.state_dict().keys())
+    given = {k: v for k, v in weights.items() if k in expected}
+    missing = sorted(k for k in expected - set(given) if not k.endswith(ignore + ("position_ids",)))
+    if missing:
+        raise ModelLoadError(f"{path.name}: the {what} weights are incomplete (missing {missing[0]} and {len(missing) - 1} more)")
+    module.load_state_dict(given, strict=False, assign=True)
+    # buffers not in the file (e.g. CLIP position_ids) are recreated on the CPU
+    for name, buffer in list(module.named_buffers()):
+        if buffer.is_meta:
+            raise ModelLoadError(f"{path.name}: the {what} has no value for {name}")
+    return module
+
+
+def _scheduler_config(ldm: dict, prediction_type: str) -> dict[str, Any]:
+    params = ldm.get("model", {}).get("params", {})
+    return {
+        "num_train_timesteps": int(params.get("timesteps", 1000)),
+        "beta_start": float(params.get("linear_start", 0.00085)),
+        "beta_end": float(params.get("linear_end", 0.012)),
+        "beta_schedule": "scaled_linear",
+        "prediction_type": prediction_type,
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+    }
+
+
+def _unet_params(ldm: dict) -> dict:
+    params = ldm["model"]["params"]
+    return (params.get("unet_config") or params.get("network_config"))["params"]
+
+
+def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path):
+    """The diffusers UNet of an LDM checkpoint."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, create_unet_diffusers_config_from_ldm
+
+    ddconfig = ldm["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
+    vae_scale = 2 ** (len(ddconfig.get("ch_mult", [1, 2, 4, 4])) - 1)
+    image_size = int(ldm["model"]["params"].get("image_size", 64)) * vae_scale
+    config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)
+    converted = convert_ldm_unet_checkpoint(state_dict, config)
+    with _empty_weights():
+        unet = UNet2DConditionModel(**config)
+    return _load_into(unet, converted, "UNet", path)
+
+
+def build_vae(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, scaling_factor: float):
+    """The diffusers AutoencoderKL of an LDM checkpoint (keys under first_stage_model.)."""
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm
+
+    config = create_vae_diffusers_config_from_ldm(ldm, state_dict, scaling_factor=scaling_factor)
+    converted = convert_ldm_vae_checkpoint(state_dict, config)
+    with _empty_weights():
+        vae = AutoencoderKL(**config)
+    return _load_into(vae, converted, "VAE", path)
+
+
+def clip_text_config(weights: dict[str, torch.Tensor], *, prefix: str, hidden_act: str, heads: int | None = None,
+                     projection_dim: int | None = None):
+    """A CLIPTextConfig whose sizes are read from HF-layout weights under `prefix`."""
+    from transformers import CLIPTextConfig
+
+    token = weights[prefix + "text_model.embeddings.token_embedding.weight"]
+    positions = weights[prefix + "text_model.embeddings.position_embedding.weight"]
+    layer_ids = {int(k[len(prefix) :].split(".")[3]) for k in weights if k.startswith(prefix + "text_model.encoder.layers.")}
+    hidden = int(token.shape[1])
+    intermediate = int(weights[prefix + "text_model.encoder.layers.0.mlp.fc1.weight"].shape[0])
+    return CLIPTextConfig(
+        vocab_size=int(token.shape[0]),
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=len(layer_ids),
+        num_attention_heads=heads or max(1, hidden // 64),
+        max_position_embeddings=int(positions.shape[0]),
+        hidden_act=hidden_act,
+        projection_dim=projection_dim or hidden,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407 if hidden_act == "quick_gelu" else 0,
+    )
+
+
+def fit_text_model_prefix(weights: dict[str, torch.Tensor], expected) -> dict[str, torch.Tensor]:
+    """HF-layout CLIP keys ("text_model.*") renamed to what this transformers version's model uses.
+
+    transformers 5's CLIPTextModel holds its layers directly ("embeddings.*"), while files
+    (and CLIPTextModelWithProjection) keep the "text_model." prefix.
+    """
+    if any(k.startswith("text_model.") for k in expected):
+        return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in weights.items()}
+    return {k.removeprefix("text_model."): v for k, v in weights.items()}
+
+
+def hf_text_model_state_dict(model) -> dict[str, torch.Tensor]:
+    """A CLIP text model's weights under the file layout's "text_model.*" names."""
+    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
+            for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+
+
+def _build_clip(weights: dict[str, torch.Tensor], path: Path, what: str, *, hidden_act: str, heads: int | None,
+                with_projection: bool):
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    projection = weights.get("text_projection.weight")
+    config = clip_text_config(weights, prefix="", hidden_act=hidden_act, heads=heads,
+                              projection_dim=int(projection.shape[0]) if projection is not None else None)
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    with _empty_weights():
+        model = cls(config)
+    expected = model.state_dict()
+    weights = fit_text_model_prefix(weights, expected)
+    return _load_into(model, weights, what, path)
+
+
+def _text_heads(ldm: dict) -> int | None:
+    params = (ldm.get("model", {}).get("params", {}).get("cond_stage_config") or {}).get("params") or {}
+    heads = params.get("num_attention_heads")
+    return int(heads) if heads else None
+
+
+def build_text_encoders(architecture: Architecture, ldm: dict, state_dict: dict[str, torch.Tensor], path: Path):
+    """(text_encoder, text_encoder_2) for the architecture; unused slots are None."""
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+
+    def strip(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+    def open_clip(prefix: str, with_projection: bool, what: str):
+        # Sizes come from the OpenCLIP weights; diffusers' converter does the renaming.
+        token = state_dict[prefix + "token_embedding.weight"]
+        hidden = int(token.shape[1])
+        layers = {int(k[len(prefix) :].split(".")[2]) for k in state_dict if k.startswith(prefix + "transformer.resblocks.")}
+        from transformers import CLIPTextConfig
+
+        proj = state_dict.get(prefix + "text_projection")
+        config = CLIPTextConfig(
+            vocab_size=int(token.shape[0]), hidden_size=hidden,
+            intermediate_size=int(state_dict[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
+            num_hidden_layers=len(layers), num_attention_heads=max(1, hidden // 64),
+            max_position_embeddings=int(state_dict[prefix + "positional_embedding"].shape[0]),
+            hidden_act="gelu", projection_dim=int(proj.shape[1]) if proj is not None else hidden,
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
+        )
+        from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+        with _empty_weights():
+            model = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
+        converted = convert_open_clip_checkpoint(model, state_dict, prefix=prefix)
+        if not with_projection:
+            converted.pop("text_projection.weight", None)
+        expected = model.state_dict()
+        converted = fit_text_model_prefix(converted, expected)
+        return _load_into(model, converted, what, path)
+
+    family = architecture.family
+    if family == "sd1":
+        weights = strip(SD1_TEXT_PREFIX)
+        return _build_clip(weights, path, "text encoder", hidden_act="quick_gelu", heads=_text_heads(ldm), with_projection=False), None
+    if family == "sd2":
+        return open_clip(SD2_TEXT_PREFIX, False, "text encoder"), None
+    if family == "sdxl":
+        clip_l = strip(SDXL_PREFIX + "0.transformer.")
+        text_encoder = _build_clip(clip_l, path, "CLIP-L text encoder", hidden_act="quick_gelu", heads=None, with_projection=False)
+        return text_encoder, open_clip(SDXL_PREFIX + "1.model.", True, "OpenCLIP-G text encoder")
+    if family == "sdxl_refiner":
+        return None, open_clip(SDXL_PREFIX + "0.model.", True, "OpenCLIP-G text encoder")
+    raise ModelLoadError(f"{path.name}: no text encoder loader for {architecture.name}")
+
+
+def _sd2_is_v_prediction(unet) -> bool:
+    """A1111's test (sd_models_config.is_using_v_parameterization_for_sd2): run the UNet once."""
+    with torch.no_grad():
+        dtype = next(unet.parameters()).dtype
+        x = torch.ones((1, unet.config.in_channels, 8, 8), dtype=dtype) * 0.5
+        context = torch.ones((1, 2, unet.config.cross_attention_dim), dtype=dtype) * 0.5
+        out = unet(x, torch.tensor([999]), encoder_hidden_states=context).sample
+        return float((out[:, :4] - x[:, :4]).mean()) < -1
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    yaml_path: str | Path | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_path: str | Path | None = None,
+    no_half_vae: bool = False,
+) -> LoadedCheckpoint:
+    """Load a single-file checkpoint into diffusers components (offline)."""
+    path = Path(path)
+    state_dict = load_state_dict(path)
+    detected = detect_architecture(state_dict)
+    given_yaml = Path(yaml_path) if yaml_path else config_beside(path)
+    ldm = read_ldm_config(given_yaml) if given_yaml else shipped_config(detected.config_name)
+    architecture = architecture_from_config(ldm, detected) if given_yaml else detected
+
+    params = ldm["model"]["params"]
+    scaling_factor = float(params.get("scale_factor", 0.18215))
+    try:
+        unet = build_unet(ldm, state_dict, path)
+        vae_state = state_dict
+        if vae_path is not None:
+            vae_state = {VAE_PREFIX + k if not k.startswith(VAE_PREFIX) else k: v for k, v in load_state_dict(vae_path).items()}
+        vae = build_vae(ldm, vae_state, Path(vae_path) if vae_path else path, scaling_factor)
+        text_encoder, text_encoder_2 = build_text_encoders(architecture, ldm, state_dict, path)
+    except KeyError as exc:
+        raise ModelLoadError(f"{path.name}: missing weight {exc} for a {architecture.name} checkpoint") from None
+    except (RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"{path.name}: weights do not fit a {architecture.name} model ({str(exc).splitlines()[0]})") from None
+    del state_dict
+    gc.collect()
+
+    if architecture.family == "sd2" and not given_yaml and not architecture.inpainting and _sd2_is_v_prediction(unet):
+        architecture = SD2_V
+    prediction_type = architecture.prediction_type
+
+    vae_dtype = torch.float32 if (no_half_vae or dtype == torch.float32) else dtype
+    for module, module_dtype in ((unet, dtype), (text_encoder, dtype), (text_encoder_2, dtype), (vae, vae_dtype)):
+        if module is None:
+            continue
+        current = next(module.parameters())
+        if current.dtype != module_dtype or current.device != torch.device(device):
+            module.to(device=device, dtype=module_dtype)
+        module.eval().requires_grad_(False)
+    return LoadedCheckpoint(
+        path=path, architecture=architecture, unet=unet, vae=vae, text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2, prediction_type=prediction_type, vae_scaling_factor=scaling_factor,
+        scheduler_config=_scheduler_config(ldm, prediction_type), ldm_config=ldm, dtype=dtype, device=device,
+        vae_path=Path(vae_path) if vae_path else None,
+    )

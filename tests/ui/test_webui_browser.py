@@ -100,7 +100,26 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
                            timeout=GENERATION_TIMEOUT_MS)
     assert "Steps: 8" in page.inner_text("#img2img_infotext")
     assert list((webui_server.data_dir / "outputs" / "img2img-images").rglob("*.png"))
+    page.wait_for_selector("#img2img_gallery img", timeout=30_000)
     page.screenshot(path=str(artifacts / "img2img_generated.png"), full_page=True)
+
+    # -- inpaint: send the result to the canvas, paint a stroke, generate ------------------
+    page.click("#img2img_send_to_inpaint")
+    canvas = page.locator("#img2img_inpaint_editor canvas").first
+    page.wait_for_function("document.querySelector('#img2img_inpaint_editor [aria-label=Brush]') !== null", timeout=30_000)
+    page.locator("#img2img_inpaint_editor [aria-label=Brush]").first.click()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y + 5, steps=8)
+    page.mouse.up()
+    page.click("#img2img_generate")
+    page.wait_for_function("document.querySelector('#img2img_infotext').innerText.includes('Mask blur: 4')",
+                           timeout=GENERATION_TIMEOUT_MS)
+    assert "Masked content: original" in page.inner_text("#img2img_infotext")
+    page.wait_for_selector("#img2img_gallery img", timeout=30_000)
+    page.screenshot(path=str(artifacts / "inpaint_generated.png"), full_page=True)
 
     assert outside == [], f"the page reached outside the machine: {outside[:5]}"
     page.close()

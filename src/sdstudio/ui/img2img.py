@@ -81,7 +81,7 @@ def build_img2img_tab(backend: UiBackend, queue, checkpoint: gr.Dropdown, sample
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
                     extra["init_image"] = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
                                                    sources=["upload", "clipboard"], height=300, elem_id="img2img_image")
-                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab") as tab_inpaint:
+                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab", render_children=True) as tab_inpaint:
                     extra["inpaint_editor"] = gr.ImageEditor(
                         label="Image for inpainting: paint the area to change", type="pil", image_mode="RGBA",
                         sources=["upload", "clipboard"], height=300, elem_id="img2img_inpaint_editor",

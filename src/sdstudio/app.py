@@ -106,11 +106,22 @@ def _registry_resolver(settings: Settings, paths: DataPaths):
 
 
 def _checkpoint_loader(settings: Settings):
+    """path -> LoadedCheckpoint on the settings' device and precision."""
     try:
         from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
     except ImportError:
         return None
-    return lambda path: load_checkpoint(path)
+
+    def load(path):
+        import torch
+
+        device = settings.device if settings.device not in ("", "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+        named = {"fp32": torch.float32, "float32": torch.float32, "full": torch.float32, "fp16": torch.float16,
+                 "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+        dtype = named.get(str(settings.precision).lower()) or (torch.float16 if device.startswith("cuda") else torch.float32)
+        return load_checkpoint(path, device=device, dtype=dtype, no_half_vae=settings.no_half_vae)
+
+    return load
 
 
 def _encoder_factory(paths: DataPaths):

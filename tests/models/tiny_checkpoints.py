@@ -49,5 +49,5 @@ def randomize(module, seed=1):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
     return module

@@ -115,7 +115,25 @@ def _unet_params(ldm: dict) -> dict:
     return (params.get("unet_config") or params.get("network_config"))["params"]
 
 
-def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path):
+def _sdxl_time_conditioning(config: dict, state_dict: dict[str, torch.Tensor], family: str) -> None:
+    """SDXL's pooled-text + size/crop conditioning for any width.
+
+    diffusers recognises SDXL's `label_emb` only at the standard context widths (2048,
+    1280); for other sizes the time-embedding width is solved from the label_emb input:
+    adm = pooled width + (6 base | 5 refiner) time ids x width.
+    """
+    if config.get("class_embed_type") != "projection":
+        return
+    adm = int(config["projection_class_embeddings_input_dim"])
+    projection = next((v for k, v in state_dict.items() if k.endswith("model.text_projection")), None)
+    pooled = int(projection.shape[1]) if projection is not None else 1280
+    ids = 5 if family == "sdxl_refiner" else 6
+    config["class_embed_type"] = None
+    config["addition_embed_type"] = "text_time"
+    config["addition_time_embed_dim"] = (adm - pooled) // ids
+
+
+def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, family: str = "sd1"):
     """The diffusers UNet of an LDM checkpoint."""
     from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, create_unet_diffusers_config_from_ldm
@@ -124,6 +142,8 @@ def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path):
     vae_scale = 2 ** (len(ddconfig.get("ch_mult", [1, 2, 4, 4])) - 1)
     image_size = int(ldm["model"]["params"].get("image_size", 64)) * vae_scale
     config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)
+    if family.startswith("sdxl"):
+        _sdxl_time_conditioning(config, state_dict, family)
     converted = convert_ldm_unet_checkpoint(state_dict, config)
     with _empty_weights():
         unet = UNet2DConditionModel(**config)
@@ -284,7 +304,7 @@ def load_checkpoint(
     params = ldm["model"]["params"]
     scaling_factor = float(params.get("scale_factor", 0.18215))
     try:
-        unet = build_unet(ldm, state_dict, path)
+        unet = build_unet(ldm, state_dict, path, architecture.family)
         vae_state = state_dict
         if vae_path is not None:
             vae_state = {VAE_PREFIX + k if not k.startswith(VAE_PREFIX) else k: v for k, v in load_state_dict(vae_path).items()}

@@ -46,8 +46,9 @@ def test_files_saved_as_a1111_with_infotext_and_grid(service, paths):
     assert result.grid_path.parent.parent == paths.root / "outputs" / "txt2img-grids"
     assert result.index_of_first_image == 1 and result.images[0].size == (128, 128)
     with Image.open(result.saved_paths[2]) as saved:
-        assert read_infotext(saved) == result.infotexts[3]
-    assert "Seed: 9," in result.infotexts[3]
+        assert read_infotext(saved) == result.infotexts[2]
+    assert "Seed: 9," in result.infotexts[2] and result.seeds == [7, 8, 9, 10]
+    assert result.info["infotexts"][1:] == result.infotexts and len(result.info["infotexts"]) == 5
 
 
 def test_infotext_round_trips_to_the_same_request(service):

@@ -514,7 +514,7 @@ def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, ap
             result.grid_path = ctx.saver.save_grid(grid, grid_dir, grid_infotext)
         if plan.settings.return_grid:
             result.images.insert(0, grid)
-            result.infotexts.insert(0, grid_infotext or "")
+            result.grid_infotext = grid_infotext
             result.index_of_first_image = 1
     result.info = _info_dict(request, plan, result, ctx)
     return result
@@ -708,7 +708,8 @@ def _info_dict(request, plan: Plan, result: GenerationResult, ctx: JobContext) -
         "denoising_strength": request.denoising_strength,
         "extra_generation_params": _extra_params(request, plan),
         "index_of_first_image": result.index_of_first_image,
-        "infotexts": result.infotexts,
+        # A1111's wire format: infotexts aligned with images, the grid's first.
+        "infotexts": ([result.grid_infotext or ""] if result.index_of_first_image else []) + result.infotexts,
         "styles": list(request.styles),
         "clip_skip": plan.clip_skip,
         "is_using_inpainting_conditioning": ctx.model.is_inpainting,

@@ -330,7 +330,9 @@ class GenerationResult:
     """What a generation job produced (A1111 Processed, trimmed to what front ends use).
 
     `images` holds the grid first when one was made and `return_grid` is on, like A1111;
-    `index_of_first_image` says where the individual images start.
+    `index_of_first_image` says where the individual images start. The per-image lists
+    (seeds, subseeds, prompts, infotexts, saved_paths) describe `images[index_of_first_image:]`
+    only; `info["infotexts"]` is A1111's list with the grid's infotext first.
     """
 
     images: list[Image.Image] = field(default_factory=list)
@@ -341,6 +343,7 @@ class GenerationResult:
     infotexts: list[str] = field(default_factory=list)
     saved_paths: list[Path] = field(default_factory=list)
     grid_path: Path | None = None
+    grid_infotext: str | None = None
     index_of_first_image: int = 0
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False

@@ -110,3 +110,32 @@ def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     code = main(["--data-dir", str(tmp_path / "d"), "train-lora", "--data", str(tmp_path / "nope"), "--base", "x.safetensors", "--output", "n"])
     assert code == 2
     assert "data" in capsys.readouterr().err
+
+
+def test_cli_trains_from_a_checkpoint_file_into_models_lora(base, dataset, tmp_path, capsys):
+    saver = pytest.importorskip("sdstudio.models.saver")
+    pytest.importorskip("sdstudio.models.loader")
+    from sdstudio.cli.main import main
+
+    checkpoint = tmp_path / "micro.safetensors"
+    heads = base.text_encoder.config.num_attention_heads
+    yaml_text = saver.ldm_yaml_for(base.unet.config, base.vae.config, scale_factor=base.vae_scaling_factor, text_heads=heads)
+    saver.save_checkpoint(checkpoint, unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, yaml_text=yaml_text)
+    data_dir = tmp_path / "home"
+    code = main(["--data-dir", str(data_dir), "train-lora", "--data", str(dataset), "--base", str(checkpoint), "--output", "cli_star",
+                 "--resolution", "32", "--max-train-steps", "2", "--train-batch-size", "2", "--rank", "2", "--network-alpha", "1",
+                 "--save-every", "1", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    saved = data_dir / "models" / "Lora" / "cli_star.safetensors"
+    assert saved.is_file() and (data_dir / "models" / "Lora" / "cli_star-step00000001.safetensors").is_file()
+    with safe_open(str(saved), "pt") as handle:
+        meta = handle.metadata()
+    assert meta["ss_sd_model_name"] == "micro.safetensors" and len(meta["ss_new_sd_model_hash"]) == 64 and len(meta["ss_sd_model_hash"]) == 8
+    assert "<lora:cli_star:1>" in capsys.readouterr().out
+    # --resume continues from the saved state
+    code = main(["--data-dir", str(data_dir), "train-lora", "--data", str(dataset), "--base", str(checkpoint), "--output", "cli_star",
+                 "--resolution", "32", "--max-train-steps", "3", "--train-batch-size", "2", "--rank", "2", "--network-alpha", "1",
+                 "--resume", "--no-progress"])
+    assert code == 0
+    with safe_open(str(saved), "pt") as handle:
+        assert handle.metadata()["ss_steps"] == "3"

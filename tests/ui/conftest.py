@@ -1,8 +1,9 @@
 """Fixtures for the web UI tests: a running `sdstudio webui` and a headless Chromium.
 
-The server is a subprocess on a free port over a temporary data dir. It serves a real
-checkpoint when one can be had (the bundled tiny model, once it ships), else the same
-server over a tiny random model (tests/ui/serve_tiny_webui.py). The browser is Debian's
+The server is a subprocess on a free port over a temporary data dir: `sdstudio webui`
+over a real checkpoint file (the bundled tiny model once it ships, else a tiny random
+one written by the model manager's saver); only without a model loader does it fall
+back to the same server over an in-memory tiny model (tests/ui/serve_tiny_webui.py). The browser is Debian's
 Chromium (scripts/install_browser.sh) driven by Playwright; Playwright's own browser
 download is never used. Screenshots go to artifacts/ui/ (git-ignored).
 """
@@ -39,15 +40,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bundled_checkpoint_usable() -> bool:
-    """The bundled tiny model is there and the model manager can load it."""
-    if not BUNDLED_MODEL.is_file():
-        return False
+def _importable(module: str) -> bool:
+    import importlib.util
+
     try:
-        import sdstudio.models.loader  # noqa: F401
+        return importlib.util.find_spec(module) is not None
     except ImportError:
         return False
-    return True
+
+
+def provide_checkpoint(data_dir: Path) -> str | None:
+    """Put a loadable checkpoint in the data dir; returns its kind, or None when none can be had.
+
+    The bundled tiny model when it ships, else a tiny random one written by the model
+    manager's saver; either way the real `sdstudio webui` loads it from models/Stable-diffusion.
+    """
+    if not _importable("sdstudio.models.loader"):
+        return None
+    target = data_dir / "models" / "Stable-diffusion"
+    if BUNDLED_MODEL.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        for source in BUNDLED_MODEL.parent.glob("sdstudio-tiny.*"):
+            shutil.copy2(source, target / source.name)
+        return "bundled"
+    if _importable("sdstudio.models.saver"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        from tiny_model import write_random_checkpoint
+
+        write_random_checkpoint(target)
+        return "random"
+    return None
 
 
 class WebUiServer:
@@ -104,14 +126,10 @@ def webui_server(tmp_path_factory):
     """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
     data_dir = tmp_path_factory.mktemp("webui") / "data"
     data_dir.mkdir()
-    real = bundled_checkpoint_usable()
+    checkpoint = provide_checkpoint(data_dir)
     _add_extra_network_files(data_dir)
-    if real:
-        target = data_dir / "models" / "Stable-diffusion"
-        target.mkdir(parents=True)
-        for source in BUNDLED_MODEL.parent.glob("sdstudio-tiny.*"):
-            shutil.copy2(source, target / source.name)
-    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", real)
+    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", checkpoint is not None)
+    server.checkpoint = checkpoint
     try:
         server.ready_seconds = server.wait_ready()
         yield server

@@ -93,14 +93,16 @@ def _postprocess_hooks(settings: Settings, paths: DataPaths, postprocess: "Postp
 def _registry_resolver(settings: Settings, paths: DataPaths):
     """name -> (path, title, short hash) through the model registry, when it is built."""
     try:
-        from sdstudio.models.registry import ModelRegistry  # type: ignore[import-not-found]
+        from sdstudio.models.registry import ModelRegistry
     except ImportError:
         return None
 
+    registry = ModelRegistry(paths)
+
     def resolve(name: str):
-        registry = ModelRegistry(paths)  # type: ignore[call-arg]
-        entry = registry.find_checkpoint(name)  # type: ignore[attr-defined]
-        return Path(entry.path), entry.name, getattr(entry, "short_hash", "") or ""
+        # "" = the default: first checkpoint in the data dir, else the bundled tiny model
+        entry = registry.find_checkpoint(name) if name else registry.default_checkpoint()
+        return Path(entry.path), entry.model_name, entry.shorthash or ""
 
     return resolve
 

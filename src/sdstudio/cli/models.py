@@ -2,10 +2,74 @@
 
 from __future__ import annotations
 
-from sdstudio.cli.common import not_built_yet
+import argparse
+import json
+import sys
+
+from sdstudio.models.registry import MODEL_KINDS
 
 
 def register(subparsers) -> None:
-    """Add the `models` subcommand."""
-    parser = subparsers.add_parser("models", help="listing, inspecting and hashing models", description="Listing, inspecting and hashing models.")
-    parser.set_defaults(handler=not_built_yet("listing, inspecting and hashing models"))
+    """Add the `models` subcommand with list / info / hash."""
+    parser = subparsers.add_parser("models", help="listing, inspecting and hashing models",
+                                   description="List, inspect and hash the models in the data dir.")
+    actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
+    listing = actions.add_parser("list", help="list models", description="List models (all kinds unless --type).")
+    listing.add_argument("--type", choices=sorted(MODEL_KINDS), default=None, help="only this kind")
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler=run_list)
+    info = actions.add_parser("info", help="show one model", description="Show one model's hashes and metadata.")
+    info.add_argument("name", help="name, title, short hash, sha256 or path")
+    info.add_argument("--type", choices=sorted(MODEL_KINDS), default="checkpoint")
+    info.set_defaults(handler=run_info)
+    hashing = actions.add_parser("hash", help="compute and cache every model's hashes",
+                                 description="Compute (and cache) A1111's hashes of every model file.")
+    hashing.add_argument("--type", choices=sorted(MODEL_KINDS), default=None)
+    hashing.set_defaults(handler=run_hash)
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+
+def _registry(args):
+    from sdstudio.cli.common import open_app_from_args
+    from sdstudio.models.registry import ModelRegistry
+
+    app = open_app_from_args(args)
+    return ModelRegistry(app.paths)
+
+
+def _entries(args, with_hashes: bool):
+    registry = _registry(args)
+    for note in registry.cleanup_stray_checkpoints():
+        print(f"note: {note}", file=sys.stderr)
+    kinds = [args.type] if args.type else list(MODEL_KINDS)
+    return [entry for kind in kinds for entry in registry.list(kind, with_hashes=with_hashes)]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the models as a table or JSON."""
+    entries = _entries(args, with_hashes=True)
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no models found")
+        return 0
+    width = max(len(e.type) for e in entries)
+    for entry in entries:
+        extra = " (bundled)" if entry.bundled else ""
+        print(f"{entry.type:<{width}}  {entry.title}{extra}  {entry.path}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print one model's details as JSON."""
+    entry = _registry(args).find(args.type, args.name)
+    print(json.dumps(entry.to_json(), indent=2))
+    return 0
+
+
+def run_hash(args: argparse.Namespace) -> int:
+    """Hash every model (cached afterwards)."""
+    for entry in _entries(args, with_hashes=True):
+        print(f"{entry.sha256}  {entry.type}  {entry.name}")
+    return 0

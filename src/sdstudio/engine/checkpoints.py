@@ -89,7 +89,7 @@ class CheckpointModels:
     def __call__(self, name_or_path: str | None) -> GenerationModel:
         wanted = name_or_path or self.settings.sd_model_checkpoint
         with self._lock:
-            if not wanted:
+            if not wanted and self.resolve is None:
                 if self._current is not None:
                     return self._current[1]
                 raise NotFound("no checkpoint selected: pass --ckpt FILE or --model NAME, or set sd_model_checkpoint")

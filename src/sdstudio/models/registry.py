@@ -1,0 +1,205 @@
+"""Discovery of model files in the data dir (A1111 layout) and lookup by name, title or hash.
+
+Folders are scanned recursively on each listing (cheap: a directory walk); hashes come
+from the HashCache, so only new or changed files are hashed. The bundled tiny model is
+always listed as a checkpoint. Checkpoint files left directly in `models/` are moved
+into `models/Stable-diffusion/` ("cleanup"), never over an existing file.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sdstudio.config import DataPaths
+from sdstudio.errors import NotFound
+from sdstudio.models.hashes import FileHashes, HashCache
+from sdstudio.models.state_dict import read_safetensors_metadata
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # kind: (data-dir folders, file suffixes)
+    "checkpoint": (("models/Stable-diffusion",), CHECKPOINT_SUFFIXES),
+    "vae": (("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
+    "lora": (("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
+    "embedding": (("embeddings",), (".safetensors", ".pt", ".bin")),
+    "upscaler": (("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"), (".pth", ".pt", ".safetensors")),
+    "face_restorer": (("models/GFPGAN", "models/Codeformer"), (".pth", ".pt", ".safetensors")),
+}
+PREVIEW_SUFFIXES = (".preview.png", ".png", ".jpg", ".jpeg", ".webp")
+
+
+def bundled_tiny_model() -> Path | None:
+    """The tiny model shipped inside the package, when present."""
+    path = Path(str(resources.files("sdstudio.assets").joinpath("tiny", "sdstudio-tiny.safetensors")))
+    return path if path.is_file() else None
+
+
+@dataclass
+class ModelEntry:
+    """One model file as the API, CLI and UI list it."""
+
+    type: str
+    name: str  # relative path inside its folder, with extension (A1111's checkpoint "name")
+    path: Path
+    hashes: FileHashes | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    config: Path | None = None  # NAME.yaml beside a checkpoint
+    preview: Path | None = None
+    bundled: bool = False
+
+    @property
+    def model_name(self) -> str:
+        """Name without extension, '/' folded to '_' (A1111's model_name)."""
+        return str(Path(self.name).with_suffix("")).replace("/", "_").replace("\\", "_")
+
+    @property
+    def stem(self) -> str:
+        return Path(self.name).stem
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.sha256 if self.hashes else None
+
+    @property
+    def shorthash(self) -> str | None:
+        return self.hashes.shorthash if self.hashes else None
+
+    short_hash = shorthash
+
+    @property
+    def title(self) -> str:
+        """`name.safetensors [abcdef1234]` as A1111 titles checkpoints."""
+        return f"{self.name} [{self.shorthash}]" if self.shorthash else self.name
+
+    def to_json(self) -> dict[str, Any]:
+        """The `models list --json` object."""
+        data = {
+            "type": self.type, "name": self.name, "model_name": self.model_name, "title": self.title,
+            "path": str(self.path), "sha256": self.sha256, "shorthash": self.shorthash,
+            "legacy_hash": self.hashes.legacy if self.hashes else None, "metadata": self.metadata,
+            "config": str(self.config) if self.config else None, "preview": str(self.preview) if self.preview else None,
+            "bundled": self.bundled,
+        }
+        if self.type == "lora":
+            data["addnet_hash"] = self.hashes.addnet if self.hashes else None
+        return data
+
+
+class ModelRegistry:
+    """Lists and finds model files under one data dir."""
+
+    def __init__(self, paths: DataPaths, hash_cache: HashCache | None = None):
+        self.paths = paths
+        self.hash_cache = hash_cache or HashCache(paths.cache_dir / "hashes.json")
+
+    def cleanup_stray_checkpoints(self) -> list[str]:
+        """Move checkpoint files lying directly in models/ into models/Stable-diffusion/; returns notes."""
+        notes: list[str] = []
+        models = self.paths.models
+        if not models.is_dir():
+            return notes
+        target_dir = self.paths.folder("checkpoint")
+        for stray in sorted(models.iterdir()):
+            if not stray.is_file() or stray.suffix not in CHECKPOINT_SUFFIXES:
+                continue
+            target = target_dir / stray.name
+            if target.exists():
+                notes.append(f"left {stray} where it is: {target} already exists")
+                continue
+            target_dir.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(stray), str(target))
+            yaml = stray.with_suffix(".yaml")
+            if yaml.is_file() and not target.with_suffix(".yaml").exists():
+                shutil.move(str(yaml), str(target.with_suffix(".yaml")))
+            notes.append(f"moved {stray.name} into {target_dir}")
+        return notes
+
+    def _entry(self, kind: str, root: Path, path: Path, with_hashes: bool) -> ModelEntry:
+        name = path.relative_to(root).as_posix() if root in path.parents else path.name
+        entry = ModelEntry(type=kind, name=name, path=path.resolve())
+        if with_hashes:
+            entry.hashes = self.hash_cache.hashes(path)
+        else:
+            entry.hashes = self.hash_cache.cached(path)
+        if path.suffix == ".safetensors":
+            try:
+                entry.metadata = read_safetensors_metadata(path)
+            except Exception as exc:  # listing never fails on one bad file
+                entry.metadata = {"error": str(exc)}
+        yaml = path.with_suffix(".yaml")
+        entry.config = yaml if yaml.is_file() else None
+        base = path.with_suffix("")
+        entry.preview = next((Path(str(base) + s) for s in PREVIEW_SUFFIXES if Path(str(base) + s).is_file()), None)
+        return entry
+
+    def list(self, kind: str, with_hashes: bool = True) -> list[ModelEntry]:
+        """Every file of a kind, sorted by name; checkpoints include the bundled tiny model."""
+        if kind not in MODEL_KINDS:
+            raise NotFound(f"unknown model type {kind!r}; known: {', '.join(MODEL_KINDS)}")
+        if kind == "checkpoint":
+            self.cleanup_stray_checkpoints()
+        folders, suffixes = MODEL_KINDS[kind]
+        entries: list[ModelEntry] = []
+        for folder in folders:
+            root = self.paths.root / folder
+            if not root.is_dir():
+                continue
+            for path in sorted(root.rglob("*")):
+                if path.is_file() and path.suffix.lower() in suffixes and not path.name.endswith(".preview.png"):
+                    entries.append(self._entry(kind, root, path, with_hashes))
+        if kind == "checkpoint":
+            bundled = bundled_tiny_model()
+            if bundled is not None and not any(e.path == bundled.resolve() for e in entries):
+                entry = self._entry(kind, bundled.parent, bundled, with_hashes)
+                entry.bundled = True
+                entries.append(entry)
+        return sorted(entries, key=lambda e: (e.bundled, e.name.lower()))
+
+    def list_all(self, with_hashes: bool = True) -> list[ModelEntry]:
+        """Every model of every kind."""
+        return [entry for kind in MODEL_KINDS for entry in self.list(kind, with_hashes)]
+
+    def find(self, kind: str, query: str) -> ModelEntry:
+        """A model by name (with or without extension), title, short hash, sha256, legacy hash or path."""
+        query = query.strip()
+        as_path = Path(query).expanduser()
+        if as_path.suffix and as_path.is_file():
+            resolved = as_path.resolve()
+            for entry in self.list(kind, with_hashes=False):
+                if entry.path == resolved:
+                    return self._with_hashes(entry)
+            return self._entry(kind, resolved.parent, resolved, True)
+        entries = self.list(kind, with_hashes=False)
+        by_name = [e for e in entries if query in (e.name, e.stem, e.model_name, Path(e.name).with_suffix("").as_posix())]
+        if by_name:
+            return self._with_hashes(by_name[0])
+        hashed = [self._with_hashes(e) for e in entries]
+        for entry in hashed:
+            if query in (entry.title, entry.sha256, entry.shorthash) or (entry.hashes and query == entry.hashes.legacy):
+                return entry
+        if query.endswith("]") and "[" in query:  # a title whose hash changed: match the name part
+            return self.find(kind, query[: query.rindex("[")].strip())
+        names = ", ".join(e.name for e in entries) or "none"
+        raise NotFound(f"no {kind.replace('_', ' ')} named {query!r} (available: {names})")
+
+    def _with_hashes(self, entry: ModelEntry) -> ModelEntry:
+        if entry.hashes is None:
+            entry.hashes = self.hash_cache.hashes(entry.path)
+        return entry
+
+    def find_checkpoint(self, query: str) -> ModelEntry:
+        """A checkpoint by name, title, hash or path."""
+        return self.find("checkpoint", query)
+
+    def default_checkpoint(self, configured: str = "") -> ModelEntry:
+        """The configured checkpoint, else the first one found, else the bundled tiny model."""
+        if configured:
+            return self.find_checkpoint(configured)
+        entries = self.list("checkpoint", with_hashes=False)
+        if not entries:
+            raise NotFound(f"no checkpoint found: put a .safetensors file into {self.paths.folder('checkpoint')}")
+        return self._with_hashes(entries[0])

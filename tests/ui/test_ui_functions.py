@@ -317,3 +317,22 @@ def test_webui_command_line(capsys):
     assert (defaults.listen, defaults.port, defaults.api, defaults.auth) == (False, 7860, False, None)
     assert main(["webui", "--auth", "no-colon"]) == 2
     assert "expected user:password" in capsys.readouterr().err
+
+
+def test_settings_apply_sends_only_what_changed_on_the_page(backend):
+    """An option changed elsewhere (the checkpoint dropdown) survives Apply of another one."""
+    from sdstudio.ui.settings import build_settings_tab
+    import gradio as gr
+
+    with gr.Blocks() as blocks:
+        build_settings_tab(backend)
+    apply = next(fn for fn in blocks.fns.values() if fn.name == "on_apply")
+    inputs = apply.inputs
+    names = [component.elem_id.removeprefix("setting_") for component in inputs[1:]]
+    shown = {n: getattr(backend.settings, n) for n in names}
+    backend.select_checkpoint("other.safetensors")  # changed outside the Settings page
+    values = [shown[n] if n != "jpeg_quality" else 90 for n in names]
+    message, _now = apply.fn(shown, *values)
+    assert "jpeg_quality" in message
+    assert backend.settings.sd_model_checkpoint == "other.safetensors"
+    assert json.loads(backend.paths.config_file.read_text())["jpeg_quality"] == 90

@@ -29,6 +29,18 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Options with a known set of values get a dropdown (custom values still allowed, as
+# config.json may hold anything an older or newer version wrote).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "samples_format": ("png", "jpg", "webp"),
+    "grid_format": ("png", "jpg", "webp"),
+    "randn_source": ("CPU", "GPU", "NV"),
+    "face_restoration_model": ("CodeFormer", "GFPGAN"),
+    "device": ("auto", "cpu", "cuda", "mps"),
+    "precision": ("auto", "fp32", "fp16", "bf16"),
+}
+
+
 def settings_layout(settings: Settings) -> list[tuple[str, list[str]]]:
     """The sections with the options the Settings object has, unknown ones under "Other"."""
     known = set(type(settings).model_fields) | set(settings.model_extra or {})
@@ -54,6 +66,9 @@ def component_for(name: str, value: Any):
         return gr.Number(label=name, value=value, precision=0, elem_id=elem_id)
     if isinstance(value, float):
         return gr.Number(label=name, value=value, elem_id=elem_id)
+    if name in CHOICES:
+        choices = list(CHOICES[name])
+        return gr.Dropdown(choices, value=value, label=name, elem_id=elem_id, allow_custom_value=True)
     return gr.Textbox(label=name, value="" if value is None else str(value), elem_id=elem_id, lines=1)
 
 
@@ -73,8 +88,8 @@ def build_settings_tab(backend: UiBackend) -> None:
     settings = backend.settings
     components: dict[str, Any] = {}
     with gr.Row():
-        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1)
-        reload = gr.Button("Reload from config.json values in use", elem_id="settings_reload", scale=1)
+        apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1, size="md")
+        reload = gr.Button("Show the values in use", elem_id="settings_reload", scale=1, size="md")
     result = gr.HTML("", elem_id="settings_result")
     for title, names in settings_layout(settings):
         with gr.Accordion(title, open=title == "Stable Diffusion"):
@@ -82,20 +97,26 @@ def build_settings_tab(backend: UiBackend) -> None:
                 for name in names:
                     components[name] = component_for(name, getattr(settings, name))
     names = list(components)
+    # What this page showed, so Apply sends only what the user changed here and never
+    # reverts an option changed meanwhile elsewhere (checkpoint dropdown, API, another tab).
+    shown = gr.State({n: getattr(settings, n) for n in names})
 
-    def on_apply(*values):
+    def on_apply(previous, *values):
         current = backend.settings
-        changes = {n: coerce(n, v, getattr(current, n, None)) for n, v in zip(names, values)}
+        typed = {n: coerce(n, v, getattr(current, n, None)) for n, v in zip(names, values)}
+        changes = {n: v for n, v in typed.items() if v != (previous or {}).get(n)}
         try:
             changed = backend.apply_settings(changes)
         except SdStudioError as exc:
-            return status_html(str(exc), "error")
+            return status_html(str(exc), "error"), gr.skip()
+        now = {n: getattr(backend.settings, n) for n in names}
         if not changed:
-            return status_html("No settings changed")
-        return status_html(f"{len(changed)} setting(s) changed and saved to config.json: {', '.join(changed)}", "done")
+            return status_html("No settings changed"), now
+        return status_html(f"{len(changed)} setting(s) changed and saved to config.json: {', '.join(changed)}", "done"), now
 
     def on_reload():
-        return [getattr(backend.settings, n) for n in names]
+        now = {n: getattr(backend.settings, n) for n in names}
+        return [now, *now.values()]
 
-    apply.click(on_apply, inputs=list(components.values()), outputs=result, api_visibility="private")
-    reload.click(on_reload, outputs=list(components.values()), api_visibility="private")
+    apply.click(on_apply, inputs=[shown, *components.values()], outputs=[result, shown], api_visibility="private")
+    reload.click(on_reload, outputs=[shown, *components.values()], api_visibility="private")

@@ -176,16 +176,17 @@ def load_base(args, paths):
     from sdstudio.engine.processing import GenerationModel
     from sdstudio.training.lora_training import TrainingBase
 
-    if args.smoke:
+    if args.smoke or args.random_base:
         from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
-        from sdstudio.training.tiny_model import SCHEDULER_CONFIG, build_components, micro_ldm_config
+        from sdstudio.training.tiny_model import SCHEDULER_CONFIG, build_components, micro_ldm_config, tiny_ldm_config
 
-        parts = build_components(micro_ldm_config())
+        parts = build_components(tiny_ldm_config() if args.random_base == "tiny" else micro_ldm_config())
         for module in (parts.unet, parts.vae, parts.text_encoder):
             module.eval().requires_grad_(False)
-        base = TrainingBase(parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, "micro-random")
+        label = f"{args.random_base or 'micro'}-random"
+        base = TrainingBase(parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, label)
         model = GenerationModel(parts.unet, parts.vae, PromptConditioner(PromptEncoder([parts.text_encoder])), dict(SCHEDULER_CONFIG),
-                                vae_scaling_factor=parts.scale_factor, name="micro-random")
+                                vae_scaling_factor=parts.scale_factor, name=label)
         return base, model
     try:
         from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
@@ -217,6 +218,8 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--out", default=None, help="folder for data dir, LoRA and images (default: a temp folder)")
     parser.add_argument("--smoke", action="store_true", help="random micro model, few steps: checks the plumbing only")
+    parser.add_argument("--random-base", choices=["micro", "tiny"], default=None,
+                        help="an untrained model of that size instead of the bundled one: times training, cannot score stars")
     args = parser.parse_args()
     if args.smoke:
         args.images, args.steps, args.eval, args.sample_steps = 4, 3, 2, 3

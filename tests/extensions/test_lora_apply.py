@@ -248,3 +248,30 @@ def test_pt_files_load_through_the_safe_path(models, lora_dir):
         got = probe.run()
     assert report.applied == ["pickled"]
     assert torch.equal(got[1], expected[1])
+
+
+def test_sdxl_te1_te2_prefixes_address_the_two_text_encoders(lora_dir):
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from .conftest import tiny_text_encoder
+
+    clip_l = tiny_text_encoder(seed=3)
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+                            projection_dim=24, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
+    clip_g = CLIPTextModelWithProjection(config).eval().requires_grad_(False)
+    g = torch.Generator().manual_seed(9)
+    tensors = {}
+    for prefix, width in (("lora_te1_", 32), ("lora_te2_", 48)):
+        key = f"{prefix}text_model_encoder_layers_1_self_attn_v_proj"
+        tensors[f"{key}.lora_down.weight"] = torch.randn(2, width, generator=g)
+        tensors[f"{key}.lora_up.weight"] = torch.randn(width, 2, generator=g)
+    write_lora(lora_dir, "xl", tensors)
+    ids = torch.tensor([[49406, 320, 49407] + [49407] * 74])
+    with torch.no_grad():
+        base_l, base_g = clip_l(ids)[0], clip_g(ids).text_embeds
+        with LoraLibrary(lora_dir).apply(None, [clip_l, clip_g], [LoraActivation("xl")]) as report:
+            lora_l, lora_g = clip_l(ids)[0], clip_g(ids).text_embeds
+        after_l, after_g = clip_l(ids)[0], clip_g(ids).text_embeds
+    assert not report.warnings and report.adapter_modules == 2
+    assert not torch.allclose(lora_l, base_l) and not torch.allclose(lora_g, base_g)
+    assert torch.equal(after_l, base_l) and torch.equal(after_g, base_g)

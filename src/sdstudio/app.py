@@ -15,7 +15,9 @@ from sdstudio.config import DataPaths, Settings, load_settings, resolve_data_dir
 
 if TYPE_CHECKING:  # the engine imports torch; only build_engine needs it at run time
     from sdstudio.engine.service import GenerationService
+    from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
+    from sdstudio.prompts.styles import StyleDatabase
 
 
 @dataclass
@@ -27,6 +29,8 @@ class App:
     notices: list[str] = field(default_factory=list)
     engine: "GenerationService | None" = None
     postprocess: "PostprocessService | None" = None
+    models: "ModelRegistry | None" = None
+    styles: "StyleDatabase | None" = None
 
     def save_settings(self) -> None:
         """Persist the current settings to config.json (atomically)."""
@@ -39,8 +43,15 @@ def open_app(data_dir: str | os.PathLike | None = None) -> App:
     loaded = load_settings(paths.config_file)
     notices = [loaded.notice] if loaded.notice else []
     settings = loaded.settings
+    from sdstudio.models.registry import ModelRegistry
+    from sdstudio.prompts.styles import StyleDatabase
+
+    models = ModelRegistry(paths)
+    styles = StyleDatabase(paths.styles_file)
     postprocess = build_postprocess(settings, paths)
-    return App(paths=paths, settings=settings, notices=notices, engine=build_engine(settings, paths, postprocess), postprocess=postprocess)
+    engine = build_engine(settings, paths, postprocess, models=models, styles=styles)
+    return App(paths=paths, settings=settings, notices=notices, engine=engine, postprocess=postprocess,
+               models=models, styles=styles)
 
 
 def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessService | None":
@@ -52,22 +63,24 @@ def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessServi
     return PostprocessService.build(paths, settings, device=settings.device)
 
 
-def build_engine(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None) -> "GenerationService":
+def build_engine(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None,
+                 models: "ModelRegistry | None" = None, styles: "StyleDatabase | None" = None) -> "GenerationService":
     """The generation service over the model manager's loader and the prompt layer."""
     from sdstudio import __version__
     from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.service import GenerationService
     from sdstudio.prompts.styles import StyleDatabase
 
-    models = CheckpointModels(settings, paths, resolve=_registry_resolver(settings, paths), load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
-    styles = StyleDatabase(paths.styles_file)
+    checkpoints = CheckpointModels(settings, paths, resolve=_registry_resolver(paths, models),
+                                   load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
+    styles = styles or StyleDatabase(paths.styles_file)
     upscale_image, restore_faces = _postprocess_hooks(settings, paths, postprocess)
     try:
         from sdstudio.postprocess.watermark import add_watermark
     except ImportError:
         add_watermark = None
     return GenerationService(
-        settings, paths, models, apply_styles=styles.apply_styles, upscale_image=upscale_image,
+        settings, paths, checkpoints, apply_styles=styles.apply_styles, upscale_image=upscale_image,
         restore_faces=restore_faces, watermark=add_watermark, version=f"sdstudio {__version__}",
     )
 
@@ -90,14 +103,14 @@ def _postprocess_hooks(settings: Settings, paths: DataPaths, postprocess: "Postp
     return upscale_image, restore_faces
 
 
-def _registry_resolver(settings: Settings, paths: DataPaths):
+def _registry_resolver(paths: DataPaths, registry: "ModelRegistry | None" = None):
     """name -> (path, title, short hash) through the model registry, when it is built."""
     try:
         from sdstudio.models.registry import ModelRegistry
     except ImportError:
         return None
 
-    registry = ModelRegistry(paths)
+    registry = registry or ModelRegistry(paths)
 
     def resolve(name: str):
         # "" = the default: first checkpoint in the data dir, else the bundled tiny model

@@ -336,3 +336,32 @@ def test_settings_apply_sends_only_what_changed_on_the_page(backend):
     assert "jpeg_quality" in message
     assert backend.settings.sd_model_checkpoint == "other.safetensors"
     assert json.loads(backend.paths.config_file.read_text())["jpeg_quality"] == 90
+
+
+def test_checkpoint_dropdown_lists_model_files_and_remembers_the_choice(backend):
+    folder = backend.paths.folder("checkpoint")
+    assert backend.checkpoint_titles() == [] and backend.current_checkpoint() is None
+    (folder / "sd15").mkdir()
+    (folder / "sd15" / "photo.safetensors").write_bytes(b"x")
+    (folder / "anime.ckpt").write_bytes(b"x")
+    (folder / "notes.txt").write_text("not a model")
+    assert backend.refresh_checkpoints() == ["anime.ckpt", "sd15/photo.safetensors"]
+    assert backend.current_checkpoint() == "anime.ckpt"
+    backend.select_checkpoint("sd15/photo.safetensors")
+    assert backend.current_checkpoint() == "sd15/photo.safetensors"
+    assert json.loads(backend.paths.config_file.read_text())["sd_model_checkpoint"] == "sd15/photo.safetensors"
+
+
+def test_missing_checkpoint_error_says_where_to_put_one(backend):
+    from sdstudio.errors import NotFound
+    from sdstudio.ui.generation import explain_error
+
+    message = explain_error(NotFound("no checkpoint selected: pass --ckpt FILE"), backend)
+    assert str(backend.paths.folder("checkpoint")) in message and "--ckpt" not in message
+
+
+def test_progress_before_the_first_step_says_it_is_starting():
+    from sdstudio.ui.jobs import ProgressSnapshot, progress_html
+
+    starting = ProgressSnapshot(position=0, fraction=0, eta_seconds=None, step=0, steps=0, job_no=0, job_count=1)
+    assert "Starting" in progress_html(starting)

@@ -254,6 +254,16 @@ def seed_for_index(info: dict[str, Any], index: int | None, key: str = "seeds") 
     return int(seeds[offset] if 0 <= offset < len(seeds) else seeds[0])
 
 
+def explain_error(exc: Exception, backend: UiBackend) -> str:
+    """The error for the page; a missing checkpoint says where to put one (not the CLI's --ckpt)."""
+    from sdstudio.errors import NotFound
+
+    if isinstance(exc, NotFound) and not backend.checkpoint_titles():
+        folder = backend.paths.folder("checkpoint")
+        return f"No checkpoint found: put a .safetensors or .ckpt model in {folder} and press Refresh"
+    return str(exc)
+
+
 def _done_message(result, kind: str) -> str:
     made = len(result.images) - int(result.index_of_first_image)
     if result.interrupted:
@@ -292,7 +302,7 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
         try:
             result = job.future.result()
         except SdStudioError as exc:
-            yield [], "", status_html(str(exc), "error"), {}, 0
+            yield [], "", status_html(explain_error(exc, backend), "error"), {}, 0
             return
         except Exception as exc:  # a bug: keep the UI alive and say what happened
             log.exception("%s job failed", kind)

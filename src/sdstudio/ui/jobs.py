@@ -104,6 +104,9 @@ def progress_html(snap: ProgressSnapshot) -> str:
     if snap.position is not None and snap.position > 0:
         label = f"Waiting in queue: {snap.position - 1} job(s) ahead"
         percent = 0
+    elif snap.steps == 0 and snap.fraction == 0:
+        label = "Starting (loading the model on first use)…"
+        percent = 0
     else:
         percent = int(snap.fraction * 100)
         parts = [f"{percent}%"]

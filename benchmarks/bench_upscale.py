@@ -6,8 +6,9 @@ pasting the results, and a 2048x2048 input upscales 4x with a peak RSS under 4 G
 
 A random-weight ESRGAN of the published 4x size (23 RRDB blocks, 64 filters; RRDBNet_x4
 layout) is written as safetensors into a temporary data dir. Each measurement runs in its
-own subprocess so peak RSS (ru_maxrss) belongs to that run alone; timings exclude model
-loading and start-up and are the best of --repeats runs.
+own subprocess so peak RSS (ru_maxrss) belongs to that run alone; the two are run in
+alternation (--rounds) and the best time of each is kept, because a shared CPU makes single
+timings noisy; timings exclude model loading and process start-up.
 
     .venv/bin/python benchmarks/bench_upscale.py                     # 1024x1024, ESRGAN 23x64 (slow on CPU)
     .venv/bin/python benchmarks/bench_upscale.py --size 256          # what fits a small CPU
@@ -58,7 +59,7 @@ else:
         out = np.empty((size * scale, size * scale, 3), np.uint8)
         for y in tile_starts(size, th, overlap):
             for x in tile_starts(size, tw, overlap):
-                patch = source[..., y:y + th, x:x + tw].float().div_(255.0)
+                patch = source[..., y:y + th, x:x + tw].to(dtype=torch.float32, memory_format=torch.contiguous_format).div_(255.0)
                 with torch.inference_mode():
                     result = descriptor(patch)
                     values = result[0].clamp(0, 1).permute(1, 2, 0).numpy()
@@ -109,10 +110,12 @@ def main() -> int:
     parser.add_argument("--filters", type=int, default=64)
     parser.add_argument("--tile", type=int, default=192, help="ESRGAN_tile (A1111 default 192)")
     parser.add_argument("--overlap", type=int, default=8, help="ESRGAN_tile_overlap (A1111 default 8)")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs inside each process")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating spandrel/sdstudio process pairs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--big-size", type=int, default=2048, help="input side for the memory check (0 = skip)")
     parser.add_argument("--big-blocks", type=int, default=None, help="RRDB blocks for the memory check (default: --blocks)")
+    parser.add_argument("--big-filters", type=int, default=None, help="filters for the memory check (default: --filters)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-upscale-") as tmp:
@@ -121,8 +124,13 @@ def main() -> int:
         print(f"ESRGAN 4x random weights, {args.blocks} blocks x {args.filters} filters; input {args.size}x{args.size}, "
               f"tile {args.tile}, overlap {args.overlap}, best of {args.repeats}; torch threads {args.threads or 'default'}", flush=True)
         started = time.perf_counter()
-        direct = measure("spandrel", root, args.size, args.tile, args.overlap, args.repeats, args.threads)
-        ours = measure("sdstudio", root, args.size, args.tile, args.overlap, args.repeats, args.threads)
+        runs: dict[str, list[dict]] = {"spandrel": [], "sdstudio": []}
+        for _ in range(args.rounds):
+            for mode in runs:
+                runs[mode].append(measure(mode, root, args.size, args.tile, args.overlap, args.repeats, args.threads))
+        direct = {"seconds": min(r["seconds"] for r in runs["spandrel"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["spandrel"])}
+        ours = {"seconds": min(r["seconds"] for r in runs["sdstudio"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["sdstudio"])}
+        print("all times: " + "; ".join(f"{mode} " + ", ".join(f"{r['seconds']:.1f}" for r in rs) for mode, rs in runs.items()))
         print(f"\n| {'run':<28} | {'time s':>9} | {'peak RSS MiB':>12} |")
         print(f"|{'-' * 30}|{'-' * 11}|{'-' * 14}|")
         print(f"| {'spandrel, same tiles':<28} | {direct['seconds']:>9.2f} | {direct['peak_rss_mib']:>12.0f} |")
@@ -131,12 +139,13 @@ def main() -> int:
 
         if args.big_size:
             big_blocks = args.big_blocks or args.blocks
-            if big_blocks != args.blocks:
-                write_model(root, big_blocks, args.filters)
+            big_filters = args.big_filters or args.filters
+            if (big_blocks, big_filters) != (args.blocks, args.filters):
+                write_model(root, big_blocks, big_filters)
             big = measure("sdstudio", root, args.big_size, args.tile, args.overlap, 1, args.threads)
             verdict = "OK" if big["peak_rss_mib"] < 4096 else "OVER"
             print(f"\n{args.big_size}x{args.big_size} -> {args.big_size * 4}x{args.big_size * 4} with sdstudio "
-                  f"({big_blocks} blocks x {args.filters} filters): {big['seconds']:.1f} s, "
+                  f"({big_blocks} blocks x {big_filters} filters, tile {args.tile}): {big['seconds']:.1f} s, "
                   f"peak RSS {big['peak_rss_mib']:.0f} MiB (limit 4096 MiB: {verdict})")
         print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
     return 0

@@ -208,7 +208,7 @@ def upscale_array_tiled(
     for row, y in enumerate(ys):
         strip = np.zeros((tile_h * scale, out_w, 3), dtype=np.float32)
         for column, x in enumerate(xs):
-            patch = source[..., y : y + tile_h, x : x + tile_w].to(device=device, dtype=dtype).div_(255.0)
+            patch = source[..., y : y + tile_h, x : x + tile_w].to(device=device, dtype=dtype, memory_format=torch.contiguous_format).div_(255.0)
             with torch.inference_mode():
                 result = run_model(patch)
                 if tuple(result.shape[-2:]) != (tile_h * scale, tile_w * scale):
@@ -395,7 +395,9 @@ class UpscalerRegistry:
     def load_model(self, name: str) -> LoadedModel:
         """The spandrel model of a model-file upscaler (the last one used stays loaded)."""
         self.get(name)
-        entry = self._entries[name]
+        entry = self._entries.get(name)
+        if entry is None:
+            raise InvalidRequest("upscaler", f"{name!r} is a built-in resize, not a model upscaler")
         if self._loaded is not None and self._loaded[0] == entry.path and self._loaded[1] == entry.stamp:
             return self._loaded[2]
         self._loaded = None  # free the previous model before loading the next

@@ -86,6 +86,19 @@ class CheckpointModels:
             return inside.resolve(), inside.stem, ""
         raise NotFound(f"checkpoint {name_or_path!r} not found in {self.paths.folder('checkpoint')}; pass a file with --ckpt or see `sdstudio models list`")
 
+    @property
+    def current_path(self) -> Path | None:
+        """The file of the loaded checkpoint, if one is loaded."""
+        return self._current[0] if self._current is not None else None
+
+    def unload(self) -> None:
+        """Drop the loaded checkpoint (A1111's unload-checkpoint); the next job loads again."""
+        import gc
+
+        with self._lock:
+            self._current = None
+        gc.collect()
+
     def __call__(self, name_or_path: str | None) -> GenerationModel:
         wanted = name_or_path or self.settings.sd_model_checkpoint
         with self._lock:

@@ -183,6 +183,17 @@ def sampler_options(row) -> dict[str, Any]:
     return options
 
 
+def loaded_text_width(app: App) -> int | None:
+    """Width of the loaded model's text embeddings (768 SD1, 1024 SD2, 2048 SDXL), if one is loaded."""
+    source = app.engine.model_source if app.engine else None
+    current = getattr(source, "_current", None)
+    if not current:
+        return None
+    prompt_encoder = getattr(getattr(current[1], "encoder", None), "prompt_encoder", None)
+    encoders = getattr(prompt_encoder, "text_encoders", None) or []
+    return sum(int(e.get_input_embeddings().weight.shape[1]) for e in encoders) or None
+
+
 def update_settings(app: App, changes: dict[str, Any]) -> None:
     """Apply option changes (validated; unknown keys kept) and persist them to config.json."""
     from pydantic import ValidationError
@@ -252,6 +263,94 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
     def get_latent_upscale_modes():
         return [m.LatentUpscalerModeItem(name=name) for name in HIRES_LATENT_UPSCALERS]
 
+    @router.get("/sd-models", response_model=list[m.SDModelItem])
+    def get_sd_models():
+        return [
+            m.SDModelItem(title=e.title, model_name=e.model_name, hash=e.shorthash, sha256=e.sha256,
+                          filename=str(e.path), config=str(e.config) if e.config else None)
+            for e in app.models.list("checkpoint")
+        ]
+
+    @router.get("/sd-vae", response_model=list[m.SDVaeItem])
+    def get_sd_vae():
+        return [m.SDVaeItem(model_name=e.name, filename=str(e.path)) for e in app.models.list("vae", with_hashes=False)]
+
+    @router.get("/upscalers", response_model=list[m.UpscalerItem])
+    def get_upscalers():
+        return [m.UpscalerItem(**info.to_api_dict()) for info in app.postprocess.upscalers.list(include_unusable=False)]
+
+    @router.get("/face-restorers", response_model=list[m.FaceRestorerItem])
+    def get_face_restorers():
+        return [m.FaceRestorerItem(name=row.name, cmd_dir=row.cmd_dir) for row in app.postprocess.face_restorers.list()]
+
+    @router.get("/prompt-styles", response_model=list[m.PromptStyleItem])
+    def get_prompt_styles():
+        app.styles.reload()
+        return [m.PromptStyleItem(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt)
+                for s in app.styles.styles.values()]
+
+    @router.get("/embeddings", response_model=m.EmbeddingsResponse)
+    def get_embeddings():
+        from sdstudio.prompts.embeddings import EmbeddingDatabase
+
+        database = EmbeddingDatabase(app.paths.folder("embedding"), expected_width=loaded_text_width(app))
+        return database.api_listing()
+
+    @router.get("/loras")
+    def get_loras():
+        from sdstudio.extensions.lora.library import LoraLibrary, list_loras
+
+        return list_loras(LoraLibrary(app.paths.folder("lora")))
+
+    @router.post("/refresh-loras")
+    def refresh_loras():
+        return None
+
+    @router.post("/refresh-checkpoints")
+    def refresh_checkpoints():
+        app.models.list("checkpoint")
+        return None
+
+    @router.post("/refresh-vae")
+    def refresh_vae():
+        app.models.list("vae", with_hashes=False)
+        return None
+
+    @router.post("/unload-checkpoint")
+    async def unload_checkpoint():
+        job = queue.submit("unload-checkpoint", lambda job: app.engine.model_source.unload())
+        await wait_for(job)
+        return None
+
+    @router.post("/reload-checkpoint")
+    async def reload_checkpoint():
+        job = queue.submit("reload-checkpoint", lambda job: app.engine.model_source(None) and None)
+        await wait_for(job)
+        return None
+
+    @router.post("/extra-single-image", response_model=m.ExtrasSingleImageResponse)
+    async def extra_single_image(body: m.ExtrasSingleImageRequest):
+        from sdstudio.postprocess.extras import ExtrasSingleImageRequest
+
+        request = ExtrasSingleImageRequest(**body.model_dump())
+        job = queue.submit("extras", lambda job: app.postprocess.run_single(request, save=False))
+        result = await wait_for(job)
+        image = result.images[0] if result.images else None
+        return m.ExtrasSingleImageResponse(
+            html_info=result.html_info,
+            image=encode_image_base64(image.image, image.infotext) if image is not None and body.show_extras_results else None,
+        )
+
+    @router.post("/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
+    async def extra_batch_images(body: m.ExtrasBatchImagesRequest):
+        from sdstudio.postprocess.extras import ExtrasBatchImagesRequest
+
+        request = ExtrasBatchImagesRequest(**body.model_dump())
+        job = queue.submit("extras", lambda job: app.postprocess.run_batch(request, save=False))
+        result = await wait_for(job)
+        images = [encode_image_base64(item.image, item.infotext) for item in result.images] if body.show_extras_results else []
+        return m.ExtrasBatchImagesResponse(html_info=result.html_info, images=images)
+
     @router.get("/progress", response_model=m.ProgressResponse)
     def get_progress(skip_current_image: bool = False):
         return progress_response(queue, skip_current_image)
@@ -271,8 +370,15 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
         return app.settings.to_json_dict()
 
     @router.post("/options")
-    def set_options(changes: dict[str, Any]):
+    async def set_options(changes: dict[str, Any]):
+        checkpoint = changes.get("sd_model_checkpoint")
+        if checkpoint:
+            entry = app.models.find_checkpoint(str(checkpoint))  # NotFound -> 404 naming it
+            changes = {**changes, "sd_model_checkpoint": entry.title}
         update_settings(app, changes)
+        if checkpoint:
+            # load it now, in line with the queue, as A1111 does when the option changes
+            await wait_for(queue.submit("load-checkpoint", lambda job: app.engine.model_source(None) and None))
         return None
 
     @router.get("/cmd-flags")

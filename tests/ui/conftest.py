@@ -11,7 +11,6 @@ download is never used. Screenshots go to artifacts/ui/ (git-ignored).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -59,10 +58,7 @@ def provide_checkpoint(data_dir: Path) -> str | None:
         return None
     target = data_dir / "models" / "Stable-diffusion"
     if BUNDLED_MODEL.is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        for source in BUNDLED_MODEL.parent.glob("sdstudio-tiny.*"):
-            shutil.copy2(source, target / source.name)
-        return "bundled"
+        return "bundled"  # the model registry lists it without copying
     if _importable("sdstudio.models.saver"):
         sys.path.insert(0, str(Path(__file__).parent))
         from tiny_model import write_random_checkpoint

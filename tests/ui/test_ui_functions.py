@@ -365,3 +365,19 @@ def test_progress_before_the_first_step_says_it_is_starting():
 
     starting = ProgressSnapshot(position=0, fraction=0, eta_seconds=None, step=0, steps=0, job_no=0, job_count=1)
     assert "Starting" in progress_html(starting)
+
+
+def test_backend_over_the_model_registry(backend):
+    from sdstudio.models.registry import ModelRegistry
+
+    backend.registry = ModelRegistry(backend.paths)
+    (backend.paths.folder("checkpoint") / "b.safetensors").write_bytes(b"x")
+    (backend.paths.folder("checkpoint") / "a.ckpt").write_bytes(b"x")
+    titles = backend.checkpoint_titles()
+    assert titles[:2] == ["a.ckpt", "b.safetensors"]
+    backend.settings.sd_model_checkpoint = "b"  # A1111 configs may hold a stem or a title
+    assert backend.current_checkpoint() == "b.safetensors"
+    (backend.paths.folder("lora") / "ink.safetensors").write_bytes(b"x")
+    Image.new("RGB", (8, 8)).save(backend.paths.folder("lora") / "ink.png")
+    cards = backend.network_cards("lora")
+    assert [(c.name, c.prompt_text, c.preview.name) for c in cards] == [("ink", "<lora:ink:1>", "ink.png")]

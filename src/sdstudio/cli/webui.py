@@ -22,8 +22,9 @@ def register(subparsers) -> None:
         description="Serve the web UI on http://127.0.0.1:PORT (all interfaces with --listen).")
     add_server_arguments(parser)
     parser.add_argument("--api", action="store_true", help="also serve the A1111-compatible API (/sdapi/v1, docs at /docs)")
-    parser.add_argument("--auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
-                        help="require a login for the web UI (and for the API unless --api-auth is given)")
+    parser.add_argument("--auth", "--gradio-auth", dest="auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
+                        help="require a login for the web UI (and for the API unless --api-auth is given); "
+                             "--gradio-auth is A1111's name for it")
     parser.set_defaults(handler=run)
 
 
@@ -38,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     parse_credentials(args.auth)  # fail early, with a clear line, on a malformed spec
     api_auth = args.api_auth or args.auth
     parse_credentials(api_auth)
+    check_port_free("0.0.0.0" if args.listen else "127.0.0.1", args.port)
     from sdstudio.cli.common import open_app_from_args
 
     app = open_app_from_args(args)
@@ -71,6 +73,21 @@ def serve(app, *, listen: bool = False, port: int = 7860, api: bool = False, ui_
     finally:
         queue.stop()
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in a second, with the fix, rather than after building everything (uvicorn's way)."""
+    import socket
+
+    from sdstudio.errors import InvalidRequest
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InvalidRequest("port", f"cannot listen on {host}:{port} ({exc.strerror}); "
+                                         "stop what uses it or pick another port with --port") from None
 
 
 def _fastapi_app(app, queue, listen: bool, port: int, api: bool, ui_auth: str | None, api_auth: str | None):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.config import DataPaths, Settings
-from sdstudio.errors import InvalidRequest
+from sdstudio.errors import InvalidRequest, SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
@@ -102,53 +102,47 @@ class UiBackend:
     save_settings: Callable[[], None] | None = None
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
-    registry: Any = None  # sdstudio.models.registry.ModelRegistry, when the model manager provides one
-    bundled_checkpoints: list[Path] = field(default_factory=list)
+    registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
     _tokenizer: Any = None
 
     @classmethod
     def from_app(cls, app: "App") -> "UiBackend":
         """Wire the backend over the composition root's services (optional ones when present)."""
-        backend = cls(settings=app.settings, paths=app.paths, engine=app.engine, save_settings=app.save_settings)
-        backend.styles = getattr(app, "styles", None)
-        backend.postprocess = getattr(app, "postprocess", None)
-        backend.registry = getattr(app, "registry", None) or getattr(app, "models", None)
-        backend.bundled_checkpoints = list(getattr(app, "bundled_checkpoints", []) or [])
-        return backend
+        return cls(settings=app.settings, paths=app.paths, engine=app.engine, save_settings=app.save_settings,
+                   styles=getattr(app, "styles", None), postprocess=getattr(app, "postprocess", None),
+                   registry=getattr(app, "models", None))
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def checkpoint_titles(self) -> list[str]:
-        """Checkpoint names for the dropdown: the registry's titles, else files in models/Stable-diffusion."""
-        registry = self.registry
-        if registry is not None:
-            for method in ("checkpoint_titles", "list_checkpoints", "checkpoints"):
-                lister = getattr(registry, method, None)
-                if callable(lister):
-                    try:
-                        entries = lister()
-                    except TypeError:
-                        continue
-                    return [e if isinstance(e, str) else str(getattr(e, "title", None) or getattr(e, "name")) for e in entries]
+        """Checkpoint names for the dropdown (A1111's names: path inside models/Stable-diffusion).
+
+        Names without hashes: hashing a new multi-GB file would hold up the page; the
+        registry finds a checkpoint by name as well as by title.
+        """
+        if self.registry is not None:
+            return [entry.name for entry in self.registry.list("checkpoint", with_hashes=False)]
         folder = self.paths.folder("checkpoint")
-        titles = [str(p.relative_to(folder)) for p in _files_under(folder, CHECKPOINT_EXTENSIONS)]
-        titles += [str(p) for p in self.bundled_checkpoints if p.is_file()]
-        return titles
+        return [p.relative_to(folder).as_posix() for p in _files_under(folder, CHECKPOINT_EXTENSIONS)]
 
     def refresh_checkpoints(self) -> list[str]:
-        """Rescan the model folders and list checkpoints again."""
-        refresh = getattr(self.registry, "refresh", None)
-        if callable(refresh):
-            refresh()
+        """Rescan the model folders and list checkpoints again (the registry scans on every call)."""
         return self.checkpoint_titles()
 
     def current_checkpoint(self) -> str | None:
-        """The selected checkpoint (settings' sd_model_checkpoint), else the first one found."""
+        """The dropdown entry for the settings' sd_model_checkpoint (a name, title or hash), else the first."""
         titles = self.checkpoint_titles()
         chosen = self.settings.sd_model_checkpoint
-        if chosen and chosen in titles:
+        if chosen in titles:
             return chosen
-        return titles[0] if titles else (chosen or None)
+        if chosen and self.registry is not None:
+            try:
+                name = self.registry.find_checkpoint(chosen).name
+            except SdStudioError:
+                name = None
+            if name in titles:
+                return name
+        return titles[0] if titles else None
 
     def select_checkpoint(self, title: str | None) -> None:
         """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
@@ -157,7 +151,6 @@ class UiBackend:
         self.settings.sd_model_checkpoint = title
         if self.save_settings is not None:
             self.save_settings()
-
     # -- prompts -----------------------------------------------------------------------------
 
     def style_names(self) -> list[str]:
@@ -198,6 +191,9 @@ class UiBackend:
 
     def network_cards(self, kind: str) -> list[NetworkCard]:
         """LoRA or embedding files as cards (names as A1111 uses them in prompts: the file stem)."""
+        if self.registry is not None:
+            entries = self.registry.list(kind, with_hashes=False)
+            return [NetworkCard(kind, e.stem, e.path, e.preview or _find_preview(e.path)) for e in entries]
         folder = self.paths.folder("lora" if kind == "lora" else "embedding")
         extensions = LORA_EXTENSIONS if kind == "lora" else EMBEDDING_EXTENSIONS
         return [NetworkCard(kind, p.stem, p, _find_preview(p)) for p in _files_under(folder, extensions)]

@@ -381,3 +381,14 @@ def test_backend_over_the_model_registry(backend):
     Image.new("RGB", (8, 8)).save(backend.paths.folder("lora") / "ink.png")
     cards = backend.network_cards("lora")
     assert [(c.name, c.prompt_text, c.preview.name) for c in cards] == [("ink", "<lora:ink:1>", "ink.png")]
+
+
+def test_gallery_selection_maps_to_the_image_infotext_and_seed_past_the_grid():
+    from sdstudio.ui.generation import infotext_for_index, seed_for_index
+
+    info = {"infotexts": ["first", "second"], "index_of_first_image": 1, "seeds": [10, 11], "subseeds": [5, 6]}
+    assert infotext_for_index(info, 0) == "first"  # the grid shows the first image's parameters
+    assert infotext_for_index(info, 2) == "second"
+    assert seed_for_index(info, 2) == 11 and seed_for_index(info, 0) == 10
+    assert seed_for_index(info, 1, "subseeds") == 5
+    assert infotext_for_index({}, 0) == "" and seed_for_index({}, 0) is None

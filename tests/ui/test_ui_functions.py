@@ -392,3 +392,13 @@ def test_gallery_selection_maps_to_the_image_infotext_and_seed_past_the_grid():
     assert seed_for_index(info, 2) == 11 and seed_for_index(info, 0) == 10
     assert seed_for_index(info, 1, "subseeds") == 5
     assert infotext_for_index({}, 0) == "" and seed_for_index({}, 0) is None
+
+
+def test_styles_are_read_again_on_reload(backend):
+    from sdstudio.prompts.styles import StyleDatabase
+
+    backend.styles = StyleDatabase(backend.paths.styles_file)
+    assert backend.style_names() == []
+    backend.paths.styles_file.write_text("name,prompt,negative_prompt\nInk,{prompt} in ink,color\n", encoding="utf-8")
+    assert backend.style_names() == []  # read once, like A1111, until reloaded
+    assert backend.style_names(reload=True) == ["Ink"]

@@ -103,7 +103,7 @@ class UiBackend:
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
-    _tokenizer: Any = None
+    _tokenizer: Any = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_app(cls, app: "App") -> "UiBackend":
@@ -153,10 +153,14 @@ class UiBackend:
             self.save_settings()
     # -- prompts -----------------------------------------------------------------------------
 
-    def style_names(self) -> list[str]:
-        """Saved prompt styles (styles.csv)."""
+    def style_names(self, reload: bool = False) -> list[str]:
+        """Saved prompt styles (styles.csv), re-read from disk when asked."""
         db = self._style_database()
-        return db.names() if db is not None else []
+        if db is None:
+            return []
+        if reload:
+            db.reload()
+        return db.names()
 
     def _style_database(self):
         if self.styles is None and self.paths.styles_file.exists():

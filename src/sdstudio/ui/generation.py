@@ -110,6 +110,16 @@ def build_prompt_row(kind: str, backend: UiBackend) -> PromptRow:
                 skip = gr.Button("Skip", elem_id=f"{kind}_skip", size="sm")
             styles = gr.Dropdown(label="Styles", choices=backend.style_names(), value=[], multiselect=True,
                                  elem_id=f"{kind}_styles", allow_custom_value=False)
+            reload_styles = gr.Button("Reload styles.csv", elem_id=f"{kind}_reload_styles", size="sm")
+    def on_reload_styles(chosen):
+        try:
+            names = backend.style_names(reload=True)
+        except SdStudioError as exc:
+            gr.Warning(str(exc))
+            return gr.skip()
+        return gr.Dropdown(choices=names, value=[n for n in chosen or [] if n in names])
+
+    reload_styles.click(on_reload_styles, inputs=styles, outputs=styles, show_progress="hidden", api_visibility="private")
     return PromptRow(prompt, negative_prompt, prompt_tokens, negative_tokens, styles, generate, interrupt, skip)
 
 

@@ -10,7 +10,8 @@ Each run is its own subprocess so peak RSS is measured cleanly; fp32 and bf16 on
     .venv/bin/python benchmarks/bench_txt2img.py --steps 2 --dtypes fp32 --size 256
 
 Prints a table: seconds per step (sampling loop only, measured from the first to the last
-step callback) and total seconds, peak RSS in MiB, and sdstudio/diffusers ratios.
+step callback) and total seconds, peak RSS in MiB, and sdstudio/diffusers ratios. Runs are
+interleaved and repeated (--repeats), best of each reported, so a busy CPU skews both alike.
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--prompt", default="a photograph of an astronaut riding a horse")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per implementation (best is reported)")
     parser.add_argument("--impl", choices=["sdstudio", "diffusers"], help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -137,15 +139,18 @@ def main() -> None:
         return
     rows = []
     for dtype in args.dtypes:
-        measured = {}
-        for impl in ("diffusers", "sdstudio"):
-            cmd = [sys.executable, __file__, "--impl", impl, "--dtype", dtype, "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt, "--threads", str(args.threads)]
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-            if out.returncode != 0:
-                sys.exit(f"{impl} {dtype} failed:\n{out.stderr[-3000:]}")
-            measured[impl] = json.loads(out.stdout.strip().splitlines()[-1])
-        rows.append((dtype, measured["diffusers"], measured["sdstudio"]))
-    print(f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU")
+        runs: dict[str, list[dict]] = {"diffusers": [], "sdstudio": []}
+        # Interleaved repeats, best of each: the CPU may be shared, and drift hits both sides alike.
+        for _ in range(args.repeats):
+            for impl in ("diffusers", "sdstudio"):
+                cmd = [sys.executable, __file__, "--impl", impl, "--dtype", dtype, "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt, "--threads", str(args.threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                if out.returncode != 0:
+                    sys.exit(f"{impl} {dtype} failed:\n{out.stderr[-3000:]}")
+                runs[impl].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        best = {impl: {key: min(r[key] for r in found) for key in found[0]} for impl, found in runs.items()}
+        rows.append((dtype, best["diffusers"], best["sdstudio"]))
+    print(f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU, best of {args.repeats}")
     print(f"{'dtype':6} {'impl':10} {'s/step':>8} {'total s':>8} {'peak RSS MiB':>13}")
     for dtype, base, ours in rows:
         for name, m in (("diffusers", base), ("sdstudio", ours)):

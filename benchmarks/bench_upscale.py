@@ -116,6 +116,7 @@ def main() -> int:
     parser.add_argument("--big-size", type=int, default=2048, help="input side for the memory check (0 = skip)")
     parser.add_argument("--big-blocks", type=int, default=None, help="RRDB blocks for the memory check (default: --blocks)")
     parser.add_argument("--big-filters", type=int, default=None, help="filters for the memory check (default: --filters)")
+    parser.add_argument("--big-tile", type=int, default=None, help="tile size for the memory check (default: --tile)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-upscale-") as tmp:
@@ -142,10 +143,11 @@ def main() -> int:
             big_filters = args.big_filters or args.filters
             if (big_blocks, big_filters) != (args.blocks, args.filters):
                 write_model(root, big_blocks, big_filters)
-            big = measure("sdstudio", root, args.big_size, args.tile, args.overlap, 1, args.threads)
+            big_tile = args.big_tile or args.tile
+            big = measure("sdstudio", root, args.big_size, big_tile, args.overlap, 1, args.threads)
             verdict = "OK" if big["peak_rss_mib"] < 4096 else "OVER"
             print(f"\n{args.big_size}x{args.big_size} -> {args.big_size * 4}x{args.big_size * 4} with sdstudio "
-                  f"({big_blocks} blocks x {big_filters} filters, tile {args.tile}): {big['seconds']:.1f} s, "
+                  f"({big_blocks} blocks x {big_filters} filters, tile {big_tile}): {big['seconds']:.1f} s, "
                   f"peak RSS {big['peak_rss_mib']:.0f} MiB (limit 4096 MiB: {verdict})")
         print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
     return 0

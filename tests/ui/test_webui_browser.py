@@ -7,7 +7,9 @@ progress bar with a live preview during the long job, and the page after Interru
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 
 import pytest
 
@@ -78,6 +80,11 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     assert re.search(r"\d+%", progress) and "image batch" in progress
     page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('ETA')", timeout=GENERATION_TIMEOUT_MS)
     page.screenshot(path=str(artifacts / "txt2img_progress.png"), full_page=True)
+    # The UI's job runs on the API's queue: A1111's progress endpoint reports it.
+    with urllib.request.urlopen(webui_server.url + "sdapi/v1/progress?skip_current_image=true", timeout=30) as answer:
+        api_progress = json.load(answer)
+    assert api_progress["state"]["job_count"] == 100 and api_progress["state"]["sampling_steps"] == 40
+    assert api_progress["progress"] > 0
     page.click("#txt2img_interrupt")
     page.wait_for_function("document.querySelector('#txt2img_infotext').innerText.includes('Interrupted')",
                            timeout=GENERATION_TIMEOUT_MS)

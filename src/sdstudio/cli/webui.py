@@ -8,6 +8,7 @@ so the page is up in seconds.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 import time
@@ -58,6 +59,8 @@ def serve(app, *, listen: bool = False, port: int = 7860, api: bool = False, ui_
     from sdstudio.ui.webui import build_ui, mount_ui, offline_environment
 
     offline_environment()
+    # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
     started = time.perf_counter() if started is None else started
     queue = JobQueue()
     fastapi_app = _fastapi_app(app, queue, listen, port, api, ui_auth, api_auth)
@@ -112,8 +115,6 @@ def _announce_when_ready(server, host: str, port: int, api: bool, started: float
         time.sleep(0.05)
     shown = "127.0.0.1" if host == "127.0.0.1" else host
     api_text = ", API at /sdapi/v1 (docs: /docs)" if api else ""
-    import os
-
     cpu = os.times()
     # CPU seconds say what the start costs on an idle machine when other work shares the cores.
     print(f"sdstudio web UI ready in {time.perf_counter() - started:.1f} s (process CPU {cpu.user + cpu.system:.1f} s): "

@@ -88,7 +88,8 @@ def build_ui(backend, queue, title: str = "sdstudio"):
     samplers, schedules = sampler_choices()
     hires_upscalers = _hires_upscalers(backend)
 
-    with gr.Blocks(title=title, analytics_enabled=False, fill_width=True) as blocks:
+    # Hourly, drop Gradio's cached copies of images older than a day (previews pile up otherwise).
+    with gr.Blocks(title=title, analytics_enabled=False, fill_width=True, delete_cache=(3600, 86400)) as blocks:
         with gr.Row(elem_id="quicksettings", equal_height=False):
             titles = backend.checkpoint_titles()
             gr.HTML("<b>Checkpoint</b>", scale=0, min_width=90, elem_classes="sdstudio-bar-label")

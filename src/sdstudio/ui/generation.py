@@ -300,6 +300,9 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
         try:
             request = make_request(values, extra)
             backend.select_checkpoint(checkpoint_title)
+            if checkpoint_title:
+                # Pinned to the job: a later dropdown change (or another user's) does not move it.
+                request.override_settings = {**request.override_settings, "sd_model_checkpoint": checkpoint_title}
         except SdStudioError as exc:
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
             return

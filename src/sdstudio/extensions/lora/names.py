@@ -12,8 +12,6 @@ the inverse of diffusers' `convert_ldm_unet_checkpoint` (tests check the round t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-
 import torch
 
 # Inside a ResnetBlock2D: diffusers name -> LDM ResBlock name.
@@ -171,8 +169,3 @@ def normalise_dotted(path: str) -> str:
     for pattern, replacement in _PROCESSOR_NAMES:
         path = pattern.sub(replacement, path)
     return path
-
-
-def names_matching(names: Iterable[str], fragment: str) -> list[str]:
-    """Names containing a fragment (for messages listing what a file targets)."""
-    return [n for n in names if fragment in n]

@@ -274,7 +274,7 @@ def explain_error(exc: Exception, backend: UiBackend) -> str:
     return str(exc)
 
 
-def _done_message(result, kind: str) -> str:
+def _done_message(result) -> str:
     made = len(result.images) - int(result.index_of_first_image)
     if result.interrupted:
         return f"Interrupted: {made} image(s) kept"
@@ -323,7 +323,7 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
             return
         state = result_state(result)
         first = int(result.index_of_first_image) if len(result.images) > result.index_of_first_image else 0
-        message = _done_message(result, kind)
+        message = _done_message(result)
         warnings = "".join(status_html(w, "warning") for w in getattr(result, "warnings", []) or [])
         text = infotext_html(infotext_for_index(state, first)) + warnings + status_html(message, "interrupted" if result.interrupted else "done")
         yield list(result.images), "", text, state, first

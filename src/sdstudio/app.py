@@ -15,6 +15,7 @@ from sdstudio.config import DataPaths, Settings, load_settings, resolve_data_dir
 
 if TYPE_CHECKING:  # the engine imports torch; only build_engine needs it at run time
     from sdstudio.engine.service import GenerationService
+    from sdstudio.extensions.lora import LoraLibrary
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
     from sdstudio.prompts.styles import StyleDatabase
@@ -31,6 +32,7 @@ class App:
     postprocess: "PostprocessService | None" = None
     models: "ModelRegistry | None" = None
     styles: "StyleDatabase | None" = None
+    loras: "LoraLibrary | None" = None
 
     def save_settings(self) -> None:
         """Persist the current settings to config.json (atomically)."""
@@ -46,12 +48,15 @@ def open_app(data_dir: str | os.PathLike | None = None) -> App:
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.prompts.styles import StyleDatabase
 
+    from sdstudio.extensions.lora import LoraLibrary
+
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
+    loras = LoraLibrary(paths.folder("lora"))
     postprocess = build_postprocess(settings, paths)
-    engine = build_engine(settings, paths, postprocess, models=models, styles=styles)
+    engine = build_engine(settings, paths, postprocess, models=models, styles=styles, loras=loras)
     return App(paths=paths, settings=settings, notices=notices, engine=engine, postprocess=postprocess,
-               models=models, styles=styles)
+               models=models, styles=styles, loras=loras)
 
 
 def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessService | None":
@@ -64,7 +69,8 @@ def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessServi
 
 
 def build_engine(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None,
-                 models: "ModelRegistry | None" = None, styles: "StyleDatabase | None" = None) -> "GenerationService":
+                 models: "ModelRegistry | None" = None, styles: "StyleDatabase | None" = None,
+                 loras: "LoraLibrary | None" = None) -> "GenerationService":
     """The generation service over the model manager's loader and the prompt layer."""
     from sdstudio import __version__
     from sdstudio.engine.checkpoints import CheckpointModels
@@ -79,9 +85,13 @@ def build_engine(settings: Settings, paths: DataPaths, postprocess: "Postprocess
         from sdstudio.postprocess.watermark import add_watermark
     except ImportError:
         add_watermark = None
+    from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
+
+    loras = loras or LoraLibrary(paths.folder("lora"))
     return GenerationService(
         settings, paths, checkpoints, apply_styles=styles.apply_styles, upscale_image=upscale_image,
         restore_faces=restore_faces, watermark=add_watermark, version=f"sdstudio {__version__}",
+        batch_hooks=[LoraBatchHook(loras)],
     )
 
 

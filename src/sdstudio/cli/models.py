@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from sdstudio.models.registry import MODEL_KINDS
+# The kinds of sdstudio.models.registry.MODEL_KINDS, listed here so `--help` needs no torch import.
+MODEL_KINDS = ("checkpoint", "vae", "lora", "embedding", "upscaler", "face_restorer")
 
 
 def register(subparsers) -> None:

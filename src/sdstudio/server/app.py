@@ -298,9 +298,9 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
 
     @router.get("/loras")
     def get_loras():
-        from sdstudio.extensions.lora.library import LoraLibrary, list_loras
+        from sdstudio.extensions.lora.library import list_loras
 
-        return list_loras(LoraLibrary(app.paths.folder("lora")))
+        return list_loras(app.loras)
 
     @router.post("/refresh-loras")
     def refresh_loras():

@@ -76,11 +76,16 @@ class CheckpointModels:
         self._current: tuple[Path, GenerationModel] | None = None
 
     def _locate(self, name_or_path: str) -> tuple[Path, str, str]:
-        candidate = Path(name_or_path).expanduser()
-        if candidate.suffix in (".safetensors", ".ckpt", ".pt", ".bin") and candidate.is_file():
+        candidate = Path(name_or_path).expanduser() if name_or_path else None
+        if candidate is not None and candidate.suffix in (".safetensors", ".ckpt", ".pt", ".bin") and candidate.is_file():
+            if self.resolve is not None:
+                try:  # the registry knows its hash (cached) when the file is one of its own
+                    return self.resolve(str(candidate.resolve()))
+                except NotFound:
+                    pass
             return candidate.resolve(), candidate.stem, ""
         if self.resolve is not None:
-            return self.resolve(name_or_path)
+            return self.resolve(name_or_path)  # "" = the registry's default checkpoint
         inside = self.paths.folder("checkpoint") / name_or_path
         if inside.is_file():
             return inside.resolve(), inside.stem, ""

@@ -26,3 +26,39 @@ def checkpoint_choice(args: argparse.Namespace) -> str | None:
     return getattr(args, "model", None) or None
 
 add_model_args = add_model_arguments
+
+
+def native_size(args: argparse.Namespace) -> int:
+    """The side length the chosen checkpoint was trained at (its LDM yaml), else A1111's 512.
+
+    The bundled tiny model draws 64x64 scenes; asking it for 512x512 would be slow and off
+    its training distribution, so size options default to what the model says.
+    """
+    import yaml
+
+    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
+    from sdstudio.errors import SdStudioError
+    from sdstudio.models.registry import ModelRegistry
+
+    cached = getattr(args, "_native_size", None)
+    if cached:
+        return cached
+    size = 512
+    try:
+        paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
+        if getattr(args, "ckpt", None):
+            checkpoint = Path(args.ckpt).expanduser()
+        else:
+            registry = ModelRegistry(paths)
+            configured = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
+            entry = registry.find_checkpoint(configured) if configured else registry.default_checkpoint()
+            checkpoint = entry.path
+        config_file = checkpoint.with_suffix(".yaml")
+        if config_file.is_file():
+            params = yaml.safe_load(config_file.read_text(encoding="utf-8"))["model"]["params"]
+            factor = 2 ** (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
+            size = int(params.get("image_size", 64)) * factor
+    except (SdStudioError, OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        size = 512
+    args._native_size = size
+    return size

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.cli.common import open_app_from_args
+from sdstudio.cli.model_args import native_size
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +45,10 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", "--schedule-type", dest="scheduler", default="Automatic", help="schedule type: Automatic, Uniform, Karras, Exponential, Polyexponential, SGM Uniform")
     parser.add_argument("--steps", "--ddim_steps", "--ddim-steps", dest="steps", type=int, default=20, help="sampling steps (default: 20)")
     parser.add_argument("--cfg-scale", "--cfg_scale", "--scale", dest="cfg_scale", type=float, default=7.0, help="classifier-free guidance scale (default: 7)")
-    parser.add_argument("--width", "--W", dest="width", type=int, default=512, help="image width, a multiple of 8 (default: 512)")
-    parser.add_argument("--height", "--H", dest="height", type=int, default=512, help="image height, a multiple of 8 (default: 512)")
+    parser.add_argument("--width", "--W", dest="width", type=int, default=None,
+                        help="image width, a multiple of 8 (default: the checkpoint's native size, 512 for SD 1.x, 64 for the bundled model)")
+    parser.add_argument("--height", "--H", dest="height", type=int, default=None,
+                        help="image height, a multiple of 8 (default: the checkpoint's native size)")
     parser.add_argument("--batch-size", "--batch_size", "--n_samples", dest="batch_size", type=int, default=1, help="images per batch (default: 1)")
     parser.add_argument("--n-iter", "--n_iter", "--batch-count", dest="n_iter", type=int, default=1, help="number of batches (default: 1)")
     parser.add_argument("--eta", type=float, default=None, help="noise multiplier for ancestral samplers / DDIM eta")
@@ -102,8 +105,8 @@ def common_request_fields(args: argparse.Namespace, prompt: str) -> dict[str, An
         scheduler=args.scheduler,
         steps=args.steps,
         cfg_scale=args.cfg_scale,
-        width=args.width,
-        height=args.height,
+        width=args.width if args.width is not None else native_size(args),
+        height=args.height if args.height is not None else native_size(args),
         batch_size=args.batch_size,
         n_iter=args.n_iter,
         eta=args.eta,

@@ -76,9 +76,13 @@ def main() -> int:
     body = {"prompt": "a red circle on a blue background", "negative_prompt": "", "seed": 1, "steps": args.steps,
             "sampler_name": "Euler a", "cfg_scale": 7, "width": args.size, "height": args.size}
 
+    from sdstudio.engine.service import GenerationControl
+
     def direct(seed: int) -> float:
+        # Same engine work as the API path: live previews on, as the queue's progress sink asks for them.
         start = time.perf_counter()
-        app.engine.txt2img(Txt2ImgRequest(**{**body, "seed": seed, "do_not_save_samples": True, "do_not_save_grid": True}))
+        app.engine.txt2img(Txt2ImgRequest(**{**body, "seed": seed, "do_not_save_samples": True, "do_not_save_grid": True}),
+                           GenerationControl(on_progress=lambda event: None))
         return time.perf_counter() - start
 
     def over_http(seed: int) -> float:

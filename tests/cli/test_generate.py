@@ -38,8 +38,8 @@ def test_bad_request_is_one_line_naming_the_field_and_writes_nothing(tmp_path, c
     assert not data.exists()  # nothing created, let alone half-written
 
 
-def test_no_checkpoint_is_a_clear_error(tmp_path, capsys):
-    code = main(["--data-dir", str(tmp_path / "data"), "txt2img", "--steps", "1", "--W", "64", "--H", "64", "--no-progress", "a cat"])
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    code = main(["--data-dir", str(tmp_path / "data"), "txt2img", "--model", "no-such-model", "--steps", "1", "--W", "64", "--H", "64", "--no-progress", "a cat"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "checkpoint" in err and "Traceback" not in err
 

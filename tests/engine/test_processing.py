@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -227,8 +229,15 @@ def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
 
 def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
     from diffusers import AutoencoderKL
+    import importlib.util
+
     from tiny import SCHEDULER_CONFIG
-    from conftest import HashTextEncoder
+
+    # load this folder's conftest by path: a bare `import conftest` may find another folder's
+    spec = importlib.util.spec_from_file_location("engine_conftest", Path(__file__).with_name("conftest.py"))
+    engine_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(engine_conftest)
+    HashTextEncoder = engine_conftest.HashTextEncoder
 
     from sdstudio.engine.processing import GenerationModel
 

@@ -49,10 +49,15 @@ def native_size(args: argparse.Namespace) -> int:
         if getattr(args, "ckpt", None):
             checkpoint = Path(args.ckpt).expanduser()
         else:
-            registry = ModelRegistry(paths)
+            # Look up by name only, without hashing: this runs before validation, which must
+            # leave the data dir untouched when a request is refused.
             configured = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
-            entry = registry.find_checkpoint(configured) if configured else registry.default_checkpoint()
-            checkpoint = entry.path
+            entries = ModelRegistry(paths).list("checkpoint", with_hashes=False)
+            wanted = str(configured).split(" [")[0] if configured else None
+            matches = [e for e in entries if wanted is None or wanted in (e.name, Path(e.name).stem, Path(e.name).with_suffix("").as_posix())]
+            if not matches:
+                raise OSError("no matching checkpoint")
+            checkpoint = matches[0].path
         config_file = checkpoint.with_suffix(".yaml")
         if config_file.is_file():
             params = yaml.safe_load(config_file.read_text(encoding="utf-8"))["model"]["params"]

@@ -343,7 +343,6 @@ def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed:
     from diffusers import EulerDiscreteScheduler
 
     scheduler = EulerDiscreteScheduler.from_config(base.scheduler_config)
-    scheduler.set_timesteps(steps)
     device = next(base.unet.parameters()).device
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
     channels = int(base.unet.config.in_channels)
@@ -352,6 +351,7 @@ def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed:
         ids = caption_token_ids([prompt, ""]).to(device)
         context = base.text_encoder(ids)[0]
         generator = torch.Generator().manual_seed(seed + index)
+        scheduler.set_timesteps(steps)  # also resets the scheduler's step index for this prompt
         x = torch.randn(1, channels, resolution // factor, resolution // factor, generator=generator).to(device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             model_in = scheduler.scale_model_input(torch.cat([x, x]), t)

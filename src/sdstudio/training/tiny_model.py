@@ -40,10 +40,10 @@ SCHEDULER_CONFIG = {
 
 
 def tiny_ldm_config(
-    model_channels: int = 64,
+    model_channels: int = 32,
     channel_mult: tuple[int, ...] = (1, 2, 2),
     num_res_blocks: int = 1,
-    attention_resolutions: tuple[int, ...] = (1, 2, 4),
+    attention_resolutions: tuple[int, ...] = (2, 4),
     num_head_channels: int = 32,
     transformer_depth: int = 1,
     text_hidden_size: int = 128,

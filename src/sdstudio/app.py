@@ -77,8 +77,12 @@ def build_engine(settings: Settings, paths: DataPaths, postprocess: "Postprocess
     from sdstudio.engine.service import GenerationService
     from sdstudio.prompts.styles import StyleDatabase
 
+    from sdstudio.models.registry import ModelRegistry
+
+    models = models or ModelRegistry(paths)
     checkpoints = CheckpointModels(settings, paths, resolve=_registry_resolver(paths, models),
-                                   load=_checkpoint_loader(settings), make_encoder=_encoder_factory(paths))
+                                   load=_checkpoint_loader(settings, models), make_encoder=_encoder_factory(paths),
+                                   load_key=lambda path: _external_vae_path(settings, models, path))
     styles = styles or StyleDatabase(paths.styles_file)
     upscale_image, restore_faces = _postprocess_hooks(settings, paths, postprocess)
     try:
@@ -130,12 +134,19 @@ def _registry_resolver(paths: DataPaths, registry: "ModelRegistry | None" = None
     return resolve
 
 
-def _checkpoint_loader(settings: Settings):
-    """path -> LoadedCheckpoint on the settings' device and precision."""
+def _external_vae_path(settings: Settings, registry: "ModelRegistry", checkpoint: Path) -> Path | None:
+    """The VAE file sd_vae picks for `checkpoint` (a new NAME.vae.safetensors counts without a restart)."""
+    entry = registry.vae_for(settings.sd_vae, Path(checkpoint))
+    return entry.path if entry else None
+
+
+def _checkpoint_loader(settings: Settings, registry: "ModelRegistry"):
+    """path -> LoadedCheckpoint with the settings' VAE (sd_vae), device, precision and memory switches."""
     try:
         from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
     except ImportError:
         return None
+    from sdstudio.models.memory import MemoryOptions, apply_memory_options
 
     def load(path):
         import torch
@@ -144,7 +155,15 @@ def _checkpoint_loader(settings: Settings):
         named = {"fp32": torch.float32, "float32": torch.float32, "full": torch.float32, "fp16": torch.float16,
                  "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
         dtype = named.get(str(settings.precision).lower()) or (torch.float16 if device.startswith("cuda") else torch.float32)
-        return load_checkpoint(path, device=device, dtype=dtype, no_half_vae=settings.no_half_vae)
+        vae = registry.vae_for(settings.sd_vae, Path(path))
+        memory = MemoryOptions.from_settings(settings)
+        offload = memory.cpu_offload and not device.startswith("cpu")
+        loaded = load_checkpoint(path, device="cpu" if offload else device, dtype=dtype, no_half_vae=settings.no_half_vae,
+                                 vae_path=vae.path if vae else None)
+        apply_memory_options(loaded, memory, device)
+        loaded.device = device
+        loaded.vae_hash = (vae.shorthash or "") if vae else ""
+        return loaded
 
     return load
 

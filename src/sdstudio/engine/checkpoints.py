@@ -3,7 +3,9 @@
 `CheckpointModels(name_or_path)` returns a `GenerationModel` for a checkpoint name (as the
 model registry lists it, or a hash), a file path (the CLI's --ckpt), or None for the
 settings' `sd_model_checkpoint`. The last loaded model is kept; asking for another one
-replaces it, so only one checkpoint occupies memory (A1111's default of one model).
+replaces it, so only one checkpoint occupies memory (A1111's default of one model). A change
+of a setting that shapes the load (`LOAD_SETTINGS`: sd_vae, precision, memory switches)
+reloads it on the next job.
 The model manager's loader and the prompt layer's encoder are injected as callables so
 tests can hand in tiny models and the engine never reaches into their internals.
 """
@@ -15,12 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sdstudio.config import DataPaths, Settings
 from sdstudio.engine.processing import ConditioningEncoder, GenerationModel
 from sdstudio.errors import ModelLoadError, NotFound
 
 CheckpointLoader = Callable[[Path], Any]
 """`load(path) -> LoadedCheckpoint` (sdstudio.models.loader.load_checkpoint)."""
+
+# Settings that change what a load produces: a change reloads the checkpoint.
+LOAD_SETTINGS = ("sd_vae", "device", "precision", "no_half_vae", "vae_tiling", "attention_slicing", "cpu_offload")
 
 EncoderFactory = Callable[[Any], ConditioningEncoder]
 """`make(loaded_checkpoint) -> ConditioningEncoder` (over sdstudio.prompts.conditioning)."""
@@ -53,6 +60,9 @@ def generation_model_from_checkpoint(loaded: Any, encoder: ConditioningEncoder, 
         family="sdxl" if "xl" in family else family,
         name=name or str(_first(loaded, "name", "title", default="")),
         short_hash=short_hash or str(_first(loaded, "short_hash", "shorthash", default="") or ""),
+        vae_name=str(getattr(loaded, "vae_name", "") or ""),
+        vae_hash=str(getattr(loaded, "vae_hash", "") or ""),
+        execution_device=torch.device(loaded.device) if isinstance(getattr(loaded, "device", None), (str, torch.device)) else None,
     )
 
 
@@ -66,14 +76,17 @@ class CheckpointModels:
         resolve: Callable[[str], tuple[Path, str, str]] | None = None,
         load: CheckpointLoader | None = None,
         make_encoder: EncoderFactory | None = None,
+        load_key: Callable[[Path], Any] | None = None,
     ):
         self.settings = settings
         self.paths = paths
         self.resolve = resolve  # name -> (path, display name, short hash)
         self.load = load
         self.make_encoder = make_encoder
+        self.load_key = load_key  # path -> what else the load depends on (e.g. the external VAE file)
         self._lock = threading.Lock()
         self._current: tuple[Path, GenerationModel] | None = None
+        self._loaded_with: tuple = ()
 
     def _locate(self, name_or_path: str) -> tuple[Path, str, str]:
         candidate = Path(name_or_path).expanduser() if name_or_path else None
@@ -112,12 +125,15 @@ class CheckpointModels:
                     return self._current[1]
                 raise NotFound("no checkpoint selected: pass --ckpt FILE or --model NAME, or set sd_model_checkpoint")
             path, display, short_hash = self._locate(wanted)
-            if self._current is not None and self._current[0] == path:
+            load_settings = tuple(getattr(self.settings, name, None) for name in LOAD_SETTINGS)
+            if self.load_key is not None:
+                load_settings += (self.load_key(path),)
+            if self._current is not None and self._current[0] == path and self._loaded_with == load_settings:
                 return self._current[1]
             if self.load is None or self.make_encoder is None:
                 raise ModelLoadError("checkpoint loading is not available in this build (model manager or prompt encoder missing)")
             self._current = None  # drop the old model before loading the new one
             loaded = self.load(path)
             model = generation_model_from_checkpoint(loaded, self.make_encoder(loaded), display, short_hash)
-            self._current = (path, model)
+            self._current, self._loaded_with = (path, model), load_settings
             return model

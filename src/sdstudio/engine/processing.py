@@ -81,9 +81,14 @@ class GenerationModel:
     family: str = "sd1"
     name: str = ""
     short_hash: str = ""
+    vae_name: str = ""  # an external VAE's file name (sd_vae), "" = the checkpoint's own
+    vae_hash: str = ""
+    execution_device: torch.device | None = None  # where the model runs (its weights may wait on the CPU: offload)
 
     @property
     def device(self) -> torch.device:
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.unet.parameters()).device
 
     @property
@@ -384,6 +389,8 @@ def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extr
         "Size": f"{request.width}x{request.height}",
         "Model hash": ctx.model.short_hash or None,
         "Model": ctx.model.name or None,
+        "VAE hash": ctx.model.vae_hash or None,
+        "VAE": ctx.model.vae_name or None,
         "Variation seed": None if request.subseed_strength == 0 else plan.subseeds[index],
         "Variation seed strength": None if request.subseed_strength == 0 else request.subseed_strength,
         "Seed resize from": None if request.seed_resize_from_w <= 0 or request.seed_resize_from_h <= 0 else f"{request.seed_resize_from_w}x{request.seed_resize_from_h}",

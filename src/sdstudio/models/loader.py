@@ -51,8 +51,14 @@ class LoadedCheckpoint:
     scheduler_config: dict[str, Any]
     ldm_config: dict = field(repr=False, default_factory=dict)
     dtype: torch.dtype = torch.float32
-    device: str = "cpu"
-    vae_path: Path | None = None
+    device: str = "cpu"  # where it runs (with model CPU offload the weights wait on the CPU)
+    vae_path: Path | None = None  # an external VAE replacing the baked-in one
+    vae_hash: str = ""  # its short hash, for infotext (set by whoever resolved the file)
+
+    @property
+    def vae_name(self) -> str:
+        """The external VAE's file name, as A1111's infotext "VAE" field; "" for the baked-in one."""
+        return self.vae_path.name if self.vae_path else ""
 
     @property
     def family(self) -> str:

@@ -30,6 +30,14 @@ MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "face_restorer": (("models/GFPGAN", "models/Codeformer"), (".pth", ".pt", ".safetensors")),
 }
 PREVIEW_SUFFIXES = (".preview.png", ".png", ".jpg", ".jpeg", ".webp")
+# A VAE kept beside its checkpoint (A1111: NAME.vae.safetensors) is a VAE, not a checkpoint.
+VAE_BESIDE_SUFFIXES = (".vae.safetensors", ".vae.ckpt", ".vae.pt")
+SD_VAE_AUTOMATIC = "Automatic"
+SD_VAE_NONE = "None"
+
+
+def _is_vae_beside(path: Path) -> bool:
+    return path.name.lower().endswith(VAE_BESIDE_SUFFIXES)
 
 
 def bundled_tiny_model() -> Path | None:
@@ -150,7 +158,13 @@ class ModelRegistry:
                 continue
             for path in sorted(root.rglob("*")):
                 if path.is_file() and path.suffix.lower() in suffixes and not path.name.endswith(".preview.png"):
+                    if kind == "checkpoint" and _is_vae_beside(path):
+                        continue
                     entries.append(self._entry(kind, root, path, with_hashes))
+        if kind == "vae":
+            root = self.paths.folder("checkpoint")
+            if root.is_dir():
+                entries += [self._entry(kind, root, p, with_hashes) for p in sorted(root.rglob("*")) if p.is_file() and _is_vae_beside(p)]
         if kind == "checkpoint":
             bundled = bundled_tiny_model()
             if bundled is not None and not any(e.path == bundled.resolve() for e in entries):
@@ -194,6 +208,28 @@ class ModelRegistry:
     def find_checkpoint(self, query: str) -> ModelEntry:
         """A checkpoint by name, title, hash or path."""
         return self.find("checkpoint", query)
+
+    def vae_for(self, sd_vae: str, checkpoint: Path) -> ModelEntry | None:
+        """The external VAE the `sd_vae` setting picks for `checkpoint` (None: the checkpoint's own VAE).
+
+        As A1111: "None" keeps the baked-in VAE; "Automatic" takes a VAE whose file name starts
+        with the checkpoint's name (from models/VAE, or NAME.vae.safetensors beside the checkpoint),
+        else the baked-in one; any other value names a file in models/VAE.
+        """
+        choice = (sd_vae or SD_VAE_AUTOMATIC).strip()
+        if choice == SD_VAE_NONE:
+            return None
+        vaes = self.list("vae", with_hashes=False)
+        if choice == SD_VAE_AUTOMATIC:
+            stem = Path(checkpoint).name.rsplit(".", 1)[0]
+            near = [e for e in vaes if e.path.name.startswith(stem)]
+            return self._with_hashes(near[0]) if near else None
+        try:
+            return self.find("vae", choice)
+        except NotFound:
+            names = ", ".join(e.name for e in vaes) or "none"
+            raise NotFound(f"sd_vae: no VAE named {choice!r} in {self.paths.folder('vae')} (available: {names}; "
+                           f"or use {SD_VAE_AUTOMATIC!r} / {SD_VAE_NONE!r})") from None
 
     def default_checkpoint(self, configured: str = "") -> ModelEntry:
         """The configured checkpoint, else the first one found, else the bundled tiny model."""

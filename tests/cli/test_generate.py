@@ -92,3 +92,28 @@ def test_txt2img_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert printed[2].parent.parent == outdir / "grids"
     assert main(["pnginfo", str(printed[1])]) == 0
     assert "Seed: 6," in capsys.readouterr().out
+
+
+def test_loading_flags_pick_a_vae_and_memory_switches_for_this_run(tmp_path, capsys):
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from sdstudio.config import load_settings
+
+    data = tmp_path / "data"
+    tiny = Path(__import__("sdstudio").__file__).parent / "assets" / "tiny" / "sdstudio-tiny.safetensors"
+    vae = {k.removeprefix("first_stage_model."): v for k, v in load_file(tiny).items() if k.startswith("first_stage_model.")}
+    (data / "models" / "VAE").mkdir(parents=True)
+    save_file(vae, str(data / "models" / "VAE" / "copy.safetensors"))
+    argv = ["--data-dir", str(data), "txt2img", "--prompt", "a red circle on a blue background", "--steps", "2", "--seed", "1",
+            "--outdir", str(tmp_path / "out"), "--skip_grid", "--vae", "copy.safetensors", "--attention-slicing", "--vae-tiling",
+            "--precision", "fp32"]
+    assert main(argv) == 0
+    image = Path(capsys.readouterr().out.split("\n")[0])
+    assert main(["pnginfo", str(image)]) == 0
+    assert "VAE: copy.safetensors" in capsys.readouterr().out
+    saved = load_settings(DataPaths(data).config_file).settings
+    assert saved.sd_vae == "Automatic" and not saved.attention_slicing  # flags are for this run only
+    assert main(["--data-dir", str(data), "txt2img", "a cat", "--vae", "nope.safetensors", "--steps", "2"]) != 0
+    assert "sd_vae: no VAE named 'nope.safetensors'" in capsys.readouterr().err

@@ -23,7 +23,10 @@ def open_app_from_args(args: argparse.Namespace):
 
     from sdstudio.app import open_app
 
+    from sdstudio.cli.model_args import apply_load_arguments
+
     app = open_app(args.data_dir)
+    apply_load_arguments(args, app.settings)
     for notice in app.notices:
         print(f"warning: {notice}", file=sys.stderr)
     return app

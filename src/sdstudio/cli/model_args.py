@@ -14,6 +14,37 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ckpt", metavar="PATH", default=None, help="checkpoint file to use")
     group.add_argument("--model", metavar="NAME", default=None,
                        help="checkpoint by name, title or hash (see `sdstudio models list`)")
+    add_load_arguments(parser)
+
+
+# command-line flag (argparse dest) -> the Settings field it overrides for this run (not saved)
+LOAD_FLAGS = {
+    "vae": "sd_vae", "precision": "precision", "no_half_vae": "no_half_vae", "device": "device",
+    "vae_tiling": "vae_tiling", "attention_slicing": "attention_slicing", "cpu_offload": "cpu_offload",
+}
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """Precision, VAE and memory flags (A1111's command-line flags); they override the saved settings for this run."""
+    group = parser.add_argument_group("model loading")
+    group.add_argument("--vae", metavar="NAME", default=None,
+                       help="VAE from models/VAE, or 'Automatic' (NAME.vae.* beside the checkpoint) or 'None' (the checkpoint's own)")
+    group.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=None,
+                       help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU)")
+    group.add_argument("--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16")
+    group.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:1 ...")
+    group.add_argument("--vae-tiling", action="store_true", default=None, help="decode/encode large images in tiles (less memory)")
+    group.add_argument("--attention-slicing", action="store_true", default=None, help="compute attention in slices (less memory, slower)")
+    group.add_argument("--cpu-offload", action="store_true", default=None,
+                       help="keep the model in CPU memory and move one part at a time to the GPU (small GPUs)")
+
+
+def apply_load_arguments(args: argparse.Namespace, settings) -> None:
+    """Copy the loading flags given on the command line into `settings` (in memory only)."""
+    for flag, field in LOAD_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(settings, field, value)
 
 
 def checkpoint_choice(args: argparse.Namespace) -> str | None:

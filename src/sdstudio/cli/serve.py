@@ -13,6 +13,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--api-auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
                         help="require HTTP basic auth for the API")
+    from sdstudio.cli.model_args import add_load_arguments
+
+    add_load_arguments(parser)
 
 
 def register(subparsers) -> None:

@@ -301,7 +301,9 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Load a single-file checkpoint into diffusers components (offline)."""
     path = Path(path)
-    state_dict = load_state_dict(path)
+    # Upcasting to fp32 is lossless, so it happens while reading (lower peak memory); other
+    # casts wait until each module's own dtype is known (the VAE may stay fp32).
+    state_dict = load_state_dict(path, float_dtype=torch.float32 if dtype == torch.float32 else None)
     detected = detect_architecture(state_dict)
     given_yaml = Path(yaml_path) if yaml_path else config_beside(path)
     ldm = read_ldm_config(given_yaml) if given_yaml else shipped_config(detected.config_name)

@@ -49,21 +49,35 @@ def unwrap_state_dict(loaded) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
 
 
-def load_state_dict(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a model file (.safetensors, or .ckpt/.pt/.pth/.bin through the safe unpickler)."""
+def load_state_dict(path: str | Path, device: str = "cpu", float_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a model file (.safetensors, or .ckpt/.pt/.pth/.bin through the safe unpickler).
+
+    `float_dtype` casts floating-point tensors as they are read: one tensor at a time, so an
+    fp16 file loaded for fp32 never holds both full copies at once.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         try:
-            return load_file(str(path), device=device)
+            tensors = {}
+            with safe_open(str(path), framework="pt", device=device) as handle:
+                for key in handle.keys():
+                    tensor = handle.get_tensor(key)
+                    if float_dtype is not None and tensor.is_floating_point() and tensor.dtype != float_dtype:
+                        tensor = tensor.to(float_dtype)
+                    tensors[key] = tensor
+            return tensors
         except Exception as exc:
             raise ModelLoadError(f"{path.name}: not a valid safetensors file ({exc})") from None
     from sdstudio.models.safe_pickle import safe_load
 
     try:
-        return unwrap_state_dict(safe_load(path))
+        tensors = unwrap_state_dict(safe_load(path))
+        if float_dtype is not None:
+            tensors = {k: v.to(float_dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in tensors.items()}
+        return tensors
     except ModelLoadError as exc:
         raise ModelLoadError(f"{path.name}: {exc}") if str(exc).startswith("expected") else exc

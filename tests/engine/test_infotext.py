@@ -49,3 +49,14 @@ def test_img2img_fields():
 def test_prompt_only_text_has_no_parameters():
     params = parse_generation_parameters("just a prompt\nwith two lines")
     assert params["Prompt"] == "just a prompt\nwith two lines" and "Steps" not in params
+
+
+def test_schedule_type_names_what_automatic_resolved_to_as_a1111_writes():
+    from sdstudio.engine.samplers import find_sampler, find_schedule_type, infotext_schedule_label
+
+    automatic = find_schedule_type("Automatic")
+    assert infotext_schedule_label(find_sampler("DPM++ 2M"), automatic) == "Karras"
+    assert infotext_schedule_label(find_sampler("DPM++ 2M SDE"), automatic) == "Exponential"
+    assert infotext_schedule_label(find_sampler("Euler a"), automatic) == "Automatic"
+    assert infotext_schedule_label(find_sampler("DDIM"), automatic) == "Automatic"
+    assert infotext_schedule_label(find_sampler("Euler"), find_schedule_type("Karras")) == "Karras"

@@ -92,3 +92,17 @@ def test_inpainting_changes_only_the_masked_region(engine):
     outside[10:55, 10:55] = False
     assert np.abs(out - src)[outside].max() <= 2
     assert np.abs(out - src)[20:44, 20:44].mean() > 1
+
+
+def test_resize_mode_3_upscales_in_latent_space(engine):
+    from sdstudio.training import scenes
+
+    scene = scenes.scene_batch(0, 0, 1)[0]
+    small = Image.fromarray(scene.render()).resize((32, 32), Image.LANCZOS)
+    latent = engine.img2img(Img2ImgRequest(prompt="x", init_images=[small], resize_mode=3, denoising_strength=0.0, seed=1, do_not_save_samples=True, **SMALL))
+    plain = engine.img2img(Img2ImgRequest(prompt="x", init_images=[small], resize_mode=0, denoising_strength=0.0, seed=1, do_not_save_samples=True, **SMALL))
+    a, b = _pixels(latent.images[0]), _pixels(plain.images[0])
+    assert a.shape == b.shape == (64, 64, 3)
+    assert not np.array_equal(a, b)  # encoded at 32 px and resized as a latent, not resized as pixels
+    background = np.array(scenes.COLOURS[scene.background])
+    assert np.abs(a[:4, :4].reshape(-1, 3).mean(axis=0) - background).max() < 60  # still the same picture

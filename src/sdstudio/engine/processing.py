@@ -38,6 +38,7 @@ from sdstudio.engine.samplers import (
     SamplerOptions,
     ScheduleType,
     StepInfo,
+    infotext_schedule_label,
     resolve_sampler_and_schedule,
 )
 from sdstudio.engine.sampling import (
@@ -252,7 +253,7 @@ def plan_job(request: Txt2ImgRequest | Img2ImgRequest, settings: Settings, apply
 class InitImages:
     """Prepared img2img inputs for the whole job."""
 
-    images: list[Image.Image]  # already resized / cropped to width x height
+    images: list[Image.Image]  # resized / cropped to width x height (resize mode 3: kept at their own size)
     latent_mask: Image.Image | None = None  # white = repaint, at width x height
     overlays: list[Image.Image] = field(default_factory=list)
     paste_to: tuple[int, int, int, int] | None = None
@@ -285,10 +286,17 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
             array = (torch.tensor(list(image_mask.getdata()), dtype=torch.float32) * 2).clamp(0, 255)
             mask_for_overlay = Image.new("L", image_mask.size)
             mask_for_overlay.putdata([int(v) for v in array.tolist()])
+    # Resize mode 3 ("Just resize (latent upscale)"): the image is encoded at its own size and
+    # the latent is resized (sample_batch). With a mask the overlay must match the output, so
+    # a masked request resizes the image instead, as mode 0.
+    latent_resize = request.resize_mode == 3 and image_mask is None
     prepared, overlays = [], []
     for source in request.init_images:
         image = ImageOps.exif_transpose(source).convert("RGB")
-        if crop is None:
+        if latent_resize:
+            own = prepared[0].size if prepared else (max(8, image.width // 8 * 8), max(8, image.height // 8 * 8))
+            image = imaging.resize_image(0, image, *own) if image.size != own else image
+        elif crop is None:
             image = imaging.resize_image(request.resize_mode, image, width, height)
         if image_mask is not None:
             masked = Image.new("RGBa", image.size)
@@ -382,7 +390,7 @@ def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extr
     params: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": sampler.name,
-        "Schedule type": plan.schedule.label,
+        "Schedule type": infotext_schedule_label(sampler, plan.schedule),
         "CFG scale": request.cfg_scale,
         "Seed": plan.seeds[index],
         "Face restoration": s.face_restoration_model if request.restore_faces else None,
@@ -565,6 +573,9 @@ def sample_batch(request, plan: Plan, ctx: JobContext, init: InitImages | None, 
     if init is not None:
         pixels = imaging.pil_to_tensor(_batch_of(init.images, batch.start, batch_size))
         init_latent = model.encode_images(pixels)
+        if init_latent.shape[-2:] != latent_hw:  # resize mode 3: upscale in latent space (A1111: bilinear)
+            init_latent = F.interpolate(init_latent, size=latent_hw, mode="bilinear", align_corners=False)
+            pixels = F.interpolate(pixels, size=(request.height, request.width), mode="bilinear", align_corners=False)
         if init.latent_mask is not None:
             keep, repaint = latent_masks(init.latent_mask, latent_hw, request.mask_round, model.latent_channels, model.device)
             if request.inpainting_fill == 2:  # latent noise

@@ -760,6 +760,14 @@ def effective_schedule(sampler: SamplerDef, schedule: ScheduleType) -> ScheduleT
     return find_schedule_type(sampler.default_schedule) or SCHEDULE_TYPES[1]
 
 
+def infotext_schedule_label(sampler: SamplerDef, schedule: ScheduleType) -> str:
+    """The "Schedule type" A1111 writes: a sigma sampler with its own default (DPM++ 2M: Karras) names
+    the schedule "Automatic" resolved to; otherwise the requested label ("Automatic" stays as is)."""
+    if schedule.function is None and sampler.function is not None and not sampler.takes_step_count and sampler.default_schedule != "uniform":
+        return effective_schedule(sampler, schedule).label
+    return schedule.label
+
+
 def sigmas_for(sampler: SamplerDef, schedule: ScheduleType, steps: int, model: DiscreteSigmas) -> torch.Tensor:
     """The sigma schedule a sigma sampler runs for `steps` steps (A1111 KDiffusionSampler.get_sigmas)."""
     chosen = effective_schedule(sampler, schedule)

@@ -170,6 +170,15 @@ def axis_blend_weights(starts: list[int], tile: int, length: int, ramp: int) -> 
     return [weight / total[start : start + tile] for start, weight in zip(starts, raw)]
 
 
+def _write_rows(values: np.ndarray, target: np.ndarray, chunk: int = 32) -> None:
+    """Blended float rows in [0, 1] -> uint8 rows, a few rows at a time (small temporaries)."""
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk] * 255.0
+        np.rint(part, out=part)
+        np.clip(part, 0, 255, out=part)
+        target[start : start + chunk] = part
+
+
 def upscale_array_tiled(
     run_model: Callable[[Any], Any],
     image: np.ndarray,
@@ -202,11 +211,20 @@ def upscale_array_tiled(
     source = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).unsqueeze(0)
 
     output = np.empty((out_h, out_w, 3), dtype=np.uint8)
-    pending = np.zeros((0, out_w, 3), dtype=np.float32)  # blended rows not yet final
-    pending_top = 0
+    # One float band as tall as a tile row holds the rows still being blended; it slides down
+    # the image, and rows are written to the uint8 output as soon as no later tile touches them.
+    # Memory beyond the output is this band and one tile, whatever the image size.
+    band_h = tile_h * scale
+    band = np.zeros((band_h, out_w, 3), dtype=np.float32)
+    band_top = 0
     total_tiles, done = len(ys) * len(xs), 0
     for row, y in enumerate(ys):
-        strip = np.zeros((tile_h * scale, out_w, 3), dtype=np.float32)
+        top = y * scale
+        if top > band_top:  # rows above `top` were finished with the previous tile row
+            shift = top - band_top
+            band[: band_h - shift] = band[shift:]
+            band[band_h - shift :] = 0.0
+            band_top = top
         for column, x in enumerate(xs):
             patch = source[..., y : y + tile_h, x : x + tile_w].to(device=device, dtype=dtype, memory_format=torch.contiguous_format).div_(255.0)
             with torch.inference_mode():
@@ -214,21 +232,15 @@ def upscale_array_tiled(
                 if tuple(result.shape[-2:]) != (tile_h * scale, tile_w * scale):
                     raise ModelLoadError(f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile, expected scale {scale}")
                 values = result[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-            strip[:, x * scale : (x + tile_w) * scale] += values * weights_x[column][None, :, None]
+            values *= weights_y[row][:, None, None]
+            values *= weights_x[column][None, :, None]
+            band[:, x * scale : (x + tile_w) * scale] += values
+            del result, values
             done += 1
             if on_tile is not None:
                 on_tile(done, total_tiles)
-        strip *= weights_y[row][:, None, None]
-        top, bottom = y * scale, (y + tile_h) * scale
-        grown_bottom = max(pending_top + len(pending), bottom)
-        if grown_bottom > pending_top + len(pending):
-            pending = np.concatenate([pending, np.zeros((grown_bottom - pending_top - len(pending), out_w, 3), np.float32)])
-        pending[top - pending_top : bottom - pending_top] += strip
         final_until = ys[row + 1] * scale if row + 1 < len(ys) else out_h
-        ready = final_until - pending_top
-        output[pending_top:final_until] = np.clip(np.rint(pending[:ready] * 255.0), 0, 255).astype(np.uint8)
-        pending = pending[ready:]
-        pending_top = final_until
+        _write_rows(band[: final_until - top], output[top:final_until])
     return output
 
 

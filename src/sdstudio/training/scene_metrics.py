@@ -18,6 +18,7 @@ from sdstudio.training import scenes
 
 OBJECT_DISTANCE = 60.0  # RGB distance from the background above which a pixel is "object"
 MIN_OBJECT_PIXELS = 12
+RING_INSET = 2
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,10 @@ def nearest_colour(rgb: np.ndarray) -> str:
 
 
 def background_rgb(image: np.ndarray) -> np.ndarray:
-    """Median colour of the 2-pixel border ring."""
+    """Median colour of a 3-pixel ring just inside the border (a VAE's outermost pixels can be off-colour)."""
     array = np.asarray(image, dtype=np.float32)
-    ring = np.concatenate([array[:2].reshape(-1, 3), array[-2:].reshape(-1, 3), array[:, :2].reshape(-1, 3), array[:, -2:].reshape(-1, 3)])
+    a, b = RING_INSET, RING_INSET + 3
+    ring = np.concatenate([array[a:b].reshape(-1, 3), array[-b:-a].reshape(-1, 3), array[:, a:b].reshape(-1, 3), array[:, -b:-a].reshape(-1, 3)])
     return np.median(ring, axis=0)
 
 

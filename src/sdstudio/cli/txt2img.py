@@ -174,7 +174,8 @@ def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
                 if not bars:
                     from tqdm import tqdm
 
-                    bars.append(tqdm(total=event.steps, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False))
+                    bars.append(tqdm(total=event.steps, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
+                                     desc=f"{kind} {event.job_no + 1}/{event.job_count}"))
                 bar = bars[0]
                 key = (event.job_no, event.steps)
                 if last["key"] != key:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,11 @@ def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, famil
     ddconfig = ldm["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
     vae_scale = 2 ** (len(ddconfig.get("ch_mult", [1, 2, 4, 4])) - 1)
     image_size = int(ldm["model"]["params"].get("image_size", 64)) * vae_scale
-    config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)
+    with warnings.catch_warnings():
+        # diffusers marks image_size deprecated for its own from_single_file; for a config
+        # built from the LDM yaml it is still what sets sample_size.
+        warnings.simplefilter("ignore", FutureWarning)
+        config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)
     if family.startswith("sdxl"):
         _sdxl_time_conditioning(config, state_dict, family)
     converted = convert_ldm_unet_checkpoint(state_dict, config)

@@ -13,7 +13,7 @@ import uvicorn
 
 from sdstudio.app import App, open_app
 from sdstudio.server.app import ServerOptions, create_api
-from sdstudio.server.job_queue import JobQueue
+from sdstudio.engine.job_queue import JobQueue
 
 
 def free_port() -> int:

@@ -229,7 +229,7 @@ def test_png_info_reads_parameters_and_other_chunks(tmp_path):
 
 def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
     from sdstudio.engine.processing import ProgressEvent
-    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.engine.job_queue import JobQueue
     from sdstudio.ui.jobs import follow_job, submit_work
 
     queue = JobQueue()
@@ -271,7 +271,7 @@ def test_progress_html_shows_queue_position_while_waiting():
 
 
 def test_build_ui_has_every_tab_and_the_generation_controls(backend):
-    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.engine.job_queue import JobQueue
     from sdstudio.ui.webui import TAB_IDS, build_ui
 
     blocks = build_ui(backend, JobQueue())

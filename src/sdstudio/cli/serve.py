@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from sdstudio.cli.common import open_app_from_args
     from sdstudio.server.app import ServerOptions, create_api
     from sdstudio.server.auth import parse_credentials
-    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.engine.job_queue import JobQueue
 
     parse_credentials(args.api_auth)  # fail early, with a clear line, on a malformed spec
     app = open_app_from_args(args)

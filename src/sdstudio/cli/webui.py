@@ -54,7 +54,7 @@ def serve(app, *, listen: bool = False, port: int = 7860, api: bool = False, ui_
     import uvicorn
 
     from sdstudio.server.auth import parse_credentials
-    from sdstudio.server.job_queue import JobQueue
+    from sdstudio.engine.job_queue import JobQueue
     from sdstudio.ui.backend import UiBackend
     from sdstudio.ui.webui import build_ui, mount_ui, offline_environment
 

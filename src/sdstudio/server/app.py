@@ -31,7 +31,7 @@ from sdstudio.server import api_models as m
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.errors import install_error_handlers
 from sdstudio.server.images import decode_base64_image, encode_image_base64
-from sdstudio.server.job_queue import Job, JobQueue
+from sdstudio.engine.job_queue import Job, JobQueue, submit_generation
 
 
 @dataclass
@@ -136,20 +136,7 @@ def engine_request_fields(body: BaseModel, request_type: type) -> dict[str, Any]
 
 def run_on_queue(queue: JobQueue, kind: str, work: Callable[[GenerationControl], Any], job_id: str | None = None) -> Job:
     """Queue `work(control)` with the job's stop flags and progress record wired in."""
-
-    def run(job: Job) -> Any:
-        def on_progress(event) -> None:
-            p = job.progress
-            p.job_no, p.job_count = event.job_no, event.job_count
-            p.sampling_step, p.sampling_steps = event.step, event.steps
-            p.textinfo = event.textinfo or None
-            if event.preview is not None:
-                p.preview, p.preview_id = event.preview, p.preview_id + 1
-
-        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
-        return work(control)
-
-    return queue.submit(kind, run, job_id=job_id)
+    return submit_generation(queue, kind, work, job_id=job_id)
 
 
 def generation_response(result, body: BaseModel) -> dict[str, Any]:

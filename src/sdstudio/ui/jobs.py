@@ -1,4 +1,4 @@
-"""UI work goes through the server's job queue, the same line the API's requests wait in.
+"""UI work goes through the engine's job queue, the same line the API's requests wait in.
 
 `submit_work` queues a function of a `GenerationControl` (the engine's progress sink and
 stop flags) and returns the queue's `Job`; `follow_job` yields progress snapshots while
@@ -20,21 +20,9 @@ POLL_SECONDS = 0.4
 
 def submit_work(queue, kind: str, work: Callable[[Any], Any]):
     """Queue `work(control)` with the job's interrupt/skip flags and progress record wired in."""
-    from sdstudio.engine.service import GenerationControl
+    from sdstudio.engine.job_queue import submit_generation
 
-    def run(job) -> Any:
-        def on_progress(event) -> None:
-            p = job.progress
-            p.job_no, p.job_count = event.job_no, event.job_count
-            p.sampling_step, p.sampling_steps = event.step, event.steps
-            p.textinfo = event.textinfo or None
-            if event.preview is not None:
-                p.preview, p.preview_id = event.preview, p.preview_id + 1
-
-        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
-        return work(control)
-
-    return queue.submit(kind, run)
+    return submit_generation(queue, kind, work)
 
 
 def submit_plain(queue, kind: str, work: Callable[[], Any]):

@@ -169,3 +169,26 @@ class JobQueue:
                 job.finished_at = time.time()
                 with self._condition:
                     self._current = None
+
+
+def submit_generation(queue: JobQueue, kind: str, work: Callable[[Any], Any], job_id: str | None = None) -> Job:
+    """Queue `work(control)`, its GenerationControl wired to the job's stop flags and progress record.
+
+    The one way front ends (API, web UI) put engine work on the queue, so progress, interrupt
+    and skip behave the same whoever submitted the job.
+    """
+    from sdstudio.engine.service import GenerationControl
+
+    def run(job: Job) -> Any:
+        def on_progress(event) -> None:
+            p = job.progress
+            p.job_no, p.job_count = event.job_no, event.job_count
+            p.sampling_step, p.sampling_steps = event.step, event.steps
+            p.textinfo = event.textinfo or None
+            if event.preview is not None:
+                p.preview, p.preview_id = event.preview, p.preview_id + 1
+
+        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
+        return work(control)
+
+    return queue.submit(kind, run, job_id=job_id)

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from sdstudio.server.job_queue import JobQueue
+from sdstudio.engine.job_queue import JobQueue
 
 
 @pytest.fixture

@@ -87,7 +87,7 @@ def test_switching_checkpoints_keeps_one_model_loaded(data_dir_with_model):
     import gc
     import weakref
 
-    from conftest import write_tiny_checkpoint
+    from checkpoint_files import write_tiny_checkpoint
 
     write_tiny_checkpoint(data_dir_with_model / "models" / "Stable-diffusion", "second.safetensors", seed=1)
     app = open_app(data_dir_with_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import noise_image, save_compact
+from postprocess_networks import noise_image, save_compact
 from PIL import Image, PngImagePlugin
 
 from sdstudio.errors import NotFound

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import draw_face, noise_image, save_codeformer, save_esrgan, save_gfpgan
+from postprocess_networks import draw_face, noise_image, save_codeformer, save_esrgan, save_gfpgan
 from PIL import Image
 
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound

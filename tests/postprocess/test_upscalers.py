@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import noise_image, save_compact, save_esrgan, save_realesrgan_rrdb, save_swinir
+from postprocess_networks import noise_image, save_compact, save_esrgan, save_realesrgan_rrdb, save_swinir
 from PIL import Image
 from safetensors.torch import save_file
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import draw_face, noise_image
+from postprocess_networks import draw_face, noise_image
 from PIL import Image
 
 from sdstudio.errors import InvalidRequest

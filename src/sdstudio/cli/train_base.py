@@ -19,9 +19,9 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--out", required=True, type=Path, help="folder for the state, log, samples and checkpoint")
-    parser.add_argument("--steps", type=int, default=10000, help="UNet + text encoder steps (default 10000)")
+    parser.add_argument("--steps", type=int, default=9500, help="UNet + text encoder steps (default 9500)")
     parser.add_argument("--vae-steps", type=int, default=800, help="VAE steps before the UNet (default 800)")
-    parser.add_argument("--decoder-steps", type=int, default=400, help="decoder fine-tuning steps after the UNet (default 400)")
+    parser.add_argument("--decoder-steps", type=int, default=250, help="decoder fine-tuning steps after the UNet (default 250)")
     parser.add_argument("--batch-size", type=int, default=32, help="scenes per UNet step (default 32)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak UNet/text-encoder learning rate (default 1e-3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, data and noise (default 0)")

@@ -58,9 +58,9 @@ class BaseTrainingConfig:
     """Hyperparameters of a train-base run (saved in the state; a resumed run keeps its seed and sizes)."""
 
     out_dir: Path
-    unet_steps: int = 10000
+    unet_steps: int = 9500
     vae_steps: int = 800
-    decoder_steps: int = 400
+    decoder_steps: int = 250
     batch_size: int = 32
     vae_batch_size: int = 16
     learning_rate: float = 1e-3

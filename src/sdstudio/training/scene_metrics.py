@@ -9,7 +9,8 @@ generator's own images (noise added, so it tolerates a generated image's ragged 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ MIN_OBJECT_PIXELS = 12
 RING_INSET = 2
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SceneReading:
     """What the scorer sees in one image (None: no object found)."""
 
@@ -52,9 +53,16 @@ def object_mask(image: np.ndarray, background: np.ndarray | None = None) -> np.n
 
 
 class ShapeClassifier:
-    """A small CNN from a 64x64 object mask to circle/square/triangle, trained on rendered scenes."""
+    """A small CNN from a 64x64 object mask to a shape name, trained on rendered scenes.
 
-    def __init__(self, seed: int = 0, scenes_count: int = 3000, steps: int = 400):
+    `extra_shapes` maps further shape names to renderers (scene -> uint8 image drawn with that
+    shape instead of the scene's own); a LoRA demo uses it to recognise a star.
+    """
+
+    def __init__(self, seed: int = 0, scenes_count: int = 3000, steps: int = 400,
+                 extra_shapes: dict[str, Callable[[scenes.Scene], np.ndarray]] | None = None):
+        self.extra_shapes = dict(extra_shapes or {})
+        self.shapes = (*scenes.SHAPES, *self.extra_shapes)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.network = torch.nn.Sequential(
@@ -62,9 +70,9 @@ class ShapeClassifier:
             torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
             torch.nn.Conv2d(32, 48, 3, stride=2, padding=1), torch.nn.ReLU(),
             torch.nn.Conv2d(48, 48, 3, stride=1, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(48, len(scenes.SHAPES)),
+            torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(48, len(self.shapes)),
         )
-        masks, labels = self._training_set(seed, scenes_count)
+        masks, labels = self._training_set(seed, scenes_count * len(self.shapes) // len(scenes.SHAPES))
         optimizer = torch.optim.Adam(self.network.parameters(), lr=3e-3)
         for _ in range(steps):
             index = torch.randint(0, len(masks), (64,), generator=generator)
@@ -74,31 +82,41 @@ class ShapeClassifier:
             optimizer.step()
         self.network.eval().requires_grad_(False)
 
-    @staticmethod
-    def _training_set(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _training_set(self, seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng(seed)
         batch = scenes.scene_batch(seed, 0, count, "all")
         masks, labels = [], []
         for scene in batch:
-            image = scene.render().astype(np.float32)
+            label = int(rng.integers(len(self.shapes))) if self.extra_shapes else scenes.SHAPES.index(scene.shape)
+            name = self.shapes[label]
+            image = (self.extra_shapes[name](scene) if name in self.extra_shapes else dataclasses.replace(scene, shape=name).render()).astype(np.float32)
+            if self.extra_shapes and rng.random() < 0.5:
+                image = _box_blur(image)  # generated shapes have soft edges and blunt corners
             image += rng.normal(0, rng.uniform(0, 25), size=image.shape)  # generated images are never clean
             masks.append(object_mask(np.clip(image, 0, 255)))
-            labels.append(scenes.SHAPES.index(scene.shape))
+            labels.append(label)
         return _mask_tensor(masks), torch.tensor(labels)
 
     def predict(self, masks: list[np.ndarray]) -> list[str]:
         """The shape name for each mask."""
         with torch.no_grad():
             logits = self.network(_mask_tensor(masks))
-        return [scenes.SHAPES[int(i)] for i in logits.argmax(dim=1)]
+        return [self.shapes[int(i)] for i in logits.argmax(dim=1)]
+
+
+def _box_blur(image: np.ndarray) -> np.ndarray:
+    """A 3x3 box blur of an HxWx3 float image (edges repeated)."""
+    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    height, width = image.shape[:2]
+    return sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9.0
 
 
 def _mask_tensor(masks: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(masks).astype(np.float32)).unsqueeze(1)
 
 
-def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier) -> list[SceneReading]:
-    """Background colour, object colour and shape of each image (uint8 HxWx3, 64x64)."""
+def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier | None) -> list[SceneReading]:
+    """Background colour, object colour and shape of each image (uint8 HxWx3, 64x64); no classifier: colours only."""
     readings: list[SceneReading | None] = []
     masks, with_object = [], []
     for index, image in enumerate(images):
@@ -115,7 +133,7 @@ def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier) -> list[S
         readings.append(SceneReading(nearest_colour(background), nearest_colour(np.median(array[core], axis=0)), None))
         masks.append(mask)
         with_object.append(index)
-    for index, shape in zip(with_object, classifier.predict(masks) if masks else []):
+    for index, shape in zip(with_object, classifier.predict(masks) if masks and classifier is not None else []):
         reading = readings[index]
         readings[index] = SceneReading(reading.background, reading.colour, shape)
     return readings  # type: ignore[return-value]

@@ -110,20 +110,15 @@ def test_resize_mode_3_upscales_in_latent_space(engine):
 
 def test_bundled_model_draws_what_the_prompt_says(engine):
     """The shipped model follows prompts: colours read back from the pixels match the prompt (eval_tiny.py in small)."""
-    from sdstudio.training import scene_metrics
+    from sdstudio.training import scene_metrics, scenes
 
-    prompts = [
-        ("a red circle on a blue background", "red", "blue"),
-        ("a yellow square on a black background", "yellow", "black"),
-        ("a white triangle on a green background", "white", "green"),
-        ("a blue circle on a yellow background", "blue", "yellow"),
-        ("a black square on a white background", "black", "white"),
-        ("a green triangle on a red background", "green", "red"),
-    ]
+    combos = [("red", "circle", "blue"), ("yellow", "square", "black"), ("white", "triangle", "green"),
+              ("blue", "circle", "yellow"), ("black", "square", "white"), ("green", "triangle", "red")]
     object_hits = background_hits = 0
-    for prompt, colour, background in prompts:
-        result = engine.txt2img(Txt2ImgRequest(prompt=prompt, seed=0, batch_size=4, steps=20, cfg_scale=7.0, sampler_name="Euler a",
-                                               width=64, height=64, do_not_save_samples=True, do_not_save_grid=True))
+    for colour, shape, background in combos:
+        result = engine.txt2img(Txt2ImgRequest(prompt=scenes.caption_for(colour, shape, background), seed=0, batch_size=4, steps=20,
+                                               cfg_scale=7.0, sampler_name="Euler a", width=64, height=64,
+                                               do_not_save_samples=True, do_not_save_grid=True))
         images = [np.asarray(image.convert("RGB")) for image in result.images[result.index_of_first_image:]]
         for reading in scene_metrics.read_scenes(images, classifier=None):
             background_hits += reading.background == background

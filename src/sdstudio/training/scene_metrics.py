@@ -87,11 +87,19 @@ class ShapeClassifier:
         batch = scenes.scene_batch(seed, 0, count, "all")
         masks, labels = [], []
         for scene in batch:
-            label = int(rng.integers(len(self.shapes))) if self.extra_shapes else scenes.SHAPES.index(scene.shape)
-            name = self.shapes[label]
-            image = (self.extra_shapes[name](scene) if name in self.extra_shapes else dataclasses.replace(scene, shape=name).render()).astype(np.float32)
-            if self.extra_shapes and rng.random() < 0.5:
-                image = _box_blur(image)  # generated shapes have soft edges and blunt corners
+            if self.extra_shapes:
+                # Every class equally often, drawn with the scene's colours, size and place.
+                label = int(rng.integers(len(self.shapes)))
+                name = self.shapes[label]
+                if name in self.extra_shapes:
+                    image = self.extra_shapes[name](scene).astype(np.float32)
+                else:
+                    image = dataclasses.replace(scene, shape=name).render().astype(np.float32)
+                if rng.random() < 0.5:
+                    image = _box_blur(image)  # generated shapes have soft edges and blunt corners
+            else:
+                label = scenes.SHAPES.index(scene.shape)
+                image = scene.render().astype(np.float32)
             image += rng.normal(0, rng.uniform(0, 25), size=image.shape)  # generated images are never clean
             masks.append(object_mask(np.clip(image, 0, 255)))
             labels.append(label)

@@ -1,6 +1,6 @@
-"""Training the bundled tiny model from scratch: VAE, then UNet + text encoder, then the decoder.
+"""Training the bundled tiny model from scratch: VAE, UNet + text encoder, decoder, refinement.
 
-The run has three phases, each resumable from `OUT/state.pt` (written atomically every
+The run has four phases, each resumable from `OUT/state.pt` (written atomically every
 `save_every` steps):
 
 1. ``vae``: the `AutoencoderKL` learns to reconstruct scenes. Latents are the posterior mean
@@ -11,6 +11,8 @@ The run has three phases, each resumable from `OUT/state.pt` (written atomically
    for classifier-free guidance, and an EMA of both; the EMA weights are what ships.
 3. ``decoder``: the decoder is fine-tuned with the encoder frozen, so the latent space the UNet
    learned stays the same while reconstructions get cleaner.
+4. ``refine``: the UNet and text encoder continue at a low learning rate with low-frequency noise, so
+   the colours of an image follow the prompt rather than the mean of the seed's noise.
 
 Every batch is drawn from the procedural scene generator from (seed, phase, step) alone, and
 every noise tensor from a generator seeded the same way, so a resumed run sees exactly the data
@@ -40,7 +42,7 @@ from sdstudio.training.tiny_model import SCHEDULER_CONFIG, build_components, tin
 STATE_FILE = "state.pt"
 LOG_FILE = "train.log"
 CHECKPOINT_NAME = "sdstudio-tiny.safetensors"
-PHASES = ("vae", "unet", "decoder", "done")
+PHASES = ("vae", "unet", "decoder", "refine", "done")
 
 # Fixed prompts of the sample grids: seen and held-out combinations, with and without extras.
 SAMPLE_PROMPTS = (
@@ -60,12 +62,16 @@ class BaseTrainingConfig:
     out_dir: Path
     unet_steps: int = 9500
     vae_steps: int = 800
-    decoder_steps: int = 250
+    decoder_steps: int = 2250
+    refine_steps: int = 1500
     batch_size: int = 32
     vae_batch_size: int = 16
     learning_rate: float = 1e-3
     vae_learning_rate: float = 2e-3
     warmup_steps: int = 200
+    refine_learning_rate: float = 2e-4
+    refine_warmup_steps: int = 50
+    low_frequency_noise: float = 0.1
     seed: int = 0
     save_every: int = 100
     sample_every: int = 1000
@@ -78,14 +84,16 @@ class BaseTrainingConfig:
 
     def check(self) -> None:
         """Reject impossible values, naming the option."""
-        for name in ("unet_steps", "vae_steps", "decoder_steps"):
+        for name in ("unet_steps", "vae_steps", "decoder_steps", "refine_steps"):
             if int(getattr(self, name)) < 0:
                 raise InvalidRequest(name.replace("_", "-"), "must be 0 or more")
         for name in ("batch_size", "vae_batch_size", "save_every"):
             if int(getattr(self, name)) < 1:
                 raise InvalidRequest(name.replace("_", "-"), "must be at least 1")
-        if self.learning_rate <= 0 or self.vae_learning_rate <= 0:
+        if self.learning_rate <= 0 or self.vae_learning_rate <= 0 or self.refine_learning_rate <= 0:
             raise InvalidRequest("learning-rate", "must be positive")
+        if self.low_frequency_noise < 0:
+            raise InvalidRequest("low-frequency-noise", "must be 0 or more")
 
 
 @dataclass
@@ -146,7 +154,7 @@ class _Run:
         self.scale_factor = 1.0
         self.phase = "vae"
         self.step = 0
-        self.steps_done = {"vae": 0, "unet": 0, "decoder": 0}
+        self.steps_done = {"vae": 0, "unet": 0, "decoder": 0, "refine": 0}
         self.optimizer_state: dict | None = None
         self.sample_grids: list[Path] = []
 
@@ -193,7 +201,7 @@ class _Run:
         self.ema_unet.load_state_dict(state["ema_unet"])
         self.ema_text_encoder.load_state_dict(state["ema_text_encoder"])
         self.phase, self.step = state["phase"], int(state["step"])
-        self.steps_done = dict(state["steps_done"])
+        self.steps_done = {phase: 0 for phase in PHASES[:-1]} | dict(state["steps_done"])  # older states lack "refine"
         self.scale_factor = float(state["scale_factor"])
         self.optimizer_state = state["optimizer"]
 
@@ -203,8 +211,22 @@ class _Run:
             self.optimizer_state = None
 
     def _next_phase(self, phase: str) -> None:
-        self.phase, self.step, self.optimizer_state = phase, 0, None
+        # A phase already (partly) done, as when a finished run is extended, continues where it stopped.
+        self.phase, self.step, self.optimizer_state = phase, self.steps_done.get(phase, 0), None
         self.save_state(None)
+
+    def extend_finished(self) -> str | None:
+        """Reopen a finished run whose decoder or refine phase has more steps configured than it did.
+
+        Both only continue what the earlier phases made (the decoder needs only the frozen
+        encoder, refinement only the UNet), so they can be lengthened after the fact; the
+        optimizer starts afresh. Returns the phase reopened.
+        """
+        for phase in ("decoder", "refine"):
+            if self.phase == "done" and self.steps_done[phase] < getattr(self.config, f"{phase}_steps"):
+                self.phase, self.step, self.optimizer_state = phase, self.steps_done[phase], None
+                return phase
+        return None
 
     # -- phases --------------------------------------------------------------------------
 
@@ -245,6 +267,26 @@ class _Run:
         self._next_phase("unet")
 
     def train_unet(self) -> None:
+        """Phase 2: the UNet and text encoder from their random init, warmup then cosine decay."""
+        config = self.config
+        self._train_denoiser("unet", config.unet_steps, config.learning_rate, config.warmup_steps, low_frequency=0.0)
+        self._next_phase("decoder")
+
+    def train_refine(self) -> None:
+        """Phase 4: the trained UNet and text encoder continue at a low learning rate with low-frequency noise.
+
+        Low-frequency noise (offset noise and coarse grids, see `_training_noise`) stops the model
+        from reading an image's colours off broad patterns of the noise: on 16x16 latents such
+        patterns are strong enough that some seeds otherwise pull every prompt towards a dark
+        frame. It comes after the decoder phase (which needs only the frozen encoder), so a finished
+        run can be refined by `--resume` with more refine steps and ends where a longer run would.
+        """
+        config = self.config
+        self._train_denoiser("refine", config.refine_steps, config.refine_learning_rate, config.refine_warmup_steps,
+                             low_frequency=config.low_frequency_noise)
+        self._next_phase("done")
+
+    def _train_denoiser(self, phase: str, steps: int, peak_lr: float, warmup: int, low_frequency: float) -> None:
         from diffusers import DDPMScheduler
 
         from sdstudio.training.lora_training import caption_token_ids
@@ -253,23 +295,23 @@ class _Run:
         self.vae.eval().requires_grad_(False)
         alphas_cumprod = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod.to(self.device)
         parameters = list(unet.parameters()) + list(text_encoder.parameters())
-        optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=0.01)
         self._restore_optimizer(optimizer)
         unet.train()
         text_encoder.train()
         timer = _StepTimer()
-        while self.step < config.unet_steps:
-            lr = _warmup_cosine(self.step, config.unet_steps, config.warmup_steps, config.learning_rate)
+        while self.step < steps:
+            lr = _warmup_cosine(self.step, steps, warmup, peak_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = _scene_batch(config.seed, "unet", self.step, config.batch_size)
-            rng = np.random.default_rng(_phase_seed(config.seed, "unet", self.step))
+            batch = _scene_batch(config.seed, phase, self.step, config.batch_size)
+            rng = np.random.default_rng(_phase_seed(config.seed, phase, self.step))
             captions = training_captions(batch, rng, config.caption_dropout)
-            generator = _noise_generator(config.seed, "unet", self.step)
+            generator = _noise_generator(config.seed, phase, self.step)
             with torch.no_grad():
                 x = scenes.images_to_tensor([s.render() for s in batch]).to(self.device)
                 latents = self.vae.encode(x).latent_dist.mean * self.scale_factor
-            noise = torch.randn(latents.shape, generator=generator).to(self.device)
+            noise = _training_noise(latents.shape, generator, low_frequency).to(self.device)
             timesteps = torch.randint(0, len(alphas_cumprod), (latents.shape[0],), generator=generator).to(self.device)
             alpha = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             noisy = alpha.sqrt() * latents + (1 - alpha).sqrt() * noise
@@ -283,22 +325,23 @@ class _Run:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
-            decay = min(config.ema_decay, (1 + self.step) / (10 + self.step))
+            # The EMA warms up over the first UNet steps only; refinement continues it at full decay.
+            ema_step = self.step + (self.steps_done["unet"] if phase == "refine" else 0)
+            decay = min(config.ema_decay, (1 + ema_step) / (10 + ema_step))
             with torch.no_grad():
                 for ema, live in ((self.ema_unet, unet), (self.ema_text_encoder, text_encoder)):
                     for e, p in zip(ema.parameters(), live.parameters()):
                         e.lerp_(p, 1 - decay)
             self.step += 1
-            self.steps_done["unet"] = self.step
-            self._report("unet", loss.item(), lr, timer)
-            if self.step % config.save_every == 0 or self.step == config.unet_steps:
+            self.steps_done[phase] = self.step
+            self._report(phase, loss.item(), lr, timer)
+            if self.step % config.save_every == 0 or self.step == steps:
                 self.save_state(optimizer)
-            if config.sample_every and self.step % config.sample_every == 0 and self.step < config.unet_steps:
+            if config.sample_every and self.step % config.sample_every == 0 and self.step < steps:
                 self.write_samples()
                 self.export()
         unet.eval()
         text_encoder.eval()
-        self._next_phase("decoder")
 
     def train_decoder(self) -> None:
         config, vae = self.config, self.vae
@@ -331,7 +374,7 @@ class _Run:
             if self.step % config.save_every == 0 or self.step == config.decoder_steps:
                 self.save_state(optimizer)
         vae.eval().requires_grad_(False)
-        self._next_phase("done")
+        self._next_phase("refine")
 
     # -- outputs -------------------------------------------------------------------------
 
@@ -400,6 +443,20 @@ class _StepTimer:
         return (time.monotonic() - self.start) / self.count
 
 
+def _training_noise(shape: torch.Size, generator: torch.Generator, low_frequency: float) -> torch.Tensor:
+    """Gaussian noise plus, at `low_frequency` strength each, noise on 1x1, 2x2 and 4x4 grids upsampled.
+
+    The 1x1 level is offset noise (Guttenberg 2023); the coarser grids extend it to broad patterns
+    such as a dark frame, which a 16x16 latent's noise holds often enough to steer an image.
+    """
+    noise = torch.randn(shape, generator=generator)
+    if low_frequency:
+        for cells in (1, 2, 4):
+            coarse = torch.randn((*shape[:2], cells, cells), generator=generator)
+            noise = noise + low_frequency * F.interpolate(coarse, size=tuple(shape[2:]), mode="bilinear", align_corners=False)
+    return noise
+
+
 def _warmup_cosine(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warmup to `peak`, then cosine decay to a tenth of it at `total`."""
     if step < warmup:
@@ -427,6 +484,9 @@ def train_base(config: BaseTrainingConfig, resume: bool = False, log: Callable[[
             if not resume:
                 raise InvalidRequest("out", f"{out} already holds a training state; pass --resume to continue it, or choose another --out")
             run.load_state()
+            reopened = run.extend_finished()
+            if reopened:
+                log_line(f"extending the finished run: {reopened} from step {run.step} to {getattr(config, reopened + '_steps')}")
             log_line(f"resuming at {run.phase} step {run.step}")
         else:
             settings = {k: v for k, v in asdict(config).items() if k != "architecture"}
@@ -437,6 +497,8 @@ def train_base(config: BaseTrainingConfig, resume: bool = False, log: Callable[[
             run.train_unet()
         if run.phase == "decoder":
             run.train_decoder()
+        if run.phase == "refine":
+            run.train_refine()
         grid = run.write_samples()
         checkpoint = run.export()
         return BaseTrainingResult(checkpoint, dict(run.steps_done), time.monotonic() - began, [*run.sample_grids[:-1], grid])

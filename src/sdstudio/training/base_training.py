@@ -12,7 +12,7 @@ The run has four phases, each resumable from `OUT/state.pt` (written atomically 
 3. ``decoder``: the decoder is fine-tuned with the encoder frozen, so the latent space the UNet
    learned stays the same while reconstructions get cleaner.
 4. ``refine``: the UNet and text encoder continue at a low learning rate with low-frequency noise, so
-   the colours of an image follow the prompt rather than the mean of the seed's noise.
+   the colours of an image follow the prompt rather than broad patterns of the seed's noise.
 
 Every batch is drawn from the procedural scene generator from (seed, phase, step) alone, and
 every noise tensor from a generator seeded the same way, so a resumed run sees exactly the data
@@ -154,7 +154,7 @@ class _Run:
         self.scale_factor = 1.0
         self.phase = "vae"
         self.step = 0
-        self.steps_done = {"vae": 0, "unet": 0, "decoder": 0, "refine": 0}
+        self.steps_done = {phase: 0 for phase in PHASES[:-1]}
         self.optimizer_state: dict | None = None
         self.sample_grids: list[Path] = []
 
@@ -222,9 +222,11 @@ class _Run:
         encoder, refinement only the UNet), so they can be lengthened after the fact; the
         optimizer starts afresh. Returns the phase reopened.
         """
+        if self.phase != "done":
+            return None
         for phase in ("decoder", "refine"):
-            if self.phase == "done" and self.steps_done[phase] < getattr(self.config, f"{phase}_steps"):
-                self.phase, self.step, self.optimizer_state = phase, self.steps_done[phase], None
+            if self.steps_done[phase] < getattr(self.config, f"{phase}_steps"):
+                self._next_phase(phase)
                 return phase
         return None
 
@@ -279,7 +281,7 @@ class _Run:
         from reading an image's colours off broad patterns of the noise: on 16x16 latents such
         patterns are strong enough that some seeds otherwise pull every prompt towards a dark
         frame. It comes after the decoder phase (which needs only the frozen encoder), so a finished
-        run can be refined by `--resume` with more refine steps and ends where a longer run would.
+        run can be refined by `--resume` with refine steps and ends where a straight run would.
         """
         config = self.config
         self._train_denoiser("refine", config.refine_steps, config.refine_learning_rate, config.refine_warmup_steps,

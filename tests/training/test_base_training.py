@@ -1,4 +1,4 @@
-"""train-base: all three phases on a micro model, export through the real loader, exact resume, CLI errors."""
+"""train-base: all four phases on a micro model, export through the real loader, exact resume, CLI errors."""
 
 from __future__ import annotations
 
@@ -112,3 +112,12 @@ def test_cli_refuses_to_overwrite_a_run_without_resume(tmp_path):
     assert "--resume" in again.stderr and "Traceback" not in again.stderr
     bad = subprocess.run([*command[:4], str(tmp_path / "other"), "--steps", "-1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "steps" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_defaults_are_the_training_defaults(tmp_path):
+    """`sdstudio train-base --out DIR` must train what BaseTrainingConfig (and the README) describe."""
+    from sdstudio.cli.main import build_parser
+    from sdstudio.cli.train_base import training_config
+
+    from_cli = training_config(build_parser().parse_args(["train-base", "--out", str(tmp_path)]))
+    assert from_cli == BaseTrainingConfig(out_dir=tmp_path)

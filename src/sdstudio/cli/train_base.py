@@ -38,23 +38,29 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train, then say where the checkpoint is."""
-    import torch
-
-    from sdstudio.training.base_training import BaseTrainingConfig, train_base
+def training_config(args: argparse.Namespace):
+    """The BaseTrainingConfig the parsed options ask for."""
+    from sdstudio.training.base_training import BaseTrainingConfig
     from sdstudio.training.tiny_model import micro_ldm_config, tiny_ldm_config
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = BaseTrainingConfig(
+    return BaseTrainingConfig(
         out_dir=args.out, unet_steps=args.steps, vae_steps=args.vae_steps, decoder_steps=args.decoder_steps,
         refine_steps=args.refine_steps, low_frequency_noise=args.low_frequency_noise,
         batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed, save_every=args.save_every,
         sample_every=args.sample_every, device=args.device,
         architecture=micro_ldm_config() if args.size == "micro" else tiny_ldm_config(),
     )
-    result = train_base(config, resume=args.resume, log=lambda line: print(line, flush=True))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then say where the checkpoint is."""
+    import torch
+
+    from sdstudio.training.base_training import train_base
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train_base(training_config(args), resume=args.resume, log=lambda line: print(line, flush=True))
     steps = ", ".join(f"{phase} {n}" for phase, n in result.steps.items())
     print(f"checkpoint: {result.checkpoint} ({steps} steps, {result.seconds / 60:.1f} min this run)")
     return 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sdstudio.extensions.lora import LoraActivation, LoraLibrary, activations_from_prompt
-from sdstudio.extensions.lora.names import ldm_unet_module_names
+from sdstudio.models.ldm_names import ldm_unet_module_names
 
 from .conftest import Probe, kohya_lora_tensors, module_path, write_lora
 

@@ -61,6 +61,20 @@ def test_save_load_save_is_bit_exact(tmp_path):
     assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in a
 
 
+
+def test_saver_refuses_a_unet_the_ldm_layout_cannot_describe(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from sdstudio.errors import InvalidRequest
+
+    uneven = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=(1, 2), cross_attention_dim=64,
+                                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    _, vae, te = sd1_parts()
+    with pytest.raises(InvalidRequest, match="unet.*same number of resnets"):
+        save_checkpoint(tmp_path / "uneven.safetensors", unet=uneven, vae=vae, text_encoder=te)
+    assert not (tmp_path / "uneven.safetensors").exists()
+
 def test_outer_state_dict_wrapper_in_ckpt(tmp_path):
     unet, vae, te = sd1_parts()
     tensors = ldm_state_dict(unet=unet, vae=vae, text_encoder=te)

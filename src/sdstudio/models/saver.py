@@ -20,78 +20,21 @@ from sdstudio.config import atomic_write_bytes
 from sdstudio.errors import InvalidRequest
 from sdstudio.models.loader import hf_text_model_state_dict
 from sdstudio.models.detect import SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, SDXL_PREFIX, UNET_PREFIX, VAE_PREFIX
-
-_RESNET = {  # diffusers ResnetBlock2D -> LDM ResBlock
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
-_UNET_TOP = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "class_embedding.linear_1": "label_emb.0.0",
-    "class_embedding.linear_2": "label_emb.0.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-
-
-def _rename_resnet(rest: str) -> str:
-    head, _, tail = rest.partition(".")
-    return f"{_RESNET.get(head, head)}.{tail}" if tail else _RESNET.get(head, head)
+from sdstudio.models.ldm_names import ldm_unet_module_names
 
 
 def unet_key_map(unet) -> dict[str, str]:
     """diffusers UNet2DConditionModel key -> LDM `model.diffusion_model.*` key."""
-    config = unet.config
-    layers = config.layers_per_block
-    layers = [layers] * len(config.down_block_types) if isinstance(layers, int) else list(layers)
-    if len(set(layers)) != 1:
+    layers = unet.config.layers_per_block
+    if not isinstance(layers, int) and len(set(layers)) != 1:
         raise InvalidRequest("unet", "LDM layout needs the same number of resnets per level")
-    n = layers[0]
-    levels = len(config.down_block_types)
+    modules = ldm_unet_module_names(unet)
     mapping: dict[str, str] = {}
     for key in unet.state_dict():
-        parts = key.split(".")
-        ldm: str | None = None
-        for prefix, target in _UNET_TOP.items():
-            if key.startswith(prefix + "."):
-                ldm = target + key[len(prefix) :]
-                break
-        if ldm is None and parts[0] == "down_blocks":
-            level, kind = int(parts[1]), parts[2]
-            if kind == "resnets":
-                j = int(parts[3])
-                ldm = f"input_blocks.{1 + level * (n + 1) + j}.0.{_rename_resnet('.'.join(parts[4:]))}"
-            elif kind == "attentions":
-                j = int(parts[3])
-                ldm = f"input_blocks.{1 + level * (n + 1) + j}.1.{'.'.join(parts[4:])}"
-            elif kind == "downsamplers":  # down_blocks.L.downsamplers.0.conv.weight
-                ldm = f"input_blocks.{1 + level * (n + 1) + n}.0.op.{'.'.join(parts[5:])}"
-        elif ldm is None and parts[0] == "mid_block":
-            kind, j = parts[1], int(parts[2])
-            rest = ".".join(parts[3:])
-            ldm = f"middle_block.{0 if j == 0 else 2}.{_rename_resnet(rest)}" if kind == "resnets" else f"middle_block.1.{rest}"
-        elif ldm is None and parts[0] == "up_blocks":
-            level, kind = int(parts[1]), parts[2]
-            has_attention = "CrossAttn" in config.up_block_types[level]
-            if kind == "resnets":
-                j = int(parts[3])
-                ldm = f"output_blocks.{level * (n + 1) + j}.0.{_rename_resnet('.'.join(parts[4:]))}"
-            elif kind == "attentions":
-                j = int(parts[3])
-                ldm = f"output_blocks.{level * (n + 1) + j}.1.{'.'.join(parts[4:])}"
-            elif kind == "upsamplers":  # up_blocks.L.upsamplers.0.conv.weight
-                ldm = f"output_blocks.{level * (n + 1) + n}.{2 if has_attention else 1}.{'.'.join(parts[4:])}"
-        if ldm is None or (parts[0] == "down_blocks" and int(parts[1]) >= levels):
+        module, _, parameter = key.rpartition(".")
+        if module not in modules:
             raise InvalidRequest("unet", f"no LDM name for UNet weight {key}")
-        mapping[key] = UNET_PREFIX + ldm
+        mapping[key] = f"{UNET_PREFIX}{modules[module]}.{parameter}"
     return mapping
 
 

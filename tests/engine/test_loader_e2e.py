@@ -1,15 +1,16 @@
-"""A tiny random checkpoint written to disk with the model manager's saver, generated from
-through the real loader, prompt layer, App wiring and CLI."""
+"""A tiny random checkpoint written to disk by the model manager's saver, loaded by the real
+loader and generated from through the prompt layer, App wiring and CLI."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("sdstudio.models.loader")
-saver = pytest.importorskip("sdstudio.models.saver")
+pytest.importorskip("sdstudio.models.saver")
+
+from checkpoint_files import write_tiny_checkpoint  # noqa: E402
 
 from sdstudio.cli.main import main  # noqa: E402
 from sdstudio.engine.infotext import request_fields_from_infotext  # noqa: E402
@@ -21,22 +22,7 @@ SMALL = dict(width=64, height=64, steps=2)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4,
-    )
-    vae = AutoencoderKL(block_out_channels=(32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, layers_per_block=1, sample_size=64)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                num_attention_heads=2, max_position_embeddings=77))
-    folder = tmp_path_factory.mktemp("ckpt")
-    yaml_text = saver.ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2)
-    return saver.save_checkpoint(folder / "random-tiny.safetensors", unet=unet, vae=vae, text_encoder=text_encoder, yaml_text=yaml_text)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 @pytest.fixture(scope="module")

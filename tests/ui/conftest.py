@@ -60,10 +60,9 @@ def provide_checkpoint(data_dir: Path) -> str | None:
     if BUNDLED_MODEL.is_file():
         return "bundled"  # the model registry lists it without copying
     if _importable("sdstudio.models.saver"):
-        sys.path.insert(0, str(Path(__file__).parent))
-        from tiny_model import write_random_checkpoint
+        from checkpoint_files import write_tiny_checkpoint
 
-        write_random_checkpoint(target)
+        write_tiny_checkpoint(target)
         return "random"
     return None
 

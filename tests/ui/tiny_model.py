@@ -46,30 +46,3 @@ def tiny_generation_model(name: str = "tiny-random"):
     ).eval().requires_grad_(False)
     return GenerationModel(unet=unet, vae=vae, encoder=HashTextEncoder(), scheduler_config=dict(SCHEDULER_CONFIG),
                            name=name, short_hash="0123456789")
-
-
-def write_random_checkpoint(folder) -> "Path":
-    """A tiny random SD1-layout checkpoint (+ its LDM yaml) written with the model manager's saver."""
-    from pathlib import Path
-
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdstudio.models import saver
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=4,
-    )
-    vae = AutoencoderKL(block_out_channels=(32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
-                        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, layers_per_block=1, sample_size=64)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                num_attention_heads=2, max_position_embeddings=77))
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    yaml_text = saver.ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2)
-    return saver.save_checkpoint(folder / "random-tiny.safetensors", unet=unet, vae=vae, text_encoder=text_encoder,
-                                 yaml_text=yaml_text)

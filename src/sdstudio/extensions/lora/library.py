@@ -36,25 +36,15 @@ from sdstudio.prompts.extra_networks import LoraTag, extract_extra_networks, rea
 LORA_TAG_TYPES = ("lora", "lyco")
 
 
-@dataclass(frozen=True)
-class LoraActivation:
-    """One `<lora:...>` request: which file, and its text-encoder and UNet multipliers."""
-
-    name: str
-    te_multiplier: float = 1.0
-    unet_multiplier: float = 1.0
-    dyn_dim: int | None = None
-
-    @classmethod
-    def from_tag(cls, tag: LoraTag) -> "LoraActivation":
-        """From the prompt layer's reading of a tag."""
-        return cls(tag.name, tag.te_multiplier, tag.unet_multiplier, tag.dyn_dim)
+# One `<lora:...>` request (file name, text-encoder and UNet multipliers, dyn dim) is exactly
+# what the prompt layer reads from the tag.
+LoraActivation = LoraTag
 
 
 def activations_from_prompt(prompt: str) -> list[LoraActivation]:
     """The LoRAs a prompt's `<lora:...>` / `<lyco:...>` tags ask for, in prompt order."""
     _, tags = extract_extra_networks(prompt)
-    return [LoraActivation.from_tag(read_lora_tag(params)) for kind in LORA_TAG_TYPES for params in tags.get(kind, [])]
+    return [read_lora_tag(params) for kind in LORA_TAG_TYPES for params in tags.get(kind, [])]
 
 
 @dataclass

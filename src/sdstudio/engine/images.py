@@ -82,33 +82,26 @@ def crop_region(mask: Image.Image, pad: int = 0) -> tuple[int, int, int, int] | 
 def expand_crop_region(region, processing_width: int, processing_height: int, image_width: int, image_height: int):
     """Grow a crop region to the processing aspect ratio, kept inside the image (A1111)."""
     x1, y1, x2, y2 = region
-    ratio_crop = (x2 - x1) / (y2 - y1)
     ratio_processing = processing_width / processing_height
-    if ratio_crop > ratio_processing:
-        desired = (x2 - x1) / ratio_processing
-        diff = int(desired - (y2 - y1))
-        y1 -= diff // 2
-        y2 += diff - diff // 2
-        if y2 >= image_height:
-            y1 -= y2 - image_height
-            y2 = image_height
-        if y1 < 0:
-            y2 -= y1
-            y1 = 0
-        y2 = min(y2, image_height)
+    if (x2 - x1) / (y2 - y1) > ratio_processing:
+        y1, y2 = _grow_span(y1, y2, (x2 - x1) / ratio_processing, image_height)
     else:
-        desired = (y2 - y1) * ratio_processing
-        diff = int(desired - (x2 - x1))
-        x1 -= diff // 2
-        x2 += diff - diff // 2
-        if x2 >= image_width:
-            x1 -= x2 - image_width
-            x2 = image_width
-        if x1 < 0:
-            x2 -= x1
-            x1 = 0
-        x2 = min(x2, image_width)
+        x1, x2 = _grow_span(x1, x2, (y2 - y1) * ratio_processing, image_width)
     return x1, y1, x2, y2
+
+
+def _grow_span(start: int, end: int, length: float, limit: int) -> tuple[int, int]:
+    """Grow [start, end) about its centre to `length`, shifted back inside [0, limit]."""
+    diff = int(length - (end - start))
+    start -= diff // 2
+    end += diff - diff // 2
+    if end >= limit:
+        start -= end - limit
+        end = limit
+    if start < 0:
+        end -= start
+        start = 0
+    return start, min(end, limit)
 
 
 def apply_overlay(image: Image.Image, paste_loc: tuple[int, int, int, int] | None, overlay: Image.Image | None) -> Image.Image:

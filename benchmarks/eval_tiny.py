@@ -118,7 +118,12 @@ def main() -> None:
         prompts = [scenes.caption_for(*combo) for combo in combos]
         images, seconds = generate_sdstudio(app, prompts, args.seeds, args.steps, args.cfg, args.sampler)
         expected = [combo for combo in combos for _ in range(args.seeds)]
-        rows[split] = score(scene_metrics.read_scenes(images, classifier), expected) | {"images": len(images)}
+        readings = scene_metrics.read_scenes(images, classifier)
+        # Images come prompt by prompt, seeds 0..n-1 within each: every n-th one shares a seed.
+        by_seed = [score(readings[seed :: args.seeds], expected[seed :: args.seeds]) for seed in range(args.seeds)]
+        by_background = {name: float(np.mean([r.background == name for r, c in zip(readings, expected) if c[2] == name]))
+                         for name in scenes.COLOUR_NAMES if any(c[2] == name for c in expected)}
+        rows[split] = score(readings, expected) | {"images": len(images), "by_seed": by_seed, "background_by_colour": by_background}
         timings[split] = seconds
         all_images += images
     per_image = sum(timings.values()) / sum(row["images"] for row in rows.values())
@@ -129,6 +134,11 @@ def main() -> None:
     for split, combos in (("held-out", held_out), ("seen", seen)):
         row = rows[split]
         print(f"{split:<9} {len(combos):>6} {row['images']:>6} {row['object']:>13.1%} {row['background']:>10.1%} {row['shape']:>6.1%} {row['all']:>9.1%}")
+    for split in rows:
+        print(f"{split} by seed (object / background / shape): " + ", ".join(
+            f"{seed}: {r['object']:.0%}/{r['background']:.0%}/{r['shape']:.0%}" for seed, r in enumerate(rows[split]["by_seed"])))
+        print(f"{split} background right, by the colour asked for: " + ", ".join(
+            f"{name} {value:.0%}" for name, value in rows[split]["background_by_colour"].items()))
     targets = rows["held-out"]["object"] >= 0.9 and rows["held-out"]["background"] >= 0.95 and rows["held-out"]["shape"] >= 0.8
     print(f"held-out targets (object >= 90%, background >= 95%, shape >= 80%): {'met' if targets else 'NOT met'}")
 

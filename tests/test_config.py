@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sdstudio.app import open_app
+from sdstudio.errors import InvalidRequest
 from sdstudio.config import MODEL_FOLDERS, Settings, load_settings, resolve_data_dir, save_settings
 
 
@@ -39,8 +42,7 @@ def test_unknown_keys_survive_a_save(tmp_path):
     settings = load_settings(path).settings
     assert settings.samples_format == "jpg"
     assert settings.CLIP_stop_at_last_layers == 2
-    settings.eta_noise_seed_delta = 31337
-    save_settings(settings, path)
+    save_settings(settings.merged({"eta_noise_seed_delta": 31337}), path)
     saved = json.loads(path.read_text())
     assert saved["some_extension_option"] == [1, 2]
     assert saved["eta_noise_seed_delta"] == 31337
@@ -56,8 +58,8 @@ def test_corrupt_config_is_backed_up_not_fatal(data_dir):
     assert app.notices and "config.json" in app.notices[0]
     backups = list(data_dir.glob("config.json.corrupt-*"))
     assert len(backups) == 1 and backups[0].read_text() == '{"samples_format": "png", '
-    app.save_settings()
-    assert json.loads((data_dir / "config.json").read_text())["samples_format"] == "png"
+    app.settings_store.change({"samples_format": "jpg"})
+    assert json.loads((data_dir / "config.json").read_text())["samples_format"] == "jpg"
 
 
 def test_wrongly_typed_option_is_treated_as_corrupt(tmp_path):
@@ -65,3 +67,59 @@ def test_wrongly_typed_option_is_treated_as_corrupt(tmp_path):
     path.write_text(json.dumps({"CLIP_stop_at_last_layers": "many"}))
     loaded = load_settings(path)
     assert loaded.notice and "CLIP_stop_at_last_layers" in loaded.notice
+
+
+def test_run_overlay_is_in_force_but_never_saved(data_dir):
+    app = open_app(run_options={"precision": "bf16", "sd_vae": "None"})
+    assert app.settings.precision == "bf16" and app.settings.sd_vae == "None"
+    app.settings_store.change({"samples_format": "jpg"})
+    saved = json.loads((data_dir / "config.json").read_text())
+    assert saved["samples_format"] == "jpg"
+    assert saved["precision"] == "auto" and saved["sd_vae"] == "Automatic"
+    assert app.settings.precision == "bf16", "the run flag still holds for this run"
+    assert open_app().settings.precision == "auto", "a later run starts from the saved value"
+
+
+def test_changing_an_overlaid_option_saves_the_new_choice(data_dir):
+    app = open_app(run_options={"precision": "bf16"})
+    assert app.settings_store.change({"precision": "fp32"}) == ["precision"]
+    assert app.settings.precision == "fp32"
+    assert json.loads((data_dir / "config.json").read_text())["precision"] == "fp32"
+
+
+@pytest.mark.parametrize("outside", ["/tmp/elsewhere", "../escaped", "outputs/../../escaped"])
+def test_output_folder_outside_the_data_dir_is_refused_and_not_saved(data_dir, outside):
+    app = open_app()
+    app.settings_store.change({"samples_format": "jpg"})
+    before = (data_dir / "config.json").read_text()
+    with pytest.raises(InvalidRequest) as refused:
+        app.settings_store.change({"outdir_txt2img_samples": outside, "jpeg_quality": 50})
+    assert refused.value.field == "outdir_txt2img_samples"
+    assert (data_dir / "config.json").read_text() == before
+    assert app.settings.jpeg_quality == 80
+
+
+def test_folder_named_tilde_stays_inside_the_data_dir(data_dir):
+    app = open_app()
+    app.settings_store.change({"outdir_samples": "~/pictures"})
+    assert app.settings.outdir_samples == "~/pictures"
+
+
+def test_saved_outside_folder_falls_back_to_default_with_a_notice(data_dir):
+    data_dir.mkdir(parents=True)
+    (data_dir / "config.json").write_text(json.dumps({"outdir_txt2img_samples": "/etc", "jpeg_quality": 60}))
+    app = open_app()
+    assert app.settings.outdir_txt2img_samples == Settings().outdir_txt2img_samples
+    assert app.settings.jpeg_quality == 60
+    assert any("outdir_txt2img_samples" in notice for notice in app.notices)
+
+
+def test_job_snapshot_does_not_change_under_a_running_job(data_dir):
+    app = open_app()
+    snapshot = app.settings_store.snapshot({"samples_format": "webp"})
+    app.settings_store.change({"samples_format": "jpg", "jpeg_quality": 70})
+    assert snapshot.samples_format == "webp" and snapshot.jpeg_quality == 80
+    assert app.settings.samples_format == "jpg"
+    with pytest.raises(InvalidRequest) as refused:
+        app.settings_store.snapshot({"outdir_samples": "/tmp"})
+    assert refused.value.field == "override_settings" and "outdir_samples" in str(refused.value)

@@ -1,21 +1,23 @@
-"""The composition root: the one place that builds sdstudio's services from Settings.
+"""The composition root: the one place that builds sdstudio's services from settings.
 
 Front ends (CLI, API server, web UI) call `open_app` and use the services it holds;
-no other module constructs services or reads config.json on its own.
+no other module constructs services or reads config.json on its own. Heavy libraries
+(torch, diffusers) are imported when `open_app` runs, not when this module is imported.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sdstudio.config import DataPaths, Settings, load_settings, resolve_data_dir, save_settings
+from sdstudio.config import DataPaths, Settings, SettingsStore, resolve_data_dir
 
-if TYPE_CHECKING:  # the engine imports torch; only build_engine needs it at run time
+if TYPE_CHECKING:
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraLibrary
+    from sdstudio.models.loader import LoadedCheckpoint
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
     from sdstudio.prompts.styles import StyleDatabase
@@ -26,107 +28,75 @@ class App:
     """The services of one running sdstudio, built over one data dir."""
 
     paths: DataPaths
-    settings: Settings
-    notices: list[str] = field(default_factory=list)
-    engine: "GenerationService | None" = None
-    postprocess: "PostprocessService | None" = None
-    models: "ModelRegistry | None" = None
-    styles: "StyleDatabase | None" = None
-    loras: "LoraLibrary | None" = None
+    settings_store: SettingsStore
+    models: "ModelRegistry"
+    styles: "StyleDatabase"
+    loras: "LoraLibrary"
+    postprocess: "PostprocessService"
+    engine: "GenerationService"
 
-    def save_settings(self) -> None:
-        """Persist the current settings to config.json (atomically)."""
-        save_settings(self.settings, self.paths.config_file)
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now (saved values plus this run's overlay); read-only."""
+        return self.settings_store.current
+
+    @property
+    def notices(self) -> list[str]:
+        """Things the user should be told at start (a corrupt config.json, a refused option)."""
+        return self.settings_store.notices
 
 
-def open_app(data_dir: str | os.PathLike | None = None) -> App:
-    """Create the data dir layout if needed, load settings, and wire the services."""
-    paths = DataPaths(resolve_data_dir(data_dir)).ensure()
-    loaded = load_settings(paths.config_file)
-    notices = [loaded.notice] if loaded.notice else []
-    settings = loaded.settings
+def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, Any] | None = None) -> App:
+    """Create the data dir layout if needed, load settings, and wire the services.
+
+    `run_options` overlay the saved settings for this process only (the CLI's loading
+    flags); they are never written to config.json.
+    """
+    from sdstudio import __version__
+    from sdstudio.engine.checkpoints import CheckpointModels
+    from sdstudio.engine.conditioning import encoder_for_checkpoint
+    from sdstudio.engine.service import GenerationService
+    from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
     from sdstudio.models.registry import ModelRegistry
+    from sdstudio.postprocess.extras import PostprocessService
+    from sdstudio.postprocess.watermark import add_watermark
     from sdstudio.prompts.styles import StyleDatabase
 
-    from sdstudio.extensions.lora import LoraLibrary
-
+    paths = DataPaths(resolve_data_dir(data_dir)).ensure()
+    store = SettingsStore.open(paths)
+    if run_options:
+        store.overlay(run_options)
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
     loras = LoraLibrary(paths.folder("lora"))
-    postprocess = build_postprocess(settings, paths)
-    engine = build_engine(settings, paths, postprocess, models=models, styles=styles, loras=loras)
-    return App(paths=paths, settings=settings, notices=notices, engine=engine, postprocess=postprocess,
-               models=models, styles=styles, loras=loras)
-
-
-def build_postprocess(settings: Settings, paths: DataPaths) -> "PostprocessService | None":
-    """Upscalers, face restoration and Extras (models are loaded on first use, not here)."""
-    try:
-        from sdstudio.postprocess.extras import PostprocessService
-    except ImportError:
-        return None
-    return PostprocessService.build(paths, settings, device=settings.device)
-
-
-def build_engine(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None,
-                 models: "ModelRegistry | None" = None, styles: "StyleDatabase | None" = None,
-                 loras: "LoraLibrary | None" = None) -> "GenerationService":
-    """The generation service over the model manager's loader and the prompt layer."""
-    from sdstudio import __version__
-    from sdstudio.engine.checkpoints import CheckpointModels
-    from sdstudio.engine.service import GenerationService
-    from sdstudio.prompts.styles import StyleDatabase
-
-    from sdstudio.models.registry import ModelRegistry
-
-    models = models or ModelRegistry(paths)
-    checkpoints = CheckpointModels(settings, paths, resolve=_registry_resolver(paths, models),
-                                   load=_checkpoint_loader(settings, models), make_encoder=_encoder_factory(paths),
-                                   load_key=lambda path: _external_vae_path(settings, models, path))
-    styles = styles or StyleDatabase(paths.styles_file)
-    upscale_image, restore_faces = _postprocess_hooks(settings, paths, postprocess)
-    try:
-        from sdstudio.postprocess.watermark import add_watermark
-    except ImportError:
-        add_watermark = None
-    from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
-
-    loras = loras or LoraLibrary(paths.folder("lora"))
-    return GenerationService(
-        settings, paths, checkpoints, apply_styles=styles.apply_styles, upscale_image=upscale_image,
-        restore_faces=restore_faces, watermark=add_watermark, version=f"sdstudio {__version__}",
+    postprocess = PostprocessService.build(paths, store.current, device=store.current.device)
+    checkpoints = CheckpointModels(
+        store,
+        paths,
+        resolve=_registry_resolver(models),
+        load=_checkpoint_loader(models),
+        make_encoder=lambda loaded: encoder_for_checkpoint(loaded, paths),
+        load_key=lambda path, settings: _external_vae_path(settings, models, path),
+    )
+    engine = GenerationService(
+        store,
+        paths,
+        checkpoints,
+        apply_styles=styles.apply_styles,
+        upscale_image=lambda image, name, width, height: postprocess.upscalers.upscale(image, target=(width, height), name=name),
+        restore_faces=lambda image: postprocess.face_restorers.restore(image, store.current.face_restoration_model).image,
+        watermark=add_watermark,
+        version=f"sdstudio {__version__}",
         batch_hooks=[LoraBatchHook(loras)],
     )
+    return App(paths=paths, settings_store=store, models=models, styles=styles, loras=loras,
+               postprocess=postprocess, engine=engine)
 
 
-def _postprocess_hooks(settings: Settings, paths: DataPaths, postprocess: "PostprocessService | None" = None):
-    """Hires-fix model upscalers and face restoration from the postprocess registries."""
-    if postprocess is None:
-        postprocess = build_postprocess(settings, paths)
-    if postprocess is None:
-        return None, None
-    upscalers = postprocess.upscalers
-    faces = postprocess.face_restorers
+def _registry_resolver(registry: "ModelRegistry"):
+    """name -> (path, title, short hash) through the model registry."""
 
-    def upscale_image(image, name: str, width: int, height: int):
-        return upscalers.upscale(image, target=(width, height), name=name)
-
-    def restore_faces(image):
-        return faces.restore(image, settings.face_restoration_model).image
-
-    return upscale_image, restore_faces
-
-
-def _registry_resolver(paths: DataPaths, registry: "ModelRegistry | None" = None):
-    """name -> (path, title, short hash) through the model registry, when it is built."""
-    try:
-        from sdstudio.models.registry import ModelRegistry
-    except ImportError:
-        return None
-
-    registry = registry or ModelRegistry(paths)
-
-    def resolve(name: str):
+    def resolve(name: str) -> tuple[Path, str, str]:
         # "" = the default: first checkpoint in the data dir, else the bundled tiny model
         entry = registry.find_checkpoint(name) if name else registry.default_checkpoint()
         return Path(entry.path), entry.model_name, entry.shorthash or ""
@@ -140,37 +110,22 @@ def _external_vae_path(settings: Settings, registry: "ModelRegistry", checkpoint
     return entry.path if entry else None
 
 
-def _checkpoint_loader(settings: Settings, registry: "ModelRegistry"):
-    """path -> LoadedCheckpoint with the settings' VAE (sd_vae), device, precision and memory switches."""
-    try:
-        from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+def _checkpoint_loader(registry: "ModelRegistry"):
+    """(path, settings) -> LoadedCheckpoint with the settings' VAE, device, precision and memory switches."""
+    from sdstudio.models.devices import resolve_device, weights_dtype
+    from sdstudio.models.loader import load_checkpoint
     from sdstudio.models.memory import MemoryOptions, apply_memory_options
 
-    def load(path):
-        import torch
-
-        device = settings.device if settings.device not in ("", "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
-        named = {"fp32": torch.float32, "float32": torch.float32, "full": torch.float32, "fp16": torch.float16,
-                 "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-        dtype = named.get(str(settings.precision).lower()) or (torch.float16 if device.startswith("cuda") else torch.float32)
+    def load(path: Path, settings: Settings) -> "LoadedCheckpoint":
+        device = resolve_device(settings.device)
         vae = registry.vae_for(settings.sd_vae, Path(path))
         memory = MemoryOptions.from_settings(settings)
         offload = memory.cpu_offload and not device.startswith("cpu")
-        loaded = load_checkpoint(path, device="cpu" if offload else device, dtype=dtype, no_half_vae=settings.no_half_vae,
-                                 vae_path=vae.path if vae else None)
+        loaded = load_checkpoint(path, device="cpu" if offload else device, dtype=weights_dtype(settings.precision, device),
+                                 no_half_vae=settings.no_half_vae, vae_path=vae.path if vae else None)
         apply_memory_options(loaded, memory, device)
         loaded.device = device
         loaded.vae_hash = (vae.shorthash or "") if vae else ""
         return loaded
 
     return load
-
-
-def _encoder_factory(paths: DataPaths):
-    try:
-        from sdstudio.engine.conditioning import encoder_for_checkpoint
-    except ImportError:
-        return None
-    return lambda loaded: encoder_for_checkpoint(loaded, paths)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sdstudio.errors import InvalidRequest
 
 DATA_DIR_ENV = "SDSTUDIO_DATA_DIR"
 
@@ -76,7 +79,11 @@ class DataPaths:
         return self.root / "cache"
 
     def resolve_inside(self, relative: str | os.PathLike) -> Path:
-        """Resolve a user/request-supplied path, refusing anything outside the data dir."""
+        """Resolve a user/request-supplied path, refusing anything outside the data dir.
+
+        `~` is not expanded and `..` or symlinks that lead out are refused: the path is
+        resolved first and then checked, so every spelling of an outside path is caught.
+        """
         candidate = (self.root / relative).resolve()
         if candidate != self.root and self.root not in candidate.parents:
             raise ValueError(f"path {str(relative)!r} is outside the data dir {self.root}")
@@ -92,9 +99,13 @@ class DataPaths:
 
 
 class Settings(BaseModel):
-    """User options, under A1111's option names (shared.opts) where A1111 has one."""
+    """User options, under A1111's option names (shared.opts) where A1111 has one.
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    Frozen: a Settings object is a value. Changes go through `SettingsStore`, which builds
+    a new object, so a job holding a snapshot never sees an option change under it.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     # Model selection
     sd_model_checkpoint: str = ""
@@ -149,6 +160,52 @@ class Settings(BaseModel):
     def to_json_dict(self) -> dict[str, Any]:
         """All options, the unknown keys from config.json included."""
         return self.model_dump(mode="json")
+
+    def merged(self, changes: dict[str, Any], field: str | None = None) -> "Settings":
+        """A new Settings with `changes` applied and validated; InvalidRequest names the bad option.
+
+        `field` prefixes the option name in the error (e.g. "override_settings") when the
+        changes came inside a request field.
+        """
+        if not changes:
+            return self
+        try:
+            return Settings.model_validate({**self.to_json_dict(), **changes})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            option = ".".join(str(p) for p in first["loc"])
+            raise option_error(option, first["msg"], field) from None
+
+
+def option_error(option: str, message: str, field: str | None = None) -> InvalidRequest:
+    """The error for a bad option; inside a request field (override_settings) the field is named first."""
+    return InvalidRequest(field, f"option {option}: {message}") if field else InvalidRequest(option, message)
+
+
+# Options that name a folder to write into; relative to the data dir and confined to it.
+PATH_OPTIONS = (
+    "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
+    "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids",
+)
+
+
+def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None = None) -> None:
+    """Refuse a path option that leads outside the data dir (InvalidRequest naming the option)."""
+    if not isinstance(value, str):
+        raise option_error(name, "must be a folder name", field)
+    if not value:
+        return
+    try:
+        paths.resolve_inside(value)
+    except ValueError:
+        raise option_error(name, f"{value!r} is outside the data dir {paths.root}; use a folder inside it "
+                                 "(a relative path such as outputs/my-images)", field) from None
+
+
+def check_path_options(settings: Settings, paths: DataPaths, field: str | None = None) -> None:
+    """Refuse settings whose path options lead outside the data dir."""
+    for name in PATH_OPTIONS:
+        check_path_option(paths, name, getattr(settings, name, ""), field)
 
 
 @dataclass
@@ -205,3 +262,95 @@ def save_settings(settings: Settings, path: Path) -> None:
     """Write config.json atomically, unknown keys preserved."""
     text = json.dumps(settings.to_json_dict(), indent=4, ensure_ascii=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class SettingsStore:
+    """The one owner of settings: saved values, a per-run overlay, and per-job snapshots.
+
+    - `saved` is what config.json holds; only `change` writes it.
+    - the run overlay holds values that apply to this process only: the CLI's loading
+      flags (`--precision`, `--vae`, ...) and a job's `override_settings` when it asked
+      not to restore them afterwards (A1111's override_settings_restore_afterwards=False).
+    - `current` is saved + overlay; `snapshot(overrides)` adds a job's overrides. Every
+      result is a new frozen Settings, so a running job's view never changes under it.
+    """
+
+    def __init__(self, paths: DataPaths, saved: Settings | None = None, notices: list[str] | None = None):
+        self.paths = paths
+        self.notices: list[str] = list(notices or [])
+        self._lock = threading.Lock()
+        self._saved = self._confined(saved or Settings())
+        self._overlay: dict[str, Any] = {}
+        self._current = self._saved
+
+    @classmethod
+    def open(cls, paths: DataPaths) -> "SettingsStore":
+        """Load config.json from the data dir (defaults when missing, backup when corrupt)."""
+        loaded = load_settings(paths.config_file)
+        return cls(paths, loaded.settings, [loaded.notice] if loaded.notice else [])
+
+    def _confined(self, settings: Settings) -> Settings:
+        """Saved path options outside the data dir (an old or hand-edited config.json) fall back to defaults."""
+        defaults = Settings()
+        reset: dict[str, Any] = {}
+        for name in PATH_OPTIONS:
+            try:
+                check_path_option(self.paths, name, getattr(settings, name, ""))
+            except InvalidRequest as exc:
+                reset[name] = getattr(defaults, name)
+                self.notices.append(f"config.json: {exc}; the default {reset[name]!r} is used")
+        return settings.merged(reset)
+
+    @property
+    def saved(self) -> Settings:
+        """The values in config.json."""
+        return self._saved
+
+    @property
+    def current(self) -> Settings:
+        """The values in force for this run: saved + the run overlay."""
+        return self._current
+
+    @property
+    def run_overlay(self) -> dict[str, Any]:
+        """The options overlaid for this run only (a copy)."""
+        with self._lock:
+            return dict(self._overlay)
+
+    def snapshot(self, overrides: dict[str, Any] | None = None, field: str = "override_settings") -> Settings:
+        """What one job sees: the current values plus its own overrides (validated, paths confined)."""
+        if not overrides:
+            return self._current
+        settings = self._current.merged(dict(overrides), field=field)
+        check_path_options(settings, self.paths, field=field)
+        return settings
+
+    def overlay(self, values: dict[str, Any], field: str | None = None) -> Settings:
+        """Apply `values` to this run only (never saved); returns the new current settings."""
+        values = {k: v for k, v in values.items() if v is not None}
+        with self._lock:
+            overlay = {**self._overlay, **values}
+            current = self._saved.merged(overlay, field=field)
+            check_path_options(current, self.paths, field=field)
+            self._overlay, self._current = overlay, current
+            return current
+
+    def change(self, changes: dict[str, Any], field: str | None = None) -> list[str]:
+        """Validate, apply and save option changes; returns the names that changed.
+
+        The one settings-change function of the API, the UI and the CLI. Nothing is written
+        when any value is refused. A changed option leaves the run overlay: the user's newest
+        choice wins over a flag given at start.
+        """
+        with self._lock:
+            current = self._current.to_json_dict()
+            changed = {k: v for k, v in changes.items() if k not in current or current[k] != v}
+            if not changed:
+                return []
+            saved = self._saved.merged(changed, field=field)
+            check_path_options(saved, self.paths, field=field)
+            overlay = {k: v for k, v in self._overlay.items() if k not in changed}
+            current_settings = saved.merged(overlay)
+            save_settings(saved, self.paths.config_file)
+            self._saved, self._overlay, self._current = saved, overlay, current_settings
+            return sorted(changed)

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import SCHEDULER_CONFIG, tiny_unet, tiny_vae  # noqa: E402
 
-from sdstudio.config import DataPaths, Settings  # noqa: E402
+from sdstudio.config import SettingsStore, DataPaths, Settings  # noqa: E402
 from sdstudio.engine.processing import GenerationModel  # noqa: E402
 from sdstudio.engine.sampling import FixedConditioning  # noqa: E402
 from sdstudio.engine.service import GenerationService  # noqa: E402
@@ -61,4 +61,4 @@ def paths(tmp_path):
 
 @pytest.fixture
 def service(paths, tiny_model):
-    return GenerationService(Settings(), paths, lambda name: tiny_model, version="test")
+    return GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, version="test")

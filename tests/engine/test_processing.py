@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sdstudio.config import Settings
+from sdstudio.config import SettingsStore, Settings
 from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import read_infotext
@@ -113,7 +113,7 @@ def test_inpainting_changes_only_the_masked_region(service, fill, full_res):
 
 
 def test_inpainting_checkpoint_with_nine_channels(paths, tiny_inpainting_model):
-    service = GenerationService(Settings(), paths, lambda name: tiny_inpainting_model)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_inpainting_model)
     init = Image.new("RGB", (64, 64), (200, 200, 200))
     result = service.img2img(Img2ImgRequest(init_images=[init], mask=_square_mask(), seed=2, **SMALL))
     txt = service.txt2img(Txt2ImgRequest(seed=2, **SMALL))
@@ -179,7 +179,7 @@ def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_mod
     def broken(image):
         raise ModelLoadError("CodeFormer: no model file in models/Codeformer")
 
-    service = GenerationService(Settings(), paths, lambda name: tiny_model, restore_faces=broken)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, restore_faces=broken)
     result = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
     assert len(result.images) == 1 and len(result.saved_paths) == 1
     assert any("CodeFormer" in w for w in result.warnings)
@@ -202,7 +202,7 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
         finally:
             events.append(("exit", tuple(prompts)))
 
-    service = GenerationService(Settings(), paths, lambda name: tiny_model, batch_hooks=[hook])
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, batch_hooks=[hook])
     result = service.txt2img(Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL))
     assert events == [("enter", ("<lora:detail:1> cat",)), ("exit", ("<lora:detail:1> cat",))] * 2
     assert 'Lora hashes: "detail: abc"' in result.infotexts[0]
@@ -212,14 +212,14 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
 def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
     from sdstudio.postprocess.watermark import add_watermark, decode_watermark
 
-    service = GenerationService(Settings(enable_invisible_watermark=True), paths, lambda name: tiny_model, watermark=add_watermark)
+    service = GenerationService(SettingsStore(paths, Settings(enable_invisible_watermark=True)), paths, lambda name, settings: tiny_model, watermark=add_watermark)
     result = service.txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
     expected = np.unpackbits(np.frombuffer(b"StableDiffusionV1", dtype=np.uint8))
 
     def bits_matching(image):
         return (np.unpackbits(np.frombuffer(decode_watermark(image).raw, dtype=np.uint8)) == expected).mean()
 
-    plain = GenerationService(Settings(), paths, lambda name: tiny_model).txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
+    plain = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model).txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
     with Image.open(result.saved_paths[0]) as saved:
         # A random model's images are noise, which DWT-DCT survives only mostly.
         assert bits_matching(saved) > 0.85 > bits_matching(plain.images[0])
@@ -245,7 +245,7 @@ def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
     model = GenerationModel(unet=tiny_components[0], vae=f4_vae, encoder=HashTextEncoder(), scheduler_config=dict(SCHEDULER_CONFIG))
     assert not model.has_standard_latents and model.latent_factor == 4
     events = []
-    service = GenerationService(Settings(), paths, lambda name: model)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model)
     result = service.txt2img(Txt2ImgRequest(seed=1, width=32, height=32, steps=2), GenerationControl(on_progress=events.append, preview_every=1))
     assert result.images[0].size == (32, 32)
     assert events[-1].preview.size == (32, 32)  # decoded, not a latent-sized approximation

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import SCHEDULER_CONFIG
 
-from sdstudio.config import Settings
+from sdstudio.config import SettingsStore, Settings
 from sdstudio.engine.processing import GenerationModel
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
@@ -31,7 +31,7 @@ def _record_text_conditioning(unet):
 
 
 def test_prompt_schedule_switches_at_its_step(paths, prompt_model):
-    service = GenerationService(Settings(), paths, lambda name: prompt_model)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: prompt_model)
     seen, handle = _record_text_conditioning(prompt_model.unet)
     try:
         service.txt2img(Txt2ImgRequest(prompt="a [cat:dog:2] on a sofa", steps=4, width=64, height=64, seed=1, sampler_name="Euler", do_not_save_samples=True))
@@ -45,7 +45,7 @@ def test_prompt_schedule_switches_at_its_step(paths, prompt_model):
 
 
 def test_and_prompt_and_long_negative_run_in_one_unet_call_per_step(paths, prompt_model):
-    service = GenerationService(Settings(), paths, lambda name: prompt_model)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: prompt_model)
     seen, handle = _record_text_conditioning(prompt_model.unet)
     try:
         result = service.txt2img(Txt2ImgRequest(prompt="a cat AND a dog :0.5", negative_prompt="blurry " * 90, steps=2, width=64, height=64, seed=1, sampler_name="Euler", batch_size=2, do_not_save_samples=True, do_not_save_grid=True))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny import SCHEDULER_CONFIG
 
-from sdstudio.config import Settings
+from sdstudio.config import SettingsStore, Settings
 from sdstudio.engine.processing import GenerationModel
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
@@ -35,7 +35,7 @@ def sdxl_model(tiny_components):
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])
 def test_sdxl_txt2img_with_and_prompt_and_hires(paths, sdxl_model, sampler):
-    service = GenerationService(Settings(), paths, lambda name: sdxl_model)
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: sdxl_model)
     request = Txt2ImgRequest(prompt="a cat AND a dog", negative_prompt="blur", seed=3, sampler_name=sampler, batch_size=2, width=64, height=64, steps=2,
                              enable_hr=True, hr_second_pass_steps=1, denoising_strength=0.5, do_not_save_grid=True)
     first = service.txt2img(request)

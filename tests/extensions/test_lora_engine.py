@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import SettingsStore, DataPaths, Settings
 from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary, parse_lora_hashes
 
 from .conftest import kohya_lora_tensors, tiny_vae, write_lora
@@ -25,7 +25,7 @@ def service(tmp_path, models):
     model = GenerationModel(unet=unet, vae=tiny_vae(), encoder=PromptConditioner(PromptEncoder([te], architecture="sd1")),
                             scheduler_config=dict(SCHEDULER), name="tiny")
     hook = LoraBatchHook(LoraLibrary(paths.folder("lora")))
-    return GenerationService(Settings(), paths, lambda name: model, batch_hooks=[hook])
+    return GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model, batch_hooks=[hook])
 
 
 def generate(service, prompt: str):

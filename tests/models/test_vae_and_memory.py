@@ -37,17 +37,17 @@ def app_with_vaes(data_dir_with_model):
 
 def test_sd_vae_none_named_and_automatic(app_with_vaes):
     app, checkpoint = app_with_vaes
-    app.settings.sd_vae = "None"
+    app.settings_store.change({"sd_vae": "None"})
     baked, info = generate(app)
     assert "VAE:" not in info and "VAE hash" not in info
 
-    app.settings.sd_vae = "bright.safetensors"  # takes effect on the next job: the checkpoint reloads
+    app.settings_store.change({"sd_vae": "bright.safetensors"})  # takes effect on the next job: the checkpoint reloads
     bright, info = generate(app)
     assert (bright - baked).mean() > 20
     assert "VAE: bright.safetensors" in info
     assert f"VAE hash: {app.models.find('vae', 'bright').shorthash}" in info
 
-    app.settings.sd_vae = "Automatic"  # nothing named after the checkpoint yet: the baked-in VAE
+    app.settings_store.change({"sd_vae": "Automatic"})  # nothing named after the checkpoint yet: the baked-in VAE
     assert np.array_equal(generate(app)[0], baked)
     beside = write_vae(checkpoint.with_name("random-tiny.vae.safetensors"), checkpoint, shift=-0.6)
     dark, info = generate(app)
@@ -59,23 +59,23 @@ def test_sd_vae_none_named_and_automatic(app_with_vaes):
 
 def test_unknown_sd_vae_is_a_clear_error(app_with_vaes):
     app, _ = app_with_vaes
-    app.settings.sd_vae = "missing.safetensors"
+    app.settings_store.change({"sd_vae": "missing.safetensors"})
     with pytest.raises(NotFound, match=r"sd_vae: no VAE named 'missing.safetensors'.*bright.safetensors"):
         generate(app)
 
 
 def test_attention_slicing_vae_tiling_and_cpu_offload_keep_the_image(app_with_vaes):
     app, _ = app_with_vaes
-    app.settings.sd_vae = "None"
+    app.settings_store.change({"sd_vae": "None"})
     plain, _ = generate(app, width=96, height=96)
-    app.settings.attention_slicing = True
-    app.settings.cpu_offload = True  # on the CPU there is nothing to offload: same image
+    app.settings_store.change({"attention_slicing": True})
+    app.settings_store.change({"cpu_offload": True})  # on the CPU there is nothing to offload: same image
     sliced, _ = generate(app, width=96, height=96)
     assert np.abs(sliced - plain).max() <= 1
     model = app.engine.model_source(None)
     assert any("Sliced" in type(p).__name__ for p in model.unet.attn_processors.values())
 
-    app.settings.vae_tiling = True
+    app.settings_store.change({"vae_tiling": True})
     model = app.engine.model_source(None)
     assert model.vae.use_tiling
     tiled, _ = generate(app, width=96, height=96)  # 96 px > the VAE's 32 px tile: decoded in blended tiles

@@ -30,7 +30,7 @@ def main() -> int:
 
     app = open_app(args.data_dir)
     model = tiny_generation_model()
-    app.engine = GenerationService(app.settings, app.paths, lambda name: model,
+    app.engine = GenerationService(app.settings_store, app.paths, lambda name, settings: model,
                                    apply_styles=getattr(app.engine, "apply_styles", None), version="sdstudio test")
     return serve(app, port=args.port, api=True, started=started)
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 from PIL import Image, PngImagePlugin
 
-from sdstudio.config import DataPaths, Settings, save_settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest
 from sdstudio.ui.backend import UiBackend
 
@@ -25,8 +25,7 @@ HIRES_INFOTEXT = (
 @pytest.fixture
 def backend(tmp_path):
     paths = DataPaths(tmp_path / "data").ensure()
-    settings = Settings()
-    return UiBackend(settings=settings, paths=paths, save_settings=lambda: save_settings(settings, paths.config_file))
+    return UiBackend(settings_store=SettingsStore(paths), paths=paths)
 
 
 # -- paste (send to txt2img / img2img) -------------------------------------------------------
@@ -375,7 +374,7 @@ def test_backend_over_the_model_registry(backend):
     (backend.paths.folder("checkpoint") / "a.ckpt").write_bytes(b"x")
     titles = backend.checkpoint_titles()
     assert titles[:2] == ["a.ckpt", "b.safetensors"]
-    backend.settings.sd_model_checkpoint = "b"  # A1111 configs may hold a stem or a title
+    backend.settings_store.change({"sd_model_checkpoint": "b"})  # A1111 configs may hold a stem or a title
     assert backend.current_checkpoint() == "b.safetensors"
     (backend.paths.folder("lora") / "ink.safetensors").write_bytes(b"x")
     Image.new("RGB", (8, 8)).save(backend.paths.folder("lora") / "ink.png")

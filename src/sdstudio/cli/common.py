@@ -22,11 +22,9 @@ def open_app_from_args(args: argparse.Namespace):
     import sys
 
     from sdstudio.app import open_app
+    from sdstudio.cli.model_args import load_options
 
-    from sdstudio.cli.model_args import apply_load_arguments
-
-    app = open_app(args.data_dir)
-    apply_load_arguments(args, app.settings)
+    app = open_app(args.data_dir, run_options=load_options(args))
     for notice in app.notices:
         print(f"warning: {notice}", file=sys.stderr)
     return app

@@ -39,12 +39,9 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
                        help="keep the model in CPU memory and move one part at a time to the GPU (small GPUs)")
 
 
-def apply_load_arguments(args: argparse.Namespace, settings) -> None:
-    """Copy the loading flags given on the command line into `settings` (in memory only)."""
-    for flag, field in LOAD_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            setattr(settings, field, value)
+def load_options(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the loading flags given on the command line overlay for this run (never saved)."""
+    return {field: getattr(args, flag) for flag, field in LOAD_FLAGS.items() if getattr(args, flag, None) is not None}
 
 
 def checkpoint_choice(args: argparse.Namespace) -> str | None:

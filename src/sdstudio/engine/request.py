@@ -120,6 +120,7 @@ class _Request(BaseModel):
     s_tmin: float | None = None
     s_noise: float | None = None
     override_settings: dict[str, Any] = {}
+    override_settings_restore_afterwards: bool = True  # False: the overrides stay in force afterwards (not saved)
     outpath_samples: str | None = None  # overrides the settings' output folder (CLI --outdir)
     outpath_grids: str | None = None
 

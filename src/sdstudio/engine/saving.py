@@ -20,6 +20,7 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from sdstudio.config import DataPaths, Settings, atomic_write_bytes
+from sdstudio.errors import InvalidRequest
 
 INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
 MAX_FILENAME_PART_LENGTH = 128
@@ -124,19 +125,21 @@ class ImageSaver:
         self.paths = paths
         self.settings = settings
 
-    def _resolve(self, folder: str) -> Path:
-        path = Path(folder).expanduser()
-        return path if path.is_absolute() else self.paths.root / path
-
     def output_folder(self, kind: str, grid: bool = False, override: str | None = None, now: datetime | None = None) -> Path:
-        """The folder for a job kind ("txt2img"/"img2img"), with the date subfolder when enabled."""
+        """The folder for a job kind ("txt2img"/"img2img"), with the date subfolder when enabled.
+
+        `override` is a folder the local user named (the CLI's --outdir) and may be anywhere;
+        folders from settings are confined to the data dir (the settings store refuses others).
+        """
         s = self.settings
         if override:
-            base = self._resolve(override)
-        elif grid:
-            base = self._resolve(s.outdir_grids or getattr(s, f"outdir_{kind}_grids"))
+            base = Path(override).expanduser().resolve()
         else:
-            base = self._resolve(s.outdir_samples or getattr(s, f"outdir_{kind}_samples"))
+            folder = (s.outdir_grids or getattr(s, f"outdir_{kind}_grids")) if grid else (s.outdir_samples or getattr(s, f"outdir_{kind}_samples"))
+            try:
+                base = self.paths.resolve_inside(folder)
+            except ValueError as exc:
+                raise InvalidRequest("outdir_grids" if grid else "outdir_samples", str(exc)) from None
         if s.save_to_dirs:
             base = base / (now or datetime.now()).strftime("%Y-%m-%d")
         return base

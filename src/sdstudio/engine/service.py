@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.engine.processing import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent, run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import ImageSaver
 from sdstudio.errors import InvalidRequest
 
-ModelSource = Callable[[str | None], GenerationModel]
-"""`model_source(checkpoint_name_or_None) -> GenerationModel`; None = the settings' current one."""
+ModelSource = Callable[[str | None, Settings], GenerationModel]
+"""`model_source(checkpoint_name_or_None, job_settings) -> GenerationModel`; None = the settings' checkpoint."""
 
 
 @dataclass
@@ -50,7 +50,7 @@ class GenerationService:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: SettingsStore,
         paths: DataPaths,
         model_source: ModelSource,
         apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
@@ -60,7 +60,7 @@ class GenerationService:
         watermark: Callable[[Any], Any] | None = None,
         version: str = "",
     ):
-        self.settings = settings
+        self.settings_store = settings
         self.paths = paths
         self.model_source = model_source
         self.apply_styles = apply_styles
@@ -96,10 +96,12 @@ class GenerationService:
 
     def _run(self, request, kind: str, control: GenerationControl | None) -> GenerationResult:
         control = control or GenerationControl()
-        checkpoint = (request.override_settings or {}).get("sd_model_checkpoint") or self.checkpoint
+        overrides = request.override_settings or {}
+        checkpoint = overrides.get("sd_model_checkpoint") or self.checkpoint
         with self.device_lock:
-            model = self.model_source(checkpoint)
-            settings = self.settings
+            # The job's one view of the settings, taken when it starts on the device.
+            settings = self.settings_store.snapshot(overrides)
+            model = self.model_source(checkpoint, settings)
             preview_every = control.preview_every
             if preview_every is None:
                 preview_every = settings.show_progress_every_n_steps if settings.live_previews_enable else 0
@@ -119,4 +121,8 @@ class GenerationService:
                 watermark=self.watermark,
                 version=self.version,
             )
-            return run_generation(request, ctx, self.apply_styles)
+            result = run_generation(request, ctx, self.apply_styles)
+            if overrides and not request.override_settings_restore_afterwards:
+                # A1111: the overrides stay in force after the job (for this run; not saved).
+                self.settings_store.overlay(overrides, field="override_settings")
+            return result

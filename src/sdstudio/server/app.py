@@ -182,22 +182,8 @@ def loaded_text_width(app: App) -> int | None:
 
 
 def update_settings(app: App, changes: dict[str, Any]) -> None:
-    """Apply option changes (validated; unknown keys kept) and persist them to config.json."""
-    from pydantic import ValidationError
-
-    from sdstudio.config import Settings
-    from sdstudio.errors import InvalidRequest
-
-    merged = {**app.settings.to_json_dict(), **changes}
-    try:
-        updated = Settings.model_validate(merged)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InvalidRequest(".".join(str(p) for p in first["loc"]), first["msg"]) from None
-    # Update in place: services hold a reference to this one Settings object.
-    for key, value in updated.to_json_dict().items():
-        setattr(app.settings, key, value)
-    app.save_settings()
+    """Apply option changes (validated, paths confined to the data dir) and persist them to config.json."""
+    app.settings_store.change(changes)
 
 
 def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) -> FastAPI:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from sdstudio.errors import InvalidRequest
+from sdstudio.models.devices import resolve_device
 from sdstudio.training import scenes
 from sdstudio.training.tiny_model import SCHEDULER_CONFIG, build_components, tiny_ldm_config
 
@@ -130,12 +131,6 @@ def training_captions(batch: list[scenes.Scene], rng: np.random.Generator, dropo
     return captions
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class _Run:
     """One training run's models, optimizers and state file."""
 
@@ -143,7 +138,7 @@ class _Run:
         self.config = config
         self.out = Path(config.out_dir)
         self.log = log
-        self.device = _pick_device(config.device)
+        self.device = torch.device(resolve_device(config.device))
         components = build_components(config.architecture, seed=config.seed)
         self.architecture = components.config
         self.vae = components.vae.to(self.device)

@@ -11,13 +11,12 @@ when first used, so building the UI stays fast.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.config import DataPaths, Settings
-from sdstudio.errors import InvalidRequest, SdStudioError
+from sdstudio.config import DataPaths, Settings, SettingsStore
+from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
@@ -96,10 +95,9 @@ def _files_under(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
 class UiBackend:
     """The operations the web UI uses, over one data dir's services."""
 
-    settings: Settings
+    settings_store: SettingsStore
     paths: DataPaths
     engine: Any = None  # sdstudio.engine.service.GenerationService (None: generation unavailable)
-    save_settings: Callable[[], None] | None = None
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
@@ -108,9 +106,14 @@ class UiBackend:
     @classmethod
     def from_app(cls, app: "App") -> "UiBackend":
         """Wire the backend over the composition root's services (optional ones when present)."""
-        return cls(settings=app.settings, paths=app.paths, engine=app.engine, save_settings=app.save_settings,
+        return cls(settings_store=app.settings_store, paths=app.paths, engine=app.engine,
                    styles=getattr(app, "styles", None), postprocess=getattr(app, "postprocess", None),
                    registry=getattr(app, "models", None))
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now (read-only; change them with `apply_settings`)."""
+        return self.settings_store.current
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -146,11 +149,8 @@ class UiBackend:
 
     def select_checkpoint(self, title: str | None) -> None:
         """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
-        if not title or title == self.settings.sd_model_checkpoint:
-            return
-        self.settings.sd_model_checkpoint = title
-        if self.save_settings is not None:
-            self.save_settings()
+        if title:
+            self.settings_store.change({"sd_model_checkpoint": title})
     # -- prompts -----------------------------------------------------------------------------
 
     def style_names(self, reload: bool = False) -> list[str]:
@@ -233,20 +233,4 @@ class UiBackend:
 
     def apply_settings(self, changes: dict[str, Any]) -> list[str]:
         """Validate and apply option changes, save config.json; returns the names that changed."""
-        from pydantic import ValidationError
-
-        current = self.settings.to_json_dict()
-        changed = {k: v for k, v in changes.items() if current.get(k) != v}
-        if not changed:
-            return []
-        try:
-            updated = Settings.model_validate({**current, **changed})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidRequest(".".join(str(p) for p in first["loc"]), first["msg"]) from None
-        # In place: the engine and every service hold this same Settings object.
-        for key in changed:
-            setattr(self.settings, key, getattr(updated, key))
-        if self.save_settings is not None:
-            self.save_settings()
-        return sorted(changed)
+        return self.settings_store.change(changes)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from sdstudio.app import open_app
-from sdstudio.server.app import ServerOptions
+from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.app import ServerOptions, create_api
 
 from .conftest import start_server
 
@@ -55,3 +56,25 @@ def test_api_auth(data_dir):
             assert client.get("/sdapi/v1/options", auth=("bob", "pw")).status_code == 200
     finally:
         server.stop()
+
+
+# Every A1111 endpoint sdstudio serves, by method: what clients (and /docs) rely on finding.
+A1111_ENDPOINTS = {
+    "get": ["cmd-flags", "embeddings", "extensions", "face-restorers", "latent-upscale-modes", "loras", "memory",
+            "options", "progress", "prompt-styles", "samplers", "schedulers", "script-info", "scripts",
+            "sd-models", "sd-vae", "upscalers"],
+    "post": ["extra-batch-images", "extra-single-image", "img2img", "interrupt", "options", "png-info",
+             "refresh-checkpoints", "refresh-loras", "refresh-vae", "reload-checkpoint", "skip", "txt2img",
+             "unload-checkpoint"],
+}
+
+
+def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
+    app = open_app(data_dir)
+    expected = {(method, f"/sdapi/v1/{name}") for method, names in A1111_ENDPOINTS.items() for name in names}
+    open_paths = create_api(app, JobQueue()).openapi()["paths"]
+    assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
+    guarded_paths = create_api(app, JobQueue(), ServerOptions(api_auth="alice:s3cret")).openapi()["paths"]
+    unguarded = [(method, path) for path, ops in guarded_paths.items() for method, op in ops.items()
+                 if op.get("security") != [{"HTTPBasic": []}]]
+    assert unguarded == [], "with --api-auth every endpoint asks for credentials"

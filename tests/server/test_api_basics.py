@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from sdstudio.app import open_app
-from sdstudio.server.app import ServerOptions
+from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.app import ServerOptions, create_api
 
 from .conftest import start_server
 
@@ -28,6 +29,34 @@ def test_bad_option_is_422_naming_it_and_server_keeps_serving(api_server):
         assert set(body) >= {"error", "detail", "errors"}
         assert "CLIP_stop_at_last_layers" in body["errors"]
         assert client.get("/sdapi/v1/progress").status_code == 200
+
+
+def test_run_flag_is_not_saved_by_a_later_options_post(data_dir):
+    """`serve --precision bf16` holds for the run; saving another option must not write it."""
+    running = start_server(open_app(data_dir, run_options={"precision": "bf16", "no_half_vae": True}))
+    try:
+        with running.client() as client:
+            assert client.get("/sdapi/v1/options").json()["precision"] == "bf16"
+            assert client.post("/sdapi/v1/options", json={"jpeg_quality": 90}).status_code == 200
+            assert client.get("/sdapi/v1/options").json()["precision"] == "bf16"
+    finally:
+        running.stop()
+    saved = json.loads((data_dir / "config.json").read_text())
+    assert saved["jpeg_quality"] == 90
+    assert saved["precision"] == "auto" and saved["no_half_vae"] is False
+
+
+def test_output_folder_outside_the_data_dir_is_refused_and_not_saved(api_server, tmp_path):
+    outside = tmp_path / "elsewhere"
+    with api_server.client() as client:
+        for value in (str(outside), "../../elsewhere", "outputs/../../elsewhere"):
+            answer = client.post("/sdapi/v1/options", json={"outdir_txt2img_samples": value, "jpeg_quality": 10})
+            assert answer.status_code == 422, value
+            assert "outdir_txt2img_samples" in answer.json()["errors"]
+        options = client.get("/sdapi/v1/options").json()
+        assert options["outdir_txt2img_samples"] == "outputs/txt2img-images" and options["jpeg_quality"] == 80
+    assert not api_server.app.paths.config_file.exists() or "elsewhere" not in api_server.app.paths.config_file.read_text()
+    assert not outside.exists()
 
 
 def test_idle_progress_and_controls(api_server):
@@ -55,3 +84,25 @@ def test_api_auth(data_dir):
             assert client.get("/sdapi/v1/options", auth=("bob", "pw")).status_code == 200
     finally:
         server.stop()
+
+
+# Every A1111 endpoint sdstudio serves, by method: what clients (and /docs) rely on finding.
+A1111_ENDPOINTS = {
+    "get": ["cmd-flags", "embeddings", "extensions", "face-restorers", "latent-upscale-modes", "loras", "memory",
+            "options", "progress", "prompt-styles", "samplers", "schedulers", "script-info", "scripts",
+            "sd-models", "sd-vae", "upscalers"],
+    "post": ["extra-batch-images", "extra-single-image", "img2img", "interrupt", "options", "png-info",
+             "refresh-checkpoints", "refresh-loras", "refresh-vae", "reload-checkpoint", "skip", "txt2img",
+             "unload-checkpoint"],
+}
+
+
+def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
+    app = open_app(data_dir)
+    expected = {(method, f"/sdapi/v1/{name}") for method, names in A1111_ENDPOINTS.items() for name in names}
+    open_paths = create_api(app, JobQueue()).openapi()["paths"]
+    assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
+    guarded_paths = create_api(app, JobQueue(), ServerOptions(api_auth="alice:s3cret")).openapi()["paths"]
+    unguarded = [(method, path) for path, ops in guarded_paths.items() for method, op in ops.items()
+                 if op.get("security") != [{"HTTPBasic": []}]]
+    assert unguarded == [], "with --api-auth every endpoint asks for credentials"

@@ -100,6 +100,11 @@ class CheckpointModels:
         """The file of the loaded checkpoint, if one is loaded."""
         return self._current[0] if self._current is not None else None
 
+    @property
+    def current_model(self) -> GenerationModel | None:
+        """The loaded model, if one is loaded (read-only; loading goes through the call)."""
+        return self._current[1] if self._current is not None else None
+
     def unload(self) -> None:
         """Drop the loaded checkpoint (A1111's unload-checkpoint); the next job loads again."""
         import gc

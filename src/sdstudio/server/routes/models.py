@@ -1,0 +1,83 @@
+"""Checkpoints, VAEs, LoRAs and textual-inversion embeddings: listings, refresh, unload/reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sdstudio.app import App
+from sdstudio.engine.checkpoints import CheckpointModels
+from sdstudio.server import api_models as m
+from sdstudio.server.deps import AppDep, QueueDep, wait_for
+
+router = APIRouter()
+
+
+def loaded_text_width(app: App) -> int | None:
+    """Width of the loaded model's text embeddings (768 SD1, 1024 SD2, 2048 SDXL), if one is loaded."""
+    source = app.engine.model_source if app.engine else None
+    model = source.current_model if isinstance(source, CheckpointModels) else None
+    if model is None:
+        return None
+    prompt_encoder = getattr(getattr(model, "encoder", None), "prompt_encoder", None)
+    encoders = getattr(prompt_encoder, "text_encoders", None) or []
+    return sum(int(e.get_input_embeddings().weight.shape[1]) for e in encoders) or None
+
+
+@router.get("/sd-models", response_model=list[m.SDModelItem])
+def get_sd_models(app: AppDep):
+    return [
+        m.SDModelItem(title=e.title, model_name=e.model_name, hash=e.shorthash, sha256=e.sha256,
+                      filename=str(e.path), config=str(e.config) if e.config else None)
+        for e in app.models.list("checkpoint")
+    ]
+
+
+@router.get("/sd-vae", response_model=list[m.SDVaeItem])
+def get_sd_vae(app: AppDep):
+    return [m.SDVaeItem(model_name=e.name, filename=str(e.path)) for e in app.models.list("vae", with_hashes=False)]
+
+
+@router.post("/refresh-checkpoints")
+def refresh_checkpoints(app: AppDep):
+    app.models.list("checkpoint")
+    return None
+
+
+@router.post("/refresh-vae")
+def refresh_vae(app: AppDep):
+    app.models.list("vae", with_hashes=False)
+    return None
+
+
+@router.post("/unload-checkpoint")
+async def unload_checkpoint(app: AppDep, queue: QueueDep):
+    job = queue.submit("unload-checkpoint", lambda job: app.engine.model_source.unload())
+    await wait_for(job)
+    return None
+
+
+@router.post("/reload-checkpoint")
+async def reload_checkpoint(app: AppDep, queue: QueueDep):
+    job = queue.submit("reload-checkpoint", lambda job: app.engine.model_source(None) and None)
+    await wait_for(job)
+    return None
+
+
+@router.get("/loras")
+def get_loras(app: AppDep):
+    from sdstudio.extensions.lora.library import list_loras
+
+    return list_loras(app.loras)
+
+
+@router.post("/refresh-loras")
+def refresh_loras():
+    return None
+
+
+@router.get("/embeddings", response_model=m.EmbeddingsResponse)
+def get_embeddings(app: AppDep):
+    from sdstudio.prompts.embeddings import EmbeddingDatabase
+
+    database = EmbeddingDatabase(app.paths.folder("embedding"), expected_width=loaded_text_width(app))
+    return database.api_listing()

@@ -1,0 +1,64 @@
+"""Post-processing: upscalers, face restorers, latent upscale modes, extras, PNG info."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from sdstudio.engine.infotext import parse_generation_parameters
+from sdstudio.engine.request import HIRES_LATENT_UPSCALERS
+from sdstudio.engine.saving import read_infotext
+from sdstudio.server import api_models as m
+from sdstudio.server.deps import AppDep, QueueDep, wait_for
+from sdstudio.server.images import decode_base64_image, encode_image_base64
+
+router = APIRouter()
+
+
+@router.get("/upscalers", response_model=list[m.UpscalerItem])
+def get_upscalers(app: AppDep):
+    return [m.UpscalerItem(**info.to_api_dict()) for info in app.postprocess.upscalers.list(include_unusable=False)]
+
+
+@router.get("/face-restorers", response_model=list[m.FaceRestorerItem])
+def get_face_restorers(app: AppDep):
+    return [m.FaceRestorerItem(name=row.name, cmd_dir=row.cmd_dir) for row in app.postprocess.face_restorers.list()]
+
+
+@router.get("/latent-upscale-modes", response_model=list[m.LatentUpscalerModeItem])
+def get_latent_upscale_modes():
+    return [m.LatentUpscalerModeItem(name=name) for name in HIRES_LATENT_UPSCALERS]
+
+
+@router.post("/extra-single-image", response_model=m.ExtrasSingleImageResponse)
+async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: QueueDep):
+    from sdstudio.postprocess.extras import ExtrasSingleImageRequest
+
+    request = ExtrasSingleImageRequest(**body.model_dump())
+    job = queue.submit("extras", lambda job: app.postprocess.run_single(request, save=False))
+    result = await wait_for(job)
+    image = result.images[0] if result.images else None
+    return m.ExtrasSingleImageResponse(
+        html_info=result.html_info,
+        image=encode_image_base64(image.image, image.infotext) if image is not None and body.show_extras_results else None,
+    )
+
+
+@router.post("/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
+async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: QueueDep):
+    from sdstudio.postprocess.extras import ExtrasBatchImagesRequest
+
+    request = ExtrasBatchImagesRequest(**body.model_dump())
+    job = queue.submit("extras", lambda job: app.postprocess.run_batch(request, save=False))
+    result = await wait_for(job)
+    images = [encode_image_base64(item.image, item.infotext) for item in result.images] if body.show_extras_results else []
+    return m.ExtrasBatchImagesResponse(html_info=result.html_info, images=images)
+
+
+@router.post("/png-info", response_model=m.PNGInfoResponse)
+def png_info(body: m.PNGInfoRequest):
+    image = decode_base64_image(body.image, "image")
+    info = read_infotext(image) or ""
+    items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float)) and k != "parameters"}
+    if info:
+        items["parameters"] = info
+    return m.PNGInfoResponse(info=info, items=items, parameters=parse_generation_parameters(info) if info else {})

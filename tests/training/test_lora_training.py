@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from sdstudio.extensions.lora import LoraActivation, LoraLibrary, list_loras
 from sdstudio.training.lora_dataset import scan_training_folder, tag_frequency
-from sdstudio.training.lora_training import LoraTrainingConfig, TrainingBase, train_lora
+from sdstudio.training.lora_training import LoraTrainingConfig, TrainingBase, sample_images, train_lora
 
 KOHYA_KEY = re.compile(r"^lora_(unet|te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
 
@@ -59,8 +59,11 @@ def test_folder_repeats_and_captions_follow_kohya(dataset):
 def test_trained_lora_has_kohya_keys_and_metadata_and_changes_the_model(base, dataset, tmp_path):
     before = {k: v.clone() for k, v in base.unet.state_dict().items()}
     lora_dir = tmp_path / "models" / "Lora"
-    result = train_lora(base, scan_training_folder(dataset), config(train_text_encoder=True), lora_dir, progress_bar=False)
+    settings = config(train_text_encoder=True, sample_prompts=["a red star"], sample_every=2, sample_steps=2)
+    result = train_lora(base, scan_training_folder(dataset), settings, lora_dir, samples_dir=tmp_path / "samples", progress_bar=False)
     assert result.path == lora_dir / "star.safetensors" and result.steps == 4 and len(result.losses) == 4
+    assert [p.name for p in result.sample_paths] == ["star_000002_00.png", "star_000004_00.png"]
+    assert all(Image.open(p).size == (32, 32) for p in result.sample_paths)
     # training leaves the base model as it was
     after = base.unet.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
@@ -102,6 +105,17 @@ def test_resumed_training_ends_where_an_uninterrupted_run_does(base, dataset, tm
     assert resumed.resumed_from == 2 and resumed.steps == 4
     a, b = load_file(str(straight.path)), load_file(str(resumed.path))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_sample_images_are_fixed_by_the_seed_and_count_up_from_it(base):
+    def pixels(images):
+        return [np.asarray(image) for image in images]
+
+    first = pixels(sample_images(base, ["a red star", "a red star"], 32, seed=3, steps=3))
+    again = pixels(sample_images(base, ["a red star", "a red star"], 32, seed=3, steps=3))
+    next_seed = pixels(sample_images(base, ["a red star"], 32, seed=4, steps=3))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert np.array_equal(first[1], next_seed[0]) and not np.array_equal(first[0], first[1])
 
 
 def test_cli_reports_a_missing_data_folder(tmp_path, capsys):

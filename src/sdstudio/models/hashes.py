@@ -107,3 +107,9 @@ class HashCache:
             text = json.dumps(self._entries, indent=1, sort_keys=True)
         atomic_write_bytes(self.cache_file, text.encode("utf-8"))
         return result
+
+
+def addnet_hash_safetensors_bytes(data: bytes) -> str:
+    """The addnet hash of a safetensors file held in memory (e.g. `safetensors.torch.save(...)`), before it is written."""
+    header_length = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + header_length :]).hexdigest()

@@ -14,7 +14,11 @@ Follows kohya-ss sd-scripts' `train_network.py` with `networks.lora` for SD1-lay
    AdamW with gradient accumulation;
 4. save `lora_unet_*` / `lora_te_*` `.lora_down.weight`, `.lora_up.weight`, `.alpha` with
    kohya's `ss_*` metadata; every `save_every` steps also a numbered file and the resumable
-   state (weights, optimizer, RNG, data position); sample images every `sample_every` steps.
+   state (weights, optimizer, RNG, data position); sample images every `sample_every` steps
+   through the engine's sampler table (Euler), as generation would make them.
+
+`LoraTrainer` holds one run (steps 1-2 on construction, `step()`/`train()` for 3-4) and its
+`LoraTrainingState`; `train_lora` is the whole run in one call.
 
 Randomness comes from one explicit `torch.Generator` (noise, timesteps, init) and per-epoch
 shuffles seeded from `seed`, so a resumed run continues exactly as an uninterrupted one.
@@ -22,7 +26,6 @@ shuffles seeded from `seed`, so a resumed run continues exactly as an uninterrup
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -37,7 +40,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sdstudio.engine.images import tensor_to_pil
+from sdstudio.engine.samplers import DiscreteSigmas, SamplerOptions, resolve_sampler_and_schedule
+from sdstudio.engine.sampling import FixedConditioning, GuidedUNet, SamplingJob, run_sampler
+from sdstudio.engine.seeds import ImageNoise
 from sdstudio.errors import InvalidRequest
+from sdstudio.models.hashes import addnet_hash_safetensors_bytes, legacy_model_hash, sha256_of_file
 from sdstudio.training.lora_dataset import TrainingImage, dataset_dirs, tag_frequency
 
 ADAPTER = "default"
@@ -256,30 +264,6 @@ def remove_lora(model: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def legacy_model_hash(path: Path) -> str:
-    """A1111's old 8-digit model hash (sha256 of 64 KiB at 1 MiB), kohya's ss_sd_model_hash."""
-    with open(path, "rb") as handle:
-        handle.seek(0x100000)
-        return hashlib.sha256(handle.read(0x10000)).hexdigest()[:8]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tensors_hash(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 of the safetensors data section (kohya's sshs_model_hash = A1111's addnet hash)."""
-    from safetensors.torch import save
-
-    blob = save(tensors)
-    header = int.from_bytes(blob[:8], "little")
-    return hashlib.sha256(blob[8 + header :]).hexdigest()
-
-
 def training_metadata(config: LoraTrainingConfig, base: TrainingBase, images: list[TrainingImage], steps_done: int,
                       started: float, session_id: str, base_hashes: tuple[str, str], batches_per_epoch: int) -> dict[str, str]:
     """kohya's `ss_*` metadata (all values strings, JSON for the nested ones)."""
@@ -333,34 +317,35 @@ def training_metadata(config: LoraTrainingConfig, base: TrainingBase, images: li
 
 
 # --------------------------------------------------------------------------------------
-# Samples (a small Euler sampler, so training does not depend on the engine's internals)
+# Samples (through the engine's sampler table, as generation makes images)
 # --------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed: int, steps: int = 20, cfg_scale: float = 7.0) -> list[Image.Image]:
-    """Euler sampling with classifier-free guidance on the current (LoRA-injected) model."""
-    from diffusers import EulerDiscreteScheduler
-
-    scheduler = EulerDiscreteScheduler.from_config(base.scheduler_config)
+def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed: int, steps: int = 20, cfg_scale: float = 7.0,
+                  sampler_name: str = "Euler") -> list[Image.Image]:
+    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance; prompt i uses seed + i."""
+    resolved = resolve_sampler_and_schedule(sampler_name, None)
+    if resolved is None:
+        raise InvalidRequest("sampler", f"unknown sampler {sampler_name!r}")
+    sampler, schedule = resolved
+    discrete = DiscreteSigmas.from_scheduler_config(base.scheduler_config)
+    prediction_type = base.scheduler_config.get("prediction_type", "epsilon")
     device = next(base.unet.parameters()).device
+    vae_dtype = next(base.vae.parameters()).dtype
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    channels = int(base.unet.config.in_channels)
-    images = []
-    for index, prompt in enumerate(prompts):
-        ids = caption_token_ids([prompt, ""]).to(device)
-        context = base.text_encoder(ids)[0]
-        generator = torch.Generator().manual_seed(seed + index)
-        scheduler.set_timesteps(steps)  # also resets the scheduler's step index for this prompt
-        x = torch.randn(1, channels, resolution // factor, resolution // factor, generator=generator).to(device) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            model_in = scheduler.scale_model_input(torch.cat([x, x]), t)
-            eps = base.unet(model_in, t, encoder_hidden_states=context).sample
-            cond, uncond = eps.chunk(2)
-            x = scheduler.step(uncond + cfg_scale * (cond - uncond), t, x).prev_sample
-        pixels = base.vae.decode(x / base.vae_scaling_factor).sample.float()
-        array = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-        images.append(Image.fromarray(array))
+    shape = (int(base.unet.config.in_channels), resolution // factor, resolution // factor)
+    images: list[Image.Image] = []
+    for index, prompt in enumerate(prompts):  # one prompt at a time: training already holds much memory
+        context = base.text_encoder(caption_token_ids([prompt, ""]).to(device))[0]
+        noise = ImageNoise(shape, [seed + index], device=device)
+        job = SamplingJob(
+            sampler=sampler, schedule=schedule, steps=steps, guided=GuidedUNet(base.unet, FixedConditioning(context[:1], context[1:]), cfg_scale),
+            discrete=discrete, prediction_type=prediction_type, scheduler_config=base.scheduler_config,
+            noise=noise.next, initial_noise=noise.first(), options=SamplerOptions(eta=sampler.default_eta),
+        )
+        latents = run_sampler(job) / base.vae_scaling_factor
+        images += tensor_to_pil(base.vae.decode(latents.to(vae_dtype)).sample)
     return images
 
 
@@ -391,6 +376,225 @@ class _EpochOrder:
         return batch
 
 
+@dataclass
+class LoraTrainingState:
+    """Where a run stands: steps done, their losses, the data position and the noise generator (state.json)."""
+
+    step: int
+    losses: list[float]
+    order: _EpochOrder
+    generator: torch.Generator
+
+    @classmethod
+    def start(cls, repeated: list[int], seed: int) -> "LoraTrainingState":
+        """Step 0: the first epoch's order and a generator seeded with `seed`."""
+        return cls(0, [], _EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
+
+    def to_json(self, config: LoraTrainingConfig) -> dict[str, Any]:
+        """The state.json contents (with the run's config, for people reading it)."""
+        return {"step": self.step, "losses": self.losses, "epoch": self.order.epoch, "position": self.order.position,
+                "generator_state": self.generator.get_state().tolist(), "config": asdict(config)}
+
+    def restore(self, info: dict[str, Any]) -> None:
+        """Continue from a saved state.json."""
+        self.step, self.losses = int(info["step"]), list(info["losses"])
+        self.order = _EpochOrder(self.order.repeated, self.order.seed, int(info["epoch"]), int(info["position"]))
+        self.generator.set_state(torch.tensor(info["generator_state"], dtype=torch.uint8))
+
+
+class LoraTrainer:
+    """One LoRA training run over `base`: adapters go in on construction and come out when `train()` ends."""
+
+    def __init__(self, base: TrainingBase, images: list[TrainingImage], config: LoraTrainingConfig, output_dir: Path,
+                 state_dir: Path | None = None, samples_dir: Path | None = None, on_step: Callable[[int, float], None] | None = None):
+        from diffusers import DDPMScheduler
+
+        config.check()
+        self.began = time.monotonic()
+        self.base, self.images, self.config = base, images, config
+        self.output_dir, self.state_dir, self.samples_dir, self.on_step = output_dir, state_dir, samples_dir, on_step
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.started, self.session_id = time.time(), str(uuid.uuid4())
+        self.base_hashes = (legacy_model_hash(base.path), sha256_of_file(base.path)) if base.path and base.path.is_file() else ("", "")
+        self.add_text_model = not hasattr(base.text_encoder, "text_model")
+        self.sample_paths: list[Path] = []
+
+        # Step 1: data, encoded once (captions too, unless the text encoder trains)
+        self.latents = encode_latents(base.vae, images, config.resolution, base.vae_scaling_factor)
+        self.token_ids = caption_token_ids([image.caption for image in images])
+        self.cached_context = None if config.train_text_encoder else self._encode_captions()
+        repeated = [i for i, image in enumerate(images) for _ in range(image.repeats)]
+        self.batches_per_epoch = math.ceil(len(repeated) / config.train_batch_size)
+        self.state = LoraTrainingState.start(repeated, config.seed)
+
+        # Step 2: networks; their init draws from the state's generator before any training noise
+        self.optimizer = torch.optim.AdamW(self._inject_networks())
+        noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
+        self.alphas_cumprod = noise_scheduler.alphas_cumprod
+        self.num_timesteps = int(noise_scheduler.config.num_train_timesteps)
+        self.device = next(base.unet.parameters()).device
+
+    @torch.no_grad()
+    def _encode_captions(self) -> torch.Tensor:
+        encoder = self.base.text_encoder
+        ids = self.token_ids.to(next(encoder.parameters()).device)
+        return torch.cat([encoder(ids[i : i + 16])[0] for i in range(0, len(ids), 16)])
+
+    def _inject_networks(self) -> list[dict[str, Any]]:
+        """LoRA adapters into the UNet (and the text encoder when it trains); the optimizer's parameter groups."""
+        base, config, generator = self.base, self.config, self.state.generator
+        unet_targets = unet_lora_targets(base.unet)
+        conv_targets = [t for t in unet_lora_targets(base.unet, conv=True) if t not in unet_targets] if config.conv_rank else []
+        unet_params = inject_lora(base.unet, unet_targets, config.rank, config.network_alpha, generator, conv_targets, config.conv_rank, config.conv_alpha)
+        groups = [{"params": unet_params, "lr": config.learning_rate}]
+        if config.train_text_encoder:
+            te_params = inject_lora(base.text_encoder, text_encoder_lora_targets(base.text_encoder), config.rank, config.network_alpha, generator)
+            groups.append({"params": te_params, "lr": config.text_encoder_lr or config.learning_rate})
+        return groups
+
+    def remove_networks(self) -> None:
+        """Take the adapters out again, leaving the base model as it was."""
+        remove_lora(self.base.unet)
+        if self.config.train_text_encoder:
+            remove_lora(self.base.text_encoder)
+
+    # -- files ---------------------------------------------------------------------------
+
+    def network_tensors(self) -> dict[str, torch.Tensor]:
+        """The current adapters as kohya tensors (`lora_unet_*`, `lora_te_*`)."""
+        tensors = kohya_state_dict(self.base.unet, "lora_unet_")
+        if self.config.train_text_encoder:
+            tensors.update(kohya_state_dict(self.base.text_encoder, "lora_te_", self.add_text_model))
+        return tensors
+
+    def save_lora(self, path: Path) -> None:
+        """The adapters as a kohya LoRA file with `ss_*` metadata, written atomically."""
+        from safetensors.torch import save, save_file
+
+        tensors = self.network_tensors()
+        metadata = training_metadata(self.config, self.base, self.images, self.state.step, self.started, self.session_id,
+                                     self.base_hashes, self.batches_per_epoch)
+        metadata["sshs_model_hash"] = addnet_hash_safetensors_bytes(save(tensors))
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+
+    def save_state(self) -> None:
+        """Adapter weights, optimizer and state.json into `state_dir` (nothing without one)."""
+        from safetensors.torch import save_file
+
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        save_file(self.network_tensors(), str(self.state_dir / STATE_WEIGHTS))
+        torch.save(self.optimizer.state_dict(), self.state_dir / STATE_OPTIMIZER)
+        (self.state_dir / STATE_INFO).write_text(json.dumps(self.state.to_json(self.config)))
+
+    def load_state(self) -> bool:
+        """Continue from the state saved in `state_dir`, if there is one; returns whether there was."""
+        from safetensors.torch import load_file
+
+        if self.state_dir is None or not (self.state_dir / STATE_INFO).is_file():
+            return False
+        info = json.loads((self.state_dir / STATE_INFO).read_text())
+        saved = load_file(str(self.state_dir / STATE_WEIGHTS))
+        load_kohya_state(self.base.unet, "lora_unet_", saved)
+        if self.config.train_text_encoder:
+            load_kohya_state(self.base.text_encoder, "lora_te_", saved, self.add_text_model)
+        self.optimizer.load_state_dict(torch.load(self.state_dir / STATE_OPTIMIZER, weights_only=True))
+        self.state.restore(info)
+        return True
+
+    def save_samples(self) -> None:
+        """Render the sample prompts into `samples_dir` as `{output_name}_{step}_{index}.png`."""
+        config = self.config
+        if not config.sample_prompts or self.samples_dir is None:
+            return
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        was_training = self.base.unet.training
+        self.base.unet.eval()
+        images = sample_images(self.base, config.sample_prompts, config.resolution, config.seed, config.sample_steps, config.sample_cfg_scale)
+        self.base.unet.train(was_training)
+        for i, image in enumerate(images):
+            path = self.samples_dir / f"{config.output_name}_{self.state.step:06d}_{i:02d}.png"
+            image.save(path)
+            self.sample_paths.append(path)
+
+    # -- training ------------------------------------------------------------------------
+
+    def step(self) -> float:
+        """One optimizer step over `gradient_accumulation_steps` batches; returns its loss."""
+        config, state = self.config, self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(config.gradient_accumulation_steps):
+            total += self._backward(state.order.take(config.train_batch_size))
+        self.optimizer.step()
+        state.step += 1
+        state.losses.append(total)
+        return total
+
+    def _backward(self, picks: list[int]) -> float:
+        """Epsilon-prediction loss of one batch, back-propagated; returns its share of the step's loss."""
+        generator, device = self.state.generator, self.device
+        x0 = self.latents[picks]
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        t = torch.randint(0, self.num_timesteps, (len(picks),), generator=generator)
+        a = self.alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        if self.cached_context is not None:
+            context = self.cached_context[picks]
+        else:
+            context = self.base.text_encoder(self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device))[0]
+        pred = self.base.unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
+        loss = F.mse_loss(pred.float(), noise.to(device).float()) / self.config.gradient_accumulation_steps
+        loss.backward()
+        return float(loss.detach())
+
+    def _save_on_the_way(self) -> None:
+        """The numbered LoRA, the state and the samples due at this step (the last step saves in `train`)."""
+        config, step = self.config, self.state.step
+        if step >= config.max_train_steps:
+            return
+        if config.save_every and step % config.save_every == 0:
+            self.save_lora(self.output_dir / f"{config.output_name}-step{step:08d}.safetensors")
+            self.save_state()
+        if config.sample_every and step % config.sample_every == 0:
+            self.save_samples()
+
+    def train(self, progress_bar: bool = True) -> LoraTrainingResult:
+        """Step to `max_train_steps`, save the LoRA, state and samples, and take the adapters out (call once)."""
+        config, state = self.config, self.state
+        resumed_from = state.step
+        bar = None
+        if progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.max_train_steps, initial=state.step, desc=f"train-lora {config.output_name}", unit="step")
+        try:
+            # Step 3: the loop
+            self.base.unet.train()
+            while state.step < config.max_train_steps:
+                loss = self.step()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update(1)
+                if self.on_step is not None:
+                    self.on_step(state.step, loss)
+                self._save_on_the_way()
+            self.base.unet.eval()
+            # Step 4: files
+            final = self.output_dir / f"{config.output_name}.safetensors"
+            self.save_lora(final)
+            self.save_state()
+            self.save_samples()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.remove_networks()
+        return LoraTrainingResult(final, state.step, state.losses, self.sample_paths, time.monotonic() - self.began, resumed_from)
+
+
 def train_lora(
     base: TrainingBase,
     images: list[TrainingImage],
@@ -403,138 +607,7 @@ def train_lora(
     on_step: Callable[[int, float], None] | None = None,
 ) -> LoraTrainingResult:
     """Train a LoRA on `images` over `base` and save `output_dir/{output_name}.safetensors`."""
-    from diffusers import DDPMScheduler
-    from safetensors.torch import load_file, save_file
-
-    config.check()
-    began = time.monotonic()
-    output_dir.mkdir(parents=True, exist_ok=True)
-    started, session_id = time.time(), str(uuid.uuid4())
-    base_hashes = (legacy_model_hash(base.path), file_sha256(base.path)) if base.path and base.path.is_file() else ("", "")
-    add_text_model = not hasattr(base.text_encoder, "text_model")
-    train_te = config.train_text_encoder
-
-    # Step 1: data, encoded once
-    latents = encode_latents(base.vae, images, config.resolution, base.vae_scaling_factor)
-    captions = [image.caption for image in images]
-    token_ids = caption_token_ids(captions)
-    cached_context = None
-    if not train_te:
-        with torch.no_grad():
-            cached_context = torch.cat([base.text_encoder(token_ids[i : i + 16])[0] for i in range(0, len(images), 16)])
-    repeated = [i for i, image in enumerate(images) for _ in range(image.repeats)]
-    batches_per_epoch = math.ceil(len(repeated) / config.train_batch_size)
-
-    # Step 2: networks
-    generator = torch.Generator().manual_seed(config.seed)
-    unet_targets = unet_lora_targets(base.unet)
-    conv_targets = [t for t in unet_lora_targets(base.unet, conv=True) if t not in unet_targets] if config.conv_rank else []
-    params = inject_lora(base.unet, unet_targets, config.rank, config.network_alpha, generator, conv_targets, config.conv_rank, config.conv_alpha)
-    groups = [{"params": params, "lr": config.learning_rate}]
-    if train_te:
-        te_params = inject_lora(base.text_encoder, text_encoder_lora_targets(base.text_encoder), config.rank, config.network_alpha, generator)
-        groups.append({"params": te_params, "lr": config.text_encoder_lr or config.learning_rate})
-    optimizer = torch.optim.AdamW(groups)
-    noise_scheduler = DDPMScheduler.from_config(base.scheduler_config)
-    alphas_cumprod = noise_scheduler.alphas_cumprod
-    num_timesteps = int(noise_scheduler.config.num_train_timesteps)
-
-    step, losses, order = 0, [], _EpochOrder(repeated, config.seed)
-    if resume and state_dir is not None and (state_dir / STATE_INFO).is_file():
-        info = json.loads((state_dir / STATE_INFO).read_text())
-        saved = load_file(str(state_dir / STATE_WEIGHTS))
-        load_kohya_state(base.unet, "lora_unet_", saved)
-        if train_te:
-            load_kohya_state(base.text_encoder, "lora_te_", saved, add_text_model)
-        optimizer.load_state_dict(torch.load(state_dir / STATE_OPTIMIZER, weights_only=True))
-        generator.set_state(torch.tensor(info["generator_state"], dtype=torch.uint8))
-        step, losses = int(info["step"]), list(info["losses"])
-        order = _EpochOrder(repeated, config.seed, int(info["epoch"]), int(info["position"]))
-    resumed_from = step
-
-    def network_tensors() -> dict[str, torch.Tensor]:
-        tensors = kohya_state_dict(base.unet, "lora_unet_")
-        if train_te:
-            tensors.update(kohya_state_dict(base.text_encoder, "lora_te_", add_text_model))
-        return tensors
-
-    def save_lora(path: Path) -> None:
-        tensors = network_tensors()
-        metadata = training_metadata(config, base, images, step, started, session_id, base_hashes, batches_per_epoch)
-        metadata["sshs_model_hash"] = tensors_hash(tensors)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-
-    def save_state() -> None:
-        if state_dir is None:
-            return
-        state_dir.mkdir(parents=True, exist_ok=True)
-        save_file(network_tensors(), str(state_dir / STATE_WEIGHTS))
-        torch.save(optimizer.state_dict(), state_dir / STATE_OPTIMIZER)
-        info = {"step": step, "losses": losses, "epoch": order.epoch, "position": order.position,
-                "generator_state": generator.get_state().tolist(), "config": asdict(config)}
-        (state_dir / STATE_INFO).write_text(json.dumps(info))
-
-    sample_paths: list[Path] = []
-
-    def save_samples() -> None:
-        if not config.sample_prompts or samples_dir is None:
-            return
-        samples_dir.mkdir(parents=True, exist_ok=True)
-        base.unet.eval()
-        for i, image in enumerate(sample_images(base, config.sample_prompts, config.resolution, config.seed, config.sample_steps, config.sample_cfg_scale)):
-            path = samples_dir / f"{config.output_name}_{step:06d}_{i:02d}.png"
-            image.save(path)
-            sample_paths.append(path)
-
-    bar = None
-    if progress_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.max_train_steps, initial=step, desc=f"train-lora {config.output_name}", unit="step")
-    # Step 3: the loop
-    base.unet.train()
-    while step < config.max_train_steps:
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for _ in range(config.gradient_accumulation_steps):
-            picks = order.take(config.train_batch_size)
-            x0 = latents[picks]
-            noise = torch.randn(x0.shape, generator=generator)
-            t = torch.randint(0, num_timesteps, (len(picks),), generator=generator)
-            a = alphas_cumprod[t].float().view(-1, 1, 1, 1)
-            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-            context = cached_context[picks] if cached_context is not None else base.text_encoder(token_ids[picks])[0]
-            device = next(base.unet.parameters()).device
-            pred = base.unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
-            loss = F.mse_loss(pred.float(), noise.to(device).float()) / config.gradient_accumulation_steps
-            loss.backward()
-            total += float(loss.detach())
-        optimizer.step()
-        step += 1
-        losses.append(total)
-        if bar is not None:
-            bar.set_postfix(loss=f"{total:.4f}")
-            bar.update(1)
-        if on_step is not None:
-            on_step(step, total)
-        if config.save_every and step % config.save_every == 0 and step < config.max_train_steps:
-            save_lora(output_dir / f"{config.output_name}-step{step:08d}.safetensors")
-            save_state()
-        if config.sample_every and step % config.sample_every == 0 and step < config.max_train_steps:
-            save_samples()
-            base.unet.train()
-    if bar is not None:
-        bar.close()
-    base.unet.eval()
-
-    # Step 4: files
-    final = output_dir / f"{config.output_name}.safetensors"
-    save_lora(final)
-    save_state()
-    save_samples()
-    remove_lora(base.unet)
-    if train_te:
-        remove_lora(base.text_encoder)
-    return LoraTrainingResult(final, step, losses, sample_paths, time.monotonic() - began, resumed_from)
+    trainer = LoraTrainer(base, images, config, output_dir, state_dir, samples_dir, on_step)
+    if resume:
+        trainer.load_state()
+    return trainer.train(progress_bar)

@@ -3,7 +3,7 @@ checkpoint file can be loaded (no bundled model, no model loader yet).
 
 Usage: python tests/ui/serve_tiny_webui.py --data-dir DIR --port PORT
 Everything but the model source is the real thing: open_app, the job queue, the API,
-the UI, uvicorn (sdstudio.cli.webui.serve).
+the UI, uvicorn (sdstudio.launch.launch).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ def main() -> int:
     from tiny_model import tiny_generation_model
 
     from sdstudio.app import open_app
-    from sdstudio.cli.webui import serve
+    from sdstudio.launch import LaunchOptions, launch
     from sdstudio.engine.service import GenerationService
 
     app = open_app(args.data_dir)
     model = tiny_generation_model()
     app.engine = GenerationService(app.settings_store, app.paths, lambda name, settings: model,
                                    apply_styles=getattr(app.engine, "apply_styles", None), version="sdstudio test")
-    return serve(app, port=args.port, api=True, started=started)
+    return launch(app, LaunchOptions(port=args.port, api=True, ui=True), started=started)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,25 +26,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Start uvicorn with the API app until interrupted."""
-    import uvicorn
-
+    """Serve the API until interrupted."""
     from sdstudio.cli.common import open_app_from_args
-    from sdstudio.server.app import ServerOptions, create_api
-    from sdstudio.server.auth import parse_credentials
-    from sdstudio.engine.job_queue import JobQueue
+    from sdstudio.launch import LaunchOptions, check_credentials, check_port_free, launch
 
-    parse_credentials(args.api_auth)  # fail early, with a clear line, on a malformed spec
-    app = open_app_from_args(args)
-    queue = JobQueue()
-    options = ServerOptions(listen=args.listen, port=args.port, api_auth=args.api_auth)
-    api = create_api(app, queue, options)
-    host = "0.0.0.0" if args.listen else "127.0.0.1"
-    queue.start()
-    print(f"sdstudio API on http://{host}:{args.port}/sdapi/v1 (docs: /docs), data dir {app.paths.root}",
-          file=sys.stderr)
-    try:
-        uvicorn.run(api, host=host, port=args.port, log_level="warning")
-    finally:
-        queue.stop()
-    return 0
+    options = LaunchOptions(listen=args.listen, port=args.port, api=True, ui=False, api_auth=args.api_auth)
+    check_credentials(options)  # fail early, with a clear line, on a malformed spec
+    check_port_free(options.host, options.port)
+    return launch(open_app_from_args(args), options)

@@ -8,9 +8,6 @@ so the page is up in seconds.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import threading
 import time
 
 
@@ -30,92 +27,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the app, mount the UI, and serve until interrupted."""
+    """Serve the web UI (and the API) until interrupted."""
     started = time.perf_counter()
-    from sdstudio.ui.webui import offline_environment
-
-    offline_environment()  # before Gradio is imported anywhere
-    from sdstudio.server.auth import parse_credentials
-
-    parse_credentials(args.auth)  # fail early, with a clear line, on a malformed spec
-    api_auth = args.api_auth or args.auth
-    parse_credentials(api_auth)
-    check_port_free("0.0.0.0" if args.listen else "127.0.0.1", args.port)
     from sdstudio.cli.common import open_app_from_args
+    from sdstudio.launch import LaunchOptions, check_credentials, check_port_free, launch
 
-    app = open_app_from_args(args)
-    return serve(app, listen=args.listen, port=args.port, api=args.api, ui_auth=args.auth, api_auth=api_auth,
-                 started=started)
-
-
-def serve(app, *, listen: bool = False, port: int = 7860, api: bool = False, ui_auth: str | None = None,
-          api_auth: str | None = None, started: float | None = None) -> int:
-    """Serve the web UI (and the API) over an opened App until interrupted."""
-    import uvicorn
-
-    from sdstudio.server.auth import parse_credentials
-    from sdstudio.engine.job_queue import JobQueue
-    from sdstudio.ui.backend import UiBackend
-    from sdstudio.ui.webui import build_ui, mount_ui, offline_environment
-
-    offline_environment()
-    # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
-    os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
-    started = time.perf_counter() if started is None else started
-    queue = JobQueue()
-    fastapi_app = _fastapi_app(app, queue, listen, port, api, ui_auth, api_auth)
-    blocks = build_ui(UiBackend.from_app(app), queue)
-    mount_ui(fastapi_app, blocks, auth=list(parse_credentials(ui_auth).items()) or None)
-    host = "0.0.0.0" if listen else "127.0.0.1"
-    server = uvicorn.Server(uvicorn.Config(fastapi_app, host=host, port=port, log_level="warning"))
-    announce = threading.Thread(target=_announce_when_ready, args=(server, host, port, api, started, app), daemon=True)
-    queue.start()
-    announce.start()
-    try:
-        server.run()
-    finally:
-        queue.stop()
-    return 0
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Fail in a second, with the fix, rather than after building everything (uvicorn's way)."""
-    import socket
-
-    from sdstudio.errors import InvalidRequest
-
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise InvalidRequest("port", f"cannot listen on {host}:{port} ({exc.strerror}); "
-                                         "stop what uses it or pick another port with --port") from None
-
-
-def _fastapi_app(app, queue, listen: bool, port: int, api: bool, ui_auth: str | None, api_auth: str | None):
-    """The A1111 API app when --api is given, else a bare FastAPI app for the UI alone."""
-    if api:
-        from sdstudio.server.app import ServerOptions, create_api
-
-        options = ServerOptions(listen=listen, port=port, api_auth=api_auth, api=True,
-                                flags={"gradio_auth": "***" if ui_auth else None})
-        return create_api(app, queue, options)
-    from fastapi import FastAPI
-
-    from sdstudio import __version__
-
-    return FastAPI(title="sdstudio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
-
-
-def _announce_when_ready(server, host: str, port: int, api: bool, started: float, app) -> None:
-    while not server.started:
-        if server.should_exit:
-            return
-        time.sleep(0.05)
-    shown = "127.0.0.1" if host == "127.0.0.1" else host
-    api_text = ", API at /sdapi/v1 (docs: /docs)" if api else ""
-    cpu = os.times()
-    # CPU seconds say what the start costs on an idle machine when other work shares the cores.
-    print(f"sdstudio web UI ready in {time.perf_counter() - started:.1f} s (process CPU {cpu.user + cpu.system:.1f} s): "
-          f"http://{shown}:{port}/{api_text}; data dir {app.paths.root}", file=sys.stderr, flush=True)
+    options = LaunchOptions(listen=args.listen, port=args.port, api=args.api, ui=True,
+                            api_auth=args.api_auth or args.auth, ui_auth=args.auth)
+    check_credentials(options)  # fail early, with a clear line, on a malformed spec
+    check_port_free(options.host, options.port)
+    return launch(open_app_from_args(args), options, started=started)

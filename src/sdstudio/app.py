@@ -52,7 +52,7 @@ def open_app(data_dir: str | os.PathLike | None = None) -> App:
 
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
-    loras = LoraLibrary(paths.folder("lora"))
+    loras = LoraLibrary(paths.folders("lora"))
     postprocess = build_postprocess(settings, paths)
     engine = build_engine(settings, paths, postprocess, models=models, styles=styles, loras=loras)
     return App(paths=paths, settings=settings, notices=notices, engine=engine, postprocess=postprocess,
@@ -91,7 +91,7 @@ def build_engine(settings: Settings, paths: DataPaths, postprocess: "Postprocess
         add_watermark = None
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
 
-    loras = loras or LoraLibrary(paths.folder("lora"))
+    loras = loras or LoraLibrary(paths.folders("lora"))
     return GenerationService(
         settings, paths, checkpoints, apply_styles=styles.apply_styles, upscale_image=upscale_image,
         restore_faces=restore_faces, watermark=add_watermark, version=f"sdstudio {__version__}",

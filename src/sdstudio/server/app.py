@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from sdstudio import __version__
 from sdstudio.app import App
 from sdstudio.engine.infotext import parse_generation_parameters
-from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, Img2ImgRequest, Txt2ImgRequest, decode_base64_image
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdstudio.engine.saving import read_infotext
 from sdstudio.engine.service import GenerationControl
@@ -30,7 +30,7 @@ from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.images import decode_base64_image, encode_image_base64
+from sdstudio.server.images import encode_image_base64
 from sdstudio.engine.job_queue import Job, JobQueue, submit_generation
 
 
@@ -380,10 +380,10 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
             "vae_dir": str(app.paths.folder("vae")),
             "lora_dir": str(app.paths.folder("lora")),
             "embeddings_dir": str(app.paths.folder("embedding")),
-            "esrgan_models_path": str(app.paths.folder("esrgan")),
-            "realesrgan_models_path": str(app.paths.folder("realesrgan")),
-            "gfpgan_models_path": str(app.paths.folder("gfpgan")),
-            "codeformer_models_path": str(app.paths.folder("codeformer")),
+            "esrgan_models_path": str(app.paths.folder("upscaler", "ESRGAN")),
+            "realesrgan_models_path": str(app.paths.folder("upscaler", "RealESRGAN")),
+            "gfpgan_models_path": str(app.paths.folder("face_restorer", "GFPGAN")),
+            "codeformer_models_path": str(app.paths.folder("face_restorer", "Codeformer")),
             "no_half_vae": app.settings.no_half_vae,
             **options.flags,
         }

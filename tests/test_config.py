@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sdstudio.app import open_app
+from sdstudio.config import MODEL_KINDS, Settings, load_settings, resolve_data_dir, save_settings
 from sdstudio.errors import InvalidRequest
-from sdstudio.config import MODEL_FOLDERS, Settings, load_settings, resolve_data_dir, save_settings
 
 
 def test_data_dir_precedence(tmp_path, monkeypatch):
@@ -23,8 +23,9 @@ def test_data_dir_precedence(tmp_path, monkeypatch):
 def test_open_app_creates_a1111_layout(data_dir):
     app = open_app()
     assert app.paths.root == data_dir.resolve()
-    for sub in MODEL_FOLDERS.values():
-        assert (data_dir / sub).is_dir(), sub
+    for kind in MODEL_KINDS.values():
+        for sub in kind.folders:
+            assert (data_dir / sub).is_dir(), sub
     assert (data_dir / "outputs").is_dir()
 
 

@@ -68,7 +68,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         store.overlay(run_options)
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
-    loras = LoraLibrary(paths.folder("lora"))
+    loras = LoraLibrary(paths.folders("lora"))
     postprocess = PostprocessService.build(paths, store.current, device=store.current.device)
     checkpoints = CheckpointModels(
         store,

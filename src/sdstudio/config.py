@@ -23,17 +23,58 @@ from sdstudio.errors import InvalidRequest
 
 DATA_DIR_ENV = "SDSTUDIO_DATA_DIR"
 
-# The A1111 folder layout (SPEC.md §1), relative to the data dir.
-MODEL_FOLDERS = {
-    "checkpoint": "models/Stable-diffusion",
-    "vae": "models/VAE",
-    "lora": "models/Lora",
-    "esrgan": "models/ESRGAN",
-    "realesrgan": "models/RealESRGAN",
-    "gfpgan": "models/GFPGAN",
-    "codeformer": "models/Codeformer",
-    "embedding": "embeddings",
-}
+# -- Model files: the A1111 folder layout (SPEC.md §1), relative to the data dir ----------
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A kind of model file: the data-dir folders it is found in (new files go to the first) and its suffixes."""
+
+    name: str
+    folders: tuple[str, ...]
+    suffixes: tuple[str, ...]
+
+    def files_in(self, folder: Path) -> list[Path]:
+        """Files of this kind under `folder` (symlinks followed, hidden names skipped), sorted case-insensitively."""
+        found: list[Path] = []
+        visited: set[str] = set()
+        for root, dirs, files in os.walk(folder, followlinks=True):
+            real = os.path.realpath(root)
+            if real in visited:  # a link back up the tree: walk each directory once
+                dirs[:] = []
+                continue
+            visited.add(real)
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [Path(root) / name for name in files if not name.startswith(".") and name.lower().endswith(self.suffixes)]
+        return sorted(found, key=lambda path: path.relative_to(folder).as_posix().lower())
+
+
+# Upscaler and face-restoration weights (read through spandrel) share their suffixes.
+IMAGE_MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+MODEL_KINDS = {kind.name: kind for kind in (
+    ModelKind("checkpoint", ("models/Stable-diffusion",), (".safetensors", ".ckpt")),
+    ModelKind("vae", ("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
+    ModelKind("lora", ("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
+    ModelKind("embedding", ("embeddings",), (".pt", ".bin", ".safetensors")),
+    ModelKind("upscaler", ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"), IMAGE_MODEL_SUFFIXES),
+    ModelKind("face_restorer", ("models/GFPGAN", "models/Codeformer"), IMAGE_MODEL_SUFFIXES),
+)}
+"""Every kind of model file, by name (the `--type` of `sdstudio models`)."""
+
+PREVIEW_SUFFIXES = (".png", ".preview.png", ".jpg", ".preview.jpg", ".jpeg", ".preview.jpeg",
+                    ".webp", ".preview.webp", ".gif", ".preview.gif")
+"""Card images beside a model file (NAME.png...), in A1111's order (ui_extra_networks.find_preview)."""
+
+
+def find_preview(model_file: Path) -> Path | None:
+    """The preview image beside a model file, if there is one."""
+    base = Path(model_file).with_suffix("")
+    for suffix in PREVIEW_SUFFIXES:
+        candidate = base.with_name(base.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def default_data_dir() -> Path:
@@ -54,9 +95,18 @@ class DataPaths:
 
     root: Path
 
-    def folder(self, kind: str) -> Path:
-        """The model folder for a kind from MODEL_FOLDERS."""
-        return self.root / MODEL_FOLDERS[kind]
+    def folder(self, kind: str, name: str | None = None) -> Path:
+        """A model kind's first folder (where new files go), or its folder called `name` ("RealESRGAN")."""
+        if name is None:
+            return self.root / MODEL_KINDS[kind].folders[0]
+        for folder in self.folders(kind):
+            if folder.name == name:
+                return folder
+        raise KeyError(f"no {kind} folder named {name!r}")
+
+    def folders(self, kind: str) -> list[Path]:
+        """Every folder a model kind is found in."""
+        return [self.root / folder for folder in MODEL_KINDS[kind].folders]
 
     @property
     def models(self) -> Path:
@@ -91,8 +141,9 @@ class DataPaths:
 
     def ensure(self) -> "DataPaths":
         """Create the data dir with the A1111 layout (idempotent)."""
-        for sub in MODEL_FOLDERS.values():
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for kind in MODEL_KINDS:
+            for folder in self.folders(kind):
+                folder.mkdir(parents=True, exist_ok=True)
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return self

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sdstudio.engine.infotext import format_infotext, parse_generation_parameters, quote, request_fields_from_infotext
+from sdstudio.engine.infotext import format_infotext, parse_generation_parameters, request_fields_from_infotext
 from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
+from sdstudio.postprocess.image_files import quote
 
 A1111_SAMPLE = (
     "masterpiece, (best quality:1.2), 1girl\n"

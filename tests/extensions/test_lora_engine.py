@@ -52,3 +52,19 @@ def test_alias_from_metadata_finds_the_file(service):
     by_alias, result = generate(service, "a red star <lora:shiny_v1:1>")
     assert np.array_equal(by_alias, base)
     assert "shiny_v1:" in result.infotexts[0]
+
+
+def test_a_lora_in_the_lycoris_folder_is_applied_by_its_tag(data_dir_with_model):
+    from sdstudio.app import open_app
+    from sdstudio.extensions.lora.library import text_encoders_of_model
+
+    app = open_app(data_dir_with_model)
+    model = app.engine.model_source(None)
+    tensors = kohya_lora_tensors(model.unet, text_encoders_of_model(model)[0], seed=2, strength=0.5)
+    write_lora(app.paths.folder("lora", "LyCORIS"), "inky", tensors)
+
+    base, _ = generate(app.engine, "a red star")
+    with_lora, result = generate(app.engine, "a red star <lora:inky:1>")
+    assert not np.array_equal(with_lora, base)
+    assert not result.warnings
+    assert list(parse_lora_hashes(result.infotexts[0].split("Lora hashes: ")[1].split('"')[1])) == ["inky"]

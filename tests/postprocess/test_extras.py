@@ -14,15 +14,15 @@ from sdstudio.postprocess.extras import (
     ExtrasSingleImageRequest,
     NamedImage,
     PostprocessService,
-    format_postprocess_infotext,
 )
+from sdstudio.postprocess.image_files import format_infotext_parameters
 
 SOURCE_PARAMETERS = "a red circle\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42, Size: 64x48"
 
 
 @pytest.fixture
 def service(paths, settings) -> PostprocessService:
-    save_compact(paths.folder("realesrgan") / "my-compact-2x.pth", scale=2)
+    save_compact(paths.folder("upscaler", "RealESRGAN") / "my-compact-2x.pth", scale=2)
     return PostprocessService.build(paths, settings, device="cpu")
 
 
@@ -106,7 +106,7 @@ def test_face_restoration_step_records_a1111_keys_and_note(service):
 
 
 def test_infotext_values_are_quoted_as_a1111():
-    assert format_postprocess_infotext({"Postprocess upscaler": "4x, sharp", "Postprocess upscale by": 2}) == 'Postprocess upscaler: "4x, sharp", Postprocess upscale by: 2'
+    assert format_infotext_parameters({"Postprocess upscaler": "4x, sharp", "Postprocess upscale by": 2}) == 'Postprocess upscaler: "4x, sharp", Postprocess upscale by: 2'
 
 
 def test_request_fields_are_a1111s():

@@ -41,7 +41,7 @@ def test_missing_model_is_one_line_error(paths, settings):
 
 
 def test_wrong_model_in_folder_is_refused(paths, settings):
-    save_esrgan(paths.folder("gfpgan") / "GFPGANv1.4.pth")
+    save_esrgan(paths.folder("face_restorer", "GFPGAN") / "GFPGANv1.4.pth")
     with pytest.raises(ModelLoadError, match="ESRGAN model, not GFPGAN"):
         FaceRestorers(paths, settings).restore(draw_face(), "GFPGAN")
 
@@ -57,7 +57,7 @@ def test_unknown_restorer_and_bad_values(paths, settings):
 def test_listing_as_a1111(paths, settings):
     rows = FaceRestorers(paths, settings).list()
     assert [r.name for r in rows] == ["CodeFormer", "GFPGAN"]
-    assert rows[0].to_api_dict() == {"name": "CodeFormer", "cmd_dir": str(paths.folder("codeformer"))}
+    assert rows[0].to_api_dict() == {"name": "CodeFormer", "cmd_dir": str(paths.folder("face_restorer", "Codeformer"))}
 
 
 def test_feathered_mask_is_zero_outside_the_box():
@@ -104,7 +104,7 @@ def test_restore_changes_pixels_only_inside_the_face_box(paths, settings):
 @pytest.mark.slow
 def test_gfpgan_changes_pixels_only_inside_the_face_box(paths, settings):
     """A random-weight GFPGAN (published `params_ema` layout) restores the drawn face in place."""
-    save_gfpgan(paths.folder("gfpgan") / "GFPGANv1.4.pth")
+    save_gfpgan(paths.folder("face_restorer", "GFPGAN") / "GFPGANv1.4.pth")
     image = draw_face(256)
     result = FaceRestorers(paths, settings).restore(image, "GFPGAN")
     assert result.note is None and len(result.faces) == 1
@@ -118,7 +118,7 @@ def test_gfpgan_changes_pixels_only_inside_the_face_box(paths, settings):
 
 @pytest.mark.slow
 def test_codeformer_weight_changes_result_inside_face_only(paths, settings):
-    save_codeformer(paths.folder("codeformer") / "codeformer.pth")
+    save_codeformer(paths.folder("face_restorer", "Codeformer") / "codeformer.pth")
     restorers = FaceRestorers(paths, settings)
     image = draw_face(256)
     strong = restorers.restore(image, "CodeFormer", codeformer_weight=0.0)

@@ -26,9 +26,9 @@ from sdstudio.postprocess.upscalers import (
 @pytest.fixture
 def model_dir(paths):
     """One file of each published layout in the folders A1111 scans."""
-    save_esrgan(paths.folder("esrgan") / "4x-Tiny.pth", scale=4)
-    save_realesrgan_rrdb(paths.folder("realesrgan") / "RealESRGAN_x4plus.pth")
-    save_compact(paths.folder("realesrgan") / "my-compact-2x.pth", scale=2)
+    save_esrgan(paths.folder("upscaler", "ESRGAN") / "4x-Tiny.pth", scale=4)
+    save_realesrgan_rrdb(paths.folder("upscaler", "RealESRGAN") / "RealESRGAN_x4plus.pth")
+    save_compact(paths.folder("upscaler", "RealESRGAN") / "my-compact-2x.pth", scale=2)
     save_swinir(paths.root / "models" / "SwinIR" / "SwinIR-tiny-x2.pth", scale=2)
     return paths
 
@@ -101,7 +101,7 @@ def _seam_mask(length: int, tile: int, overlap: int, scale: int, radius: int) ->
 )
 def test_tiled_matches_untiled_away_from_seams(paths, builder, size, tile, overlap, radius):
     """Tolerance: at most 1 level (of 255) away from seams; the whole image within a mean of 2 levels."""
-    model_file = paths.folder("esrgan") / "model.pth"
+    model_file = paths.folder("upscaler", "ESRGAN") / "model.pth"
     if builder is save_compact:
         builder(model_file, scale=2, num_conv=2)
     else:
@@ -150,7 +150,7 @@ class _CreatesFile:
 
 
 def test_bad_files_are_listed_unusable_with_one_line_reason(paths, settings, tmp_path):
-    folder = paths.folder("esrgan")
+    folder = paths.folder("upscaler", "ESRGAN")
     save_esrgan(folder / "good.pth")
     save_file({"encoder.foo.weight": torch.zeros(3, 3)}, folder / "unknown-arch.safetensors")
     (folder / "corrupt.pth").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
@@ -193,7 +193,7 @@ def test_invalid_scale_is_refused(model_dir, settings):
 def test_refresh_sees_new_files(paths, settings):
     registry = UpscalerRegistry(paths, settings)
     assert registry.names() == ["None", "Lanczos", "Nearest"]
-    save_compact(paths.folder("esrgan") / "late-2x.pth")
+    save_compact(paths.folder("upscaler", "ESRGAN") / "late-2x.pth")
     registry.refresh()
     assert "late-2x" in registry.names()
 
@@ -221,7 +221,7 @@ def test_latent_upscale_modes_table_and_resize():
 
 def test_probe_results_persist_between_runs(paths, settings):
     """A restart reads model scales from cache/upscalers.json instead of loading every file again."""
-    model = save_compact(paths.folder("esrgan") / "cached-2x.pth", scale=2)
+    model = save_compact(paths.folder("upscaler", "ESRGAN") / "cached-2x.pth", scale=2)
     assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 2
     cache = paths.cache_dir / "upscalers.json"
     rows = json.loads(cache.read_text())

@@ -6,8 +6,7 @@ import argparse
 import json
 import sys
 
-# The kinds of sdstudio.models.registry.MODEL_KINDS, listed here so `--help` needs no torch import.
-MODEL_KINDS = ("checkpoint", "vae", "lora", "embedding", "upscaler", "face_restorer")
+from sdstudio.config import MODEL_KINDS
 
 
 def register(subparsers) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sdstudio.config import MODEL_KINDS
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
-
-CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt")
 
 
 def register(subparsers) -> None:
@@ -49,7 +48,7 @@ def find_checkpoint(value: str, folder: Path) -> Path:
     candidate = Path(value).expanduser()
     if candidate.is_file():
         return candidate.resolve()
-    for path in [folder / value, *(folder / (value + ext) for ext in CHECKPOINT_EXTENSIONS)]:
+    for path in [folder / value, *(folder / (value + ext) for ext in MODEL_KINDS["checkpoint"].suffixes)]:
         if path.is_file():
             return path.resolve()
     raise NotFound(f"base: checkpoint {value!r} not found (as a file or in {folder}); pass a .safetensors/.ckpt file")

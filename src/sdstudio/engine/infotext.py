@@ -15,32 +15,14 @@ parser follows A1111's `parse_generation_parameters` (same regex and defaults), 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from sdstudio.engine.samplers import resolve_sampler_and_schedule
+from sdstudio.postprocess.image_files import format_infotext_parameters, unquote
 
 RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 RE_IMAGESIZE = re.compile(r"^(\d+)x(\d+)$")
-
-
-def quote(value: Any) -> Any:
-    """JSON-quote a value that contains ',', ':' or a newline (A1111 infotext_utils.quote)."""
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return value
-    return json.dumps(text, ensure_ascii=False)
-
-
-def unquote(text: str) -> str:
-    """Undo `quote` (A1111 infotext_utils.unquote)."""
-    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
-        return text
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _format_number(value: Any) -> Any:
@@ -52,7 +34,7 @@ def _format_number(value: Any) -> Any:
 
 def format_infotext(prompt: str, negative_prompt: str, params: dict[str, Any]) -> str:
     """The infotext for one image from its prompts and ordered parameters (None = omitted)."""
-    params_text = ", ".join(k if k == v else f"{k}: {quote(_format_number(v))}" for k, v in params.items() if v is not None)
+    params_text = format_infotext_parameters({k: _format_number(v) for k, v in params.items()})
     negative_text = f"\nNegative prompt: {negative_prompt}" if negative_prompt else ""
     return f"{prompt}{negative_text}\n{params_text}".strip()
 

@@ -12,13 +12,12 @@ request from the network cannot name a file.
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from sdstudio.engine.samplers import resolve_sampler_and_schedule, sampler_names, schedule_type_labels
@@ -47,31 +46,49 @@ RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3:
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 
 
+def decode_base64_image(encoded: str, field_name: str) -> Image.Image:
+    """A PIL image from a base64 string (data-URL prefix accepted); a clear error naming the field when it is not one."""
+    if not isinstance(encoded, str) or not encoded.strip():
+        raise InvalidRequest(field_name, "expected a base64-encoded image")
+    text = encoded.strip()
+    if text.startswith(("http://", "https://")):
+        raise InvalidRequest(field_name, "image URLs are not fetched (sdstudio works offline); send base64 data")
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return _open_image(base64.b64decode(text, validate=False))
+    except (ValueError, OSError) as exc:  # binascii.Error and PIL's UnidentifiedImageError among them
+        raise _undecodable(field_name, exc) from None
+
+
 def decode_image(value: Any, field_name: str) -> Image.Image:
-    """A PIL image from a PIL image, a Path, or a base64 string; InvalidRequest otherwise."""
+    """A PIL image from a PIL image, a Path, bytes or a base64 string; InvalidRequest otherwise."""
     if isinstance(value, Image.Image):
         return value
+    if isinstance(value, str):
+        return decode_base64_image(value, field_name)
     try:
         if isinstance(value, Path):
             with Image.open(value) as opened:
                 opened.load()
                 return opened.copy()
         if isinstance(value, (bytes, bytearray)):
-            data = bytes(value)
-        elif isinstance(value, str):
-            text = value.strip()
-            if text.startswith("data:") and "," in text:
-                text = text.split(",", 1)[1]
-            data = base64.b64decode(text, validate=False)
-        else:
-            raise InvalidRequest(field_name, f"expected an image (base64 string or file), got {type(value).__name__}")
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return opened.copy()
+            return _open_image(bytes(value))
     except FileNotFoundError:
         raise InvalidRequest(field_name, f"image file not found: {value}") from None
-    except (UnidentifiedImageError, binascii.Error, OSError, ValueError) as exc:
-        raise InvalidRequest(field_name, f"could not decode the image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    except (ValueError, OSError) as exc:
+        raise _undecodable(field_name, exc) from None
+    raise InvalidRequest(field_name, f"expected an image (base64 string or file), got {type(value).__name__}")
+
+
+def _open_image(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.load()
+        return opened.copy()
+
+
+def _undecodable(field_name: str, exc: Exception) -> InvalidRequest:
+    return InvalidRequest(field_name, f"not a decodable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
 
 
 def _first_error(exc: ValidationError) -> InvalidRequest:

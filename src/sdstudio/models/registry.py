@@ -14,22 +14,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sdstudio.config import DataPaths
+from sdstudio.config import MODEL_KINDS, DataPaths, find_preview
 from sdstudio.errors import NotFound
 from sdstudio.models.hashes import FileHashes, HashCache
 from sdstudio.models.state_dict import read_safetensors_metadata
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
-MODEL_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    # kind: (data-dir folders, file suffixes)
-    "checkpoint": (("models/Stable-diffusion",), CHECKPOINT_SUFFIXES),
-    "vae": (("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
-    "lora": (("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
-    "embedding": (("embeddings",), (".safetensors", ".pt", ".bin")),
-    "upscaler": (("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"), (".pth", ".pt", ".safetensors")),
-    "face_restorer": (("models/GFPGAN", "models/Codeformer"), (".pth", ".pt", ".safetensors")),
-}
-PREVIEW_SUFFIXES = (".preview.png", ".png", ".jpg", ".jpeg", ".webp")
 # A VAE kept beside its checkpoint (A1111: NAME.vae.safetensors) is a VAE, not a checkpoint.
 VAE_BESIDE_SUFFIXES = (".vae.safetensors", ".vae.ckpt", ".vae.pt")
 SD_VAE_AUTOMATIC = "Automatic"
@@ -112,7 +101,7 @@ class ModelRegistry:
             return notes
         target_dir = self.paths.folder("checkpoint")
         for stray in sorted(models.iterdir()):
-            if not stray.is_file() or stray.suffix not in CHECKPOINT_SUFFIXES:
+            if not stray.is_file() or not stray.name.lower().endswith(MODEL_KINDS["checkpoint"].suffixes):
                 continue
             target = target_dir / stray.name
             if target.exists():
@@ -140,8 +129,7 @@ class ModelRegistry:
                 entry.metadata = {"error": str(exc)}
         yaml = path.with_suffix(".yaml")
         entry.config = yaml if yaml.is_file() else None
-        base = path.with_suffix("")
-        entry.preview = next((Path(str(base) + s) for s in PREVIEW_SUFFIXES if Path(str(base) + s).is_file()), None)
+        entry.preview = find_preview(path)
         return entry
 
     def list(self, kind: str, with_hashes: bool = True) -> list[ModelEntry]:
@@ -150,21 +138,15 @@ class ModelRegistry:
             raise NotFound(f"unknown model type {kind!r}; known: {', '.join(MODEL_KINDS)}")
         if kind == "checkpoint":
             self.cleanup_stray_checkpoints()
-        folders, suffixes = MODEL_KINDS[kind]
-        entries: list[ModelEntry] = []
-        for folder in folders:
-            root = self.paths.root / folder
-            if not root.is_dir():
-                continue
-            for path in sorted(root.rglob("*")):
-                if path.is_file() and path.suffix.lower() in suffixes and not path.name.endswith(".preview.png"):
-                    if kind == "checkpoint" and _is_vae_beside(path):
-                        continue
-                    entries.append(self._entry(kind, root, path, with_hashes))
+        entries = [
+            self._entry(kind, root, path, with_hashes)
+            for root in self.paths.folders(kind)
+            for path in MODEL_KINDS[kind].files_in(root)
+            if not (kind == "checkpoint" and _is_vae_beside(path))
+        ]
         if kind == "vae":
             root = self.paths.folder("checkpoint")
-            if root.is_dir():
-                entries += [self._entry(kind, root, p, with_hashes) for p in sorted(root.rglob("*")) if p.is_file() and _is_vae_beside(p)]
+            entries += [self._entry(kind, root, p, with_hashes) for p in MODEL_KINDS["vae"].files_in(root) if _is_vae_beside(p)]
         if kind == "checkpoint":
             bundled = bundled_tiny_model()
             if bundled is not None and not any(e.path == bundled.resolve() for e in entries):

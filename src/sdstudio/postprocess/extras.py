@@ -15,7 +15,6 @@ API server can pass its request through field by field.
 from __future__ import annotations
 
 import html
-import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sdstudio.config import DataPaths, Settings
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 from sdstudio.postprocess.face_restoration import FaceRestorers
-from sdstudio.postprocess.image_files import IMAGE_EXTENSIONS, next_free_number, open_image, save_png, text_items
+from sdstudio.postprocess.image_files import IMAGE_EXTENSIONS, format_infotext_parameters, next_free_number, open_image, save_png, text_items
 from sdstudio.postprocess.upscalers import UpscalerRegistry
 
 
@@ -100,19 +99,6 @@ class ExtrasResult:
     @property
     def html_info(self) -> str:
         return plaintext_to_html(self.images[-1].infotext if self.images else "")
-
-
-def quote_infotext_value(value: Any) -> str:
-    """A1111 infotext_utils.quote: JSON-quote values containing ',', ':' or newlines."""
-    text = str(value)
-    if "," not in text and "\n" not in text and ":" not in text:
-        return text
-    return json.dumps(text, ensure_ascii=False)
-
-
-def format_postprocess_infotext(info: dict[str, Any]) -> str:
-    """`key: value, ...` as A1111 postprocessing.py joins `pp.info`."""
-    return ", ".join(k if k == v else f"{k}: {quote_infotext_value(v)}" for k, v in info.items() if v is not None)
 
 
 def extend_parameters(parameters: str | None, postprocess_infotext: str) -> str:
@@ -195,7 +181,7 @@ class PostprocessService:
         results = []
         for item in items:
             image, info, notes = self.process_image(item.image, options)
-            infotext = format_postprocess_infotext(info)
+            infotext = format_infotext_parameters(info)  # as A1111 postprocessing.py joins `pp.info`
             result = ExtrasImageResult(image=image, infotext=infotext, source_name=item.name, notes=notes)
             if folder is not None:
                 result.saved_path = self._save(image, item, infotext, folder)

@@ -24,9 +24,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import MODEL_KINDS, DataPaths, Settings
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model, resolve_device
+from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, load_spandrel_model, resolve_device
 
 FACE_SIZE = 512
 """GFPGAN and CodeFormer work on 512x512 face crops."""
@@ -40,7 +40,7 @@ FEATHER_FRACTION = 0.12
 
 @dataclass(frozen=True)
 class FaceRestorerKind:
-    """A face restorer row: A1111's name, its model folder and the spandrel architecture expected there."""
+    """A face restorer row: A1111's name, the name of its face_restorer folder and the spandrel architecture expected there."""
 
     name: str
     folder: str
@@ -48,8 +48,8 @@ class FaceRestorerKind:
 
 
 FACE_RESTORERS = (
-    FaceRestorerKind("CodeFormer", "codeformer", "CodeFormer"),
-    FaceRestorerKind("GFPGAN", "gfpgan", "GFPGAN"),
+    FaceRestorerKind("CodeFormer", "Codeformer", "CodeFormer"),
+    FaceRestorerKind("GFPGAN", "GFPGAN", "GFPGAN"),
 )
 
 
@@ -158,10 +158,13 @@ class FaceRestorers:
         """Every face restorer with its folder and the model file it would use (None if missing)."""
         rows = []
         for kind in FACE_RESTORERS:
-            folder = self.paths.folder(kind.folder)
-            files = list_model_files(folder)
+            folder, files = self._model_files(kind)
             rows.append(FaceRestorerInfo(kind.name, str(folder), str(files[0]) if files else None))
         return rows
+
+    def _model_files(self, kind: FaceRestorerKind) -> tuple[Path, list[Path]]:
+        folder = self.paths.folder("face_restorer", kind.folder)
+        return folder, MODEL_KINDS["face_restorer"].files_in(folder)
 
     def kind(self, name: str, field_name: str = "face_restorer") -> FaceRestorerKind:
         """The face restorer called `name` (case-insensitive)."""
@@ -173,8 +176,7 @@ class FaceRestorers:
     def load_model(self, name: str) -> LoadedModel:
         """The spandrel model for a face restorer: the first file in its folder of the right architecture."""
         kind = self.kind(name)
-        folder = self.paths.folder(kind.folder)
-        files = list_model_files(folder)
+        folder, files = self._model_files(kind)
         if not files:
             raise NotFound(f"{kind.name}: no model file in {folder}; put the {kind.name} .pth or .safetensors file there")
         problems = []

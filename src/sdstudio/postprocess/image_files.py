@@ -4,13 +4,18 @@ A small helper for post-processing, which sits below the engine and so cannot us
 engine/saving.py: PNG text chunks (A1111's `parameters`, `postprocessing`, `extras`) are
 read from `Image.info`, the JPEG/WebP EXIF UserComment (where A1111 puts infotext in
 those formats) is read as `parameters`, and PNGs are written atomically with the chunks.
+The `key: value, ...` line of an infotext is written here too, for the engine's
+generation parameters and post-processing's alike.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
+
+from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
@@ -41,6 +46,29 @@ def open_image(path: str | os.PathLike, field: str = "image") -> Image.Image:
         if comment:
             image.info["parameters"] = comment
     return image
+
+
+def quote(value: Any) -> str:
+    """JSON-quote a value that contains ',', ':' or a newline (A1111 infotext_utils.quote)."""
+    text = str(value)
+    if "," not in text and "\n" not in text and ":" not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def unquote(text: str) -> str:
+    """Undo `quote` (A1111 infotext_utils.unquote)."""
+    if len(text) == 0 or text[0] != '"' or text[-1] != '"':
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def format_infotext_parameters(params: dict[str, Any]) -> str:
+    """`key: value, ...` as A1111 joins infotext parameters: values quoted, None left out, a key alone when its value is itself."""
+    return ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
 
 
 def text_items(image: Image.Image) -> dict[str, str]:

@@ -13,9 +13,6 @@ from typing import Any
 
 from sdstudio.errors import ModelLoadError, SdStudioError
 
-MODEL_FILE_EXTENSIONS = (".pth", ".pt", ".ckpt", ".safetensors")
-"""Extensions scanned in the upscaler and face-restoration folders."""
-
 
 def build_spandrel_registry():
     """spandrel's main architectures plus spandrel_extra_arches (CodeFormer, SRFormer, ...).
@@ -94,16 +91,6 @@ def load_spandrel_model(path: Path, registry) -> LoadedModel:
         architecture=descriptor.architecture.name,
         purpose=descriptor.purpose,
         scale=int(descriptor.scale),
-    )
-
-
-def list_model_files(folder: Path) -> list[Path]:
-    """Model files under a folder, recursively, in a stable order."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_FILE_EXTENSIONS),
-        key=lambda p: str(p).lower(),
     )
 
 

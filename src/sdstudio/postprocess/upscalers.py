@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sdstudio.config import DataPaths, Settings, atomic_write_bytes
+from sdstudio.config import MODEL_KINDS, DataPaths, Settings, atomic_write_bytes
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, list_model_files, load_spandrel_model, resolve_device
+from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, load_spandrel_model, resolve_device
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
@@ -52,22 +52,6 @@ BUILTIN_UPSCALERS = (
 )
 
 
-@dataclass(frozen=True)
-class UpscalerFolder:
-    """A folder scanned for upscaler model files and the family name it stands for."""
-
-    relative_path: str
-    family: str
-
-
-UPSCALER_FOLDERS = (
-    UpscalerFolder("models/ESRGAN", "ESRGAN"),
-    UpscalerFolder("models/RealESRGAN", "RealESRGAN"),
-    UpscalerFolder("models/SwinIR", "SwinIR"),
-    UpscalerFolder("models/DAT", "DAT"),
-    UpscalerFolder("models/HAT", "HAT"),
-)
-
 REALESRGAN_NAMES = {
     "realesr-general-x4v3": "R-ESRGAN General 4xV3",
     "realesr-general-wdn-x4v3": "R-ESRGAN General WDN 4xV3",
@@ -77,6 +61,8 @@ REALESRGAN_NAMES = {
     "realesrgan_x2plus": "R-ESRGAN 2x+",
 }
 """A1111's display names for the published Real-ESRGAN files (modules/realesrgan_model.py), by lower-cased stem."""
+REALESRGAN_FOLDER = "RealESRGAN"
+"""The upscaler folder whose files go by those names."""
 
 
 @dataclass(frozen=True)
@@ -316,8 +302,8 @@ class UpscalerRegistry:
             self._read_probe_cache()
         before = dict(self._probe_cache)
         entries: dict[str, _ModelEntry] = {}
-        for folder in UPSCALER_FOLDERS:
-            for path in list_model_files(self.paths.root / folder.relative_path):
+        for folder in self.paths.folders("upscaler"):
+            for path in MODEL_KINDS["upscaler"].files_in(folder):
                 stamp = _file_stamp(path)
                 info = self._probe(path, stamp, folder)
                 name = info.name
@@ -444,7 +430,7 @@ class UpscalerRegistry:
 
     # -- probing -----------------------------------------------------------------------
 
-    def _probe(self, path: Path, stamp: tuple[int, int], folder: UpscalerFolder) -> UpscalerInfo:
+    def _probe(self, path: Path, stamp: tuple[int, int], folder: Path) -> UpscalerInfo:
         cached = self._probe_cache.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1]
@@ -461,9 +447,9 @@ class UpscalerRegistry:
         return info
 
 
-def display_name(path: Path, folder: UpscalerFolder) -> str:
+def display_name(path: Path, folder: Path) -> str:
     """A1111's name for a model file: the published Real-ESRGAN names, else the file stem."""
-    if folder.family == "RealESRGAN":
+    if folder.name == REALESRGAN_FOLDER:
         known = REALESRGAN_NAMES.get(path.stem.lower())
         if known:
             return known

@@ -14,18 +14,17 @@ read only through a restricted unpickler: nothing in an embedding file executes.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from sdstudio.config import MODEL_KINDS
 from sdstudio.errors import SdStudioError
 
 logger = logging.getLogger(__name__)
 
-EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors")
 # Vector width -> model family (SDXL files carry clip_l 768 + clip_g 1280 = 2048).
 ARCHITECTURE_BY_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
 SINGLE = ""  # key of the one tensor of a single-encoder embedding
@@ -170,17 +169,6 @@ class EmbeddingDatabase:
         self._file_cache: dict[Path, tuple[tuple[int, int], Embedding | str]] = {}
         self.reload()
 
-    def _files(self) -> list[Path]:
-        if not self.folder.is_dir():
-            return []
-        found = []
-        for root, dirs, files in os.walk(self.folder, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in sorted(files, key=str.lower):
-                if name.lower().endswith(EMBEDDING_EXTENSIONS) and not name.startswith("."):
-                    found.append(Path(root) / name)
-        return found
-
     def _read(self, path: Path) -> Embedding | str:
         try:
             stat = path.stat()
@@ -207,7 +195,7 @@ class EmbeddingDatabase:
         embeddings: dict[str, Embedding] = {}
         skipped: dict[str, Embedding] = {}
         errors: dict[Path, str] = {}
-        files = self._files()
+        files = MODEL_KINDS["embedding"].files_in(self.folder)
         for path in files:
             result = self._read(path)
             if isinstance(result, str):

@@ -15,17 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.config import DataPaths, Settings, SettingsStore
+from sdstudio.config import MODEL_KINDS, DataPaths, Settings, SettingsStore, find_preview
 from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
-
-CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt")
-LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
-EMBEDDING_EXTENSIONS = (".pt", ".bin", ".safetensors")
-PREVIEW_SUFFIXES = (".preview.png", ".png", ".preview.jpg", ".jpg", ".preview.jpeg", ".jpeg", ".preview.webp", ".webp")
-"""Card images beside a model file, in A1111's order of preference (ui_extra_networks.find_preview)."""
 
 CHUNK_TOKENS = 75
 
@@ -75,22 +69,6 @@ class _NoEmbeddings:
         return None, 0
 
 
-def _find_preview(path: Path) -> Path | None:
-    base = path.with_suffix("")
-    for suffix in PREVIEW_SUFFIXES:
-        candidate = base.parent / f"{base.name}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _files_under(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions),
-                  key=lambda p: str(p.relative_to(folder)).lower())
-
-
 @dataclass
 class UiBackend:
     """The operations the web UI uses, over one data dir's services."""
@@ -126,7 +104,7 @@ class UiBackend:
         if self.registry is not None:
             return [entry.name for entry in self.registry.list("checkpoint", with_hashes=False)]
         folder = self.paths.folder("checkpoint")
-        return [p.relative_to(folder).as_posix() for p in _files_under(folder, CHECKPOINT_EXTENSIONS)]
+        return [p.relative_to(folder).as_posix() for p in MODEL_KINDS["checkpoint"].files_in(folder)]
 
     def refresh_checkpoints(self) -> list[str]:
         """Rescan the model folders and list checkpoints again (the registry scans on every call)."""
@@ -197,10 +175,9 @@ class UiBackend:
         """LoRA or embedding files as cards (names as A1111 uses them in prompts: the file stem)."""
         if self.registry is not None:
             entries = self.registry.list(kind, with_hashes=False)
-            return [NetworkCard(kind, e.stem, e.path, e.preview or _find_preview(e.path)) for e in entries]
-        folder = self.paths.folder("lora" if kind == "lora" else "embedding")
-        extensions = LORA_EXTENSIONS if kind == "lora" else EMBEDDING_EXTENSIONS
-        return [NetworkCard(kind, p.stem, p, _find_preview(p)) for p in _files_under(folder, extensions)]
+            return [NetworkCard(kind, e.stem, e.path, e.preview) for e in entries]
+        return [NetworkCard(kind, path.stem, path, find_preview(path))
+                for folder in self.paths.folders(kind) for path in MODEL_KINDS[kind].files_in(folder)]
 
     # -- postprocess -------------------------------------------------------------------------
 

@@ -62,8 +62,8 @@ def build_extra_networks_tab(backend: UiBackend) -> ExtraNetworksTab:
         for kind, title in KINDS:
             with gr.Tab(title, id=f"extra_networks_{kind}"):
                 cards = backend.network_cards(kind)
-                folder = backend.paths.folder("lora" if kind == "lora" else "embedding")
-                gr.Markdown(f"Files in `{folder}`; preview: a `.png` (or `.preview.png`) beside the file. "
+                folders = ", ".join(f"`{folder}`" for folder in backend.paths.folders(kind))
+                gr.Markdown(f"Files in {folders}; preview: a `.png` (or `.preview.png`) beside the file. "
                             "Click a card to add it to the prompt; click again to remove it.")
                 states[kind] = gr.State([(c.name, c.prompt_text) for c in cards])
                 galleries[kind] = gr.Gallery(gallery_items(cards), label=title, show_label=False, columns=6, fit_columns=False,

@@ -10,7 +10,6 @@ A1111's `read_metadata_from_safetensors` does (ss_tag_frequency, ss_dataset_dirs
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -20,10 +19,7 @@ from typing import Any
 import torch
 
 from sdstudio.errors import ModelLoadError
-
-LORA_EXTENSIONS = (".safetensors", ".pt", ".ckpt")
-PREVIEW_SUFFIXES = (".png", ".preview.png", ".jpg", ".jpeg", ".preview.jpg", ".webp", ".preview.webp", ".gif")
-_HASH_BLOCK = 1 << 20
+from sdstudio.models.hashes import addnet_hash_safetensors, sha256_of_file
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -58,36 +54,6 @@ def read_lora_metadata(path: Path) -> dict[str, Any]:
     return decode_metadata(read_safetensors_header(path).get("__metadata__", {}) or {})
 
 
-def addnet_hash(path: Path) -> str:
-    """SHA-256 of a safetensors file's tensor data, skipping the header (kohya's additional-networks hash)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        handle.seek(8 + length)
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of the whole file (what A1111 uses for non-safetensors LoRAs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def preview_image(path: Path) -> Path | None:
-    """`NAME.png` / `NAME.preview.png` (and jpg/webp/gif) beside the file, as A1111's extra-networks page finds them."""
-    base = path.with_suffix("")
-    for suffix in PREVIEW_SUFFIXES:
-        candidate = base.with_name(base.name + suffix)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 @dataclass
 class LoraOnDisk:
     """A LoRA file as listed: name, alias, metadata, hash (computed on first use)."""
@@ -115,9 +81,9 @@ class LoraOnDisk:
             if given:
                 self.hash = str(given)
             elif self.path.suffix.lower() == ".safetensors":
-                self.hash = addnet_hash(self.path)
+                self.hash = addnet_hash_safetensors(self.path)
             else:
-                self.hash = file_sha256(self.path)
+                self.hash = sha256_of_file(self.path)
         return self.hash
 
     @property

@@ -1,6 +1,6 @@
 """The LoRA service: finds LoRA files, applies the ones a prompt names, lists them as A1111 does.
 
-The engine uses one `LoraLibrary` (built in the composition root over `models/Lora`) per job:
+The engine uses one `LoraLibrary` (built in the composition root over `models/Lora` and `models/LyCORIS`) per job:
 
     activations = activations_from_prompt(prompts[0])           # <lora:NAME:W>, <lora:NAME:TE:UNET>
     with library.apply(unet, text_encoders, activations, on_text_encoders_changed=encoder.clear_cache) as report:
@@ -26,9 +26,10 @@ from typing import Any
 
 import torch
 
+from sdstudio.config import MODEL_KINDS, find_preview
 from sdstudio.errors import SdStudioError
 from sdstudio.extensions.lora.apply import LoadedNetwork, apply_loras
-from sdstudio.extensions.lora.files import LORA_EXTENSIONS, LoraOnDisk, load_lora_tensors, preview_image
+from sdstudio.extensions.lora.files import LoraOnDisk, load_lora_tensors
 from sdstudio.extensions.lora.networks import ParsedLora, parse_lora_state_dict
 from sdstudio.prompts.extra_networks import LoraTag, extract_extra_networks, read_lora_tag
 
@@ -81,16 +82,18 @@ _TAG_NAME = re.compile(r"<lora:([^:]+?):")
 
 
 class LoraLibrary:
-    """LoRA files in a folder (or from the model registry), parsed on demand with a small cache."""
+    """LoRA files in one or more folders (or from the model registry), parsed on demand with a small cache."""
 
     def __init__(
         self,
-        folder: Path | None,
+        folders: str | os.PathLike | Iterable[str | os.PathLike] | None,
         entries: Callable[[], Iterable[Any]] | None = None,
         cache_size: int = 4,
         strategy: str = "adapters",
     ):
-        self.folder = Path(folder) if folder is not None else None
+        if isinstance(folders, (str, os.PathLike)):
+            folders = [folders]
+        self.folders = [Path(folder) for folder in folders or ()]
         self.entries_source = entries  # e.g. the model registry's LoRA listing (objects with .name/.path)
         self.cache_size = cache_size
         self.strategy = strategy
@@ -106,12 +109,8 @@ class LoraLibrary:
             for entry in self.entries_source():
                 path = Path(getattr(entry, "path", getattr(entry, "filename", "")))
                 found.append((str(getattr(entry, "name", None) or path.stem), path, entry))
-        elif self.folder is not None and self.folder.is_dir():
-            for root, _, files in os.walk(self.folder, followlinks=True):
-                for file in sorted(files):
-                    path = Path(root) / file
-                    if path.suffix.lower() in LORA_EXTENSIONS:
-                        found.append((path.stem, path, None))
+        else:
+            found += [(path.stem, path, None) for folder in self.folders for path in MODEL_KINDS["lora"].files_in(folder)]
         return sorted(found, key=lambda item: str(item[1]).lower())
 
     def available(self) -> list[LoraOnDisk]:
@@ -182,7 +181,8 @@ class LoraLibrary:
         for activation in activations:
             entry = self.find(activation.name)
             if entry is None:
-                report.warnings.append(f"LoRA {activation.name!r} not found in {self.folder or 'the model registry'}; generated without it")
+                where = ", ".join(str(folder) for folder in self.folders) or "the model registry"
+                report.warnings.append(f"LoRA {activation.name!r} not found in {where}; generated without it")
                 continue
             if activation.te_multiplier == 0 and activation.unet_multiplier == 0:
                 continue  # weight 0: a no-op, as if the tag were absent
@@ -255,7 +255,7 @@ def list_loras(library: LoraLibrary) -> list[dict[str, Any]]:
 def lora_card(entry: LoraOnDisk) -> dict[str, Any]:
     """The fields a UI card or `models list --type lora` shows: A1111's item plus preview, version, training summary."""
     meta = entry.metadata
-    preview = preview_image(entry.path)
+    preview = find_preview(entry.path)
     return {
         **lora_json(entry),
         "preview": str(preview) if preview else None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sdstudio.engine.infotext import parse_generation_parameters
-from sdstudio.engine.request import HIRES_LATENT_UPSCALERS
+from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, decode_base64_image
 from sdstudio.engine.saving import read_infotext
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, QueueDep, wait_for
-from sdstudio.server.images import decode_base64_image, encode_image_base64
+from sdstudio.server.images import encode_image_base64
 
 router = APIRouter()
 

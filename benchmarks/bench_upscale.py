@@ -40,9 +40,10 @@ image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "
 model_file = root / "models" / "ESRGAN" / "4x-bench.safetensors"
 
 if mode == "sdstudio":
-    from sdstudio.config import DataPaths, Settings
+    from sdstudio.config import DataPaths, Settings, SettingsStore
     from sdstudio.postprocess.upscalers import UpscalerRegistry
-    registry = UpscalerRegistry(DataPaths(root), Settings(ESRGAN_tile=tile, ESRGAN_tile_overlap=overlap))
+    paths = DataPaths(root)
+    registry = UpscalerRegistry(paths, SettingsStore(paths, Settings(ESRGAN_tile=tile, ESRGAN_tile_overlap=overlap)))
     model = registry.load_model("4x-bench")
     def run():
         return registry.run_model(model, image)

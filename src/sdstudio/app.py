@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraLibrary
     from sdstudio.models.loader import LoadedCheckpoint
+    from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
     from sdstudio.prompts.styles import StyleDatabase
@@ -29,6 +30,7 @@ class App:
 
     paths: DataPaths
     settings_store: SettingsStore
+    memory: "ModelMemory"
     models: "ModelRegistry"
     styles: "StyleDatabase"
     loras: "LoraLibrary"
@@ -57,6 +59,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.engine.conditioning import encoder_for_checkpoint
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
+    from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
     from sdstudio.postprocess.watermark import add_watermark
@@ -66,17 +69,23 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     store = SettingsStore.open(paths)
     if run_options:
         store.overlay(run_options)
+    memory = ModelMemory(
+        budget_bytes=lambda: int(store.current.model_memory_budget_mb * 2**20),
+        # How many of each kind stay loaded without a byte budget: one checkpoint (A1111's
+        # sd_checkpoints_limit), the last upscaler, one model per face restorer, a few LoRAs.
+        limits=lambda: {"checkpoint": store.current.sd_checkpoints_limit, "upscaler": 1, "face_restorer": 2, "lora": 4},
+    )
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
-    loras = LoraLibrary(paths.folders("lora"))
-    postprocess = PostprocessService.build(paths, store.current, device=store.current.device)
+    loras = LoraLibrary(paths.folders("lora"), memory=memory)
+    postprocess = PostprocessService.build(paths, store, memory=memory)
     checkpoints = CheckpointModels(
         store,
-        paths,
         resolve=_registry_resolver(models),
         load=_checkpoint_loader(models),
         make_encoder=lambda loaded: encoder_for_checkpoint(loaded, paths),
         load_key=lambda path, settings: _external_vae_path(settings, models, path),
+        memory=memory,
     )
     engine = GenerationService(
         store,
@@ -89,7 +98,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         version=f"sdstudio {__version__}",
         batch_hooks=[LoraBatchHook(loras)],
     )
-    return App(paths=paths, settings_store=store, models=models, styles=styles, loras=loras,
+    return App(paths=paths, settings_store=store, memory=memory, models=models, styles=styles, loras=loras,
                postprocess=postprocess, engine=engine)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sdstudio.errors import InvalidRequest
 
@@ -158,8 +158,10 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    # Model selection
+    # Model selection and memory
     sd_model_checkpoint: str = ""
+    sd_checkpoints_limit: int = Field(1, ge=1)  # checkpoints kept loaded at once (A1111's option)
+    model_memory_budget_mb: float = Field(0, ge=0)  # all loaded models together; 0 = no byte budget
     sd_vae: str = "Automatic"
     CLIP_stop_at_last_layers: int = 1
     # Saving

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 
 
 @pytest.fixture
@@ -14,5 +14,6 @@ def paths(data_dir) -> DataPaths:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(ESRGAN_tile=48, ESRGAN_tile_overlap=8)
+def settings_store(paths) -> SettingsStore:
+    """Settings with small upscaler tiles, so the tests exercise tiling."""
+    return SettingsStore(paths, Settings(ESRGAN_tile=48, ESRGAN_tile_overlap=8))

@@ -21,9 +21,9 @@ SOURCE_PARAMETERS = "a red circle\nNegative prompt: blurry\nSteps: 20, Sampler: 
 
 
 @pytest.fixture
-def service(paths, settings) -> PostprocessService:
+def service(paths, settings_store) -> PostprocessService:
     save_compact(paths.folder("upscaler", "RealESRGAN") / "my-compact-2x.pth", scale=2)
-    return PostprocessService.build(paths, settings, device="cpu")
+    return PostprocessService.build(paths, settings_store)
 
 
 def _generated_png(path) -> Image.Image:

@@ -25,37 +25,37 @@ def test_drawn_face_is_detected_where_it_is(size):
     assert 0.3 < face.width / size < 0.8
 
 
-def test_no_face_returns_image_unchanged_with_note(paths, settings):
-    restorers = FaceRestorers(paths, settings)
+def test_no_face_returns_image_unchanged_with_note(paths, settings_store):
+    restorers = FaceRestorers(paths, settings_store)
     image = noise_image(96, 80)
     result = restorers.restore(image, "GFPGAN")
     assert result.faces == [] and "no face" in result.note
     assert np.array_equal(np.asarray(result.image), np.asarray(image))
 
 
-def test_missing_model_is_one_line_error(paths, settings):
+def test_missing_model_is_one_line_error(paths, settings_store):
     with pytest.raises(NotFound) as missing:
-        FaceRestorers(paths, settings).restore(draw_face(), "CodeFormer")
+        FaceRestorers(paths, settings_store).restore(draw_face(), "CodeFormer")
     message = str(missing.value)
     assert "Codeformer" in message and "\n" not in message
 
 
-def test_wrong_model_in_folder_is_refused(paths, settings):
+def test_wrong_model_in_folder_is_refused(paths, settings_store):
     save_esrgan(paths.folder("face_restorer", "GFPGAN") / "GFPGANv1.4.pth")
     with pytest.raises(ModelLoadError, match="ESRGAN model, not GFPGAN"):
-        FaceRestorers(paths, settings).restore(draw_face(), "GFPGAN")
+        FaceRestorers(paths, settings_store).restore(draw_face(), "GFPGAN")
 
 
-def test_unknown_restorer_and_bad_values(paths, settings):
-    restorers = FaceRestorers(paths, settings)
+def test_unknown_restorer_and_bad_values(paths, settings_store):
+    restorers = FaceRestorers(paths, settings_store)
     with pytest.raises(NotFound, match="available: CodeFormer, GFPGAN"):
         restorers.restore(draw_face(), "RestoreFormer")
     with pytest.raises(InvalidRequest, match="codeformer_weight"):
         restorers.restore(draw_face(), "CodeFormer", codeformer_weight=1.5)
 
 
-def test_listing_as_a1111(paths, settings):
-    rows = FaceRestorers(paths, settings).list()
+def test_listing_as_a1111(paths, settings_store):
+    rows = FaceRestorers(paths, settings_store).list()
     assert [r.name for r in rows] == ["CodeFormer", "GFPGAN"]
     assert rows[0].to_api_dict() == {"name": "CodeFormer", "cmd_dir": str(paths.folder("face_restorer", "Codeformer"))}
 
@@ -82,9 +82,9 @@ class _NegativeFaces(FaceRestorers):
         return 255.0 - crop
 
 
-def test_restore_changes_pixels_only_inside_the_face_box(paths, settings):
+def test_restore_changes_pixels_only_inside_the_face_box(paths, settings_store):
     image = draw_face(256)
-    restorers = _NegativeFaces(paths, settings)
+    restorers = _NegativeFaces(paths, settings_store)
     result = restorers.restore(image, "GFPGAN")
     assert result.note is None and len(result.faces) == 1
     face = result.faces[0]
@@ -102,11 +102,11 @@ def test_restore_changes_pixels_only_inside_the_face_box(paths, settings):
 
 
 @pytest.mark.slow
-def test_gfpgan_changes_pixels_only_inside_the_face_box(paths, settings):
+def test_gfpgan_changes_pixels_only_inside_the_face_box(paths, settings_store):
     """A random-weight GFPGAN (published `params_ema` layout) restores the drawn face in place."""
     save_gfpgan(paths.folder("face_restorer", "GFPGAN") / "GFPGANv1.4.pth")
     image = draw_face(256)
-    result = FaceRestorers(paths, settings).restore(image, "GFPGAN")
+    result = FaceRestorers(paths, settings_store).restore(image, "GFPGAN")
     assert result.note is None and len(result.faces) == 1
     face = result.faces[0]
     changed = _changed(image, result.image)
@@ -117,9 +117,9 @@ def test_gfpgan_changes_pixels_only_inside_the_face_box(paths, settings):
 
 
 @pytest.mark.slow
-def test_codeformer_weight_changes_result_inside_face_only(paths, settings):
+def test_codeformer_weight_changes_result_inside_face_only(paths, settings_store):
     save_codeformer(paths.folder("face_restorer", "Codeformer") / "codeformer.pth")
-    restorers = FaceRestorers(paths, settings)
+    restorers = FaceRestorers(paths, settings_store)
     image = draw_face(256)
     strong = restorers.restore(image, "CodeFormer", codeformer_weight=0.0)
     faithful = restorers.restore(image, "CodeFormer", codeformer_weight=1.0)

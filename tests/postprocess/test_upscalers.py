@@ -12,7 +12,7 @@ from postprocess_networks import noise_image, save_compact, save_esrgan, save_re
 from PIL import Image
 from safetensors.torch import save_file
 
-from sdstudio.config import Settings
+from sdstudio.config import Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
 from sdstudio.postprocess.upscalers import (
     LATENT_UPSCALE_MODES,
@@ -33,8 +33,8 @@ def model_dir(paths):
     return paths
 
 
-def test_listing_names_scales_and_order(model_dir, settings):
-    registry = UpscalerRegistry(model_dir, settings)
+def test_listing_names_scales_and_order(model_dir, settings_store):
+    registry = UpscalerRegistry(model_dir, settings_store)
     listed = registry.list()
     assert [i.name for i in listed[:3]] == ["None", "Lanczos", "Nearest"]
     by_name = {i.name: i for i in listed}
@@ -62,21 +62,21 @@ def test_listing_names_scales_and_order(model_dir, settings):
         ("None", 2, (80, 64)),  # A1111's Upscaler.upscale resizes with Lanczos for "None" too
     ],
 )
-def test_upscale_by_gives_requested_size(model_dir, settings, name, scale, expected):
-    registry = UpscalerRegistry(model_dir, settings)
+def test_upscale_by_gives_requested_size(model_dir, settings_store, name, scale, expected):
+    registry = UpscalerRegistry(model_dir, settings_store)
     out = registry.upscale(noise_image(40, 32), scale=scale, name=name)
     assert out.size == expected and out.mode == "RGB"
 
 
-def test_upscale_to_target_size(model_dir, settings):
-    registry = UpscalerRegistry(model_dir, settings)
+def test_upscale_to_target_size(model_dir, settings_store):
+    registry = UpscalerRegistry(model_dir, settings_store)
     out = registry.upscale(noise_image(40, 32), target=(100, 70), name="my-compact-2x")
     assert out.size == (100, 70)
 
 
-def test_model_passes_stop_at_three(model_dir, settings):
+def test_model_passes_stop_at_three(model_dir, settings_store):
     """A 2x model asked for 16x runs three times (8x) and Lanczos does the rest, as A1111."""
-    registry = UpscalerRegistry(model_dir, settings)
+    registry = UpscalerRegistry(model_dir, settings_store)
     runs = []
     registry.upscale(noise_image(16, 16), scale=16, name="my-compact-2x", on_tile=lambda done, total: runs.append(done == total))
     assert sum(runs) == 3
@@ -108,8 +108,8 @@ def test_tiled_matches_untiled_away_from_seams(paths, builder, size, tile, overl
         builder(model_file, scale=4, num_filters=8, num_blocks=1)
     width, height = size
     image = noise_image(width, height, seed=3)
-    tiled = UpscalerRegistry(paths, Settings(ESRGAN_tile=tile, ESRGAN_tile_overlap=overlap))
-    whole = UpscalerRegistry(paths, Settings(ESRGAN_tile=0))
+    tiled = UpscalerRegistry(paths, SettingsStore(paths, Settings(ESRGAN_tile=tile, ESRGAN_tile_overlap=overlap)))
+    whole = UpscalerRegistry(paths, SettingsStore(paths, Settings(ESRGAN_tile=0)))
     model = whole.load_model("model")
     a = np.asarray(tiled.run_model(model, image)).astype(int)
     b = np.asarray(whole.run_model(model, image)).astype(int)
@@ -134,7 +134,7 @@ def test_tile_weights_are_a_partition_of_unity():
 
 
 def test_large_image_is_processed_in_tiles(model_dir):
-    registry = UpscalerRegistry(model_dir, Settings(ESRGAN_tile=64, ESRGAN_tile_overlap=8))
+    registry = UpscalerRegistry(model_dir, SettingsStore(model_dir, Settings(ESRGAN_tile=64, ESRGAN_tile_overlap=8)))
     seen = []
     out = registry.upscale(noise_image(200, 160), scale=2, name="my-compact-2x", on_tile=lambda done, total: seen.append(total))
     assert out.size == (400, 320)
@@ -149,7 +149,7 @@ class _CreatesFile:
         return (open, (str(self.target), "w"))
 
 
-def test_bad_files_are_listed_unusable_with_one_line_reason(paths, settings, tmp_path):
+def test_bad_files_are_listed_unusable_with_one_line_reason(paths, settings_store, tmp_path):
     folder = paths.folder("upscaler", "ESRGAN")
     save_esrgan(folder / "good.pth")
     save_file({"encoder.foo.weight": torch.zeros(3, 3)}, folder / "unknown-arch.safetensors")
@@ -158,7 +158,7 @@ def test_bad_files_are_listed_unusable_with_one_line_reason(paths, settings, tmp
     with open(folder / "malicious.pth", "wb") as handle:
         pickle.dump({"params": _CreatesFile(marker)}, handle, protocol=2)
 
-    registry = UpscalerRegistry(paths, settings)
+    registry = UpscalerRegistry(paths, settings_store)
     by_name = {i.name: i for i in registry.list()}
     assert by_name["good"].usable
     for name in ("unknown-arch", "corrupt", "malicious"):
@@ -177,30 +177,30 @@ def test_bad_files_are_listed_unusable_with_one_line_reason(paths, settings, tmp
     assert not marker.exists()
 
 
-def test_unknown_name_lists_available(model_dir, settings):
-    registry = UpscalerRegistry(model_dir, settings)
+def test_unknown_name_lists_available(model_dir, settings_store):
+    registry = UpscalerRegistry(model_dir, settings_store)
     with pytest.raises(NotFound) as missing:
         registry.upscale(noise_image(16, 16), scale=2, name="4x-Nope")
     assert "4x-Nope" in str(missing.value) and "Lanczos" in str(missing.value) and "4x-Tiny" in str(missing.value)
 
 
-def test_invalid_scale_is_refused(model_dir, settings):
-    registry = UpscalerRegistry(model_dir, settings)
+def test_invalid_scale_is_refused(model_dir, settings_store):
+    registry = UpscalerRegistry(model_dir, settings_store)
     with pytest.raises(InvalidRequest, match="scale"):
         registry.upscale(noise_image(16, 16), scale=0, name="Lanczos")
 
 
-def test_refresh_sees_new_files(paths, settings):
-    registry = UpscalerRegistry(paths, settings)
+def test_refresh_sees_new_files(paths, settings_store):
+    registry = UpscalerRegistry(paths, settings_store)
     assert registry.names() == ["None", "Lanczos", "Nearest"]
     save_compact(paths.folder("upscaler", "ESRGAN") / "late-2x.pth")
     registry.refresh()
     assert "late-2x" in registry.names()
 
 
-def test_alpha_is_dropped_like_a1111(model_dir, settings):
+def test_alpha_is_dropped_like_a1111(model_dir, settings_store):
     rgba = Image.new("RGBA", (24, 16), (10, 200, 30, 128))
-    out = UpscalerRegistry(model_dir, settings).upscale(rgba, scale=2, name="my-compact-2x")
+    out = UpscalerRegistry(model_dir, settings_store).upscale(rgba, scale=2, name="my-compact-2x")
     assert out.mode == "RGB" and out.size == (48, 32)
 
 
@@ -219,15 +219,15 @@ def test_latent_upscale_modes_table_and_resize():
         upscale_latent(latent, 8, 8, "Latent (bogus)")
 
 
-def test_probe_results_persist_between_runs(paths, settings):
+def test_probe_results_persist_between_runs(paths, settings_store):
     """A restart reads model scales from cache/upscalers.json instead of loading every file again."""
     model = save_compact(paths.folder("upscaler", "ESRGAN") / "cached-2x.pth", scale=2)
-    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 2
+    assert UpscalerRegistry(paths, settings_store).get("cached-2x").scale == 2
     cache = paths.cache_dir / "upscalers.json"
     rows = json.loads(cache.read_text())
     assert [r["info"]["name"] for r in rows] == ["cached-2x"]
     rows[0]["info"]["scale"] = 3.0  # pretend: only a cache hit can report this
     cache.write_text(json.dumps(rows))
-    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 3.0
+    assert UpscalerRegistry(paths, settings_store).get("cached-2x").scale == 3.0
     save_compact(model, scale=4, seed=1)  # the file changes: probed again
-    assert UpscalerRegistry(paths, settings).get("cached-2x").scale == 4
+    assert UpscalerRegistry(paths, settings_store).get("cached-2x").scale == 4

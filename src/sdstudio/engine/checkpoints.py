@@ -19,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from sdstudio.config import DataPaths, Settings, SettingsStore
+from sdstudio.config import Settings, SettingsStore
 from sdstudio.engine.processing import ConditioningEncoder, GenerationModel
-from sdstudio.errors import ModelLoadError, NotFound
+from sdstudio.errors import NotFound
+from sdstudio.models.memory import ModelMemory, module_bytes
 
 if TYPE_CHECKING:
     from sdstudio.models.loader import LoadedCheckpoint
 
 CheckpointLoader = Callable[[Path, Settings], "LoadedCheckpoint"]
 """`load(path, settings) -> LoadedCheckpoint` (over sdstudio.models.loader.load_checkpoint)."""
+
+MEMORY_KIND = "checkpoint"
+CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")  # what --ckpt accepts as a file
 
 # Settings that change what a load produces: a change reloads the checkpoint.
 LOAD_SETTINGS = ("sd_vae", "device", "precision", "no_half_vae", "vae_tiling", "attention_slicing", "cpu_offload")
@@ -58,80 +62,59 @@ def generation_model_from_checkpoint(loaded: "LoadedCheckpoint", encoder: Condit
 
 
 class CheckpointModels:
-    """Loads and keeps the current checkpoint; callable as the service's `model_source`."""
+    """Loads checkpoints through the memory owner; callable as the service's `model_source`."""
 
     def __init__(
         self,
         settings: SettingsStore,
-        paths: DataPaths,
-        resolve: Callable[[str], tuple[Path, str, str]] | None = None,
-        load: CheckpointLoader | None = None,
-        make_encoder: EncoderFactory | None = None,
-        load_key: Callable[[Path, Settings], Any] | None = None,
+        resolve: Callable[[str], tuple[Path, str, str]],
+        load: CheckpointLoader,
+        make_encoder: EncoderFactory,
+        load_key: Callable[[Path, Settings], Any] = lambda path, settings: None,
+        memory: ModelMemory | None = None,
     ):
         self.settings_store = settings
-        self.paths = paths
-        self.resolve = resolve  # name -> (path, display name, short hash)
+        self.resolve = resolve  # name or path -> (path, display name, short hash); "" = the default
         self.load = load
         self.make_encoder = make_encoder
         self.load_key = load_key  # (path, settings) -> what else the load depends on (e.g. the external VAE file)
+        self.memory = memory if memory is not None else ModelMemory(limits={"checkpoint": 1})
         self._lock = threading.Lock()
-        self._current: tuple[Path, GenerationModel] | None = None
-        self._loaded_with: tuple = ()
 
     def _locate(self, name_or_path: str) -> tuple[Path, str, str]:
         candidate = Path(name_or_path).expanduser() if name_or_path else None
-        if candidate is not None and candidate.suffix in (".safetensors", ".ckpt", ".pt", ".bin") and candidate.is_file():
-            if self.resolve is not None:
-                try:  # the registry knows its hash (cached) when the file is one of its own
-                    return self.resolve(str(candidate.resolve()))
-                except NotFound:
-                    pass
-            return candidate.resolve(), candidate.stem, ""
-        if self.resolve is not None:
-            return self.resolve(name_or_path)  # "" = the registry's default checkpoint
-        inside = self.paths.folder("checkpoint") / name_or_path
-        if inside.is_file():
-            return inside.resolve(), inside.stem, ""
-        raise NotFound(f"checkpoint {name_or_path!r} not found in {self.paths.folder('checkpoint')}; pass a file with --ckpt or see `sdstudio models list`")
-
-    @property
-    def current_path(self) -> Path | None:
-        """The file of the loaded checkpoint, if one is loaded."""
-        return self._current[0] if self._current is not None else None
+        if candidate is not None and candidate.suffix in CHECKPOINT_FILE_SUFFIXES and candidate.is_file():
+            try:  # the registry knows its hash (cached) when the file is one of its own
+                return self.resolve(str(candidate.resolve()))
+            except NotFound:
+                return candidate.resolve(), candidate.stem, ""
+        return self.resolve(name_or_path)
 
     @property
     def current_model(self) -> GenerationModel | None:
-        """The loaded model, if one is loaded (read-only; loading goes through the call)."""
-        return self._current[1] if self._current is not None else None
+        """The most recently used loaded model, if any (read-only; loading goes through the call)."""
+        keys = self.memory.keys(MEMORY_KIND)
+        return self.memory.peek(keys[-1]) if keys else None
 
     def unload(self) -> None:
-        """Drop the loaded checkpoint (A1111's unload-checkpoint); the next job loads again."""
-        import gc
-
-        with self._lock:
-            self._current = None
-        gc.collect()
+        """Drop the loaded checkpoints (A1111's unload-checkpoint); the next job loads again."""
+        self.memory.release_kind(MEMORY_KIND)
 
     def __call__(self, name_or_path: str | None, settings: Settings | None = None) -> GenerationModel:
         """The model for a checkpoint (None: `sd_model_checkpoint`), loaded with `settings` (default: current)."""
         settings = settings or self.settings_store.current
         wanted = name_or_path or settings.sd_model_checkpoint
         with self._lock:
-            if not wanted and self.resolve is None:
-                if self._current is not None:
-                    return self._current[1]
-                raise NotFound("no checkpoint selected: pass --ckpt FILE or --model NAME, or set sd_model_checkpoint")
             path, display, short_hash = self._locate(wanted)
-            load_settings = tuple(getattr(settings, name, None) for name in LOAD_SETTINGS)
-            if self.load_key is not None:
-                load_settings += (self.load_key(path, settings),)
-            if self._current is not None and self._current[0] == path and self._loaded_with == load_settings:
-                return self._current[1]
-            if self.load is None or self.make_encoder is None:
-                raise ModelLoadError("checkpoint loading is not available in this build (model manager or prompt encoder missing)")
-            self._current = None  # drop the old model before loading the new one
-            loaded = self.load(path, settings)
-            model = generation_model_from_checkpoint(loaded, self.make_encoder(loaded), display, short_hash)
-            self._current, self._loaded_with = (path, model), load_settings
-            return model
+            shaping = [getattr(settings, name, None) for name in LOAD_SETTINGS] + [self.load_key(path, settings)]
+            key = f"{MEMORY_KIND}:{path}:{shaping!r}"
+
+            weights_bytes = 0
+
+            def load() -> GenerationModel:
+                nonlocal weights_bytes
+                loaded = self.load(path, settings)
+                weights_bytes = module_bytes(loaded.unet, loaded.vae, loaded.text_encoder, loaded.text_encoder_2)
+                return generation_model_from_checkpoint(loaded, self.make_encoder(loaded), display, short_hash)
+
+            return self.memory.get_or_load(key, MEMORY_KIND, load, size_of=lambda _: weights_bytes)

@@ -21,15 +21,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a model is measured, not when this module is
+    import torch
 
 T = TypeVar("T")
 
 
 def module_bytes(*modules: Any) -> int:
     """Bytes held by the parameters and buffers of torch modules (None entries are skipped)."""
+    import torch
+
     seen: set[int] = set()
     total = 0
     for module in modules:
@@ -72,9 +75,11 @@ class ModelMemory:
     whole budget is still loaded (the job needs it) after everything else is dropped.
     """
 
-    def __init__(self, budget_bytes: Callable[[], int] | int = 0, limits: dict[str, int] | None = None):
+    def __init__(self, budget_bytes: Callable[[], int] | int = 0,
+                 limits: Callable[[], dict[str, int]] | dict[str, int] | None = None):
+        fixed_limits = dict(limits or {}) if not callable(limits) else {}
         self._budget = budget_bytes if callable(budget_bytes) else (lambda: int(budget_bytes))
-        self.limits = dict(limits or {})
+        self._limits = limits if callable(limits) else (lambda: fixed_limits)
         self._lock = threading.RLock()
         self._resident: OrderedDict[str, ResidentModel] = OrderedDict()
 
@@ -92,6 +97,12 @@ class ModelMemory:
             entry.used_at = time.monotonic()
             self._resident.move_to_end(key)
             return entry.value
+
+    def peek(self, key: str) -> Any | None:
+        """The resident model under `key` without marking it used, or None."""
+        with self._lock:
+            entry = self._resident.get(key)
+            return entry.value if entry is not None else None
 
     def get_or_load(self, key: str, kind: str, load: Callable[[], T], size_of: Callable[[T], int] = module_bytes) -> T:
         """The model under `key`, loading it with `load()` when absent (older models make room first)."""
@@ -145,12 +156,12 @@ class ModelMemory:
         return {"budget": self.budget_bytes, "resident": sum(r["bytes"] for r in rows), "models": rows}
 
     def _evict_for_kind(self, kind: str, keep: str | None) -> None:
-        limit = self.limits.get(kind)
+        limit = self._limits().get(kind)
         if limit is None:
             return
         same = [k for k, e in self._resident.items() if e.kind == kind and k != keep]
         # the new model takes one place of the kind's limit
-        excess = len(same) - (limit - 1)
+        excess = len(same) - (max(1, limit) - 1)
         for key in same[: max(0, excess)]:
             del self._resident[key]
         if excess > 0:
@@ -173,6 +184,8 @@ class ModelMemory:
 
 def _collect() -> None:
     """Return freed memory now rather than at the next garbage collection."""
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -191,13 +204,15 @@ class MemoryOptions:
         return cls(bool(settings.vae_tiling), bool(settings.attention_slicing), bool(settings.cpu_offload))
 
 
-def apply_memory_options(loaded: Any, options: MemoryOptions, execution_device: str | torch.device) -> list[str]:
+def apply_memory_options(loaded: Any, options: MemoryOptions, execution_device: "str | torch.device") -> list[str]:
     """Switch the options on for `loaded` (a LoadedCheckpoint); returns notes on what was skipped.
 
     Model CPU offload keeps every component in CPU memory and moves one at a time to the
     accelerator while it runs (text encoder, then UNet, then VAE); it needs the components
     loaded on the CPU and only means something when `execution_device` is an accelerator.
     """
+    import torch
+
     notes: list[str] = []
     if options.vae_tiling:
         loaded.vae.enable_tiling()

@@ -24,8 +24,9 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdstudio.config import DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
+from sdstudio.models.memory import ModelMemory
 from sdstudio.postprocess.face_restoration import FaceRestorers
 from sdstudio.postprocess.image_files import IMAGE_EXTENSIONS, format_infotext_parameters, next_free_number, open_image, save_png, text_items
 from sdstudio.postprocess.upscalers import UpscalerRegistry
@@ -125,18 +126,24 @@ def _number(value: float) -> float | int:
 class PostprocessService:
     """Extras, upscaling and face restoration over one data dir (wired by sdstudio.app)."""
 
-    def __init__(self, paths: DataPaths, settings: Settings, upscalers: UpscalerRegistry, face_restorers: FaceRestorers):
+    def __init__(self, paths: DataPaths, settings: SettingsStore, upscalers: UpscalerRegistry, face_restorers: FaceRestorers):
         self.paths = paths
-        self.settings = settings
+        self.settings_store = settings
         self.upscalers = upscalers
         self.face_restorers = face_restorers
 
     @classmethod
-    def build(cls, paths: DataPaths, settings: Settings, device: str = "auto") -> "PostprocessService":
-        """The service with the default upscaler and face-restorer registries."""
-        upscalers = UpscalerRegistry(paths, settings, device=device)
-        face_restorers = FaceRestorers(paths, settings, device=device)
+    def build(cls, paths: DataPaths, settings: SettingsStore, memory: ModelMemory | None = None) -> "PostprocessService":
+        """The service with the default upscaler and face-restorer registries (device from the settings)."""
+        device = settings.current.device
+        upscalers = UpscalerRegistry(paths, settings, device=device, memory=memory)
+        face_restorers = FaceRestorers(paths, settings, device=device, memory=memory)
         return cls(paths, settings, upscalers, face_restorers)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force now."""
+        return self.settings_store.current
 
     # -- entry points ------------------------------------------------------------------
 
@@ -255,12 +262,14 @@ class PostprocessService:
     # -- saving ------------------------------------------------------------------------
 
     def _output_folder(self, outdir) -> Path:
-        """--outdir if given, else settings outdir_samples or outdir_extras_samples (relative to the data dir)."""
-        chosen = outdir or self.settings.outdir_samples or self.settings.outdir_extras_samples
-        folder = Path(chosen).expanduser()
-        if not folder.is_absolute():
-            folder = self.paths.root / folder
-        return folder.resolve()
+        """--outdir (the local user's choice) if given, else outdir_samples or outdir_extras_samples inside the data dir."""
+        if outdir:
+            return Path(outdir).expanduser().resolve()
+        chosen = self.settings.outdir_samples or self.settings.outdir_extras_samples
+        try:
+            return self.paths.resolve_inside(chosen)
+        except ValueError as exc:
+            raise InvalidRequest("outdir_extras_samples", str(exc)) from None
 
     def _save(self, image: Image.Image, item: NamedImage, infotext: str, folder: Path) -> Path:
         """PNG named NNNNN.png, or after its source file in batch mode (A1111 use_original_name_batch)."""

@@ -24,9 +24,10 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from sdstudio.config import MODEL_KINDS, DataPaths, Settings
+from sdstudio.config import MODEL_KINDS, DataPaths, SettingsStore
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, load_spandrel_model, resolve_device
+from sdstudio.models.memory import ModelMemory
+from sdstudio.postprocess.model_files import LoadedModel, SpandrelModels
 
 FACE_SIZE = 512
 """GFPGAN and CodeFormer work on 512x512 face crops."""
@@ -132,27 +133,17 @@ class FaceRestorerInfo:
 class FaceRestorers:
     """GFPGAN and CodeFormer over the model files in models/GFPGAN and models/Codeformer."""
 
-    def __init__(self, paths: DataPaths, settings: Settings, device: str = "cpu", detector: FaceDetector | None = None, spandrel_registry=None):
+    def __init__(self, paths: DataPaths, settings: SettingsStore, device: str = "cpu", detector: FaceDetector | None = None,
+                 memory: ModelMemory | None = None, spandrel_registry: Any = None):
         self.paths = paths
-        self.settings = settings
-        self._device_choice = device
-        self._device: str | None = None
+        self.settings_store = settings
         self.detector = detector or DlibFaceDetector()
-        self._spandrel_registry = spandrel_registry
-        self._loaded: dict[str, tuple[Path, tuple[int, int], LoadedModel]] = {}
+        self.models = SpandrelModels("face_restorer", device, memory, spandrel_registry)
 
     @property
     def device(self) -> str:
         """The torch device models run on ("auto" resolved on first use)."""
-        if self._device is None:
-            self._device = resolve_device(self._device_choice)
-        return self._device
-
-    @property
-    def spandrel_registry(self):
-        if self._spandrel_registry is None:
-            self._spandrel_registry = build_spandrel_registry()
-        return self._spandrel_registry
+        return self.models.device
 
     def list(self) -> list[FaceRestorerInfo]:
         """Every face restorer with its folder and the model file it would use (None if missing)."""
@@ -180,29 +171,22 @@ class FaceRestorers:
         if not files:
             raise NotFound(f"{kind.name}: no model file in {folder}; put the {kind.name} .pth or .safetensors file there")
         problems = []
-        for path in files:
-            stamp = (path.stat().st_size, path.stat().st_mtime_ns)
-            cached = self._loaded.get(kind.name)
-            if cached is not None and cached[0] == path and cached[1] == stamp:
-                return cached[2]
+        def right_architecture(loaded: LoadedModel) -> None:
+            if loaded.architecture != kind.architecture:
+                raise ModelLoadError(f"{loaded_path.name}: a {loaded.architecture} model, not {kind.architecture}")
+
+        for loaded_path in files:
             try:
-                loaded = load_spandrel_model(path, self.spandrel_registry)
+                return self.models.load(loaded_path, check=right_architecture)
             except SdStudioError as exc:
                 problems.append(str(exc))
-                continue
-            if loaded.architecture != kind.architecture:
-                problems.append(f"{path.name}: a {loaded.architecture} model, not {kind.architecture}")
-                continue
-            loaded.descriptor.to(self.device)
-            self._loaded[kind.name] = (path, stamp, loaded)
-            return loaded
         raise ModelLoadError(f"{kind.name}: no usable model in {folder} ({'; '.join(problems)})")
 
     def restore(self, image: Image.Image, name: str, visibility: float = 1.0, codeformer_weight: float | None = None) -> FaceRestoreResult:
         """Restore every detected face; visibility blends the result over the original (A1111 Image.blend)."""
         if not 0.0 <= visibility <= 1.0:
             raise InvalidRequest("visibility", f"must be between 0 and 1, got {visibility}")
-        weight = self.settings.code_former_weight if codeformer_weight is None else codeformer_weight
+        weight = self.settings_store.current.code_former_weight if codeformer_weight is None else codeformer_weight
         if not 0.0 <= weight <= 1.0:
             raise InvalidRequest("codeformer_weight", f"must be between 0 and 1, got {weight}")
         kind = self.kind(name)
@@ -253,7 +237,7 @@ class FaceRestorers:
 
     def unload(self) -> None:
         """Drop the loaded models."""
-        self._loaded.clear()
+        self.models.unload()
 
 
 def crop_transform(face: FaceBox) -> np.ndarray:

@@ -7,11 +7,14 @@ to spandrel (`ArchRegistry.load`), so neither spandrel nor torch ever unpickles 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sdstudio.errors import ModelLoadError, SdStudioError
+from sdstudio.models.devices import resolve_device
+from sdstudio.models.memory import ModelMemory, module_bytes
 
 
 def build_spandrel_registry():
@@ -26,15 +29,6 @@ def build_spandrel_registry():
     registry = MAIN_REGISTRY.copy()
     registry.add(*EXTRA_REGISTRY, ignore_duplicates=True)
     return registry
-
-
-def resolve_device(device: str) -> str:
-    """A torch device name; "auto" means the first CUDA GPU when there is one, else the CPU."""
-    if device not in ("auto", "", None):
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
@@ -92,6 +86,54 @@ def load_spandrel_model(path: Path, registry) -> LoadedModel:
         purpose=descriptor.purpose,
         scale=int(descriptor.scale),
     )
+
+
+class SpandrelModels:
+    """Spandrel models of one kind (upscaler, face restorer), loaded through the memory owner.
+
+    The registries keep no model of their own: `ModelMemory` holds them under a key that
+    includes the file's size and mtime, so a replaced file is loaded afresh, and what the
+    owner drops under its budget is freed.
+    """
+
+    def __init__(self, kind: str, device: str = "auto", memory: ModelMemory | None = None, spandrel_registry: Any = None):
+        self.kind = kind
+        self._device_choice = device
+        self._device: str | None = None
+        self.memory = memory if memory is not None else ModelMemory()
+        self._spandrel_registry = spandrel_registry
+
+    @property
+    def device(self) -> str:
+        """The torch device models run on ("auto" resolved on first use)."""
+        if self._device is None:
+            self._device = resolve_device(self._device_choice)
+        return self._device
+
+    @property
+    def spandrel_registry(self) -> Any:
+        """The spandrel architecture registry (built on first use, so import stays cheap)."""
+        if self._spandrel_registry is None:
+            self._spandrel_registry = build_spandrel_registry()
+        return self._spandrel_registry
+
+    def load(self, path: Path, check: Callable[[LoadedModel], None] | None = None) -> LoadedModel:
+        """The model in `path` on the device; `check` may refuse it (raise) before it is kept."""
+        stat = path.stat()
+
+        def load() -> LoadedModel:
+            loaded = load_spandrel_model(path, self.spandrel_registry)
+            if check is not None:
+                check(loaded)
+            loaded.descriptor.to(self.device)
+            return loaded
+
+        key = f"{self.kind}:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+        return self.memory.get_or_load(key, self.kind, load, size_of=lambda m: module_bytes(m.descriptor.model))
+
+    def unload(self) -> None:
+        """Drop every model of this kind."""
+        self.memory.release_kind(self.kind)
 
 
 def _first_line(exc: BaseException) -> str:

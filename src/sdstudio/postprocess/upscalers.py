@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sdstudio.config import MODEL_KINDS, DataPaths, Settings, atomic_write_bytes
+from sdstudio.config import MODEL_KINDS, DataPaths, SettingsStore, atomic_write_bytes
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, SdStudioError
-from sdstudio.postprocess.model_files import LoadedModel, build_spandrel_registry, load_spandrel_model, resolve_device
+from sdstudio.models.memory import ModelMemory
+from sdstudio.postprocess.model_files import LoadedModel, SpandrelModels, load_spandrel_model
 
 LANCZOS = Image.Resampling.LANCZOS
 NEAREST = Image.Resampling.NEAREST
@@ -245,31 +246,20 @@ class _ModelEntry:
 class UpscalerRegistry:
     """The upscalers of one data dir: listing (A1111 names) and upscaling by name."""
 
-    def __init__(self, paths: DataPaths, settings: Settings, device: str = "cpu", spandrel_registry=None):
+    def __init__(self, paths: DataPaths, settings: SettingsStore, device: str = "cpu", memory: ModelMemory | None = None,
+                 spandrel_registry: Any = None):
         self.paths = paths
-        self.settings = settings
-        self._device_choice = device
-        self._device: str | None = None
-        self._spandrel_registry = spandrel_registry
+        self.settings_store = settings
+        self.models = SpandrelModels("upscaler", device, memory, spandrel_registry)
         self._entries: dict[str, _ModelEntry] | None = None
         self._probe_cache: dict[Path, tuple[tuple[int, int], UpscalerInfo]] = {}
-        self._loaded: tuple[Path, tuple[int, int], LoadedModel] | None = None  # last model used
 
     # -- listing -----------------------------------------------------------------------
 
     @property
     def device(self) -> str:
         """The torch device models run on ("auto" resolved on first use)."""
-        if self._device is None:
-            self._device = resolve_device(self._device_choice)
-        return self._device
-
-    @property
-    def spandrel_registry(self):
-        """The spandrel architecture registry (built on first use, so import stays cheap)."""
-        if self._spandrel_registry is None:
-            self._spandrel_registry = build_spandrel_registry()
-        return self._spandrel_registry
+        return self.models.device
 
     @property
     def probe_cache_file(self) -> Path:
@@ -391,18 +381,12 @@ class UpscalerRegistry:
         return image
 
     def load_model(self, name: str) -> LoadedModel:
-        """The spandrel model of a model-file upscaler (the last one used stays loaded)."""
+        """The spandrel model of a model-file upscaler (kept by the memory owner between uses)."""
         self.get(name)
         entry = self._entries.get(name)
         if entry is None:
             raise InvalidRequest("upscaler", f"{name!r} is a built-in resize, not a model upscaler")
-        if self._loaded is not None and self._loaded[0] == entry.path and self._loaded[1] == entry.stamp:
-            return self._loaded[2]
-        self._loaded = None  # free the previous model before loading the next
-        loaded = load_spandrel_model(entry.path, self.spandrel_registry)
-        loaded.descriptor.to(self.device)
-        self._loaded = (entry.path, entry.stamp, loaded)
-        return loaded
+        return self.models.load(entry.path)
 
     def run_model(self, model: LoadedModel, image: Image.Image, *, on_tile=None) -> Image.Image:
         """One pass of a model over an image, tiled per settings ESRGAN_tile / ESRGAN_tile_overlap."""
@@ -416,8 +400,8 @@ class UpscalerRegistry:
             descriptor,
             np.asarray(image.convert("RGB")),
             model.scale,
-            int(self.settings.ESRGAN_tile),
-            int(self.settings.ESRGAN_tile_overlap),
+            int(self.settings_store.current.ESRGAN_tile),
+            int(self.settings_store.current.ESRGAN_tile_overlap),
             device=self.device,
             dtype=dtype,
             on_tile=on_tile,
@@ -425,8 +409,8 @@ class UpscalerRegistry:
         return Image.fromarray(array, "RGB")
 
     def unload(self) -> None:
-        """Drop the loaded model (frees its memory)."""
-        self._loaded = None
+        """Drop the loaded models (frees their memory)."""
+        self.models.unload()
 
     # -- probing -----------------------------------------------------------------------
 
@@ -436,7 +420,7 @@ class UpscalerRegistry:
             return cached[1]
         name = display_name(path, folder)
         try:
-            loaded = load_spandrel_model(path, self.spandrel_registry)
+            loaded = load_spandrel_model(path, self.models.spandrel_registry)
             if loaded.purpose not in ("SR", "Restoration"):
                 raise ModelLoadError(f"{path.name}: a {loaded.architecture} {loaded.purpose} model (face restoration), not an upscaler")
             info = UpscalerInfo(name, loaded.architecture, str(path), float(loaded.scale))

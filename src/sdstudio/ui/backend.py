@@ -184,11 +184,9 @@ class UiBackend:
     def postprocess_service(self):
         """The Extras service (upscalers, face restoration), built on first use; None if unavailable."""
         if self.postprocess is None:
-            try:
-                from sdstudio.postprocess.extras import PostprocessService
-            except ImportError:
-                return None
-            self.postprocess = PostprocessService.build(self.paths, self.settings, device=self.settings.device)
+            from sdstudio.postprocess.extras import PostprocessService
+
+            self.postprocess = PostprocessService.build(self.paths, self.settings_store)
         return self.postprocess
 
     def upscaler_names(self) -> list[str]:

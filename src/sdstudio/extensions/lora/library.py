@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from sdstudio.errors import SdStudioError
 from sdstudio.extensions.lora.apply import LoadedNetwork, apply_loras
 from sdstudio.extensions.lora.files import LoraOnDisk, load_lora_tensors
 from sdstudio.extensions.lora.networks import ParsedLora, parse_lora_state_dict
+from sdstudio.models.memory import ModelMemory, module_bytes
 from sdstudio.prompts.extra_networks import LoraTag, extract_extra_networks, read_lora_tag
 
 # A1111 registers the Lora extra network as "lora" and also answers to "lyco" (lora_script.py).
@@ -79,6 +79,12 @@ def parse_lora_hashes(value: str) -> dict[str, str]:
 
 
 _TAG_NAME = re.compile(r"<lora:([^:]+?):")
+MEMORY_KIND = "lora"
+
+
+def parsed_lora_bytes(parsed: ParsedLora) -> int:
+    """Bytes of a parsed LoRA file's tensors."""
+    return sum(module_bytes(network.tensors) for network in parsed.modules.values())
 
 
 class LoraLibrary:
@@ -88,18 +94,17 @@ class LoraLibrary:
         self,
         folders: str | os.PathLike | Iterable[str | os.PathLike] | None,
         entries: Callable[[], Iterable[Any]] | None = None,
-        cache_size: int = 4,
+        memory: ModelMemory | None = None,
         strategy: str = "adapters",
     ):
         if isinstance(folders, (str, os.PathLike)):
             folders = [folders]
         self.folders = [Path(folder) for folder in folders or ()]
         self.entries_source = entries  # e.g. the model registry's LoRA listing (objects with .name/.path)
-        self.cache_size = cache_size
+        self.memory = memory if memory is not None else ModelMemory(limits={MEMORY_KIND: 4})
         self.strategy = strategy
         self._lock = threading.Lock()
         self._known: dict[Path, tuple[int, LoraOnDisk]] = {}
-        self._parsed: OrderedDict[tuple[Path, int], ParsedLora] = OrderedDict()
 
     # -- finding files -----------------------------------------------------------------------
 
@@ -161,19 +166,10 @@ class LoraLibrary:
     # -- loading and applying ----------------------------------------------------------------
 
     def load(self, entry: LoraOnDisk) -> ParsedLora:
-        """The file's networks, parsed (cached by path and modification time)."""
-        key = (entry.path, entry.path.stat().st_mtime_ns)
-        with self._lock:
-            parsed = self._parsed.get(key)
-            if parsed is not None:
-                self._parsed.move_to_end(key)
-                return parsed
-        parsed = parse_lora_state_dict(load_lora_tensors(entry.path))
-        with self._lock:
-            self._parsed[key] = parsed
-            while len(self._parsed) > max(0, self.cache_size):
-                self._parsed.popitem(last=False)
-        return parsed
+        """The file's networks, parsed (kept by the memory owner, keyed by path and modification time)."""
+        key = f"{MEMORY_KIND}:{entry.path}:{entry.path.stat().st_mtime_ns}"
+        return self.memory.get_or_load(key, MEMORY_KIND, lambda: parse_lora_state_dict(load_lora_tensors(entry.path)),
+                                       size_of=parsed_lora_bytes)
 
     def resolve(self, activations: Sequence[LoraActivation], report: LoraReport) -> list[LoadedNetwork]:
         """Files for the requested names; unknown or unreadable ones become warnings."""

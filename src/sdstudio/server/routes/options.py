@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
+from sdstudio.app import App
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, OptionsDep, QueueDep, wait_for
 
@@ -28,8 +29,8 @@ def sampler_options(row) -> dict[str, Any]:
     return options
 
 
-def memory_response() -> m.MemoryResponse:
-    """RAM of the machine and this process, and CUDA memory when a GPU is present."""
+def memory_response(app: App) -> m.MemoryResponse:
+    """RAM of the machine and this process, CUDA memory when a GPU is present, and the loaded models."""
     import psutil
 
     process = psutil.Process(os.getpid())
@@ -52,7 +53,7 @@ def memory_response() -> m.MemoryResponse:
             }
     except Exception as exc:  # memory stats are informative only
         cuda = {"error": str(exc)}
-    return m.MemoryResponse(ram=ram, cuda=cuda)
+    return m.MemoryResponse(ram=ram, cuda=cuda, models=app.memory.report())
 
 
 @router.get("/options")
@@ -117,5 +118,5 @@ def get_schedulers():
 
 
 @router.get("/memory", response_model=m.MemoryResponse)
-def get_memory():
-    return memory_response()
+def get_memory(app: AppDep):
+    return memory_response(app)

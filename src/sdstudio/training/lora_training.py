@@ -46,6 +46,7 @@ from sdstudio.engine.sampling import FixedConditioning, GuidedUNet, SamplingJob,
 from sdstudio.engine.seeds import ImageNoise
 from sdstudio.errors import InvalidRequest
 from sdstudio.models.hashes import addnet_hash_safetensors_bytes, legacy_model_hash, sha256_of_file
+from sdstudio.models.loader import LoadedCheckpoint
 from sdstudio.training.lora_dataset import TrainingImage, dataset_dirs, tag_frequency
 
 ADAPTER = "default"
@@ -67,17 +68,13 @@ class TrainingBase:
     path: Path | None = None
 
     @classmethod
-    def from_loaded(cls, loaded: Any, path: Path | None = None) -> "TrainingBase":
-        """From the model manager's LoadedCheckpoint (attributes read by name, SD1/SD2 only)."""
-        encoders = getattr(loaded, "text_encoders", None) or [getattr(loaded, "text_encoder", None)]
-        encoders = [e for e in encoders if e is not None]
-        if len(encoders) != 1:
+    def from_loaded(cls, loaded: LoadedCheckpoint, path: Path | None = None) -> "TrainingBase":
+        """From the model manager's LoadedCheckpoint (SD1/SD2 layouts: one text encoder)."""
+        if loaded.text_encoder is None or loaded.text_encoder_2 is not None:
             raise InvalidRequest("base", "LoRA training supports SD1/SD2-layout checkpoints (one text encoder) for now")
-        scaling = getattr(loaded, "vae_scaling_factor", None) or getattr(loaded, "scale_factor", None)
-        if scaling is None:
-            scaling = getattr(loaded.vae.config, "scaling_factor", 0.18215)
-        name = getattr(loaded, "name", "") or (path.stem if path else "")
-        return cls(loaded.unet, loaded.vae, encoders[0], dict(getattr(loaded, "scheduler_config", {}) or {}), float(scaling), name, path)
+        name = path.stem if path else loaded.path.stem
+        return cls(loaded.unet, loaded.vae, loaded.text_encoder, dict(loaded.scheduler_config),
+                   float(loaded.vae_scaling_factor), name, path or loaded.path)
 
 
 @dataclass

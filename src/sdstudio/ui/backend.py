@@ -85,8 +85,7 @@ class UiBackend:
     def from_app(cls, app: "App") -> "UiBackend":
         """Wire the backend over the composition root's services (optional ones when present)."""
         return cls(settings_store=app.settings_store, paths=app.paths, engine=app.engine,
-                   styles=getattr(app, "styles", None), postprocess=getattr(app, "postprocess", None),
-                   registry=getattr(app, "models", None))
+                   styles=app.styles, postprocess=app.postprocess, registry=app.models)
 
     @property
     def settings(self) -> Settings:

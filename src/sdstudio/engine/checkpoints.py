@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sdstudio.config import DataPaths, Settings
-from sdstudio.engine.processing import ConditioningEncoder, GenerationModel
+from sdstudio.engine.job_context import ConditioningEncoder, GenerationModel
 from sdstudio.errors import ModelLoadError, NotFound
 
 CheckpointLoader = Callable[[Path], Any]

@@ -92,7 +92,7 @@ def run_diffusers(args, dtype) -> dict:
 def run_sdstudio(args, dtype) -> dict:
     from sdstudio.config import DataPaths, Settings
     from sdstudio.engine.conditioning import PlainClipEncoder
-    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.job_context import GenerationModel
     from sdstudio.engine.request import Txt2ImgRequest
     from sdstudio.engine.service import GenerationControl, GenerationService
     from sdstudio.prompts.tokenizer import clip_tokenizer

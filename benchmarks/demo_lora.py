@@ -116,7 +116,7 @@ def classifier_check(classifier, count: int = 60) -> tuple[float, float]:
 
 def load_base(args, paths):
     """(TrainingBase, GenerationModel) over the same modules: the bundled checkpoint, or a random micro model for --smoke."""
-    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.job_context import GenerationModel
     from sdstudio.training.lora_training import TrainingBase
 
     if args.smoke or args.random_base:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny import SCHEDULER_CONFIG, tiny_unet, tiny_vae  # noqa: E402
 
 from sdstudio.config import SettingsStore, DataPaths, Settings  # noqa: E402
-from sdstudio.engine.processing import GenerationModel  # noqa: E402
+from sdstudio.engine.job_context import GenerationModel  # noqa: E402
 from sdstudio.engine.sampling import FixedConditioning  # noqa: E402
 from sdstudio.engine.service import GenerationService  # noqa: E402
 

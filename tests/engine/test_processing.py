@@ -239,7 +239,7 @@ def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
     spec.loader.exec_module(engine_conftest)
     HashTextEncoder = engine_conftest.HashTextEncoder
 
-    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.job_context import GenerationModel
 
     f4_vae = AutoencoderKL(block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
     model = GenerationModel(unet=tiny_components[0], vae=f4_vae, encoder=HashTextEncoder(), scheduler_config=dict(SCHEDULER_CONFIG))

@@ -7,7 +7,7 @@ import torch
 from tiny import SCHEDULER_CONFIG
 
 from sdstudio.config import SettingsStore, Settings
-from sdstudio.engine.processing import GenerationModel
+from sdstudio.engine.job_context import GenerationModel
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
 

@@ -15,7 +15,7 @@ SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.0
 
 @pytest.fixture
 def service(tmp_path, models):
-    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.job_context import GenerationModel
     from sdstudio.engine.service import GenerationService
     from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 

@@ -227,7 +227,7 @@ def test_png_info_reads_parameters_and_other_chunks(tmp_path):
 
 
 def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
-    from sdstudio.engine.processing import ProgressEvent
+    from sdstudio.engine.job_context import ProgressEvent
     from sdstudio.engine.job_queue import JobQueue
     from sdstudio.ui.jobs import follow_job, submit_work
 

@@ -32,7 +32,7 @@ def tiny_generation_model(name: str = "tiny-random"):
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sdstudio.engine.processing import GenerationModel
+    from sdstudio.engine.job_context import GenerationModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sdstudio.config import Settings, SettingsStore
-from sdstudio.engine.processing import ConditioningEncoder, GenerationModel
+from sdstudio.engine.job_context import ConditioningEncoder, GenerationModel
 from sdstudio.errors import NotFound
 from sdstudio.models.memory import ModelMemory, module_bytes
 

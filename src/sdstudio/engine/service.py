@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.config import DataPaths, Settings, SettingsStore
-from sdstudio.engine.processing import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent, run_generation
+from sdstudio.engine.job_context import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent
+from sdstudio.engine.processing import run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import ImageSaver
 from sdstudio.errors import InvalidRequest

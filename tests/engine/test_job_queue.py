@@ -62,12 +62,12 @@ def test_interrupt_acts_on_the_running_job_only(queue):
     def long_job(job):
         started.set()
         for step in range(1000):
-            if job.interrupted.wait(0.01):
+            if job.cancel.wait_interrupted(0.01):
                 return f"stopped at {step}"
         return "finished"
 
     running = queue.submit("t", long_job)
-    waiting = queue.submit("t", lambda job: job.interrupted.is_set())
+    waiting = queue.submit("t", lambda job: job.cancel.interrupted)
     assert started.wait(5)
     assert queue.interrupt()
     assert running.future.result(5).startswith("stopped at")

@@ -135,7 +135,7 @@ def test_interrupt_stops_and_keeps_what_is_finished(service):
         if event.job_no == 1 and event.step == 1:
             control.interrupt()
 
-    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=4, do_not_save_grid=True, **SMALL), GenerationControl(interrupted=control.interrupted, on_progress=on_progress))
+    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=4, do_not_save_grid=True, **SMALL), GenerationControl(cancel=control.cancel, on_progress=on_progress))
     assert result.interrupted
     assert result.seeds == [1, 2]  # the finished image and the partial one, as A1111
     assert len(result.saved_paths) == 2
@@ -150,7 +150,7 @@ def test_skip_moves_to_the_next_image(service):
         if event.job_no == 0 and event.step == 1:
             control.skip()
 
-    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, do_not_save_grid=True, **SMALL), GenerationControl(skipped=control.skipped, on_progress=on_progress))
+    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, do_not_save_grid=True, **SMALL), GenerationControl(cancel=control.cancel, on_progress=on_progress))
     assert not result.interrupted and result.seeds == [1, 2]
     assert (0, 2) not in seen and (1, 3) in seen
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from sdstudio.config import Settings
+from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.samplers import SamplerDef, SamplerOptions, ScheduleType
 from sdstudio.engine.sampling import StepConditioning
 from sdstudio.engine.saving import ImageSaver
@@ -117,9 +118,7 @@ class JobContext:
     settings: Settings
     saver: ImageSaver
     kind: str  # "txt2img" or "img2img"
-    is_interrupted: Callable[[], bool] = lambda: False
-    is_skipped: Callable[[], bool] = lambda: False
-    clear_skip: Callable[[], None] = lambda: None
+    cancel: CancelToken = field(default_factory=CancelToken)
     on_progress: Callable[[ProgressEvent], None] | None = None
     preview_every: int = 0  # 0 = no previews
     upscale_image: ImageUpscaler | None = None

@@ -20,6 +20,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from sdstudio.engine.cancel import CancelToken
+
 
 @dataclass
 class JobProgress:
@@ -46,16 +48,15 @@ class Job:
     finished_at: float | None = None
     future: Future = field(default_factory=Future)
     progress: JobProgress = field(default_factory=JobProgress)
-    interrupted: threading.Event = field(default_factory=threading.Event)
-    skipped: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelToken = field(default_factory=CancelToken)
 
     def interrupt(self) -> None:
         """Stop after the current step, keeping what is finished."""
-        self.interrupted.set()
+        self.cancel.interrupt()
 
     def skip(self) -> None:
         """Abandon the current image and go on with the next one."""
-        self.skipped.set()
+        self.cancel.skip()
 
     def fraction_done(self) -> float:
         """Overall progress in [0, 1] as A1111 computes it (images done + current steps)."""
@@ -188,7 +189,7 @@ def submit_generation(queue: JobQueue, kind: str, work: Callable[[Any], Any], jo
             if event.preview is not None:
                 p.preview, p.preview_id = event.preview, p.preview_id + 1
 
-        control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped, on_progress=on_progress)
+        control = GenerationControl(cancel=job.cancel, on_progress=on_progress)
         return work(control)
 
     return queue.submit(kind, run, job_id=job_id)

@@ -47,7 +47,6 @@ from sdstudio.engine.samplers import (
 from sdstudio.engine.sampling import (
     GuidedUNet,
     InpaintBlend,
-    LoopControl,
     SamplingInterrupted,
     SamplingJob,
     SamplingSkipped,
@@ -215,10 +214,10 @@ class GenerationJob:
         self.start_batches()
         with torch.no_grad(), _Tiling([self.model.unet, self.model.vae], self.request.tiling):
             for batch in self.batches():
-                if self.ctx.is_interrupted():
+                if self.ctx.cancel.interrupted:
                     self.result.interrupted = True
                     break
-                self.ctx.clear_skip()
+                self.ctx.cancel.clear_skip()
                 self.progress.begin(batch.number, self.first_pass_steps)
                 with self.apply_batch_hooks(batch):
                     self.encode_prompt(batch)
@@ -337,7 +336,7 @@ class GenerationJob:
             initial_noise=batch.initial_noise, options=plan.options, init_latent=batch.init_latent,
             denoising_strength=request.denoising_strength,
             initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if self.init is not None else 1.0,
-            blend=batch.blend, control=LoopControl(self.ctx.is_interrupted, self.ctx.is_skipped), callback=self.progress,
+            blend=batch.blend, control=self.ctx.cancel, callback=self.progress,
         )
         finished = True
         try:
@@ -400,7 +399,7 @@ class GenerationJob:
             prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
             initial_noise=noise.first(), options=plan.options, init_latent=samples,
             denoising_strength=request.denoising_strength, requested_steps=steps,
-            control=LoopControl(ctx.is_interrupted, ctx.is_skipped), callback=self.progress,
+            control=ctx.cancel, callback=self.progress,
         )
         self.progress.begin(self.progress.job_no, planned_steps(job))
         return run_sampler(job)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.samplers import (
     DiscreteSigmas,
     SamplerDef,
@@ -87,14 +88,6 @@ def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([tensor, chunk.repeat(1, reps, 1)], dim=1)[:, :length]
 
 
-@dataclass
-class LoopControl:
-    """What the loop checks before every model evaluation."""
-
-    is_interrupted: Callable[[], bool] = lambda: False
-    is_skipped: Callable[[], bool] = lambda: False
-
-
 class GuidedUNet:
     """The UNet with classifier-free guidance: `(x_scaled, t, step) -> guided model output`."""
 
@@ -157,7 +150,7 @@ class InpaintBlend:
 class KarrasDenoiser:
     """k-diffusion's `denoise(x, sigma) -> x0` over a guided eps/v-prediction UNet."""
 
-    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: LoopControl, blend: InpaintBlend | None = None):
+    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: CancelToken, blend: InpaintBlend | None = None):
         self.guided = guided
         self.discrete = discrete
         self.v_prediction = prediction_type == "v_prediction"
@@ -184,10 +177,10 @@ class KarrasDenoiser:
         return denoised
 
 
-def _check(control: LoopControl, latest: torch.Tensor | None) -> None:
-    if control.is_interrupted():
+def _check(control: CancelToken, latest: torch.Tensor | None) -> None:
+    if control.interrupted:
         raise SamplingInterrupted(latest)
-    if control.is_skipped():
+    if control.skipped:
         raise SamplingSkipped(latest)
 
 
@@ -222,7 +215,7 @@ class SamplingJob:
     requested_steps: int | None = None  # hires pass: run exactly this many steps
     initial_noise_multiplier: float = 1.0
     blend: InpaintBlend | None = None
-    control: LoopControl = field(default_factory=LoopControl)
+    control: CancelToken = field(default_factory=CancelToken)
     callback: StepCallback | None = None
 
 

@@ -3,10 +3,9 @@
 It owns the loaded model (through an injected `model_source`), serialises all work on
 the device with one lock, and runs txt2img and img2img jobs. Front ends pass a validated
 request and, optionally, a `GenerationControl` that receives progress events and carries
-the interrupt/skip flags; the API's job queue can hand its Job's events straight in:
+the job's cancel token; the job queue hands its Job's token straight in:
 
-    control = GenerationControl(interrupted=job.interrupted, skipped=job.skipped,
-                                on_progress=lambda e: ...)
+    control = GenerationControl(cancel=job.cancel, on_progress=lambda e: ...)
     result = service.txt2img(request, control)
 """
 
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdstudio.config import DataPaths, Settings, SettingsStore
+from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.job_context import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent
 from sdstudio.engine.processing import run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
@@ -30,20 +30,19 @@ ModelSource = Callable[[str | None, Settings], GenerationModel]
 
 @dataclass
 class GenerationControl:
-    """Progress sink and stop flags for one job (thread-safe: set from any thread)."""
+    """Progress sink and cancel token for one job (the token may be set from any thread)."""
 
-    interrupted: threading.Event = field(default_factory=threading.Event)
-    skipped: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelToken = field(default_factory=CancelToken)
     on_progress: Callable[[ProgressEvent], None] | None = None
     preview_every: int | None = None  # None: settings.show_progress_every_n_steps when live previews are on
 
     def interrupt(self) -> None:
         """Stop after the current step; finished images (and the current partial one) are kept."""
-        self.interrupted.set()
+        self.cancel.interrupt()
 
     def skip(self) -> None:
         """Abandon the current batch and go on with the next one."""
-        self.skipped.set()
+        self.cancel.skip()
 
 
 class GenerationService:
@@ -111,9 +110,7 @@ class GenerationService:
                 settings=settings,
                 saver=ImageSaver(self.paths, settings),
                 kind=kind,
-                is_interrupted=control.interrupted.is_set,
-                is_skipped=control.skipped.is_set,
-                clear_skip=control.skipped.clear,
+                cancel=control.cancel,
                 on_progress=control.on_progress,
                 preview_every=max(0, int(preview_every)),
                 upscale_image=self.upscale_image,

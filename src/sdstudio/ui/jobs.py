@@ -63,7 +63,7 @@ def snapshot(queue, job, last_preview_id: int = 0) -> tuple[ProgressSnapshot, in
         preview, last_preview_id = p.preview, p.preview_id
     snap = ProgressSnapshot(position=position, fraction=fraction, eta_seconds=eta, step=p.sampling_step,
                             steps=p.sampling_steps, job_no=p.job_no, job_count=p.job_count, preview=preview,
-                            interrupting=job.interrupted.is_set())
+                            interrupting=job.cancel.interrupted)
     return snap, last_preview_id
 
 

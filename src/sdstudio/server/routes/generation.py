@@ -73,9 +73,9 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     p = job.progress
     started = job.started_at or time.time()
     state.update(
-        skipped=job.skipped.is_set(),
-        interrupted=job.interrupted.is_set(),
-        stopping_generation=job.interrupted.is_set(),
+        skipped=job.cancel.skipped,
+        interrupted=job.cancel.interrupted,
+        stopping_generation=job.cancel.interrupted,
         job=job.id,
         job_count=p.job_count,
         job_timestamp=time.strftime("%Y%m%d%H%M%S", time.localtime(started)),

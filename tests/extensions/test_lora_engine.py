@@ -56,11 +56,10 @@ def test_alias_from_metadata_finds_the_file(service):
 
 def test_a_lora_in_the_lycoris_folder_is_applied_by_its_tag(data_dir_with_model):
     from sdstudio.app import open_app
-    from sdstudio.extensions.lora.library import text_encoders_of_model
 
     app = open_app(data_dir_with_model)
     model = app.engine.model_source(None)
-    tensors = kohya_lora_tensors(model.unet, text_encoders_of_model(model)[0], seed=2, strength=0.5)
+    tensors = kohya_lora_tensors(model.unet, model.encoder.text_encoders[0], seed=2, strength=0.5)
     write_lora(app.paths.folder("lora", "LyCORIS"), "inky", tensors)
 
     base, _ = generate(app.engine, "a red star")

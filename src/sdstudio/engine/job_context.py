@@ -25,7 +25,16 @@ from sdstudio.engine.saving import ImageSaver
 class ConditioningEncoder(Protocol):
     """Turns prompts into step conditioning (implemented over the prompt layer)."""
 
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The text encoders it runs, in order (SDXL: CLIP-L then bigG); what a LoRA patches."""
+        ...
+
     def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int) -> StepConditioning: ...
+
+    def clear_cache(self) -> None:
+        """Forget cached encodings (the text encoders' weights changed, e.g. a LoRA was applied)."""
+        ...
 
 
 @dataclass

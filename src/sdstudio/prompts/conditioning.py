@@ -619,6 +619,15 @@ class PromptConditioner:
     def __init__(self, encoder: PromptEncoder):
         self.prompt_encoder = encoder
 
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The text encoders the prompt encoder runs, in order."""
+        return self.prompt_encoder.text_encoders
+
+    def clear_cache(self) -> None:
+        """Forget cached encodings (a LoRA changed the text encoders)."""
+        self.prompt_encoder.clear_cache()
+
     def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int,
                width: int, height: int) -> ScheduledConditioning:
         """Schedules, AND weights and negative prompts of one batch, encoded for `steps` steps."""

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from sdstudio.config import MODEL_KINDS, find_preview
+from sdstudio.engine.job_context import GenerationModel
 from sdstudio.errors import SdStudioError
 from sdstudio.extensions.lora.apply import LoadedNetwork, apply_loras
 from sdstudio.extensions.lora.files import LoraOnDisk, load_lora_tensors
@@ -274,32 +275,6 @@ class LoraInfotext(dict):
         self.report = report
 
 
-def text_encoders_of_model(model: Any) -> list[torch.nn.Module]:
-    """The text encoders behind an engine GenerationModel (its prompt encoder holds them)."""
-    direct = getattr(model, "text_encoders", None)
-    if direct:
-        return list(direct)
-    encoder = getattr(model, "encoder", None)
-    for holder in (getattr(encoder, "prompt_encoder", None), encoder):
-        found = getattr(holder, "text_encoders", None)
-        if found:
-            return list(found)
-        single = getattr(holder, "text_encoder", None)
-        if isinstance(single, torch.nn.Module):
-            return [single]
-    return []
-
-
-def prompt_cache_clearer(model: Any) -> Callable[[], None] | None:
-    """The prompt encoder's `clear_cache` (its cached encodings go stale when a LoRA changes the text encoder)."""
-    encoder = getattr(model, "encoder", None)
-    for holder in (getattr(encoder, "prompt_encoder", None), encoder):
-        clear = getattr(holder, "clear_cache", None)
-        if callable(clear):
-            return clear
-    return None
-
-
 class LoraBatchHook:
     """The engine's `BatchHook` for `<lora:...>` tags: applied around each batch, removed after it.
 
@@ -312,11 +287,11 @@ class LoraBatchHook:
         self.add_hashes_to_infotext = add_hashes_to_infotext  # A1111 option lora_add_hashes_to_infotext
 
     @contextmanager
-    def __call__(self, model: Any, prompts: list[str], negative_prompts: list[str]) -> Iterator[LoraInfotext | None]:
+    def __call__(self, model: GenerationModel, prompts: list[str], negative_prompts: list[str]) -> Iterator[LoraInfotext | None]:
         activations = activations_from_prompt(prompts[0]) if prompts else []
         if not activations:
             yield None
             return
-        with self.library.apply(model.unet, text_encoders_of_model(model), activations, prompt_cache_clearer(model)) as report:
+        with self.library.apply(model.unet, model.encoder.text_encoders, activations, model.encoder.clear_cache) as report:
             params = report.infotext_params() if self.add_hashes_to_infotext else {}
             yield LoraInfotext(params, report.warnings, report)

@@ -18,9 +18,7 @@ def loaded_text_width(app: App) -> int | None:
     model = source.current_model if isinstance(source, CheckpointModels) else None
     if model is None:
         return None
-    prompt_encoder = getattr(getattr(model, "encoder", None), "prompt_encoder", None)
-    encoders = getattr(prompt_encoder, "text_encoders", None) or []
-    return sum(int(e.get_input_embeddings().weight.shape[1]) for e in encoders) or None
+    return sum(int(e.get_input_embeddings().weight.shape[1]) for e in model.encoder.text_encoders) or None
 
 
 @router.get("/sd-models", response_model=list[m.SDModelItem])

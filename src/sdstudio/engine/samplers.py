@@ -229,17 +229,21 @@ def _ones(x):
     return x.new_ones([x.shape[0]])
 
 
+def _churned_derivative(model, x, sigmas, i: int, noise, callback, opts: SamplerOptions):
+    """Step i's first evaluation with Karras et al. 2022's churn: (x raised to sigma_hat, sigma_hat, dx/dsigma)."""
+    gamma = _churn(sigmas[i], i, len(sigmas) - 1, opts.s_churn, opts.s_tmin, opts.s_tmax)
+    sigma_hat = sigmas[i] * (gamma + 1)
+    if gamma > 0:
+        x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+    denoised = model(x, sigma_hat * _ones(x))
+    _report(callback, i, x, sigmas[i], denoised)
+    return x, sigma_hat, _to_d(x, sigma_hat, denoised)
+
+
 def sample_euler(model, x, sigmas, noise, callback, opts: SamplerOptions):
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with churn)."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-        denoised = model(x, sigma_hat * _ones(x))
-        d = _to_d(x, sigma_hat, denoised)
-        _report(callback, i, x, sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
         x = x + d * (sigmas[i + 1] - sigma_hat)
     return x
 
@@ -258,15 +262,8 @@ def sample_euler_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptio
 
 def sample_heun(model, x, sigmas, noise, callback, opts: SamplerOptions):
     """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-        denoised = model(x, sigma_hat * _ones(x))
-        d = _to_d(x, sigma_hat, denoised)
-        _report(callback, i, x, sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
         dt = sigmas[i + 1] - sigma_hat
         if sigmas[i + 1] == 0:
             x = x + d * dt
@@ -279,15 +276,8 @@ def sample_heun(model, x, sigmas, noise, callback, opts: SamplerOptions):
 
 def sample_dpm_2(model, x, sigmas, noise, callback, opts: SamplerOptions):
     """DPM-Solver-2 style midpoint step in log sigma (k-diffusion sample_dpm_2)."""
-    n = len(sigmas) - 1
-    for i in range(n):
-        gamma = _churn(sigmas[i], i, n, opts.s_churn, opts.s_tmin, opts.s_tmax)
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * opts.s_noise * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-        denoised = model(x, sigma_hat * _ones(x))
-        d = _to_d(x, sigma_hat, denoised)
-        _report(callback, i, x, sigmas[i], denoised)
+    for i in range(len(sigmas) - 1):
+        x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
         if sigmas[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigma_hat)
         else:

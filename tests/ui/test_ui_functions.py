@@ -229,7 +229,8 @@ def test_png_info_reads_parameters_and_other_chunks(tmp_path):
 def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
     from sdstudio.engine.job_context import ProgressEvent
     from sdstudio.engine.job_queue import JobQueue
-    from sdstudio.ui.jobs import follow_job, submit_work
+    from sdstudio.engine.job_queue import submit_generation
+    from sdstudio.ui.jobs import follow_job
 
     queue = JobQueue()
     queue.start()
@@ -243,7 +244,7 @@ def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
             seen["current"] = queue.current
             return "done"
 
-        job = submit_work(queue, "txt2img", work)
+        job = submit_generation(queue, "txt2img", work)
         snapshots = follow_job(queue, job, poll=0.05)
         first = next(snapshots)
         while first.steps == 0:

@@ -53,7 +53,6 @@ def checkpoint_choice(args: argparse.Namespace) -> str | None:
         return str(path.resolve())
     return getattr(args, "model", None) or None
 
-add_model_args = add_model_arguments
 
 
 def native_size(args: argparse.Namespace) -> int:

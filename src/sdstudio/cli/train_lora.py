@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from sdstudio.config import MODEL_KINDS
-from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
+from sdstudio.errors import InvalidRequest, NotFound
 
 
 def register(subparsers) -> None:
@@ -56,12 +56,9 @@ def find_checkpoint(value: str, folder: Path) -> Path:
 
 def load_training_base(path: Path):
     """The base checkpoint through the model manager's loader, as a TrainingBase."""
+    from sdstudio.models.loader import load_checkpoint
     from sdstudio.training.lora_training import TrainingBase
 
-    try:
-        from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
-    except ImportError:
-        raise ModelLoadError("base: loading checkpoints needs the model manager's loader, which this build lacks") from None
     return TrainingBase.from_loaded(load_checkpoint(path), path)
 
 

@@ -14,20 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.cli.common import open_app_from_args
-from sdstudio.cli.model_args import native_size
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--ckpt / --model, from the model manager's shared definition when it is present."""
-    try:
-        from sdstudio.cli.model_args import add_model_args  # type: ignore[attr-defined]
-    except ImportError:
-        add_model_args = None
-    if add_model_args is not None:
-        add_model_args(parser)
-        return
-    parser.add_argument("--ckpt", metavar="PATH", default=None, help="checkpoint file to generate with")
-    parser.add_argument("--model", metavar="NAME", default=None, help="checkpoint name or hash from models/Stable-diffusion")
+from sdstudio.cli.model_args import add_model_arguments, native_size
 
 
 def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +48,7 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-file", "--from_file", dest="from_file", metavar="FILE", default=None, help="generate for every line of FILE as the prompt")
     parser.add_argument("--format", dest="samples_format", choices=("png", "jpg", "webp"), default=None, help="image file format (default: settings, png)")
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
-    add_model_options(parser)
+    add_model_arguments(parser)
 
 
 def register(subparsers) -> None:

@@ -10,7 +10,7 @@ import gradio as gr
 
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.ui.jobs import status_html, submit_plain
+from sdstudio.ui.jobs import status_html
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
             except ValidationError as exc:
                 first = exc.errors()[0]
                 return [], status_html(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "error")
-            job = submit_plain(queue, "extras", lambda: service.run_single(request, save=True))
+            job = queue.submit("extras", lambda job: service.run_single(request, save=True))
             result = job.future.result()
         except SdStudioError as exc:
             return [], status_html(str(exc), "error")

@@ -19,7 +19,8 @@ import gradio as gr
 
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.ui.jobs import follow_job, status_html, submit_work
+from sdstudio.engine.job_queue import submit_generation
+from sdstudio.ui.jobs import follow_job, status_html
 from sdstudio.ui.paste import USE_SAME_SAMPLER, USE_SAME_SCHEDULER
 
 log = logging.getLogger(__name__)
@@ -307,7 +308,7 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
             return
         run = backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img
-        job = submit_work(queue, kind, lambda control: run(request, control))
+        job = submit_generation(queue, kind, lambda control: run(request, control))
         yield skip(), "", status_html("Queued…"), skip(), skip()
         for number, snap in enumerate(follow_job(queue, job)):
             gallery_update = [snap.preview] if snap.preview is not None else skip()

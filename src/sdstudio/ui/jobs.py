@@ -1,9 +1,9 @@
 """UI work goes through the engine's job queue, the same line the API's requests wait in.
 
-`submit_work` queues a function of a `GenerationControl` (the engine's progress sink and
-stop flags) and returns the queue's `Job`; `follow_job` yields progress snapshots while
-the job waits or runs, so a Gradio generator can redraw the progress bar and the live
-preview, then returns when the job's future is done.
+Tabs queue generation with the engine's `submit_generation` (progress and the cancel token
+wired in) and other device work with `JobQueue.submit`; `follow_job` yields progress
+snapshots while the job waits or runs, so a Gradio generator can redraw the progress bar
+and the live preview, then returns when the job's future is done.
 """
 
 from __future__ import annotations
@@ -11,23 +11,11 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 POLL_SECONDS = 0.4
-
-
-def submit_work(queue, kind: str, work: Callable[[Any], Any]):
-    """Queue `work(control)` with the job's interrupt/skip flags and progress record wired in."""
-    from sdstudio.engine.job_queue import submit_generation
-
-    return submit_generation(queue, kind, work)
-
-
-def submit_plain(queue, kind: str, work: Callable[[], Any]):
-    """Queue work that reports no progress (extras), so it still waits its turn on the device."""
-    return queue.submit(kind, lambda job: work())
 
 
 @dataclass

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from sdstudio.models.state_dict import load_state_dict
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.hashes import addnet_hash_safetensors, sha256_of_file
 
@@ -124,18 +125,5 @@ def load_lora_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_pickled(path: Path) -> Any:
-    """Pickled tensors without running code: the model manager's safe loader, else torch's weights_only."""
-    try:
-        from sdstudio.models.state_dict import load_state_dict  # type: ignore[import-not-found]
-    except ImportError:
-        load_state_dict = None
-    if load_state_dict is not None:
-        return load_state_dict(path)
-    from sdstudio.errors import UnsafeFileError
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise UnsafeFileError(f"{path}: the file asks to run code, which sdstudio refuses; convert it to .safetensors") from None
-        raise ModelLoadError(f"{path}: cannot read LoRA file ({exc})") from None
+    """Pickled tensors through sdstudio's restricted unpickler (nothing in the file runs)."""
+    return load_state_dict(path)

@@ -99,3 +99,23 @@ def test_switching_checkpoints_keeps_one_model_loaded(data_dir_with_model):
     assert first_unet() is None  # the first checkpoint's weights were released
     assert second.name == "second"
     assert torch.is_tensor(next(second.unet.parameters()))
+
+
+def test_sd_vae_per_request_through_override_settings(app_with_vaes):
+    app, _ = app_with_vaes
+    app.settings_store.change({"sd_vae": "None"})
+    baked, _ = generate(app)
+    bright, info = generate(app, override_settings={"sd_vae": "bright.safetensors"})
+    assert (bright - baked).mean() > 20 and "VAE: bright.safetensors" in info
+    assert app.settings.sd_vae == "None", "the override held for that job only"
+    assert np.array_equal(generate(app)[0], baked)
+
+
+def test_samples_format_per_request_through_override_settings(app_with_vaes):
+    app, _ = app_with_vaes
+    request = Txt2ImgRequest(prompt="a red circle", seed=3, steps=2, width=32, height=32, sampler_name="Euler",
+                             override_settings={"samples_format": "webp"})
+    result = app.engine.txt2img(request)
+    saved = sorted(app.paths.outputs.rglob("*.webp"))
+    assert len(saved) == 1 and result.images
+    assert not list(app.paths.outputs.rglob("*.png"))

@@ -83,7 +83,7 @@ def default_data_dir() -> Path:
     return Path(xdg) / "sdstudio"
 
 
-def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The data dir: the explicit argument, else $SDSTUDIO_DATA_DIR, else the default."""
     chosen = explicit or os.environ.get(DATA_DIR_ENV) or default_data_dir()
     return Path(chosen).expanduser().resolve()
@@ -128,7 +128,7 @@ class DataPaths:
     def cache_dir(self) -> Path:
         return self.root / "cache"
 
-    def resolve_inside(self, relative: str | os.PathLike) -> Path:
+    def resolve_inside(self, relative: str | os.PathLike[str]) -> Path:
         """Resolve a user/request-supplied path, refusing anything outside the data dir.
 
         `~` is not expanded and `..` or symlinks that lead out are refused: the path is

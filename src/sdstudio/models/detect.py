@@ -37,24 +37,28 @@ class Architecture:
     inpainting: bool = False
 
 
+# A probe answers whether a state dict is of its architecture.
+_Probe = Callable[[Mapping[str, Any]], bool]
+
+
 def _conv_in_channels(sd: Mapping[str, Any]) -> int:
     weight = sd.get(UNET_PREFIX + "input_blocks.0.0.weight")
     return int(weight.shape[1]) if weight is not None else 4
 
 
-def _has(prefix: str) -> Callable[[Mapping[str, Any]], bool]:
+def _has(prefix: str) -> _Probe:
     return lambda sd: any(k.startswith(prefix) for k in sd)
 
 
 _is_sdxl_base = _has(SDXL_PREFIX + "1.model.transformer.")
-_is_sdxl_refiner = lambda sd: _has(SDXL_PREFIX + "0.model.transformer.")(sd) and not _is_sdxl_base(sd)  # noqa: E731
+_is_sdxl_refiner: _Probe = lambda sd: _has(SDXL_PREFIX + "0.model.transformer.")(sd) and not _is_sdxl_base(sd)  # noqa: E731
 _is_sd2 = _has(SD2_TEXT_PREFIX + "transformer.")
 _is_sd1 = _has(SD1_TEXT_PREFIX)
-_is_inpaint = lambda sd: _conv_in_channels(sd) == 9  # noqa: E731
+_is_inpaint: _Probe = lambda sd: _conv_in_channels(sd) == 9  # noqa: E731
 
 # Probes, most specific first. SD2 epsilon vs v cannot be told from keys; the loader
 # settles it (yaml `parameterization`, else A1111's test run of the UNet).
-ARCHITECTURE_PROBES: tuple[tuple[Callable[[Mapping[str, Any]], bool], Architecture], ...] = (
+ARCHITECTURE_PROBES: tuple[tuple[_Probe, Architecture], ...] = (
     (lambda sd: _is_sdxl_refiner(sd), Architecture("SDXL-refiner", "sdxl_refiner", "sd_xl_refiner.yaml")),
     (lambda sd: _is_sdxl_base(sd) and _is_inpaint(sd), Architecture("SDXL-inpaint", "sdxl", "sd_xl_base.yaml", inpainting=True)),
     (lambda sd: _is_sdxl_base(sd), Architecture("SDXL", "sdxl", "sd_xl_base.yaml")),
@@ -77,13 +81,14 @@ def detect_architecture(state_dict: Mapping[str, Any]) -> Architecture:
     raise ModelLoadError("unknown checkpoint architecture: no text encoder weights in a known layout")
 
 
-def shipped_config(name: str) -> dict:
+def shipped_config(name: str) -> dict[str, Any]:
     """A shipped LDM inference config (v1-inference.yaml, ...), parsed."""
     text = resources.files("sdstudio.assets").joinpath("configs", name).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
+    config: dict[str, Any] = yaml.safe_load(text)  # the shipped files are mappings
+    return config
 
 
-def read_ldm_config(path: Path) -> dict:
+def read_ldm_config(path: Path) -> dict[str, Any]:
     """An LDM yaml given by the user; ModelLoadError naming the file when unreadable."""
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -100,7 +105,7 @@ def config_beside(checkpoint: Path) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
-def architecture_from_config(config: dict, detected: Architecture) -> Architecture:
+def architecture_from_config(config: dict[str, Any], detected: Architecture) -> Architecture:
     """Refine a key-based guess with an LDM config (parameterization, inpainting)."""
     params = config.get("model", {}).get("params", {})
     prediction = "v_prediction" if params.get("parameterization") == "v" else "epsilon"

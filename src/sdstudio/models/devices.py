@@ -33,5 +33,6 @@ def weights_dtype(precision: str | None, device: str) -> "torch.dtype":
 
     named = PRECISION_NAMES.get(str(precision or "auto").lower())
     if named is not None:
-        return getattr(torch, named)
+        dtype: torch.dtype = getattr(torch, named)
+        return dtype
     return torch.float16 if device.startswith("cuda") else torch.float32

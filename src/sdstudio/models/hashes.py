@@ -15,6 +15,7 @@ import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from sdstudio.config import atomic_write_bytes
 
@@ -72,9 +73,10 @@ class HashCache:
     def __init__(self, cache_file: Path):
         self.cache_file = cache_file
         self._lock = threading.Lock()
-        self._entries: dict[str, dict] | None = None
+        # absolute path -> FileHashes as a dict (its JSON form)
+        self._entries: dict[str, dict[str, Any]] | None = None
 
-    def _load(self) -> dict[str, dict]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         if self._entries is None:
             try:
                 self._entries = json.loads(self.cache_file.read_text(encoding="utf-8"))

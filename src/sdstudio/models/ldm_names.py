@@ -9,6 +9,8 @@ the LoRA loader to read LoRA keys spelled the LDM way (tests check both round tr
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 # Inside a ResnetBlock2D: diffusers name -> LDM ResBlock name.
@@ -35,15 +37,18 @@ _TOP_LEVEL = {
 }
 
 
-def _per_block(value, count: int) -> list[int]:
+def _per_block(value: int | list[int] | tuple[int, ...], count: int) -> list[int]:
     return list(value) if isinstance(value, (list, tuple)) else [int(value)] * count
 
 
 def _block_prefixes(unet: torch.nn.Module) -> dict[str, str]:
     """diffusers block-level prefixes (`down_blocks.1.attentions.0`) -> LDM ones (`input_blocks.4.1`)."""
     prefixes: dict[str, str] = {}
-    down_blocks = list(unet.down_blocks)
-    layers = _per_block(unet.config.layers_per_block, len(down_blocks))
+    # Any module is read as diffusers' UNet layout, by attribute (one without it raises AttributeError or
+    # TypeError, which the LoRA index relies on); torch would type every attribute as Tensor | Module.
+    layout: Any = unet
+    down_blocks = list(layout.down_blocks)
+    layers = _per_block(layout.config.layers_per_block, len(down_blocks))
     index = 1  # input_blocks.0 is conv_in
     for b, block in enumerate(down_blocks):
         for j in range(layers[b]):
@@ -63,7 +68,7 @@ def _block_prefixes(unet: torch.nn.Module) -> dict[str, str]:
         elif len(mid.resnets) > 1:
             prefixes["mid_block.resnets.1"] = "middle_block.1"
     index = 0
-    for b, block in enumerate(unet.up_blocks):
+    for b, block in enumerate(layout.up_blocks):
         count = len(block.resnets)
         has_attention = getattr(block, "attentions", None) is not None
         for j in range(count):

@@ -13,9 +13,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -36,6 +37,17 @@ from sdstudio.models.detect import (
 )
 from sdstudio.models.state_dict import load_state_dict
 
+if TYPE_CHECKING:
+    # diffusers' classes from their defining modules: mypy reads the top-level
+    # `diffusers.UNet2DConditionModel` as diffusers' no-torch placeholder.
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    TextEncoder = CLIPTextModel | CLIPTextModelWithProjection
+
+_ModuleT = TypeVar("_ModuleT", bound=torch.nn.Module)
+
 
 @dataclass
 class LoadedCheckpoint:
@@ -50,7 +62,7 @@ class LoadedCheckpoint:
     prediction_type: str
     vae_scaling_factor: float
     scheduler_config: dict[str, Any]
-    ldm_config: dict = field(repr=False, default_factory=dict)
+    ldm_config: dict[str, Any] = field(repr=False, default_factory=dict)
     dtype: torch.dtype = torch.float32
     device: str = "cpu"  # where it runs (with model CPU offload the weights wait on the CPU)
     vae_path: Path | None = None  # an external VAE replacing the baked-in one
@@ -71,12 +83,12 @@ class LoadedCheckpoint:
         return self.architecture.inpainting
 
     @property
-    def text_encoders(self) -> list:
+    def text_encoders(self) -> list[Any]:
         return [e for e in (self.text_encoder, self.text_encoder_2) if e is not None]
 
 
 @contextlib.contextmanager
-def _empty_weights():
+def _empty_weights() -> Iterator[None]:
     """Build modules without allocating/initialising weights that are overwritten anyway."""
     try:
         from accelerate import init_empty_weights
@@ -87,8 +99,8 @@ def _empty_weights():
         yield
 
 
-def _load_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path,
-               ignore: tuple[str, ...] = ()) -> torch.nn.Module:
+def _load_into(module: _ModuleT, weights: dict[str, torch.Tensor], what: str, path: Path,
+               ignore: tuple[str, ...] = ()) -> _ModuleT:
     """Assign converted weights to a module built on the meta device; every weight must fit."""
     expected = set(module.state_dict().keys())
     given = {k: v for k, v in weights.items() if k in expected}
@@ -103,7 +115,7 @@ def _load_into(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: 
     return module
 
 
-def _scheduler_config(ldm: dict, prediction_type: str) -> dict[str, Any]:
+def _scheduler_config(ldm: dict[str, Any], prediction_type: str) -> dict[str, Any]:
     params = ldm.get("model", {}).get("params", {})
     return {
         "num_train_timesteps": int(params.get("timesteps", 1000)),
@@ -117,12 +129,13 @@ def _scheduler_config(ldm: dict, prediction_type: str) -> dict[str, Any]:
     }
 
 
-def _unet_params(ldm: dict) -> dict:
+def _unet_params(ldm: dict[str, Any]) -> dict[str, Any]:
     params = ldm["model"]["params"]
-    return (params.get("unet_config") or params.get("network_config"))["params"]
+    unet_params: dict[str, Any] = (params.get("unet_config") or params.get("network_config"))["params"]
+    return unet_params
 
 
-def _sdxl_time_conditioning(config: dict, state_dict: dict[str, torch.Tensor], family: str) -> None:
+def _sdxl_time_conditioning(config: dict[str, Any], state_dict: dict[str, torch.Tensor], family: str) -> None:
     """SDXL's pooled-text + size/crop conditioning for any width.
 
     diffusers recognises SDXL's `label_emb` only at the standard context widths (2048,
@@ -140,10 +153,12 @@ def _sdxl_time_conditioning(config: dict, state_dict: dict[str, torch.Tensor], f
     config["addition_time_embed_dim"] = (adm - pooled) // ids
 
 
-def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, family: str = "sd1"):
+# diffusers' single-file converters (create_*_config_from_ldm, convert_*_checkpoint) carry no annotations,
+# hence their `type: ignore[no-untyped-call]`s below.
+def build_unet(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, family: str = "sd1") -> UNet2DConditionModel:
     """The diffusers UNet of an LDM checkpoint."""
-    from diffusers import UNet2DConditionModel
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, create_unet_diffusers_config_from_ldm
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     ddconfig = ldm["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
     vae_scale = 2 ** (len(ddconfig.get("ch_mult", [1, 2, 4, 4])) - 1)
@@ -152,29 +167,29 @@ def build_unet(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, famil
         # diffusers marks image_size deprecated for its own from_single_file; for a config
         # built from the LDM yaml it is still what sets sample_size.
         warnings.simplefilter("ignore", FutureWarning)
-        config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)
+        config = create_unet_diffusers_config_from_ldm(ldm, state_dict, image_size=image_size)  # type: ignore[no-untyped-call]
     if family.startswith("sdxl"):
         _sdxl_time_conditioning(config, state_dict, family)
-    converted = convert_ldm_unet_checkpoint(state_dict, config)
+    converted = convert_ldm_unet_checkpoint(state_dict, config)  # type: ignore[no-untyped-call]
     with _empty_weights():
-        unet = UNet2DConditionModel(**config)
+        unet: UNet2DConditionModel = UNet2DConditionModel(**config)
     return _load_into(unet, converted, "UNet", path)
 
 
-def build_vae(ldm: dict, state_dict: dict[str, torch.Tensor], path: Path, scaling_factor: float):
+def build_vae(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, scaling_factor: float) -> AutoencoderKL:
     """The diffusers AutoencoderKL of an LDM checkpoint (keys under first_stage_model.)."""
-    from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-    config = create_vae_diffusers_config_from_ldm(ldm, state_dict, scaling_factor=scaling_factor)
-    converted = convert_ldm_vae_checkpoint(state_dict, config)
+    config = create_vae_diffusers_config_from_ldm(ldm, state_dict, scaling_factor=scaling_factor)  # type: ignore[no-untyped-call]
+    converted = convert_ldm_vae_checkpoint(state_dict, config)  # type: ignore[no-untyped-call]
     with _empty_weights():
-        vae = AutoencoderKL(**config)
+        vae: AutoencoderKL = AutoencoderKL(**config)
     return _load_into(vae, converted, "VAE", path)
 
 
 def clip_text_config(weights: dict[str, torch.Tensor], *, prefix: str, hidden_act: str, heads: int | None = None,
-                     projection_dim: int | None = None):
+                     projection_dim: int | None = None) -> CLIPTextConfig:
     """A CLIPTextConfig whose sizes are read from HF-layout weights under `prefix`."""
     from transformers import CLIPTextConfig
 
@@ -198,7 +213,7 @@ def clip_text_config(weights: dict[str, torch.Tensor], *, prefix: str, hidden_ac
     )
 
 
-def fit_text_model_prefix(weights: dict[str, torch.Tensor], expected) -> dict[str, torch.Tensor]:
+def fit_text_model_prefix(weights: dict[str, torch.Tensor], expected: Iterable[str]) -> dict[str, torch.Tensor]:
     """HF-layout CLIP keys ("text_model.*") renamed to what this transformers version's model uses.
 
     transformers 5's CLIPTextModel holds its layers directly ("embeddings.*"), while files
@@ -209,14 +224,14 @@ def fit_text_model_prefix(weights: dict[str, torch.Tensor], expected) -> dict[st
     return {k.removeprefix("text_model."): v for k, v in weights.items()}
 
 
-def hf_text_model_state_dict(model) -> dict[str, torch.Tensor]:
+def hf_text_model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CLIP text model's weights under the file layout's "text_model.*" names."""
     return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
             for k, v in model.state_dict().items() if not k.endswith("position_ids")}
 
 
 def _build_clip(weights: dict[str, torch.Tensor], path: Path, what: str, *, hidden_act: str, heads: int | None,
-                with_projection: bool):
+                with_projection: bool) -> TextEncoder:
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     projection = weights.get("text_projection.weight")
@@ -230,20 +245,21 @@ def _build_clip(weights: dict[str, torch.Tensor], path: Path, what: str, *, hidd
     return _load_into(model, weights, what, path)
 
 
-def _text_heads(ldm: dict) -> int | None:
+def _text_heads(ldm: dict[str, Any]) -> int | None:
     params = (ldm.get("model", {}).get("params", {}).get("cond_stage_config") or {}).get("params") or {}
     heads = params.get("num_attention_heads")
     return int(heads) if heads else None
 
 
-def build_text_encoders(architecture: Architecture, ldm: dict, state_dict: dict[str, torch.Tensor], path: Path):
+def build_text_encoders(architecture: Architecture, ldm: dict[str, Any], state_dict: dict[str, torch.Tensor],
+                        path: Path) -> tuple[TextEncoder | None, TextEncoder | None]:
     """(text_encoder, text_encoder_2) for the architecture; unused slots are None."""
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
 
     def strip(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
-    def open_clip(prefix: str, with_projection: bool, what: str):
+    def open_clip(prefix: str, with_projection: bool, what: str) -> TextEncoder:
         # Sizes come from the OpenCLIP weights; diffusers' converter does the renaming.
         token = state_dict[prefix + "token_embedding.weight"]
         hidden = int(token.shape[1])
@@ -263,7 +279,7 @@ def build_text_encoders(architecture: Architecture, ldm: dict, state_dict: dict[
 
         with _empty_weights():
             model = (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
-        converted = convert_open_clip_checkpoint(model, state_dict, prefix=prefix)
+        converted = convert_open_clip_checkpoint(model, state_dict, prefix=prefix)  # type: ignore[no-untyped-call]
         if not with_projection:
             converted.pop("text_projection.weight", None)
         expected = model.state_dict()
@@ -285,12 +301,12 @@ def build_text_encoders(architecture: Architecture, ldm: dict, state_dict: dict[
     raise ModelLoadError(f"{path.name}: no text encoder loader for {architecture.name}")
 
 
-def _sd2_is_v_prediction(unet) -> bool:
+def _sd2_is_v_prediction(unet: UNet2DConditionModel) -> bool:
     """A1111's test (sd_models_config.is_using_v_parameterization_for_sd2): run the UNet once."""
     with torch.no_grad():
         dtype = next(unet.parameters()).dtype
-        x = torch.ones((1, unet.config.in_channels, 8, 8), dtype=dtype) * 0.5
-        context = torch.ones((1, 2, unet.config.cross_attention_dim), dtype=dtype) * 0.5
+        x = torch.ones((1, unet.config["in_channels"], 8, 8), dtype=dtype) * 0.5
+        context = torch.ones((1, 2, unet.config["cross_attention_dim"]), dtype=dtype) * 0.5
         out = unet(x, torch.tensor([999]), encoder_hidden_states=context).sample
         return float((out[:, :4] - x[:, :4]).mean()) < -1
 
@@ -340,7 +356,8 @@ def load_checkpoint(
             continue
         current = next(module.parameters())
         if current.dtype != module_dtype or current.device != torch.device(device):
-            module.to(device=device, dtype=module_dtype)
+            # diffusers wraps ModelMixin.to with functools.wraps, whose stub loses the bound `self`.
+            module.to(device=device, dtype=module_dtype)  # type: ignore[call-arg]
         module.eval().requires_grad_(False)
     return LoadedCheckpoint(
         path=path, architecture=architecture, unet=unet, vae=vae, text_encoder=text_encoder,

@@ -8,6 +8,7 @@ into `models/Stable-diffusion/` ("cleanup"), never over an existing file.
 
 from __future__ import annotations
 
+import builtins
 import shutil
 from dataclasses import dataclass, field
 from importlib import resources
@@ -155,7 +156,7 @@ class ModelRegistry:
                 entries.append(entry)
         return sorted(entries, key=lambda e: (e.bundled, e.name.lower()))
 
-    def list_all(self, with_hashes: bool = True) -> list[ModelEntry]:
+    def list_all(self, with_hashes: bool = True) -> builtins.list[ModelEntry]:  # `list` here is the method above
         """Every model of every kind."""
         return [entry for kind in MODEL_KINDS for entry in self.list(kind, with_hashes)]
 

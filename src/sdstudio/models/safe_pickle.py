@@ -16,7 +16,7 @@ import pickle
 import pickletools
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -119,7 +119,7 @@ class _RestrictedPickleModule:
     UnpicklingError = pickle.UnpicklingError
 
     @staticmethod
-    def load(file, **kwargs):
+    def load(file: IO[bytes], **kwargs: Any) -> Any:
         return _RestrictedUnpickler(file, **kwargs).load()
 
 

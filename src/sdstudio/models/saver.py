@@ -10,8 +10,9 @@ LDM config that describes a non-standard model so the loader can rebuild it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
@@ -22,10 +23,15 @@ from sdstudio.models.loader import hf_text_model_state_dict
 from sdstudio.models.detect import SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, SDXL_PREFIX, UNET_PREFIX, VAE_PREFIX
 from sdstudio.models.ldm_names import ldm_unet_module_names
 
+if TYPE_CHECKING:
+    # From their defining modules: mypy reads the top-level diffusers names as its no-torch placeholders.
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
-def unet_key_map(unet) -> dict[str, str]:
+
+def unet_key_map(unet: UNet2DConditionModel) -> dict[str, str]:
     """diffusers UNet2DConditionModel key -> LDM `model.diffusion_model.*` key."""
-    layers = unet.config.layers_per_block
+    layers = unet.config["layers_per_block"]
     if not isinstance(layers, int) and len(set(layers)) != 1:
         raise InvalidRequest("unet", "LDM layout needs the same number of resnets per level")
     modules = ldm_unet_module_names(unet)
@@ -43,9 +49,9 @@ _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "
 _VAE_TOP = {"conv_norm_out": "norm_out"}
 
 
-def vae_key_map(vae) -> dict[str, str]:
+def vae_key_map(vae: AutoencoderKL) -> dict[str, str]:
     """diffusers AutoencoderKL key -> LDM `first_stage_model.*` key."""
-    levels = len(vae.config.block_out_channels)
+    levels = len(vae.config["block_out_channels"])
     mapping: dict[str, str] = {}
     for key in vae.state_dict():
         parts = key.split(".")
@@ -99,7 +105,7 @@ _OPEN_CLIP_RENAMES = (  # HF CLIP name fragment -> OpenCLIP fragment (inverse of
 )
 
 
-def open_clip_state_dict(text_model, prefix: str) -> dict[str, torch.Tensor]:
+def open_clip_state_dict(text_model: torch.nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     """An HF CLIP text model's weights in OpenCLIP layout (q/k/v fused into in_proj)."""
     weights = hf_text_model_state_dict(text_model)
     out: dict[str, torch.Tensor] = {}
@@ -133,7 +139,8 @@ def open_clip_state_dict(text_model, prefix: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def ldm_state_dict(*, unet, vae, text_encoder=None, text_encoder_2=None, family: str = "sd1") -> dict[str, torch.Tensor]:
+def ldm_state_dict(*, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: torch.nn.Module | None = None,
+                   text_encoder_2: torch.nn.Module | None = None, family: str = "sd1") -> dict[str, torch.Tensor]:
     """All components' weights under their LDM single-file names."""
     out: dict[str, torch.Tensor] = {}
     unet_map = unet_key_map(unet)
@@ -161,10 +168,10 @@ def ldm_state_dict(*, unet, vae, text_encoder=None, text_encoder_2=None, family:
 def save_checkpoint(
     path: str | Path,
     *,
-    unet,
-    vae,
-    text_encoder=None,
-    text_encoder_2=None,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: torch.nn.Module | None = None,
+    text_encoder_2: torch.nn.Module | None = None,
     family: str = "sd1",
     metadata: dict[str, Any] | None = None,
     yaml_text: str | None = None,
@@ -186,23 +193,23 @@ def save_checkpoint(
     return path
 
 
-def ldm_yaml_for(unet_config, vae_config, *, scale_factor: float, text_heads: int | None = None,
-                 prediction_type: str = "epsilon", num_train_timesteps: int = 1000,
+def ldm_yaml_for(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], *, scale_factor: float,
+                 text_heads: int | None = None, prediction_type: str = "epsilon", num_train_timesteps: int = 1000,
                  beta_start: float = 0.00085, beta_end: float = 0.012) -> str:
     """An original-LDM inference yaml describing these (possibly non-standard) SD1-style components."""
-    blocks = list(unet_config.down_block_types)
+    blocks = list(unet_config["down_block_types"])
     attention_levels = [i for i, b in enumerate(blocks) if "CrossAttn" in b]
-    channels = list(unet_config.block_out_channels)
+    channels = list(unet_config["block_out_channels"])
     base = channels[0]
-    head_dim = unet_config.attention_head_dim
+    head_dim = unet_config["attention_head_dim"]
     head_dim = head_dim[0] if isinstance(head_dim, (list, tuple)) else head_dim
-    layers = unet_config.layers_per_block
-    depth = unet_config.transformer_layers_per_block
+    layers = unet_config["layers_per_block"]
+    depth = unet_config["transformer_layers_per_block"]
     depth = depth[0] if isinstance(depth, (list, tuple)) else depth
     unet_params: dict[str, Any] = {
-        "image_size": int(unet_config.sample_size),
-        "in_channels": int(unet_config.in_channels),
-        "out_channels": int(unet_config.out_channels),
+        "image_size": int(unet_config["sample_size"]),
+        "in_channels": int(unet_config["in_channels"]),
+        "out_channels": int(unet_config["out_channels"]),
         "model_channels": base,
         "attention_resolutions": [2**i for i in attention_levels],
         "num_res_blocks": int(layers if isinstance(layers, int) else layers[0]),
@@ -210,20 +217,20 @@ def ldm_yaml_for(unet_config, vae_config, *, scale_factor: float, text_heads: in
         # diffusers' "attention_head_dim" of SD1 configs is really the number of heads
         "num_heads": int(head_dim),
         "transformer_depth": int(depth),
-        "context_dim": int(unet_config.cross_attention_dim),
-        "use_linear_in_transformer": bool(unet_config.use_linear_projection),
+        "context_dim": int(unet_config["cross_attention_dim"]),
+        "use_linear_in_transformer": bool(unet_config["use_linear_projection"]),
         "legacy": False,
     }
-    vae_channels = list(vae_config.block_out_channels)
+    vae_channels = list(vae_config["block_out_channels"])
     ddconfig = {
         "double_z": True,
-        "z_channels": int(vae_config.latent_channels),
-        "resolution": int(vae_config.sample_size),
-        "in_channels": int(vae_config.in_channels),
-        "out_ch": int(vae_config.out_channels),
+        "z_channels": int(vae_config["latent_channels"]),
+        "resolution": int(vae_config["sample_size"]),
+        "in_channels": int(vae_config["in_channels"]),
+        "out_ch": int(vae_config["out_channels"]),
         "ch": vae_channels[0],
         "ch_mult": [c // vae_channels[0] for c in vae_channels],
-        "num_res_blocks": int(vae_config.layers_per_block),
+        "num_res_blocks": int(vae_config["layers_per_block"]),
         "attn_resolutions": [],
         "dropout": 0.0,
     }
@@ -232,16 +239,17 @@ def ldm_yaml_for(unet_config, vae_config, *, scale_factor: float, text_heads: in
         "linear_start": beta_start,
         "linear_end": beta_end,
         "timesteps": num_train_timesteps,
-        "image_size": int(unet_config.sample_size),
-        "channels": int(vae_config.latent_channels),
-        "conditioning_key": "hybrid" if unet_config.in_channels == 9 else "crossattn",
+        "image_size": int(unet_config["sample_size"]),
+        "channels": int(vae_config["latent_channels"]),
+        "conditioning_key": "hybrid" if unet_config["in_channels"] == 9 else "crossattn",
         "scale_factor": float(scale_factor),
         "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": unet_params},
         "first_stage_config": {"target": "ldm.models.autoencoder.AutoencoderKL",
-                               "params": {"embed_dim": int(vae_config.latent_channels), "ddconfig": ddconfig}},
+                               "params": {"embed_dim": int(vae_config["latent_channels"]), "ddconfig": ddconfig}},
         "cond_stage_config": {"target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder", "params": cond_params},
     }
     if prediction_type == "v_prediction":
         params["parameterization"] = "v"
     config = {"model": {"target": "ldm.models.diffusion.ddpm.LatentDiffusion", "params": params}}
-    return yaml.safe_dump(config, sort_keys=False)
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text

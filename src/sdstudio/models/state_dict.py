@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,7 +16,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-def read_safetensors_header(path: str | Path) -> dict:
+def read_safetensors_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a safetensors file (tensor table and `__metadata__`), tensors unread."""
     path = Path(path)
     try:
@@ -40,7 +41,7 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()}
 
 
-def unwrap_state_dict(loaded) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:
     """The tensors of a loaded checkpoint, an outer `state_dict` wrapper removed."""
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import torch
 
@@ -37,7 +37,10 @@ from sdstudio.errors import InvalidRequest
 from sdstudio.prompts.embeddings import Embedding, EmbeddingDatabase
 from sdstudio.prompts.extra_networks import extract_extra_networks
 from sdstudio.prompts.parser import BREAK_MARKER, parse_composable_prompt, parse_prompt_attention, prompt_schedules
-from sdstudio.prompts.tokenizer import BOS_ID, EOS_ID, OPENCLIP_PAD_ID, default_tokenizer
+from sdstudio.prompts.tokenizer import BOS_ID, EOS_ID, OPENCLIP_PAD_ID, ClipBpeTokenizer, default_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CHUNK_LENGTH = 75  # prompt tokens per chunk; +BOS +EOS = 77 positions
 COMMA_PADDING_BACKTRACK = 20  # A1111 option comma_padding_backtrack (default 20)
@@ -108,14 +111,16 @@ class PromptChunk:
 class _Tokenizer:
     """Token ids of text pieces, from sdstudio's CLIP BPE or a transformers tokenizer."""
 
-    def __init__(self, tokenizer: Any, unescape_html: bool):
+    def __init__(self, tokenizer: ClipBpeTokenizer | PreTrainedTokenizerBase | None, unescape_html: bool):
         self.impl = tokenizer if tokenizer is not None else default_tokenizer(unescape_html)
-        if hasattr(self.impl, "encoder") and hasattr(self.impl, "encode"):  # ClipBpeTokenizer
+        self._encode: Callable[[str], list[int]]
+        if isinstance(self.impl, ClipBpeTokenizer):
             vocab = self.impl.encoder
             self._encode = self.impl.encode
         else:  # transformers CLIPTokenizer(Fast)
-            vocab = self.impl.get_vocab()
-            self._encode = lambda text: list(self.impl(text, truncation=False, add_special_tokens=False)["input_ids"])
+            hf_tokenizer = self.impl
+            vocab = hf_tokenizer.get_vocab()
+            self._encode = lambda text: list(hf_tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"])
         self.comma_id = vocab.get(",</w>")
 
     def encode(self, text: str) -> list[int]:
@@ -223,16 +228,20 @@ def empty_chunk(bos_id: int = BOS_ID, eos_id: int = EOS_ID) -> PromptChunk:
 # --- running the text encoders --------------------------------------------------------------
 
 
-def _text_model(encoder: torch.nn.Module) -> torch.nn.Module:
-    """The module holding `final_layer_norm` (CLIPTextModelWithProjection wraps it in `text_model`)."""
+def _final_layer_norm(encoder: PreTrainedModel) -> torch.nn.Module:
+    """The encoder's `final_layer_norm` (CLIPTextModelWithProjection wraps it in `text_model`)."""
     inner = getattr(encoder, "text_model", encoder)
-    return inner if hasattr(inner, "final_layer_norm") else encoder
+    holder = inner if hasattr(inner, "final_layer_norm") else encoder
+    return cast(torch.nn.Module, holder.final_layer_norm)  # torch types submodule attributes as Tensor | Module
 
 
-def _embedding_fix_hook(fixes_per_row: list[list[tuple[int, Embedding]]], key: str | None):
+_EmbeddingHook = Callable[[torch.nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor]
+
+
+def _embedding_fix_hook(fixes_per_row: list[list[tuple[int, Embedding]]], key: str | None) -> _EmbeddingHook:
     """Forward hook for the token-embedding layer: writes embedding vectors at their positions."""
 
-    def hook(module, inputs, output):
+    def hook(module: torch.nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         if not any(fixes_per_row):
             return output
         output = output.clone()
@@ -247,7 +256,7 @@ def _embedding_fix_hook(fixes_per_row: list[list[tuple[int, Embedding]]], key: s
 
 
 def encode_chunk_batch(
-    encoder: torch.nn.Module,
+    encoder: PreTrainedModel,
     spec: TextEncoderSpec,
     chunks: list[PromptChunk],
     clip_skip: int,
@@ -272,13 +281,14 @@ def encode_chunk_batch(
     finally:
         handle.remove()
 
+    z: torch.Tensor
     if spec.layer == "clip_skip":
         if clip_skip > 1:
-            z = _text_model(encoder).final_layer_norm(outputs.hidden_states[-clip_skip])
+            z = _final_layer_norm(encoder)(outputs.hidden_states[-clip_skip])
         else:
             z = outputs.last_hidden_state
     elif spec.layer == "penultimate_normed":
-        z = _text_model(encoder).final_layer_norm(outputs.hidden_states[-2])
+        z = _final_layer_norm(encoder)(outputs.hidden_states[-2])
     else:  # "penultimate"
         z = outputs.hidden_states[-2]
     pooled = getattr(outputs, "text_embeds", None) if spec.pooled else None
@@ -306,8 +316,8 @@ class PromptEncoder:
 
     def __init__(
         self,
-        text_encoders: Sequence[torch.nn.Module],
-        tokenizers: Sequence[Any] | None = None,
+        text_encoders: Sequence[PreTrainedModel],
+        tokenizers: Sequence[ClipBpeTokenizer | PreTrainedTokenizerBase | None] | None = None,
         architecture: str = "sd1",
         embeddings: EmbeddingDatabase | None = None,
         clip_skip: int = 1,
@@ -327,7 +337,7 @@ class PromptEncoder:
         self.embeddings = embeddings
         self.clip_skip = clip_skip
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple, Conditioning] = OrderedDict()
+        self._cache: OrderedDict[tuple[tuple[str, ...], bool, int], Conditioning] = OrderedDict()
         self._lookup_generation: int | None = None
         self._lookups: list[_EmbeddingLookup] = []
 
@@ -425,7 +435,7 @@ def sdxl_time_ids(
     With `aesthetic_score` (the refiner) the target size is replaced by the score: [5].
     Sizes are (height, width), as sgm's `original_size_as_tuple`.
     """
-    values = list(original_size) + list(crop_top_left)
+    values: list[float] = [*original_size, *crop_top_left]
     values += [aesthetic_score] if aesthetic_score is not None else list(target_size or original_size)
     return torch.tensor(values, dtype=torch.float32)
 
@@ -464,6 +474,10 @@ def pad_with_empty(tensor: torch.Tensor, length: int, empty: torch.Tensor) -> to
     return torch.cat([tensor, empty.to(tensor).repeat(tensor.shape[0], missing, 1)], dim=1)
 
 
+# One step's (cond, conds_list, uncond, pooled, uncond_pooled); see ScheduledConditioning.
+_StepTensors = tuple[torch.Tensor, list[list[tuple[int, float]]], torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
 class ScheduledConditioning:
     """Conditioning for one batch over the sampling steps (A1111 MulticondLearnedConditioning).
 
@@ -490,7 +504,7 @@ class ScheduledConditioning:
         has_pooled = any(text.conditioning.pooled is not None for item in items for text, _ in item)
         # The engine looks for `unet_kwargs`; models without pooled embeddings must not have one.
         self.unet_kwargs: Callable[[int, list[int]], dict[str, Any]] | None = self._unet_kwargs if has_pooled else None
-        self._memo: tuple[int, Any] | None = None
+        self._memo: tuple[int, _StepTensors] | None = None
 
     @property
     def used_embeddings(self) -> tuple[str, ...]:
@@ -500,12 +514,14 @@ class ScheduledConditioning:
             names.update((n, None) for n in text.conditioning.used_embeddings)
         return tuple(names)
 
-    def _at(self, step: int):
+    def _at(self, step: int) -> _StepTensors:
         if self._memo is not None and self._memo[0] == step:
             return self._memo[1]
-        rows, pooled_rows, conds_list = [], [], []
+        rows: list[torch.Tensor] = []
+        pooled_rows: list[torch.Tensor] = []
+        conds_list: list[list[tuple[int, float]]] = []
         for item in self.items:
-            entries = []
+            entries: list[tuple[int, float]] = []
             for text, weight in item:
                 index = text.index_at(step)
                 entries.append((len(rows), weight))
@@ -513,7 +529,8 @@ class ScheduledConditioning:
                 if text.conditioning.pooled is not None:
                     pooled_rows.append(text.conditioning.pooled[index])
             conds_list.append(entries)
-        negative_rows, negative_pooled = [], []
+        negative_rows: list[torch.Tensor] = []
+        negative_pooled: list[torch.Tensor] = []
         for text in self.negatives:
             index = text.index_at(step)
             negative_rows.append(text.conditioning.hidden[index])
@@ -546,6 +563,9 @@ class ScheduledConditioning:
     def _unet_kwargs(self, step: int, row_order: list[int]) -> dict[str, Any]:
         """diffusers' SDXL `added_cond_kwargs` for UNet rows laid out as cond rows, then uncond rows."""
         pooled, uncond_pooled = self.pooled_at_step(step)
+        # unet_kwargs exists only for SDXL-style prompts, which have pooled embeddings and time ids.
+        assert pooled is not None and uncond_pooled is not None
+        assert self.time_ids is not None and self.negative_time_ids is not None
         n_cond = pooled.shape[0]
         text_embeds = torch.cat([pooled, uncond_pooled])
         if len(row_order) != text_embeds.shape[0]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import torch
@@ -73,6 +74,7 @@ class EmbeddingFileError(SdStudioError):
 
 def default_pickle_loader(path: Path) -> Any:
     """Read a pickled `.pt`/`.bin` with sdstudio's restricted unpickler, else torch's weights_only mode."""
+    safe_pickle: ModuleType | None
     try:
         from sdstudio.models import safe_pickle  # written alongside; optional until it lands
     except ImportError:

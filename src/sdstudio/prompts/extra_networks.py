@@ -8,11 +8,15 @@ built-in Lora extension (`<lora:NAME:TE:UNET:DYN>`, or `te=`, `unet=`, `dyn=`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sdstudio.errors import InvalidRequest
 
 EXTRA_NETWORK_TAG = re.compile(r"<(\w+):([^>]+)>")
+
+_Number = TypeVar("_Number", int, float)
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,9 @@ class ExtraNetworkParams:
     positional: tuple[str, ...] = field(init=False)
     named: dict[str, str] = field(init=False, compare=False)
 
-    def __post_init__(self):
-        positional, named = [], {}
+    def __post_init__(self) -> None:
+        positional: list[str] = []
+        named: dict[str, str] = {}
         for item in self.items:
             # A1111 splits at most twice, so "a=b=c" has three parts and stays positional.
             parts = item.split("=", 2)
@@ -40,7 +45,7 @@ def extract_extra_networks(text: str) -> tuple[str, dict[str, list[ExtraNetworkP
     """Remove every `<TYPE:ARGS>` tag from `text`; return the clean text and the tags by type."""
     found: dict[str, list[ExtraNetworkParams]] = {}
 
-    def take(match: re.Match) -> str:
+    def take(match: re.Match[str]) -> str:
         found.setdefault(match.group(1), []).append(ExtraNetworkParams(tuple(match.group(2).split(":"))))
         return ""
 
@@ -75,16 +80,16 @@ def read_lora_tag(params: ExtraNetworkParams) -> LoraTag:
     name = params.positional[0]
     tag = f"<lora:{':'.join(params.items)}>"
 
-    def number(value: str, kind=float):
+    def number(value: str, kind: Callable[[str], _Number]) -> _Number:
         try:
             return kind(value)
         except ValueError:
             raise InvalidRequest("prompt", f"{tag}: {value!r} is not a number; write e.g. <lora:{name}:0.8>") from None
 
-    te = number(params.positional[1]) if len(params.positional) > 1 else 1.0
-    te = number(params.named["te"]) if "te" in params.named else te
-    unet = number(params.positional[2]) if len(params.positional) > 2 else te
-    unet = number(params.named["unet"]) if "unet" in params.named else unet
+    te = number(params.positional[1], float) if len(params.positional) > 1 else 1.0
+    te = number(params.named["te"], float) if "te" in params.named else te
+    unet = number(params.positional[2], float) if len(params.positional) > 2 else te
+    unet = number(params.named["unet"], float) if "unet" in params.named else unet
     dyn = number(params.positional[3], int) if len(params.positional) > 3 else None
     dyn = number(params.named["dyn"], int) if "dyn" in params.named else dyn
     return LoraTag(name=name, te_multiplier=te, unet_multiplier=unet, dyn_dim=dyn)

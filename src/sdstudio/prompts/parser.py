@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any, cast
 
 import lark
 
 ROUND_MULTIPLIER = 1.1
 SQUARE_MULTIPLIER = 1 / 1.1
 BREAK_MARKER = "BREAK"
+
+# A1111's result shapes, kept as mutable lists so results compare equal to A1111's:
+AttentionPiece = list[Any]  # [text: str, weight: float]
+ScheduleEntry = list[Any]  # [end_step: int, text: str]
 
 # --- emphasis -------------------------------------------------------------------------------
 
@@ -52,7 +57,7 @@ def _attention_parser() -> lark.Lark:
     return lark.Lark(_ATTENTION_GRAMMAR, parser="lalr", lexer="basic")
 
 
-def parse_prompt_attention(text: str) -> list[list]:
+def parse_prompt_attention(text: str) -> list[AttentionPiece]:
     """Split `text` into [piece, weight] pairs as A1111's parse_prompt_attention does.
 
     `(x)` multiplies by 1.1, `[x]` divides by 1.1, `(x:w)` multiplies by w, `\\(` `\\)` `\\[`
@@ -60,7 +65,7 @@ def parse_prompt_attention(text: str) -> list[list]:
     text becomes ["BREAK", -1], and neighbouring pieces of equal weight are merged. Weights are
     multiplied in A1111's order (innermost bracket first), so the floats are identical.
     """
-    pieces: list[list] = []
+    pieces: list[AttentionPiece] = []
     open_round: list[int] = []
     open_square: list[int] = []
 
@@ -74,7 +79,8 @@ def parse_prompt_attention(text: str) -> list[list]:
                 pieces.append([BREAK_MARKER, -1])
             pieces.append([part, 1.0])
 
-    for token in _attention_parser().parse(text).children:
+    # Every piece is a terminal inlined into `start`, so the tree's children are all tokens.
+    for token in cast(list[lark.Token], _attention_parser().parse(text).children):
         kind = token.type
         if kind in ("ESCAPED", "LONE_BACKSLASH"):
             # A1111 keeps what follows the backslash; a lone backslash leaves nothing.
@@ -170,7 +176,7 @@ class _Timing:
         return min(self.steps, int(value))
 
 
-def _switch_steps(tree: lark.Tree, timing: _Timing) -> tuple[list[int], dict[int, int]]:
+def _switch_steps(tree: lark.ParseTree, timing: _Timing) -> tuple[list[int], dict[int, int]]:
     """Steps at which the text changes (always incl. the last), and each scheduled node's step."""
     steps = {timing.steps}
     when_by_node: dict[int, int] = {}
@@ -185,12 +191,13 @@ def _switch_steps(tree: lark.Tree, timing: _Timing) -> tuple[list[int], dict[int
     return sorted(steps), when_by_node
 
 
-def _text_at_step(node, step: int, when_by_node: dict[int, int]) -> str:
+def _text_at_step(node: lark.ParseTree | lark.Token | None, step: int, when_by_node: dict[int, int]) -> str:
     """The prompt text the tree stands for at `step` (A1111's AtStep transformer)."""
     if node is None:
         return ""
     if isinstance(node, lark.Token):
-        return node.value
+        text: str = node.value  # lark types Token.value as Any; it is the matched string
+        return text
     if node.data == "scheduled":
         before, after = node.children[0], node.children[1]
         chosen = before if step <= when_by_node[id(node)] else after
@@ -203,7 +210,7 @@ def _text_at_step(node, step: int, when_by_node: dict[int, int]) -> str:
 
 def prompt_schedules(
     prompt: str, steps: int, hires_steps: int | None = None, use_old_scheduling: bool = False
-) -> list[list]:
+) -> list[ScheduleEntry]:
     """[[end_step, text], ...] for one prompt: A1111's get_learned_conditioning_prompt_schedules.
 
     `[from:to:when]`, `[to:when]`, `[from::when]` switch text after step `when` (a fraction

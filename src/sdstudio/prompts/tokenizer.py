@@ -16,11 +16,15 @@ import html
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ftfy
 import regex
 
 from sdstudio.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 VOCAB_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 VOCAB_SIZE = 49408
@@ -109,7 +113,8 @@ def clean_text(text: str, unescape_html: bool = True) -> str:
     text = ftfy.fix_text(text)
     if unescape_html:
         text = html.unescape(html.unescape(text))
-    return _WHITESPACE.sub(" ", text.strip()).strip().lower()
+    collapsed: str = _WHITESPACE.sub(" ", text.strip())  # `regex` ships no type information
+    return collapsed.strip().lower()
 
 
 class ClipBpeTokenizer:
@@ -196,7 +201,7 @@ TOKENIZER_KINDS = {
 
 
 @functools.lru_cache(maxsize=8)
-def clip_tokenizer(kind: str = "sd1"):
+def clip_tokenizer(kind: str = "sd1") -> CLIPTokenizer:
     """A transformers `CLIPTokenizer` built offline from the shipped vocabulary.
 
     kind: "sd1"/"clip_l" (pad = EOS) or "openclip"/"sd2"/"sdxl_g" (pad = "!", id 0, as open_clip).
@@ -209,7 +214,8 @@ def clip_tokenizer(kind: str = "sd1"):
     vocabulary = load_vocabulary()
     return CLIPTokenizer(
         vocab=vocabulary.token_to_id(),
-        merges=list(vocabulary.merges),
+        # tokenizers' BPE takes the merges as (first, second) pairs; transformers annotates list[str].
+        merges=list(vocabulary.merges),  # type: ignore[arg-type]
         pad_token=TOKENIZER_KINDS[kind],
         model_max_length=77,
     )

@@ -26,7 +26,6 @@ from sdstudio.models.detect import (
     SD2_TEXT_PREFIX,
     SD2_V,
     SDXL_PREFIX,
-    UNET_PREFIX,
     VAE_PREFIX,
     Architecture,
     architecture_from_config,
@@ -90,11 +89,8 @@ class LoadedCheckpoint:
 @contextlib.contextmanager
 def _empty_weights() -> Iterator[None]:
     """Build modules without allocating/initialising weights that are overwritten anyway."""
-    try:
-        from accelerate import init_empty_weights
-    except ImportError:  # pragma: no cover - accelerate is a dependency
-        yield
-        return
+    from accelerate import init_empty_weights
+
     with init_empty_weights():
         yield
 
@@ -127,12 +123,6 @@ def _scheduler_config(ldm: dict[str, Any], prediction_type: str) -> dict[str, An
         "set_alpha_to_one": False,
         "steps_offset": 1,
     }
-
-
-def _unet_params(ldm: dict[str, Any]) -> dict[str, Any]:
-    params = ldm["model"]["params"]
-    unet_params: dict[str, Any] = (params.get("unet_config") or params.get("network_config"))["params"]
-    return unet_params
 
 
 def _sdxl_time_conditioning(config: dict[str, Any], state_dict: dict[str, torch.Tensor], family: str) -> None:

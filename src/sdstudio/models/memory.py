@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:  # torch is imported when a model is measured, not when this module is
     import torch
@@ -109,7 +109,7 @@ class ModelMemory:
         with self._lock:
             found = self.get(key)
             if found is not None:
-                return found
+                return cast(T, found)  # stored under this key by the same loader
             # Make room before loading, so the old and the new never add up past the budget
             # (the new one's size is unknown until loaded: free what the kind's limit asks for,
             # then drop oldest-first after the load if the sum is over).

@@ -642,7 +642,7 @@ class PromptConditioner:
     @property
     def text_encoders(self) -> list[torch.nn.Module]:
         """The text encoders the prompt encoder runs, in order."""
-        return self.prompt_encoder.text_encoders
+        return list(self.prompt_encoder.text_encoders)
 
     def clear_cache(self) -> None:
         """Forget cached encodings (a LoRA changed the text encoders)."""

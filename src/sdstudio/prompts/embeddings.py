@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 import torch
 
 from sdstudio.config import MODEL_KINDS
 from sdstudio.errors import SdStudioError
+from sdstudio.models.safe_pickle import safe_load
 
 logger = logging.getLogger(__name__)
 
@@ -73,21 +73,8 @@ class EmbeddingFileError(SdStudioError):
 
 
 def default_pickle_loader(path: Path) -> Any:
-    """Read a pickled `.pt`/`.bin` with sdstudio's restricted unpickler, else torch's weights_only mode."""
-    safe_pickle: ModuleType | None
-    try:
-        from sdstudio.models import safe_pickle  # written alongside; optional until it lands
-    except ImportError:
-        safe_pickle = None
-    for name in ("load", "safe_load", "load_pickle"):
-        loader = getattr(safe_pickle, name, None)
-        if callable(loader):
-            try:
-                return loader(path)
-            except TypeError:  # a different signature than expected: use torch's restricted mode below
-                break
-    # torch's weights_only unpickler admits tensors and plain containers only (also restricted).
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Read a pickled `.pt`/`.bin` with sdstudio's restricted unpickler (nothing in the file runs)."""
+    return safe_load(path)
 
 
 def _as_matrix(value: Any, path: Path) -> torch.Tensor:

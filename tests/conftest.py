@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from checkpoint_files import write_tiny_checkpoint
+from tiny_models import write_tiny_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -81,7 +81,6 @@ def test_txt2img_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
     tiny = Path(sdstudio.__file__).parent / "assets" / "tiny" / "sdstudio-tiny.safetensors"
     if not tiny.exists():
         pytest.skip("bundled tiny model not present")
-    pytest.importorskip("sdstudio.models.loader")
     outdir = tmp_path / "out"
     argv = ["--data-dir", str(tmp_path / "data"), "txt2img", "--ckpt", str(tiny), "--prompt", "a cat", "--W", "64", "--H", "64",
             "--steps", "2", "--seed", "5", "--n_samples", "2", "--outdir", str(outdir)]

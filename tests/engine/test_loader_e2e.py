@@ -6,16 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import write_tiny_checkpoint
 
-pytest.importorskip("sdstudio.models.loader")
-pytest.importorskip("sdstudio.models.saver")
-
-from checkpoint_files import write_tiny_checkpoint  # noqa: E402
-
-from sdstudio.cli.main import main  # noqa: E402
-from sdstudio.engine.infotext import request_fields_from_infotext  # noqa: E402
-from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest  # noqa: E402
-from sdstudio.engine.saving import read_infotext  # noqa: E402
+from sdstudio.cli.main import main
+from sdstudio.engine.infotext import request_fields_from_infotext
+from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.saving import read_infotext
 
 SMALL = dict(width=64, height=64, steps=2)
 

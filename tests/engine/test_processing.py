@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from tiny_models import tiny_generation_model, tiny_vae
 
 from sdstudio.config import SettingsStore, Settings
 from sdstudio.engine.infotext import request_fields_from_infotext
@@ -228,21 +227,8 @@ def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
 
 
 def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
-    from diffusers import AutoencoderKL
-    import importlib.util
-
-    from tiny import SCHEDULER_CONFIG
-
-    # load this folder's conftest by path: a bare `import conftest` may find another folder's
-    spec = importlib.util.spec_from_file_location("engine_conftest", Path(__file__).with_name("conftest.py"))
-    engine_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(engine_conftest)
-    HashTextEncoder = engine_conftest.HashTextEncoder
-
-    from sdstudio.engine.job_context import GenerationModel
-
-    f4_vae = AutoencoderKL(block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=8, layers_per_block=1).eval()
-    model = GenerationModel(unet=tiny_components[0], vae=f4_vae, encoder=HashTextEncoder(), scheduler_config=dict(SCHEDULER_CONFIG))
+    f4_vae = tiny_vae(block_out_channels=(8, 8, 8), sample_size=32)  # 3 levels: 4x down-sampling
+    model = tiny_generation_model(tiny_components[0], f4_vae)
     assert not model.has_standard_latents and model.latent_factor == 4
     events = []
     service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model)

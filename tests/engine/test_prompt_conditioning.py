@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import SCHEDULER_CONFIG
+from tiny_models import tiny_clip, tiny_generation_model
 
 from sdstudio.config import SettingsStore, Settings
-from sdstudio.engine.job_context import GenerationModel
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
+from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 
 
 @pytest.fixture
 def prompt_model(tiny_components):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
-
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77)).eval()
     unet, vae, _ = tiny_components
-    return GenerationModel(unet=unet, vae=vae, encoder=PromptConditioner(PromptEncoder([text_encoder])), scheduler_config=dict(SCHEDULER_CONFIG))
+    return tiny_generation_model(unet, vae, encoder=PromptConditioner(PromptEncoder([tiny_clip(seed=0)])))
 
 
 def _record_text_conditioning(unet):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tiny import SCHEDULER_CONFIG
+from tiny_models import SCHEDULER_CONFIG
 
 from sdstudio.engine.samplers import (
     SAMPLERS,

@@ -3,34 +3,22 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from tiny import SCHEDULER_CONFIG
+from tiny_models import sdxl_added_conditioning, tiny_clip, tiny_generation_model, tiny_unet
 
 from sdstudio.config import SettingsStore, Settings
-from sdstudio.engine.job_context import GenerationModel
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
+from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 
 
 @pytest.fixture(scope="module")
 def sdxl_model(tiny_components):
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
-
-    torch.manual_seed(0)
-    common = dict(vocab_size=49408, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77)
-    clip_l = CLIPTextModel(CLIPTextConfig(hidden_size=16, **common)).eval()
-    clip_g = CLIPTextModelWithProjection(CLIPTextConfig(hidden_size=32, projection_dim=32, **common)).eval()
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=48, attention_head_dim=8, norm_num_groups=32,
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8,
-    ).eval()
+    clip_l = tiny_clip(seed=0, hidden=16)
+    clip_g = tiny_clip(seed=1, hidden=32, projection=32)
+    # context = clip_l + clip_g hidden states side by side; added conditioning = clip_g's pooled projection
+    unet = tiny_unet(seed=2, cross_attention_dim=16 + 32, **sdxl_added_conditioning(32))
     encoder = PromptConditioner(PromptEncoder([clip_l, clip_g], architecture="sdxl"))
-    return GenerationModel(unet=unet, vae=tiny_components[1], encoder=encoder, scheduler_config=dict(SCHEDULER_CONFIG), family="sdxl")
+    return tiny_generation_model(unet, tiny_components[1], encoder=encoder, family="sdxl")
 
 
 @pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])

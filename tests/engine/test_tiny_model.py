@@ -1,6 +1,6 @@
 """The engine end to end on the bundled tiny checkpoint, through the real loader and prompt layer.
 
-Skipped until `src/sdstudio/assets/tiny/sdstudio-tiny.safetensors` and the model loader exist.
+Skipped when `src/sdstudio/assets/tiny/sdstudio-tiny.safetensors` is not present.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ SMALL = dict(width=64, height=64, steps=2)
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    pytest.importorskip("sdstudio.models.loader")
     from sdstudio.app import open_app
 
     app = open_app(tmp_path_factory.mktemp("data"))

@@ -1,34 +1,11 @@
-"""Tiny random UNet / CLIP text encoder and LoRA file builders for the LoRA tests (no hub)."""
+"""LoRA file builders and a probe over the tiny random UNet / CLIP text encoder (tests/tiny_models.py) for the LoRA tests."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from safetensors.torch import save_file
-
-
-def tiny_unet(seed: int = 0):
-    """An SD1-shaped (conv proj_in, cross-attention) UNet2DConditionModel with ~0.5M parameters."""
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
-    )
-    return unet.eval().requires_grad_(False)
-
-
-def tiny_text_encoder(seed: int = 1, hidden: int = 32):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-    )
-    torch.manual_seed(seed)
-    return CLIPTextModel(config).eval().requires_grad_(False)
+from tiny_models import tiny_clip, tiny_unet
 
 
 class Probe:
@@ -101,7 +78,7 @@ def write_lora(folder, name: str, tensors: dict[str, torch.Tensor], metadata: di
 
 @pytest.fixture
 def models():
-    unet, te = tiny_unet(), tiny_text_encoder()
+    unet, te = tiny_unet(seed=0), tiny_clip(seed=1)
     return unet, te, Probe(unet, te)
 
 
@@ -109,13 +86,3 @@ def models():
 def lora_dir(tmp_path):
     return tmp_path / "models" / "Lora"
 
-
-def tiny_vae(seed: int = 0):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=64,
-    )
-    return vae.eval().requires_grad_(False)

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from tiny_models import tiny_clip
 
 from sdstudio.extensions.lora import LoraActivation, LoraLibrary, activations_from_prompt
 from sdstudio.models.ldm_names import ldm_unet_module_names
@@ -251,14 +252,8 @@ def test_pt_files_load_through_the_safe_path(models, lora_dir):
 
 
 def test_sdxl_te1_te2_prefixes_address_the_two_text_encoders(lora_dir):
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
-    from .conftest import tiny_text_encoder
-
-    clip_l = tiny_text_encoder(seed=3)
-    config = CLIPTextConfig(vocab_size=49408, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
-                            projection_dim=24, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407)
-    clip_g = CLIPTextModelWithProjection(config).eval().requires_grad_(False)
+    clip_l = tiny_clip(seed=3)
+    clip_g = tiny_clip(seed=4, hidden=48, projection=24)
     g = torch.Generator().manual_seed(9)
     tensors = {}
     for prefix, width in (("lora_te1_", 32), ("lora_te2_", 48)):

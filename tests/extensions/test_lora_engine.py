@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_models import tiny_generation_model
 
 from sdstudio.config import SettingsStore, DataPaths, Settings
 from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary, parse_lora_hashes
 
-from .conftest import kohya_lora_tensors, tiny_vae, write_lora
-
-SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+from .conftest import kohya_lora_tensors, write_lora
 
 
 @pytest.fixture
 def service(tmp_path, models):
-    from sdstudio.engine.job_context import GenerationModel
     from sdstudio.engine.service import GenerationService
     from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 
     unet, te, _ = models
     paths = DataPaths(tmp_path / "data").ensure()
     write_lora(paths.folder("lora"), "shiny", kohya_lora_tensors(unet, te, seed=1, strength=0.5), {"ss_output_name": "shiny_v1"})
-    model = GenerationModel(unet=unet, vae=tiny_vae(), encoder=PromptConditioner(PromptEncoder([te], architecture="sd1")),
-                            scheduler_config=dict(SCHEDULER), name="tiny")
+    model = tiny_generation_model(unet, encoder=PromptConditioner(PromptEncoder([te], architecture="sd1")), name="tiny")
     hook = LoraBatchHook(LoraLibrary(paths.folder("lora")))
     return GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model, batch_hooks=[hook])
 

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import pytest
+from tiny_models import sdxl_added_conditioning, tiny_unet
 
 from sdstudio.models.ldm_names import ldm_unet_module_names
 
 
 def _unets():
-    from diffusers import UNet2DConditionModel
-
-    from .conftest import tiny_unet
-
-    sdxl_like = UNet2DConditionModel(
-        sample_size=8, block_out_channels=(32, 64, 64), layers_per_block=2, cross_attention_dim=32, attention_head_dim=8,
-        norm_num_groups=32, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    sdxl_like = tiny_unet(
+        seed=1, block_out_channels=(32, 64, 64), layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 1, 2),
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=80, use_linear_projection=True,
+        use_linear_projection=True, **sdxl_added_conditioning(32),
     )
-    return {"sd1-like": tiny_unet(), "sdxl-like": sdxl_like}
+    return {"sd1-like": tiny_unet(seed=0), "sdxl-like": sdxl_like}
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,23 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import CHECKPOINT_UNET, CHECKPOINT_VAE, randomize, sdxl_added_conditioning, tiny_clip, tiny_unet, tiny_vae
 
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.loader import load_checkpoint
 from sdstudio.models.saver import ldm_state_dict, ldm_yaml_for, save_checkpoint
 
-from .tiny_checkpoints import randomize, tiny_clip, tiny_unet, tiny_vae
-
 TOKENS = torch.tensor([[49406, 320, 1125, 4496, 49407, 49407]])
 
 
 def assert_same_outputs(loaded, unet, vae, encoders, context_dim, added=None):
-    torch.manual_seed(0)
-    x = torch.randn(1, unet.config.in_channels, 8, 8)
-    context = torch.randn(1, 5, context_dim)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(1, unet.config.in_channels, 8, 8, generator=generator)
+    context = torch.randn(1, 5, context_dim, generator=generator)
     with torch.no_grad():
         kwargs = {"added_cond_kwargs": added} if added else {}
         assert (loaded.unet(x, 10, context, **kwargs).sample - unet(x, 10, context, **kwargs).sample).abs().max() < 1e-5
-        image = torch.randn(1, 3, 32, 32)
+        image = torch.randn(1, 3, 32, 32, generator=generator)
         assert (loaded.vae(image, sample_posterior=False).sample - vae(image, sample_posterior=False).sample).abs().max() < 1e-5
         for mine, theirs in zip(loaded.text_encoders, encoders):
             a = mine(TOKENS, output_hidden_states=True)
@@ -33,8 +32,17 @@ def assert_same_outputs(loaded, unet, vae, encoders, context_dim, added=None):
             assert (a.hidden_states[-2] - b.hidden_states[-2]).abs().max() < 1e-5
 
 
+def sd_unet(**config):
+    """The 64-wide-context UNet of the SD1/SD2 checkpoints here, with non-zero weights everywhere."""
+    return randomize(tiny_unet(**CHECKPOINT_UNET, **config))
+
+
+def checkpoint_vae():
+    return randomize(tiny_vae(**CHECKPOINT_VAE))
+
+
 def sd1_parts(in_channels=4):
-    return randomize(tiny_unet(in_channels=in_channels)), randomize(tiny_vae()), randomize(tiny_clip())
+    return sd_unet(in_channels=in_channels), checkpoint_vae(), randomize(tiny_clip(hidden=64))
 
 
 def test_sd1_detected_loaded_and_equal(tmp_path):
@@ -63,13 +71,9 @@ def test_save_load_save_is_bit_exact(tmp_path):
 
 
 def test_saver_refuses_a_unet_the_ldm_layout_cannot_describe(tmp_path):
-    from diffusers import UNet2DConditionModel
-
     from sdstudio.errors import InvalidRequest
 
-    uneven = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 64), layers_per_block=(1, 2), cross_attention_dim=64,
-                                  attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    uneven = tiny_unet(layers_per_block=(1, 2), cross_attention_dim=64)
     _, vae, te = sd1_parts()
     with pytest.raises(InvalidRequest, match="unet.*same number of resnets"):
         save_checkpoint(tmp_path / "uneven.safetensors", unet=uneven, vae=vae, text_encoder=te)
@@ -101,9 +105,9 @@ def sd2_yaml(unet, vae, v: bool) -> str:
 
 @pytest.mark.parametrize("v", [True, False])
 def test_sd2_openclip_layout(tmp_path, v):
-    unet = randomize(tiny_unet(linear=True))
-    vae = randomize(tiny_vae())
-    te = randomize(tiny_clip(hidden=128, heads=2, act="gelu"))
+    unet = sd_unet(use_linear_projection=True)
+    vae = checkpoint_vae()
+    te = randomize(tiny_clip(hidden=128, act="gelu"))
     path = save_checkpoint(tmp_path / "sd2.safetensors", unet=unet, vae=vae, text_encoder=te, family="sd2",
                            yaml_text=sd2_yaml(unet, vae, v))
     keys = load_file(path).keys()
@@ -148,23 +152,17 @@ def test_sdxl_two_encoders_and_added_conditioning(tmp_path):
 
     te1 = randomize(tiny_clip(hidden=64, heads=1))
     te2 = randomize(tiny_clip(hidden=64, heads=1, act="gelu", projection=32), seed=2)
-    adm = 32 + 6 * 8  # pooled projection + 6 time ids x 8
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(0)
-    unet = randomize(UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=128, attention_head_dim=(2, 4), use_linear_projection=True,
-        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=adm,
-    ).eval())
-    vae = randomize(tiny_vae())
+    added_conditioning = sdxl_added_conditioning(32)  # pooled projection + 6 time ids x 8
+    unet = randomize(tiny_unet(cross_attention_dim=128, attention_head_dim=(2, 4), use_linear_projection=True, **added_conditioning))
+    vae = checkpoint_vae()
+    adm = added_conditioning["projection_class_embeddings_input_dim"]
     path = save_checkpoint(tmp_path / "xl.safetensors", unet=unet, vae=vae, text_encoder=te1, text_encoder_2=te2,
                            family="sdxl", yaml_text=textwrap.dedent(SDXL_YAML.format(adm=adm)))
     loaded = load(path)
     assert loaded.architecture.name == "SDXL" and loaded.family == "sdxl"
     assert loaded.vae_scaling_factor == 0.13025
-    added = {"text_embeds": torch.randn(1, 32), "time_ids": torch.randn(1, 6)}
+    generator = torch.Generator().manual_seed(1)
+    added = {"text_embeds": torch.randn(1, 32, generator=generator), "time_ids": torch.randn(1, 6, generator=generator)}
     assert_same_outputs(loaded, unet, vae, [te1, te2], 128, added)
     a = te2(TOKENS)
     b = loaded.text_encoder_2(TOKENS)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_models import write_tiny_checkpoint
 
 from sdstudio.app import open_app
 from sdstudio.engine.request import Txt2ImgRequest
@@ -86,8 +87,6 @@ def test_attention_slicing_vae_tiling_and_cpu_offload_keep_the_image(app_with_va
 def test_switching_checkpoints_keeps_one_model_loaded(data_dir_with_model):
     import gc
     import weakref
-
-    from checkpoint_files import write_tiny_checkpoint
 
     write_tiny_checkpoint(data_dir_with_model / "models" / "Stable-diffusion", "second.safetensors", seed=1)
     app = open_app(data_dir_with_model)

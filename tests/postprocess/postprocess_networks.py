@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw, ImageFilter
+from tiny_models import seeded_rng
 
 
 def _contiguous(state: dict) -> dict:
@@ -24,8 +25,8 @@ def save_esrgan(path: Path, scale: int = 4, num_filters: int = 8, num_blocks: in
     """ESRGAN (xinntao/ESRGAN, e.g. 4x-UltraSharp): the old `model.N` key layout, no wrapper."""
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    torch.manual_seed(seed)
-    net = ESRGAN(num_filters=num_filters, num_blocks=num_blocks, scale=scale)
+    with seeded_rng(seed):
+        net = ESRGAN(num_filters=num_filters, num_blocks=num_blocks, scale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(_contiguous(net.state_dict()), path)
     return path
@@ -45,8 +46,8 @@ def save_realesrgan_rrdb(path: Path, num_filters: int = 8, num_blocks: int = 1, 
     """Real-ESRGAN RealESRGAN_x4plus: basicsr RRDBNet keys (conv_first, body.N.rdbK...) under `params_ema`."""
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    torch.manual_seed(seed)
-    old = ESRGAN(num_filters=num_filters, num_blocks=num_blocks, scale=4).state_dict()
+    with seeded_rng(seed):
+        old = ESRGAN(num_filters=num_filters, num_blocks=num_blocks, scale=4).state_dict()
     new = {}
     for key, value in old.items():
         renamed = re.sub(rf"^model\.1\.sub\.{num_blocks}\.", "conv_body.", key)
@@ -63,8 +64,8 @@ def save_compact(path: Path, scale: int = 2, num_feat: int = 8, num_conv: int = 
     """Real-ESRGAN compact (SRVGGNetCompact, realesr-general-x4v3): under `params`."""
     from spandrel.architectures.Compact import Compact
 
-    torch.manual_seed(seed)
-    net = Compact(num_feat=num_feat, num_conv=num_conv, upscale=scale)
+    with seeded_rng(seed):
+        net = Compact(num_feat=num_feat, num_conv=num_conv, upscale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params": _contiguous(net.state_dict())}, path)
     return path
@@ -74,8 +75,8 @@ def save_swinir(path: Path, scale: int = 2, seed: int = 0) -> Path:
     """SwinIR (tiny: one stage of two blocks, window 4) under `params_ema`, pixelshuffle upsampler."""
     from spandrel.architectures.SwinIR import SwinIR
 
-    torch.manual_seed(seed)
-    net = SwinIR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffle")
+    with seeded_rng(seed):
+        net = SwinIR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffle")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": _contiguous(net.state_dict())}, path)
     return path
@@ -85,8 +86,8 @@ def save_gfpgan(path: Path, seed: int = 0) -> Path:
     """GFPGAN v1.3/1.4 (GFPGANv1Clean, full size: spandrel does not read its size from the weights) under `params_ema`."""
     from spandrel.architectures.GFPGAN import GFPGAN
 
-    torch.manual_seed(seed)
-    net = GFPGAN()
+    with seeded_rng(seed):
+        net = GFPGAN()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": _contiguous(net.state_dict())}, path)
     return path
@@ -96,8 +97,8 @@ def save_codeformer(path: Path, seed: int = 0) -> Path:
     """CodeFormer (small transformer and codebook; the VQ autoencoder is fixed size) under `params_ema`."""
     from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
 
-    torch.manual_seed(seed)
-    net = CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64, latent_size=256)
+    with seeded_rng(seed):
+        net = CodeFormer(dim_embd=64, n_head=2, n_layers=1, codebook_size=64, latent_size=256)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": _contiguous(net.state_dict())}, path)
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from checkpoint_files import write_tiny_checkpoint
+from tiny_models import write_tiny_checkpoint
 from postprocess_networks import save_codeformer, save_compact, save_esrgan, save_gfpgan
 
 from sdstudio.app import open_app

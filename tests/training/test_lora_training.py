@@ -127,9 +127,8 @@ def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
 
 
 def test_cli_trains_from_a_checkpoint_file_into_models_lora(base, dataset, tmp_path, capsys):
-    saver = pytest.importorskip("sdstudio.models.saver")
-    pytest.importorskip("sdstudio.models.loader")
     from sdstudio.cli.main import main
+    from sdstudio.models import saver
 
     checkpoint = tmp_path / "micro.safetensors"
     heads = base.text_encoder.config.num_attention_heads

@@ -60,7 +60,7 @@ def provide_checkpoint(data_dir: Path) -> str | None:
     if BUNDLED_MODEL.is_file():
         return "bundled"  # the model registry lists it without copying
     if _importable("sdstudio.models.saver"):
-        from checkpoint_files import write_tiny_checkpoint
+        from tiny_models import write_tiny_checkpoint
 
         write_tiny_checkpoint(target)
         return "random"

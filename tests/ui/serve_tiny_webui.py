@@ -21,15 +21,15 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_model import tiny_generation_model
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/, for the shared tiny_models module
+    from tiny_models import tiny_generation_model
 
     from sdstudio.app import open_app
     from sdstudio.launch import LaunchOptions, launch
     from sdstudio.engine.service import GenerationService
 
     app = open_app(args.data_dir)
-    model = tiny_generation_model()
+    model = tiny_generation_model(name="tiny-random", short_hash="0123456789")
     app.engine = GenerationService(app.settings_store, app.paths, lambda name, settings: model,
                                    apply_styles=getattr(app.engine, "apply_styles", None), version="sdstudio test")
     return launch(app, LaunchOptions(port=args.port, api=True, ui=True), started=started)

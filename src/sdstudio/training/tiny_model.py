@@ -209,12 +209,14 @@ def build_components(config: dict[str, Any], seed: int = 0) -> TinyComponents:
     from transformers import CLIPTextModel
 
     config = copy.deepcopy(config)
-    torch.manual_seed(seed)
-    with warnings.catch_warnings():
+    # diffusers and transformers initialise weights from the global generator (no generator
+    # argument): seed a fork of it, so the caller's random state is left as it was.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(seed)
         warnings.simplefilter("ignore")  # diffusers' deprecation notes about image_size
         vae = AutoencoderKL(**vae_config_from_ldm(config))
         unet = UNet2DConditionModel(**unet_config_from_ldm(config))
-    text_encoder = CLIPTextModel(text_encoder_config_from_ldm(config))
+        text_encoder = CLIPTextModel(text_encoder_config_from_ldm(config))
     return TinyComponents(config=config, vae=vae, text_encoder=text_encoder, unet=unet)
 
 

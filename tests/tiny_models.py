@@ -1,0 +1,164 @@
+"""Tiny random-weight models for tests, built on the fly (no files, no hub) and seeded without touching the caller's RNG.
+
+Every builder takes a `seed`: the same seed gives the same weights whatever ran before, and
+building never changes the global RNG a test (or the code under test) draws from afterwards.
+Keyword arguments override the builder's default config, so a test asks for the variant it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+# A 2-level SD1-shaped UNet (conv proj_in, cross-attention) with ~0.5M parameters.
+UNET_DEFAULTS = dict(
+    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+)
+# A 4-level VAE: 8x down-sampling like SD's, with few channels.
+VAE_DEFAULTS = dict(in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4,
+                    norm_num_groups=8, sample_size=64)
+# The 2-level VAE (2x down-sampling, 32 px tiles) of the checkpoint files and the single-file loader tests.
+CHECKPOINT_VAE = dict(block_out_channels=(32, 32), norm_num_groups=32, sample_size=32)
+# The UNet and text encoder of the checkpoint files (64-wide context, as the LDM yaml writer expects).
+CHECKPOINT_UNET = dict(cross_attention_dim=64, attention_head_dim=2)
+CHECKPOINT_CLIP = dict(hidden=64, heads=1)
+
+
+@contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Inside the block the CPU RNG starts from `seed`; after it the caller's RNG state is back as it was."""
+    # diffusers and transformers initialise weights from the global generator and take no generator
+    # argument, so the global CPU generator is forked, seeded for the build and restored.
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def sdxl_added_conditioning(pooled_dim: int) -> dict:
+    """UNet config for SDXL's added conditioning: pooled text embeds plus 6 time ids of 8 channels each."""
+    return dict(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=pooled_dim + 6 * 8)
+
+
+def _unet(**config):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**{**UNET_DEFAULTS, **config}).eval().requires_grad_(False)
+
+
+def _vae(**config):
+    from diffusers import AutoencoderKL
+
+    config = {**VAE_DEFAULTS, **config}
+    levels = len(config["block_out_channels"])
+    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+                         **config).eval().requires_grad_(False)
+
+
+def _clip(hidden: int = 32, layers: int = 2, heads: int = 2, projection: int | None = None, act: str = "quick_gelu",
+          layer_norm_noise: float = 0.0):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        max_position_embeddings=77, hidden_act=act, projection_dim=projection or hidden,
+        # as the loader configures them: SD1's CLIP pads with the end token, OpenCLIP (gelu) with 0
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407 if act == "quick_gelu" else 0,
+    )
+    model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+    if layer_norm_noise:
+        # Fresh LayerNorms (weight 1, bias 0) make every row's mean exactly 0, unlike trained CLIP.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.weight.add_(layer_norm_noise * torch.randn_like(module.weight))
+                    module.bias.add_(layer_norm_noise * torch.randn_like(module.bias))
+    return model.eval().requires_grad_(False)
+
+
+def tiny_unet(seed: int = 0, **config):
+    """A random UNet2DConditionModel: UNET_DEFAULTS with `config` on top, in eval mode without gradients."""
+    with seeded_rng(seed):
+        return _unet(**config)
+
+
+def tiny_vae(seed: int = 0, **config):
+    """A random AutoencoderKL (one level per entry of block_out_channels): VAE_DEFAULTS with `config` on top."""
+    with seeded_rng(seed):
+        return _vae(**config)
+
+
+def tiny_clip(seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2, projection: int | None = None,
+              act: str = "quick_gelu", layer_norm_noise: float = 0.0):
+    """A random CLIP text encoder with the real vocabulary and 77 positions (with a projection head when `projection`)."""
+    with seeded_rng(seed):
+        return _clip(hidden, layers, heads, projection, act, layer_norm_noise)
+
+
+def randomize(module, seed: int = 1):
+    """Non-zero random weights everywhere (diffusers zero-initialises some output layers)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return module
+
+
+class HashTextEncoder:
+    """Stands in for CLIP: each prompt maps to its own fixed random tensor; `calls` records what was encoded."""
+
+    def __init__(self, dim: int = 32, tokens: int = 77):
+        self.dim, self.tokens = dim, tokens
+        self.calls: list[tuple[list[str], list[str], int]] = []
+
+    @property
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """No real text encoder: LoRA text-encoder weights have nothing to patch."""
+        return []
+
+    def clear_cache(self) -> None:
+        """Nothing is cached."""
+
+    def embed(self, text: str) -> torch.Tensor:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        return torch.randn(self.tokens, self.dim, generator=torch.Generator().manual_seed(seed))
+
+    def encode(self, prompts, negative_prompts, steps, clip_skip, width, height):
+        from sdstudio.engine.sampling import FixedConditioning
+
+        self.calls.append((list(prompts), list(negative_prompts), steps))
+        return FixedConditioning(torch.stack([self.embed(p) for p in prompts]), torch.stack([self.embed(n) for n in negative_prompts]))
+
+
+def tiny_generation_model(unet=None, vae=None, encoder=None, seed: int = 0, **fields):
+    """A GenerationModel over the given parts; a missing UNet/VAE is built from `seed`, a missing encoder is a HashTextEncoder."""
+    from sdstudio.engine.job_context import GenerationModel
+
+    return GenerationModel(
+        unet=tiny_unet(seed) if unet is None else unet,
+        vae=tiny_vae(seed) if vae is None else vae,
+        encoder=HashTextEncoder() if encoder is None else encoder,
+        scheduler_config=dict(SCHEDULER_CONFIG),
+        **fields,
+    )
+
+
+def write_tiny_checkpoint(folder, name: str = "random-tiny.safetensors", seed: int = 0) -> Path:
+    """A tiny random SD1-layout checkpoint (+ LDM yaml) written through the real saver."""
+    from sdstudio.models.saver import ldm_yaml_for, save_checkpoint
+
+    with seeded_rng(seed):  # one stream for the three parts: the files keep the weights they always had
+        unet = _unet(**CHECKPOINT_UNET)
+        vae = _vae(**CHECKPOINT_VAE)
+        text_encoder = _clip(**CHECKPOINT_CLIP)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(folder / name, unet=unet, vae=vae, text_encoder=text_encoder,
+                           yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5))

@@ -1,11 +1,9 @@
 """Fixtures for the web UI tests: a running `sdstudio webui` and a headless Chromium.
 
-The server is a subprocess on a free port over a temporary data dir: `sdstudio webui`
-over a real checkpoint file (the bundled tiny model once it ships, else a tiny random
-one written by the model manager's saver); only without a model loader does it fall
-back to the same server over an in-memory tiny model (tests/ui/serve_tiny_webui.py). The browser is Debian's
-Chromium (scripts/install_browser.sh) driven by Playwright; Playwright's own browser
-download is never used. Screenshots go to artifacts/ui/ (git-ignored).
+The server is the real `sdstudio webui --api` as a subprocess on a free port over a
+temporary data dir, with the bundled tiny model (the registry always lists it). The browser
+is Debian's Chromium (scripts/install_browser.sh) driven by Playwright; Playwright's own
+browser download is never used. Screenshots go to artifacts/ui/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "ui"
 CHROMIUM = os.environ.get("SDSTUDIO_CHROMIUM", "/usr/bin/chromium")
-BUNDLED_MODEL = REPO / "src" / "sdstudio" / "assets" / "tiny" / "sdstudio-tiny.safetensors"
 # Without the background-networking flags Chromium keeps trying to reach Google's
 # services, and on a machine without network those connections fail noisily.
 CHROMIUM_ARGS = [
@@ -39,49 +36,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ImportError:
-        return False
-
-
-def provide_checkpoint(data_dir: Path) -> str | None:
-    """Put a loadable checkpoint in the data dir; returns its kind, or None when none can be had.
-
-    The bundled tiny model when it ships, else a tiny random one written by the model
-    manager's saver; either way the real `sdstudio webui` loads it from models/Stable-diffusion.
-    """
-    if not _importable("sdstudio.models.loader"):
-        return None
-    target = data_dir / "models" / "Stable-diffusion"
-    if BUNDLED_MODEL.is_file():
-        return "bundled"  # the model registry lists it without copying
-    if _importable("sdstudio.models.saver"):
-        from tiny_models import write_tiny_checkpoint
-
-        write_tiny_checkpoint(target)
-        return "random"
-    return None
-
-
 class WebUiServer:
     """A `sdstudio webui` subprocess; `url`, `data_dir`, `log()` and `stop()`."""
 
-    def __init__(self, data_dir: Path, port: int, log_path: Path, real_checkpoint: bool):
+    def __init__(self, data_dir: Path, port: int, log_path: Path):
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
         self.url = f"http://127.0.0.1:{port}/"
-        self.real_checkpoint = real_checkpoint
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                "SDSTUDIO_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-        if real_checkpoint:
-            command = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "webui", "--api",
-                       "--port", str(port)]
-        else:
-            command = [sys.executable, str(Path(__file__).with_name("serve_tiny_webui.py")), "--data-dir", str(data_dir),
-                       "--port", str(port)]
+        command = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "webui", "--api",
+                   "--port", str(port)]
         self._log = open(log_path, "wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
@@ -121,10 +85,8 @@ def webui_server(tmp_path_factory):
     """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
     data_dir = tmp_path_factory.mktemp("webui") / "data"
     data_dir.mkdir()
-    checkpoint = provide_checkpoint(data_dir)
     _add_extra_network_files(data_dir)
-    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", checkpoint is not None)
-    server.checkpoint = checkpoint
+    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log")
     try:
         server.ready_seconds = server.wait_ready()
         yield server

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite in .venv (created on first use, with the test extras).
-#   ./test.sh            the default suite (fast; what every change must keep green)
+#   ./test.sh            lint (ruff check, ruff format --check, mypy), then the default suite
 #   ./test.sh --slow     only the tests marked slow (long end-to-end runs)
-#   ./test.sh ARGS...    extra arguments go to pytest (e.g. -k prompts, tests/models)
+#   ./test.sh ARGS...    extra arguments go to pytest (e.g. -k prompts, tests/models); no lint
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/bootstrap.sh
@@ -17,6 +17,14 @@ if [[ "${1:-}" == "--slow" ]]; then
     marker=(-m slow)
 fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+if [[ ${#marker[@]} -eq 0 && $# -eq 0 ]]; then
+    # Lint first: it takes seconds and names the line; mypy is strict on models/, prompts/, engine/.
+    linted=(src tests benchmarks scripts)
+    echo "lint: ruff check, ruff format --check, mypy"
+    "$here/.venv/bin/ruff" check "${linted[@]}"
+    "$here/.venv/bin/ruff" format --check --quiet "${linted[@]}"
+    "$here/.venv/bin/mypy" src/sdstudio
+fi
 set +e
 "$here/.venv/bin/python" -m pytest "${marker[@]}" "$@"
 rc=$?

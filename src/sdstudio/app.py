@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sdstudio.config import DataPaths, Settings, SettingsStore, resolve_data_dir
 
 if TYPE_CHECKING:
+    from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraLibrary
     from sdstudio.models.loader import LoadedCheckpoint
@@ -36,6 +37,7 @@ class App:
     loras: "LoraLibrary"
     postprocess: "PostprocessService"
     engine: "GenerationService"
+    checkpoints: "CheckpointModels"  # the engine's model source, for unload/reload and the loaded model
 
     @property
     def settings(self) -> Settings:
@@ -99,7 +101,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         batch_hooks=[LoraBatchHook(loras)],
     )
     return App(paths=paths, settings_store=store, memory=memory, models=models, styles=styles, loras=loras,
-               postprocess=postprocess, engine=engine)
+               postprocess=postprocess, engine=engine, checkpoints=checkpoints)
 
 
 def _registry_resolver(registry: "ModelRegistry"):

@@ -160,8 +160,8 @@ class Settings(BaseModel):
 
     # Model selection and memory
     sd_model_checkpoint: str = ""
-    sd_checkpoints_limit: int = Field(1, ge=1)  # checkpoints kept loaded at once (A1111's option)
-    model_memory_budget_mb: float = Field(0, ge=0)  # all loaded models together; 0 = no byte budget
+    sd_checkpoints_limit: int = Field(default=1, ge=1)  # checkpoints kept loaded at once (A1111's option)
+    model_memory_budget_mb: float = Field(default=0, ge=0)  # all loaded models together; 0 = no byte budget
     sd_vae: str = "Automatic"
     CLIP_stop_at_last_layers: int = 1
     # Saving

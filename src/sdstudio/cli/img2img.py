@@ -35,7 +35,7 @@ def run_img2img(args: argparse.Namespace) -> int:
 
     if not args.init_images:
         raise InvalidRequest("init_images", "give a starting image with --init-image PATH")
-    requests = []
+    requests: list[Img2ImgRequest] = []
     for prompt in prompts_from_args(args):
         fields = common_request_fields(args, prompt)
         fields.update(

@@ -198,7 +198,7 @@ def run_txt2img(args: argparse.Namespace) -> int:
     from sdstudio.engine.request import Txt2ImgRequest
 
     hr_x, hr_y = _size(args.hr_resize, "hr_resize_x")
-    requests = []
+    requests: list[Txt2ImgRequest] = []
     for prompt in prompts_from_args(args):
         fields = common_request_fields(args, prompt)
         fields.update(

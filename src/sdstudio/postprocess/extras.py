@@ -83,7 +83,7 @@ class ExtrasBatchImagesRequest(ExtrasOptions):
 class ExtrasImageResult:
     """One processed image: the image, its post-processing infotext, where it was saved, notes."""
 
-    image: Image.Image
+    image: Image.Image | None  # None when the request asked for no images back (show_extras_results)
     infotext: str
     source_name: str | None = None
     saved_path: Path | None = None
@@ -193,7 +193,7 @@ class PostprocessService:
             if folder is not None:
                 result.saved_path = self._save(image, item, infotext, folder)
             if not options.show_extras_results:
-                result.image = None  # type: ignore[assignment]  # A1111: results not returned
+                result.image = None  # A1111: results not returned
             results.append(result)
         return ExtrasResult(images=results, notes=[n for r in results for n in r.notes])
 
@@ -207,7 +207,7 @@ class PostprocessService:
         image = self._step_upscale(image, options, info)
         image = self._step_face_restore(image, "GFPGAN", options.gfpgan_visibility, None, info, notes)
         image = self._step_face_restore(image, "CodeFormer", options.codeformer_visibility, options.codeformer_weight, info, notes)
-        image.info = source_items
+        image.info = dict(source_items.items())  # .items(): PIL types info with wider keys
         return image, info, notes
 
     def _step_upscale(self, image: Image.Image, options: ExtrasOptions, info: dict[str, Any]) -> Image.Image:
@@ -287,7 +287,7 @@ class PostprocessService:
             while path.exists():
                 number += 1
                 path = folder / f"{number:05}.png"
-        items = dict(image.info) if self.settings.enable_pnginfo else {}
+        items = text_items(image) if self.settings.enable_pnginfo else {}  # process_image left only these in image.info
         if self.settings.enable_pnginfo and infotext:
             items["parameters"] = extend_parameters(items.get("parameters"), infotext)
             items["postprocessing"] = infotext

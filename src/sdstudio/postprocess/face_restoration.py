@@ -17,6 +17,7 @@ does (`adain=True`); visibility blends the restored image over the original
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -153,7 +154,7 @@ class FaceRestorers:
             rows.append(FaceRestorerInfo(kind.name, str(folder), str(files[0]) if files else None))
         return rows
 
-    def _model_files(self, kind: FaceRestorerKind) -> tuple[Path, list[Path]]:
+    def _model_files(self, kind: FaceRestorerKind) -> tuple[Path, builtins.list[Path]]:  # `list` here is the method above
         folder = self.paths.folder("face_restorer", kind.folder)
         return folder, MODEL_KINDS["face_restorer"].files_in(folder)
 

@@ -16,6 +16,7 @@ and overlaps are cross-faded instead of A1111's grid paste.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 from collections.abc import Callable
@@ -308,17 +309,22 @@ class UpscalerRegistry:
         if self._probe_cache != before:
             self._write_probe_cache()
 
-    def list(self, include_unusable: bool = True) -> list[UpscalerInfo]:
-        """Built-ins first, then model files sorted by lower-cased name (A1111's order)."""
+    def _model_entries(self) -> dict[str, _ModelEntry]:
+        """The model-file upscalers by name, the folders scanned on first use."""
         if self._entries is None:
             self.refresh()
-        builtins = [UpscalerInfo(b.name, None, None, None) for b in BUILTIN_UPSCALERS]
-        models = sorted((e.info for e in self._entries.values()), key=lambda i: i.name.lower())
+        assert self._entries is not None  # refresh() always sets it
+        return self._entries
+
+    def list(self, include_unusable: bool = True) -> list[UpscalerInfo]:
+        """Built-ins first, then model files sorted by lower-cased name (A1111's order)."""
+        resizes = [UpscalerInfo(b.name, None, None, None) for b in BUILTIN_UPSCALERS]
+        models = sorted((e.info for e in self._model_entries().values()), key=lambda i: i.name.lower())
         if not include_unusable:
             models = [m for m in models if m.usable]
-        return builtins + models
+        return resizes + models
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:  # `list` here is the method above
         """Names of the usable upscalers."""
         return [info.name for info in self.list(include_unusable=False)]
 
@@ -383,7 +389,7 @@ class UpscalerRegistry:
     def load_model(self, name: str) -> LoadedModel:
         """The spandrel model of a model-file upscaler (kept by the memory owner between uses)."""
         self.get(name)
-        entry = self._entries.get(name)
+        entry = self._model_entries().get(name)
         if entry is None:
             raise InvalidRequest("upscaler", f"{name!r} is a built-in resize, not a model upscaler")
         return self.models.load(entry.path)

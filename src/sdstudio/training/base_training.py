@@ -398,7 +398,7 @@ class _Run:
         for r, images in enumerate(rows):
             for c, image in enumerate(images):
                 grid.paste(image, (c * size, r * size))
-        grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+        grid = grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST)
         path = self.out / "samples" / f"{self.phase}_{self.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         grid.save(path)

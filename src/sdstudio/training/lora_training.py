@@ -30,10 +30,10 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -49,6 +49,9 @@ from sdstudio.models.hashes import addnet_hash_safetensors_bytes, legacy_model_h
 from sdstudio.models.loader import LoadedCheckpoint
 from sdstudio.training.lora_dataset import TrainingImage, dataset_dirs, tag_frequency
 
+if TYPE_CHECKING:
+    from peft.tuners.lora import LoraLayer
+
 ADAPTER = "default"
 STATE_WEIGHTS = "lora_state.safetensors"
 STATE_OPTIMIZER = "optimizer.pt"
@@ -59,8 +62,10 @@ STATE_INFO = "state.json"
 class TrainingBase:
     """The base model's parts training needs (an SD1-layout checkpoint)."""
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
+    # diffusers' UNet2DConditionModel and AutoencoderKL: Any, as in LoadedCheckpoint (diffusers'
+    # types do not show their config and encode/decode to mypy)
+    unet: Any
+    vae: Any
     text_encoder: torch.nn.Module
     scheduler_config: dict
     vae_scaling_factor: float = 0.18215
@@ -132,8 +137,8 @@ class LoraTrainingResult:
 
 def load_image(path: Path, resolution: int) -> torch.Tensor:
     """RGB image, centre-cropped to a square and resized to `resolution`, as [3, H, W] in [-1, 1]."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
@@ -153,7 +158,7 @@ def caption_token_ids(captions: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(vae: torch.nn.Module, images: list[TrainingImage], resolution: int, scaling: float, batch: int = 8) -> torch.Tensor:
+def encode_latents(vae: Any, images: list[TrainingImage], resolution: int, scaling: float, batch: int = 8) -> torch.Tensor:
     """Latents of every image (distribution mean x scaling factor), computed once."""
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
     latents = []
@@ -188,21 +193,23 @@ def text_encoder_lora_targets(text_encoder: torch.nn.Module) -> list[str]:
 
 
 def inject_lora(model: torch.nn.Module, targets: list[str], rank: int, alpha: float, generator: torch.Generator,
-                conv_targets: list[str] = (), conv_rank: int = 0, conv_alpha: float = 1.0) -> list[torch.nn.Parameter]:
+                conv_targets: Sequence[str] = (), conv_rank: int = 0, conv_alpha: float = 1.0) -> list[torch.nn.Parameter]:
     """peft LoRA adapters on `targets`; down ~ kaiming-uniform from `generator`, up = 0. Returns the trainable params."""
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
     all_targets = list(targets) + list(conv_targets)
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=all_targets, lora_dropout=0.0, bias="none",
+        r=rank, lora_alpha=alpha, target_modules=all_targets, lora_dropout=0.0, bias="none",  # type: ignore[arg-type]  # peft types lora_alpha int; it only divides it by r
         rank_pattern={t: conv_rank for t in conv_targets}, alpha_pattern={t: conv_alpha for t in conv_targets},
     )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     params = []
     for name in all_targets:
-        layer = model.get_submodule(name)
-        down, up = layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+        layer = cast("LoraLayer", model.get_submodule(name))  # inject_adapter_in_model put it there
+        # torch types module attributes as Tensor | Module; these are the adapter's Parameters
+        down = cast(torch.nn.Parameter, layer.lora_A[ADAPTER].weight)
+        up = cast(torch.nn.Parameter, layer.lora_B[ADAPTER].weight)
         with torch.no_grad():
             bound = 1.0 / math.sqrt(down[0].numel())  # kaiming_uniform_(a=sqrt(5)), as kohya and peft
             down.copy_(torch.rand(down.shape, generator=generator) * 2 * bound - bound)
@@ -363,7 +370,7 @@ class _EpochOrder:
         return [self.repeated[i] for i in perm.tolist()]
 
     def take(self, count: int) -> list[int]:
-        batch = []
+        batch: list[int] = []
         while len(batch) < count:
             if self.position >= len(self._order):
                 self.epoch, self.position = self.epoch + 1, 0

@@ -116,7 +116,8 @@ def _box_blur(image: np.ndarray) -> np.ndarray:
     """A 3x3 box blur of an HxWx3 float image (edges repeated)."""
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
     height, width = image.shape[:2]
-    return sum(padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)) / 9.0
+    # start: an array, not sum's int 0, so the result is typed as the array it always is
+    return sum((padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)), start=np.zeros_like(image)) / 9.0
 
 
 def _mask_tensor(masks: list[np.ndarray]) -> torch.Tensor:
@@ -125,7 +126,7 @@ def _mask_tensor(masks: list[np.ndarray]) -> torch.Tensor:
 
 def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier | None) -> list[SceneReading]:
     """Background colour, object colour and shape of each image (uint8 HxWx3, 64x64); no classifier: colours only."""
-    readings: list[SceneReading | None] = []
+    readings: list[SceneReading] = []
     masks, with_object = [], []
     for index, image in enumerate(images):
         array = np.asarray(image, dtype=np.float32)[..., :3]
@@ -144,4 +145,4 @@ def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier | None) ->
     for index, shape in zip(with_object, classifier.predict(masks) if masks and classifier is not None else []):
         reading = readings[index]
         readings[index] = SceneReading(reading.background, reading.colour, shape)
-    return readings  # type: ignore[return-value]
+    return readings

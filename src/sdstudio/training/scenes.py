@@ -139,12 +139,13 @@ def sample_scene(
     low, high = SIZES[size]
     half_extent = int(rng.integers(low, high + 1))
     center = _center_for(position, half_extent, rng)
-    jitter = tuple(int(v) for v in rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3))
-    return Scene(colour, shape, background, size, position, half_extent, center, jitter)  # type: ignore[arg-type]
+    red, green, blue = (int(v) for v in rng.integers(-_COLOUR_JITTER, _COLOUR_JITTER + 1, size=3))
+    return Scene(colour, shape, background, size, position, half_extent, center, (red, green, blue))
 
 
 def _jittered(rgb: tuple[int, int, int], jitter: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(rgb, jitter))  # type: ignore[return-value]
+    red, green, blue = (int(np.clip(c + j, 0, 255)) for c, j in zip(rgb, jitter))
+    return red, green, blue
 
 
 def render_scene(scene: Scene) -> np.ndarray:
@@ -165,7 +166,7 @@ def render_scene(scene: Scene) -> np.ndarray:
         draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
     else:
         raise ValueError(f"unknown shape {scene.shape!r}; use one of {SHAPES}")
-    return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BOX), dtype=np.uint8)
+    return np.asarray(image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX), dtype=np.uint8)
 
 
 def scene_batch(seed: int, index: int, count: int, split: str = "train") -> list[Scene]:

@@ -20,6 +20,7 @@ from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
+    from sdstudio.prompts.conditioning import _Tokenizer
 
 CHUNK_TOKENS = 75
 
@@ -51,24 +52,6 @@ class TokenCount:
         return f"{self.used}/{self.limit}"
 
 
-class _PlainTokenizer:
-    """Duck-typed tokenizer for prompts.conditioning.tokenize_into_chunks (CLIP BPE, no model)."""
-
-    def __init__(self) -> None:
-        from sdstudio.prompts.tokenizer import default_tokenizer
-
-        self.impl = default_tokenizer()
-        self.comma_id = self.impl.encoder.get(",</w>")
-
-    def encode(self, text: str) -> list[int]:
-        return self.impl.encode(text)
-
-
-class _NoEmbeddings:
-    def find(self, tokens: list[int], position: int):
-        return None, 0
-
-
 @dataclass
 class UiBackend:
     """The operations the web UI uses, over one data dir's services."""
@@ -79,7 +62,7 @@ class UiBackend:
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
-    _tokenizer: Any = field(default=None, init=False, repr=False)
+    _tokenizer: _Tokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_app(cls, app: "App") -> "UiBackend":
@@ -152,7 +135,8 @@ class UiBackend:
         Extra-network tags are removed and `AND`, prompt editing, emphasis and BREAK are
         parsed first, as A1111's `get_prompt_lengths` does; embeddings count as their words.
         """
-        from sdstudio.prompts.conditioning import tokenize_into_chunks
+        # Token counting needs no model: the bundled CLIP BPE and no embeddings.
+        from sdstudio.prompts.conditioning import _EmbeddingLookup, _Tokenizer, tokenize_into_chunks
         from sdstudio.prompts.extra_networks import extract_extra_networks
         from sdstudio.prompts.parser import parse_composable_prompt, prompt_schedules
 
@@ -160,10 +144,10 @@ class UiBackend:
         variants = [schedule_text for part, _w in parse_composable_prompt(text)
                     for _end, schedule_text in prompt_schedules(part, max(1, int(steps or 1)))]
         if self._tokenizer is None:
-            self._tokenizer = _PlainTokenizer()
+            self._tokenizer = _Tokenizer(None, unescape_html=True)
         used = 0
         for variant in variants or [""]:
-            _chunks, count = tokenize_into_chunks(variant, self._tokenizer, _NoEmbeddings())
+            _chunks, count = tokenize_into_chunks(variant, self._tokenizer, _EmbeddingLookup(None, self._tokenizer))
             used = max(used, count)
         limit = max(CHUNK_TOKENS, math.ceil(used / CHUNK_TOKENS) * CHUNK_TOKENS)
         return TokenCount(used, limit)

@@ -33,7 +33,7 @@ def read_image_info(path: str | None) -> tuple[str, str]:
     try:
         with Image.open(path) as image:
             infotext = read_infotext(image) or ""
-            items = {k: v for k, v in image.info.items() if isinstance(v, str) and k not in ("parameters", "exif")}
+            items = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str) and k not in ("parameters", "exif")}
     except OSError as exc:
         return "", f'<div class="sdstudio-status sdstudio-status-error">{html.escape(f"could not read the image: {exc}")}</div>'
     parts = []

@@ -21,11 +21,15 @@ import warnings as pywarnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from sdstudio.extensions.lora.names import ModuleIndex, normalise_dotted
 from sdstudio.extensions.lora.networks import ModuleNetwork, ParsedLora
+
+if TYPE_CHECKING:
+    from peft.tuners.lora import LoraLayer
 
 STRATEGIES = ("adapters", "merge")
 ADAPTER_PREFIX = "sdstudio_lora_"
@@ -79,6 +83,22 @@ def _fits_peft(module: ModuleNetwork, layer: torch.nn.Module) -> bool:
     return False
 
 
+def _weight_of(layer: torch.nn.Module) -> torch.Tensor:
+    """A layer's weight (ModuleIndex keeps only layers that have one)."""
+    return cast(torch.Tensor, layer.weight)  # torch types module attributes as Tensor | Module
+
+
+def _bias_of(layer: torch.nn.Module) -> torch.Tensor | None:
+    """A layer's bias, None when it has none."""
+    bias: torch.Tensor | None = getattr(layer, "bias", None)
+    return bias
+
+
+def _peft_layer(model: torch.nn.Module, path: str) -> LoraLayer:
+    """The peft LoRA layer `inject_adapter_in_model` put at `path`."""
+    return cast("LoraLayer", model.get_submodule(path))
+
+
 class _Attachment:
     """Everything attached to one model, so that `detach` can undo it exactly."""
 
@@ -87,17 +107,16 @@ class _Attachment:
         self.weight_backups: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.peft_paths: list[str] = []
         self.had_peft_config = hasattr(model, "peft_config")
-        self.old_peft_config = getattr(model, "peft_config", None)
+        self.old_peft_config: Any = getattr(model, "peft_config", None)  # peft's, whatever it holds
 
     def merge(self, path: str, layer: torch.nn.Module, delta: torch.Tensor, bias_delta: torch.Tensor | None) -> None:
+        weight, bias = _weight_of(layer), _bias_of(layer)
         if path not in self.weight_backups:
-            bias = layer.bias.detach().clone() if getattr(layer, "bias", None) is not None else None
-            self.weight_backups[path] = (layer.weight.detach().clone(), bias)
+            self.weight_backups[path] = (weight.detach().clone(), bias.detach().clone() if bias is not None else None)
         with torch.no_grad():
-            weight = layer.weight
             weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
-            if bias_delta is not None and getattr(layer, "bias", None) is not None:
-                layer.bias.copy_((layer.bias.float() + bias_delta.to(layer.bias.device)).to(layer.bias.dtype))
+            if bias_delta is not None and bias is not None:
+                bias.copy_((bias.float() + bias_delta.to(bias.device)).to(bias.dtype))
 
     def inject(self, adapter: str, networks: dict[str, tuple[ModuleNetwork, float]]) -> None:
         """One peft LoRA adapter over `networks` (path -> (module network, multiplier))."""
@@ -119,9 +138,9 @@ class _Attachment:
             pywarnings.simplefilter("ignore")
             inject_adapter_in_model(config, self.model, adapter_name=adapter, low_cpu_mem_usage=True)
         for path, (module, multiplier) in networks.items():
-            layer = self.model.get_submodule(path)
+            layer = _peft_layer(self.model, path)
             base = layer.get_base_layer()
-            device, dtype = base.weight.device, base.weight.dtype
+            device, dtype = _weight_of(base).device, _weight_of(base).dtype
             down = module.tensors["down"].float()
             up = module.tensors["up"].float() * (module.scale * multiplier)
             if isinstance(base, torch.nn.Linear):
@@ -134,7 +153,7 @@ class _Attachment:
     def activate_all(self) -> None:
         """Every adapter present in a layer runs (peft activates only the newest by default)."""
         for path in self.peft_paths:
-            layer = self.model.get_submodule(path)
+            layer = _peft_layer(self.model, path)
             names = list(layer.lora_A.keys())
             layer.set_adapter(names)
             for name in names:  # set_adapter marks them trainable; inference only here
@@ -161,9 +180,9 @@ class _Attachment:
         with torch.no_grad():
             for path, (weight, bias) in self.weight_backups.items():
                 layer = self.model.get_submodule(path)
-                layer.weight.copy_(weight)
+                _weight_of(layer).copy_(weight)
                 if bias is not None:
-                    layer.bias.copy_(bias)
+                    cast(torch.Tensor, _bias_of(layer)).copy_(bias)  # it had this bias when backed up
         self.weight_backups.clear()
 
 
@@ -244,11 +263,12 @@ def _attach(models: dict[str, torch.nn.Module], networks: Sequence[LoadedNetwork
         index = indexes[model_key]
         for path, items in by_path.items():
             layer = index.modules[path]
-            delta = torch.zeros(layer.weight.shape, dtype=torch.float32, device=layer.weight.device)
+            weight = _weight_of(layer)
+            delta = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             bias_delta = None
             for module, multiplier in items:
                 try:
-                    delta += module.delta_weight(layer.weight.shape).to(delta.device) * multiplier
+                    delta += module.delta_weight(weight.shape).to(delta.device) * multiplier
                 except ValueError as exc:
                     stats.skipped.append(f"{module.key}: {exc}; that layer is left unchanged")
                     continue

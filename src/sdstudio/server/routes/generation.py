@@ -19,7 +19,7 @@ from sdstudio.server.images import encode_image_base64
 router = APIRouter()
 
 
-def engine_request_fields(body: BaseModel, request_type: type) -> dict[str, Any]:
+def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dict[str, Any]:
     """The A1111 body's fields that the engine request knows, None meaning 'default'.
 
     A1111 semantics kept: `sampler_index` is the fallback for `sampler_name` (default
@@ -36,7 +36,7 @@ def engine_request_fields(body: BaseModel, request_type: type) -> dict[str, Any]
     return fields
 
 
-def generation_response(result, body: BaseModel) -> dict[str, Any]:
+def generation_response(result, body: m.StableDiffusionTxt2ImgProcessingAPI | m.StableDiffusionImg2ImgProcessingAPI) -> dict[str, Any]:
     """A1111's txt2img/img2img answer: base64 images, the request echoed, info as JSON text."""
     images: list[str] = []
     if body.send_images:

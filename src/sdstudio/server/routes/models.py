@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from fastapi import APIRouter
 
 from sdstudio.app import App
-from sdstudio.engine.checkpoints import CheckpointModels
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, QueueDep, wait_for
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
 
 router = APIRouter()
 
 
 def loaded_text_width(app: App) -> int | None:
     """Width of the loaded model's text embeddings (768 SD1, 1024 SD2, 2048 SDXL), if one is loaded."""
-    source = app.engine.model_source if app.engine else None
-    model = source.current_model if isinstance(source, CheckpointModels) else None
+    model = app.checkpoints.current_model
     if model is None:
         return None
-    return sum(int(e.get_input_embeddings().weight.shape[1]) for e in model.encoder.text_encoders) or None
+    return sum(_token_embedding_width(e) for e in model.encoder.text_encoders) or None
+
+
+def _token_embedding_width(encoder: torch.nn.Module) -> int:
+    # The engine types text encoders as torch Modules; they are transformers models, and torch
+    # types a submodule's attributes as Tensor | Module.
+    embeddings = cast("PreTrainedModel", encoder).get_input_embeddings()
+    return int(cast("torch.Tensor", embeddings.weight).shape[1])
 
 
 @router.get("/sd-models", response_model=list[m.SDModelItem])
@@ -49,14 +60,14 @@ def refresh_vae(app: AppDep):
 
 @router.post("/unload-checkpoint")
 async def unload_checkpoint(app: AppDep, queue: QueueDep):
-    job = queue.submit("unload-checkpoint", lambda job: app.engine.model_source.unload())
+    job = queue.submit("unload-checkpoint", lambda job: app.checkpoints.unload())
     await wait_for(job)
     return None
 
 
 @router.post("/reload-checkpoint")
 async def reload_checkpoint(app: AppDep, queue: QueueDep):
-    job = queue.submit("reload-checkpoint", lambda job: app.engine.model_source(None) and None)
+    job = queue.submit("reload-checkpoint", lambda job: app.checkpoints(None) and None)
     await wait_for(job)
     return None
 

@@ -70,7 +70,7 @@ async def set_options(changes: dict[str, Any], app: AppDep, queue: QueueDep):
     app.settings_store.change(changes)
     if checkpoint:
         # load it now, in line with the queue, as A1111 does when the option changes
-        await wait_for(queue.submit("load-checkpoint", lambda job: app.engine.model_source(None) and None))
+        await wait_for(queue.submit("load-checkpoint", lambda job: app.checkpoints(None) and None))
     return None
 
 

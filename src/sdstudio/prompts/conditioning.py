@@ -108,7 +108,7 @@ class PromptChunk:
 # --- tokenizing into chunks -----------------------------------------------------------------
 
 
-class _Tokenizer:
+class PromptTokenizer:
     """Token ids of text pieces, from sdstudio's CLIP BPE or a transformers tokenizer."""
 
     def __init__(self, tokenizer: ClipBpeTokenizer | PreTrainedTokenizerBase | None, unescape_html: bool):
@@ -127,10 +127,10 @@ class _Tokenizer:
         return self._encode(text)
 
 
-class _EmbeddingLookup:
+class EmbeddingLookup:
     """Embeddings by the token ids of their names, longest name first (A1111 ids_lookup)."""
 
-    def __init__(self, db: EmbeddingDatabase | None, tokenizer: _Tokenizer):
+    def __init__(self, db: EmbeddingDatabase | None, tokenizer: PromptTokenizer):
         self.by_first_id: dict[int, list[tuple[list[int], Embedding]]] = {}
         if db is None:
             return
@@ -151,8 +151,8 @@ class _EmbeddingLookup:
 
 def tokenize_into_chunks(
     text: str,
-    tokenizer: _Tokenizer,
-    lookup: _EmbeddingLookup,
+    tokenizer: PromptTokenizer,
+    lookup: EmbeddingLookup,
     bos_id: int = BOS_ID,
     eos_id: int = EOS_ID,
 ) -> tuple[list[PromptChunk], int]:
@@ -332,21 +332,21 @@ class PromptEncoder:
                 "text_encoders", f"{architecture} needs {len(self.specs)} text encoder(s), got {len(self.text_encoders)}"
             )
         tokenizers = list(tokenizers) if tokenizers is not None else [None] * len(self.specs)
-        self.tokenizers = [_Tokenizer(t, spec.unescape_html) for t, spec in zip(tokenizers, self.specs)]
+        self.tokenizers = [PromptTokenizer(t, spec.unescape_html) for t, spec in zip(tokenizers, self.specs)]
         self.architecture = architecture
         self.embeddings = embeddings
         self.clip_skip = clip_skip
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[tuple[str, ...], bool, int], Conditioning] = OrderedDict()
         self._lookup_generation: int | None = None
-        self._lookups: list[_EmbeddingLookup] = []
+        self._lookups: list[EmbeddingLookup] = []
 
     # -- embeddings --------------------------------------------------------------------------
 
-    def _embedding_lookups(self) -> list[_EmbeddingLookup]:
+    def _embedding_lookups(self) -> list[EmbeddingLookup]:
         generation = self.embeddings.generation if self.embeddings is not None else None
         if not self._lookups or generation != self._lookup_generation:
-            self._lookups = [_EmbeddingLookup(self.embeddings, tok) for tok in self.tokenizers]
+            self._lookups = [EmbeddingLookup(self.embeddings, tok) for tok in self.tokenizers]
             self._lookup_generation = generation
             self._cache.clear()
         return self._lookups

@@ -20,7 +20,7 @@ from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
-    from sdstudio.prompts.conditioning import _Tokenizer
+    from sdstudio.prompts.conditioning import PromptTokenizer
 
 CHUNK_TOKENS = 75
 
@@ -62,7 +62,7 @@ class UiBackend:
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
-    _tokenizer: _Tokenizer | None = field(default=None, init=False, repr=False)
+    _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_app(cls, app: "App") -> "UiBackend":
@@ -136,7 +136,7 @@ class UiBackend:
         parsed first, as A1111's `get_prompt_lengths` does; embeddings count as their words.
         """
         # Token counting needs no model: the bundled CLIP BPE and no embeddings.
-        from sdstudio.prompts.conditioning import _EmbeddingLookup, _Tokenizer, tokenize_into_chunks
+        from sdstudio.prompts.conditioning import EmbeddingLookup, PromptTokenizer, tokenize_into_chunks
         from sdstudio.prompts.extra_networks import extract_extra_networks
         from sdstudio.prompts.parser import parse_composable_prompt, prompt_schedules
 
@@ -144,10 +144,10 @@ class UiBackend:
         variants = [schedule_text for part, _w in parse_composable_prompt(text)
                     for _end, schedule_text in prompt_schedules(part, max(1, int(steps or 1)))]
         if self._tokenizer is None:
-            self._tokenizer = _Tokenizer(None, unescape_html=True)
+            self._tokenizer = PromptTokenizer(None, unescape_html=True)
         used = 0
         for variant in variants or [""]:
-            _chunks, count = tokenize_into_chunks(variant, self._tokenizer, _EmbeddingLookup(None, self._tokenizer))
+            _chunks, count = tokenize_into_chunks(variant, self._tokenizer, EmbeddingLookup(None, self._tokenizer))
             used = max(used, count)
         limit = max(CHUNK_TOKENS, math.ceil(used / CHUNK_TOKENS) * CHUNK_TOKENS)
         return TokenCount(used, limit)

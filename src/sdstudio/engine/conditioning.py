@@ -11,6 +11,7 @@ schedules, AND, embeddings) over a loaded checkpoint's text encoders.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -21,11 +22,14 @@ from sdstudio.models.loader import LoadedCheckpoint
 from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 from sdstudio.prompts.embeddings import EmbeddingDatabase
 
+if TYPE_CHECKING:
+    from transformers import CLIPTextModel, PreTrainedModel, PreTrainedTokenizerBase
+
 
 class PlainClipEncoder:
     """One CLIP pass per distinct prompt, padded to 77 tokens (diffusers' behaviour)."""
 
-    def __init__(self, text_encoder, tokenizer, max_length: int = 77):
+    def __init__(self, text_encoder: CLIPTextModel, tokenizer: PreTrainedTokenizerBase, max_length: int = 77) -> None:
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -44,10 +48,12 @@ class PlainClipEncoder:
         device = next(self.text_encoder.parameters()).device
         with torch.no_grad():
             if clip_skip <= 1:
-                return self.text_encoder(ids.to(device))[0].float()
+                last: torch.Tensor = self.text_encoder(ids.to(device))[0]
+                return last.float()
             out = self.text_encoder(ids.to(device), output_hidden_states=True)
             hidden = out.hidden_states[-clip_skip]
-            return self.text_encoder.text_model.final_layer_norm(hidden).float()
+            normed: torch.Tensor = self.text_encoder.final_layer_norm(hidden)  # transformers 5: no .text_model wrapper
+            return normed.float()
 
     def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int) -> FixedConditioning:
         """Conditioning for a batch; identical prompts are encoded once."""
@@ -58,9 +64,15 @@ class PlainClipEncoder:
         return FixedConditioning(cond, uncond)
 
 
-def text_encoders_of(loaded: LoadedCheckpoint) -> list[torch.nn.Module]:
+def text_encoders_of(loaded: LoadedCheckpoint) -> list[PreTrainedModel]:
     """The checkpoint's text encoders in order (SDXL: CLIP-L then bigG)."""
     return [e for e in (loaded.text_encoder, loaded.text_encoder_2) if e is not None]
+
+
+def _token_embedding_width(encoder: PreTrainedModel) -> int:
+    """The width of the encoder's token embeddings (what an embedding's vectors must match)."""
+    weight = cast(torch.Tensor, encoder.get_input_embeddings().weight)  # torch types submodule attributes as Tensor | Module
+    return int(weight.shape[1])
 
 
 def encoder_for_checkpoint(loaded: LoadedCheckpoint, paths: DataPaths | None = None) -> PromptConditioner:
@@ -68,6 +80,6 @@ def encoder_for_checkpoint(loaded: LoadedCheckpoint, paths: DataPaths | None = N
     encoders = text_encoders_of(loaded)
     if not encoders:
         raise ModelLoadError("the checkpoint has no text encoder the engine can use")
-    width = sum(int(e.get_input_embeddings().weight.shape[1]) for e in encoders)
+    width = sum(_token_embedding_width(e) for e in encoders)
     embeddings = EmbeddingDatabase(paths.folder("embedding"), expected_width=width) if paths is not None else None
     return PromptConditioner(PromptEncoder(encoders, architecture=loaded.family, embeddings=embeddings))

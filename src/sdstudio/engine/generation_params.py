@@ -9,7 +9,7 @@ from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgReq
 from sdstudio.engine.samplers import infotext_schedule_label
 
 
-def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]) -> dict[str, Any]:
+def generation_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]) -> dict[str, Any]:
     """The infotext parameters of image `index`, in A1111's order (create_infotext)."""
     s = plan.settings
     sampler = plan.sampler
@@ -43,7 +43,7 @@ def generation_parameters(request, plan: Plan, index: int, ctx: JobContext, extr
     return params
 
 
-def extra_parameters(request, plan: Plan) -> dict[str, Any]:
+def extra_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> dict[str, Any]:
     """The request's hires-fix and img2img parameters, the same for every image of the job."""
     extra: dict[str, Any] = {}
     if isinstance(request, Txt2ImgRequest) and request.enable_hr:
@@ -74,7 +74,7 @@ def extra_parameters(request, plan: Plan) -> dict[str, Any]:
     return extra
 
 
-def job_info(request, plan: Plan, result: GenerationResult, ctx: JobContext) -> dict[str, Any]:
+def job_info(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, result: GenerationResult, ctx: JobContext) -> dict[str, Any]:
     """The finished job as A1111's Processed.js() fields."""
     return {
         "prompt": plan.prompts[0] if plan.prompts else request.prompt,

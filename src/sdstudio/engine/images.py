@@ -15,19 +15,19 @@ from PIL import Image, ImageFilter, ImageOps
 def resize_image(resize_mode: int, im: Image.Image, width: int, height: int) -> Image.Image:
     """Resize to (width, height): 0 stretch, 1 crop to fill, 2 fit and fill the bars, 3 stretch."""
     if resize_mode in (0, 3):
-        return im.resize((width, height), resample=Image.LANCZOS)
+        return im.resize((width, height), resample=Image.Resampling.LANCZOS)
     ratio = width / height
     src_ratio = im.width / im.height
     if resize_mode == 1:
         src_w = width if ratio > src_ratio else im.width * height // im.height
         src_h = height if ratio <= src_ratio else im.height * width // im.width
-        resized = im.resize((src_w, src_h), resample=Image.LANCZOS)
+        resized = im.resize((src_w, src_h), resample=Image.Resampling.LANCZOS)
         res = Image.new("RGB", (width, height))
         res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
         return res
     src_w = width if ratio < src_ratio else im.width * height // im.height
     src_h = height if ratio >= src_ratio else im.height * width // im.width
-    resized = im.resize((src_w, src_h), resample=Image.LANCZOS)
+    resized = im.resize((src_w, src_h), resample=Image.Resampling.LANCZOS)
     res = Image.new("RGB", (width, height))
     res.paste(resized, box=(width // 2 - src_w // 2, height // 2 - src_h // 2))
     if ratio < src_ratio:
@@ -79,7 +79,7 @@ def crop_region(mask: Image.Image, pad: int = 0) -> tuple[int, int, int, int] | 
     return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height)
 
 
-def expand_crop_region(region, processing_width: int, processing_height: int, image_width: int, image_height: int):
+def expand_crop_region(region: tuple[int, int, int, int], processing_width: int, processing_height: int, image_width: int, image_height: int) -> tuple[int, int, int, int]:
     """Grow a crop region to the processing aspect ratio, kept inside the image (A1111)."""
     x1, y1, x2, y2 = region
     ratio_processing = processing_width / processing_height

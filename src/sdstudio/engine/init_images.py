@@ -6,6 +6,7 @@ Follows A1111's Img2Img.init and the inpainting parts of Img2Img.sample.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,8 @@ from sdstudio.engine import images as imaging
 from sdstudio.engine.job_context import GenerationModel
 from sdstudio.engine.request import Img2ImgRequest
 from sdstudio.errors import InvalidRequest
+
+_Item = TypeVar("_Item")
 
 
 @dataclass
@@ -66,7 +69,8 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
     # the latent is resized (GenerationJob.prepare_latents). With a mask the overlay must match the output, so
     # a masked request resizes the image instead, as mode 0.
     latent_resize = request.resize_mode == 3 and image_mask is None
-    prepared, overlays = [], []
+    prepared: list[Image.Image] = []
+    overlays: list[Image.Image] = []
     for source in request.init_images:
         image = ImageOps.exif_transpose(source).convert("RGB")
         if latent_resize:
@@ -74,7 +78,7 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
             image = imaging.resize_image(0, image, *own) if image.size != own else image
         elif crop is None:
             image = imaging.resize_image(request.resize_mode, image, width, height)
-        if image_mask is not None:
+        if mask_for_overlay is not None:  # set exactly when there is a mask
             masked = Image.new("RGBa", image.size)
             masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask_for_overlay.convert("L")))
             overlays.append(masked.convert("RGBA"))
@@ -86,17 +90,17 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
     return InitImages(images=prepared, latent_mask=image_mask, overlays=overlays, paste_to=paste_to)
 
 
-def _batch_of(items: list, start: int, count: int) -> list:
+def _batch_of(items: list[_Item], start: int, count: int) -> list[_Item]:
     """Items for one batch; a single item is repeated (A1111 uses one init image for all)."""
     if len(items) == 1:
         return items * count
     return [items[(start + i) % len(items)] for i in range(count)]
 
 
-def latent_masks(mask_image: Image.Image, latent_shape: tuple[int, int], round_mask: bool, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_masks(mask_image: Image.Image, latent_shape: tuple[int, int], round_mask: bool, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep mask, repaint mask) at latent size (A1111: mask = 1 - latmask, nmask = latmask)."""
     h, w = latent_shape
-    latmask = torch.tensor(list(mask_image.convert("L").resize((w, h), Image.BICUBIC).getdata()), dtype=torch.float32).view(1, 1, h, w) / 255
+    latmask = torch.tensor(list(mask_image.convert("L").resize((w, h), Image.Resampling.BICUBIC).getdata()), dtype=torch.float32).view(1, 1, h, w) / 255
     if round_mask:
         latmask = latmask.round()
     latmask = latmask.expand(1, channels, h, w).to(device)
@@ -110,6 +114,7 @@ def inpainting_image_conditioning(model: GenerationModel, pixels: torch.Tensor |
     if pixels is None:  # txt2img on an inpainting model: everything is to be painted
         pixels = torch.zeros(batch, 3, h * f, w * f)
         mask = torch.ones(batch, 1, h * f, w * f)
+    assert mask is not None  # given together with pixels
     cond_mask = mask.round()
     masked = pixels * (1.0 - cond_mask)
     latent = model.encode_images(masked)

@@ -44,7 +44,7 @@ class GenerationModel:
     unet: Any
     vae: Any
     encoder: ConditioningEncoder
-    scheduler_config: dict
+    scheduler_config: dict[str, Any]
     prediction_type: str = "epsilon"
     vae_scaling_factor: float = 0.18215
     vae_shift_factor: float = 0.0
@@ -59,7 +59,8 @@ class GenerationModel:
     def device(self) -> torch.device:
         if self.execution_device is not None:
             return self.execution_device
-        return next(self.unet.parameters()).device
+        parameter: torch.nn.Parameter = next(self.unet.parameters())
+        return parameter.device
 
     @property
     def latent_channels(self) -> int:
@@ -67,7 +68,7 @@ class GenerationModel:
 
     @property
     def latent_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
 
     @property
     def has_standard_latents(self) -> bool:
@@ -82,13 +83,15 @@ class GenerationModel:
         """[-1, 1] pixels -> model-space latents (distribution mean: deterministic)."""
         vae_dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
-        return ((posterior.mean.float() - self.vae_shift_factor) * self.vae_scaling_factor)
+        mean: torch.Tensor = posterior.mean
+        return ((mean.float() - self.vae_shift_factor) * self.vae_scaling_factor)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents -> [-1, 1] pixels."""
         vae_dtype = next(self.vae.parameters()).dtype
         scaled = latents / self.vae_scaling_factor + self.vae_shift_factor
-        return self.vae.decode(scaled.to(self.device, vae_dtype)).sample.float()
+        pixels: torch.Tensor = self.vae.decode(scaled.to(self.device, vae_dtype)).sample
+        return pixels.float()
 
 
 @dataclass

@@ -18,9 +18,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.engine.cancel import CancelToken
+
+if TYPE_CHECKING:  # only for annotations: the queue itself needs no torch
+    from sdstudio.engine.job_context import ProgressEvent
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Job:
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    future: Future = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)
     progress: JobProgress = field(default_factory=JobProgress)
     cancel: CancelToken = field(default_factory=CancelToken)
 
@@ -181,7 +184,7 @@ def submit_generation(queue: JobQueue, kind: str, work: Callable[[Any], Any], jo
     from sdstudio.engine.service import GenerationControl
 
     def run(job: Job) -> Any:
-        def on_progress(event) -> None:
+        def on_progress(event: ProgressEvent) -> None:
             p = job.progress
             p.job_no, p.job_count = event.job_no, event.job_count
             p.sampling_step, p.sampling_steps = event.step, event.steps

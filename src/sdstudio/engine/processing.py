@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Self
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +110,7 @@ def plan_job(request: Txt2ImgRequest | Img2ImgRequest, settings: Settings, apply
 class Progress:
     """Turns sampler callbacks into ProgressEvents with ETA and previews."""
 
-    def __init__(self, ctx: JobContext, job_count: int, steps_per_job: int):
+    def __init__(self, ctx: JobContext, job_count: int, steps_per_job: int) -> None:
         self.ctx = ctx
         self.job_count = job_count
         self.steps_per_job = max(1, steps_per_job)
@@ -143,20 +143,23 @@ class Progress:
         self.ctx.on_progress(ProgressEvent(self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview, textinfo))
 
 
+_PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]  # torch.nn.Conv2d.padding_mode
+
+
 class _Tiling:
     """Circular padding on every conv while active (A1111 'Tiling'); always restored."""
 
-    def __init__(self, modules: list, enabled: bool):
+    def __init__(self, modules: list[torch.nn.Module], enabled: bool) -> None:
         self.convs = [m for mod in modules for m in mod.modules() if isinstance(m, torch.nn.Conv2d)] if enabled else []
-        self.saved: list[str] = []
+        self.saved: list[_PaddingMode] = []
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.saved = [c.padding_mode for c in self.convs]
         for c in self.convs:
             c.padding_mode = "circular"
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         for c, mode in zip(self.convs, self.saved):
             c.padding_mode = mode
         return False
@@ -242,7 +245,7 @@ class GenerationJob:
         if request.restore_faces and ctx.restore_faces is None:
             self.result.warnings.append("face restoration is not available; images are saved without it")
         self.hires = isinstance(request, Txt2ImgRequest) and request.enable_hr
-        if self.hires and request.hr_upscaler not in HIRES_LATENT_UPSCALERS and request.hr_upscaler not in ("None", "Lanczos", "Nearest") and ctx.upscale_image is None:
+        if self.hires and isinstance(request, Txt2ImgRequest) and request.hr_upscaler not in HIRES_LATENT_UPSCALERS and request.hr_upscaler not in ("None", "Lanczos", "Nearest") and ctx.upscale_image is None:
             raise NotFound(f"hr_upscaler: upscaler {request.hr_upscaler!r} is not available; use Latent, Lanczos or Nearest")
         f = self.model.latent_factor
         if request.width % f or request.height % f:
@@ -261,9 +264,10 @@ class GenerationJob:
         request = self.request
         if isinstance(request, Img2ImgRequest):  # img2img runs int(strength * steps)
             self.first_pass_steps = img2img_steps(request.steps, request.denoising_strength)[1]
+            hires_steps = 0
         else:
             self.first_pass_steps = request.steps
-        hires_steps = (request.hr_second_pass_steps or request.steps) if self.hires else 0
+            hires_steps = (request.hr_second_pass_steps or request.steps) if self.hires else 0
         self.progress = Progress(self.ctx, request.n_iter, self.first_pass_steps + hires_steps)
         self.discrete = DiscreteSigmas.from_scheduler_config(self.model.scheduler_config)
         self.extra = extra_parameters(request, self.plan)
@@ -303,6 +307,7 @@ class GenerationJob:
         )
         initial = batch.initial_noise = batch.noise.first()
         if init is not None:
+            assert isinstance(request, Img2ImgRequest)  # step 2 makes init images for img2img only
             pixels = imaging.pil_to_tensor(init.batch_images(batch.start, batch.size))
             init_latent = model.encode_images(pixels)
             if init_latent.shape[-2:] != latent_hw:  # resize mode 3: upscale in latent space (A1111: bilinear)
@@ -328,14 +333,15 @@ class GenerationJob:
     def denoise(self, batch: Batch) -> bool:
         """Step 3c: the sampler loop; False when interrupted or skipped (the batch keeps what it got so far)."""
         request, model, plan = self.request, self.model, self.plan
-        conditioning = batch.conditioning
+        conditioning, noise, initial_noise = batch.conditioning, batch.noise, batch.initial_noise
+        assert conditioning is not None and noise is not None and initial_noise is not None  # steps 3a and 3b ran
         guided = GuidedUNet(model.unet, conditioning, request.cfg_scale, batch.image_conditioning, getattr(conditioning, "unet_kwargs", None))
         job = SamplingJob(
             sampler=plan.sampler, schedule=plan.schedule, steps=request.steps, guided=guided, discrete=self.discrete,
-            prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=batch.noise.next,
-            initial_noise=batch.initial_noise, options=plan.options, init_latent=batch.init_latent,
+            prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
+            initial_noise=initial_noise, options=plan.options, init_latent=batch.init_latent,
             denoising_strength=request.denoising_strength,
-            initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if self.init is not None else 1.0,
+            initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if isinstance(request, Img2ImgRequest) else 1.0,
             blend=batch.blend, control=self.ctx.cancel, callback=self.progress,
         )
         finished = True
@@ -344,7 +350,7 @@ class GenerationJob:
         except SamplingInterrupted as stop:
             # A1111 keeps the image as far as it got (the last x0 prediction).
             self._stopped(stop)
-            samples = stop.latest if stop.latest is not None else batch.initial_noise
+            samples = stop.latest if stop.latest is not None else initial_noise
             finished = False
         batch.samples = batch.blend.apply(samples) if batch.blend is not None else samples
         return finished
@@ -361,9 +367,11 @@ class GenerationJob:
     def _second_pass(self, batch: Batch) -> torch.Tensor:
         """A1111 Txt2Img.sample_hr_pass: the upscaled first pass, denoised at the hires size."""
         request, model, plan, ctx = self.request, self.model, self.plan, self.ctx
+        assert isinstance(request, Txt2ImgRequest)  # check_inputs enables hires for txt2img only
         f = model.latent_factor
         target_w, target_h = request.hires_size()
         samples = batch.samples
+        assert samples is not None  # the first pass (3c) ran
         if request.hr_upscaler in HIRES_LATENT_UPSCALERS:
             mode, antialias = HIRES_LATENT_UPSCALERS[request.hr_upscaler]
             samples = F.interpolate(samples, size=(target_h // f, target_w // f), mode=mode, antialias=antialias if mode in ("bilinear", "bicubic") else False)
@@ -371,10 +379,11 @@ class GenerationJob:
             upscaled = []
             for image in imaging.tensor_to_pil(model.decode_latents(samples)):
                 if request.hr_upscaler in ("None", "Lanczos"):
-                    image = image.resize((target_w, target_h), Image.LANCZOS)
+                    image = image.resize((target_w, target_h), Image.Resampling.LANCZOS)
                 elif request.hr_upscaler == "Nearest":
-                    image = image.resize((target_w, target_h), Image.NEAREST)
+                    image = image.resize((target_w, target_h), Image.Resampling.NEAREST)
                 else:
+                    assert ctx.upscale_image is not None  # check_inputs refused a model upscaler without one
                     image = ctx.upscale_image(image, request.hr_upscaler, target_w, target_h)
                     if image.size != (target_w, target_h):
                         image = imaging.resize_image(1, image, target_w, target_h)
@@ -383,7 +392,9 @@ class GenerationJob:
         sampler, schedule = plan.sampler, plan.schedule
         if request.hr_sampler_name and request.hr_sampler_name != "Use same sampler":
             scheduler_name = request.hr_scheduler if request.hr_scheduler not in (None, "Use same scheduler") else plan.schedule.label
-            sampler, schedule = resolve_sampler_and_schedule(request.hr_sampler_name, scheduler_name)
+            resolved = resolve_sampler_and_schedule(request.hr_sampler_name, scheduler_name)
+            assert resolved is not None  # the request validated it
+            sampler, schedule = resolved
         steps = request.hr_second_pass_steps or request.steps
         hr_prompts = [request.hr_prompt] * batch.size if request.hr_prompt else batch.prompts
         hr_negatives = [request.hr_negative_prompt] * batch.size if request.hr_negative_prompt else batch.negative_prompts
@@ -406,6 +417,7 @@ class GenerationJob:
 
     def decode(self, batch: Batch) -> None:
         """Step 3e: VAE decode (still under the batch hooks: a LoRA may patch the VAE)."""
+        assert batch.samples is not None  # steps 3c/3d ran
         batch.images = imaging.tensor_to_pil(self.model.decode_latents(batch.samples))
 
     def save(self, batch: Batch) -> None:

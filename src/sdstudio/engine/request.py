@@ -15,7 +15,7 @@ import base64
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -148,7 +148,7 @@ class _Request(BaseModel):
             raise _first_error(exc) from None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]):
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build from a plain dict (API body, parsed infotext); unknown keys are an error."""
         return cls(**data)
 
@@ -202,7 +202,7 @@ class _Request(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _sampler(self):
+    def _sampler(self) -> Self:
         resolved = resolve_sampler_and_schedule(self.sampler_name, self.scheduler)
         if resolved is None:
             from sdstudio.engine.samplers import find_schedule_type
@@ -258,7 +258,7 @@ class Txt2ImgRequest(_Request):
         return value
 
     @model_validator(mode="after")
-    def _hr_sampler(self):
+    def _hr_sampler(self) -> Self:
         if self.hr_sampler_name and self.hr_sampler_name != "Use same sampler":
             resolved = resolve_sampler_and_schedule(self.hr_sampler_name, self.hr_scheduler if self.hr_scheduler not in (None, "Use same scheduler") else None)
             if resolved is None:
@@ -333,7 +333,7 @@ class Img2ImgRequest(_Request):
         return value
 
     @model_validator(mode="after")
-    def _images_present(self):
+    def _images_present(self) -> Self:
         if not self.init_images:
             raise InvalidRequest("init_images", "img2img needs at least one init image")
         if self.mask_blur is not None:

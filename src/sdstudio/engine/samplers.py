@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 # --------------------------------------------------------------------------------------
@@ -52,7 +53,7 @@ class StepInfo(NamedTuple):
 StepCallback = Callable[[StepInfo], None]
 
 
-def _report(callback: StepCallback | None, i: int, x, sigma, denoised) -> None:
+def _report(callback: StepCallback | None, i: int, x: torch.Tensor, sigma: torch.Tensor | float, denoised: torch.Tensor) -> None:
     if callback is not None:
         callback(StepInfo(i, x, float(sigma), denoised))
 
@@ -62,7 +63,7 @@ def _to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch
     return (x - denoised) / sigma
 
 
-def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[Any, Any]:
+def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a step into a deterministic part down to sigma_down and fresh noise sigma_up."""
     if not eta:
         return sigma_to, sigma_to * 0
@@ -73,18 +74,18 @@ def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float
     return sigma_down, sigma_up
 
 
-def _churn(sigma, i: int, n: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+def _churn(sigma: torch.Tensor, i: int, n: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
     """Karras et al. 2022 stochastic churn gamma (zero unless s_churn > 0)."""
     if s_churn <= 0 or not (s_tmin <= float(sigma) <= (s_tmax if s_tmax > 0 else float("inf"))):
         return 0.0
     return min(s_churn / n, 2**0.5 - 1)
 
 
-def _t_of(sigma):
+def _t_of(sigma: torch.Tensor) -> torch.Tensor:
     return -sigma.log()
 
 
-def _sigma_of(t):
+def _sigma_of(t: torch.Tensor) -> torch.Tensor:
     return t.neg().exp()
 
 
@@ -96,13 +97,13 @@ def _sigma_of(t):
 class DiscreteSigmas:
     """The 1000 training noise levels of a DDPM-trained model, with sigma<->t interpolation."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor):
+    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
         self.alphas_cumprod = alphas_cumprod.double()
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().float()
         self.log_sigmas = self.sigmas.log()
 
     @classmethod
-    def from_scheduler_config(cls, config: dict) -> "DiscreteSigmas":
+    def from_scheduler_config(cls, config: dict[str, Any]) -> "DiscreteSigmas":
         """Build from a diffusers scheduler config (beta_start, beta_end, beta_schedule)."""
         n = int(config.get("num_train_timesteps", 1000))
         start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
@@ -151,14 +152,14 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho=None) -> torch.Tensor:
+def uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None) -> torch.Tensor:
     """Evenly spaced training timesteps from last to first (k-diffusion get_sigmas)."""
     t_max = len(model.sigmas) - 1
     t = torch.linspace(t_max, 0, n)
     return _append_zero(model.t_to_sigma(t))
 
 
-def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho=None) -> torch.Tensor:
+def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None) -> torch.Tensor:
     """Evenly spaced timesteps over n+1 points, last dropped (A1111 sgm_uniform, SDXL-Turbo/LCM)."""
     start = model.sigma_to_t(torch.tensor(sigma_max))
     end = model.sigma_to_t(torch.tensor(sigma_min))
@@ -166,7 +167,7 @@ def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: Discre
     return _append_zero(model.t_to_sigma(ts))
 
 
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho: float | None = None) -> torch.Tensor:
+def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
     """Karras et al. 2022 eq. 5: sigmas evenly spaced in sigma^(1/rho), rho = 7."""
     rho = 7.0 if rho is None else rho
     ramp = torch.linspace(0, 1, n)
@@ -174,16 +175,20 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho: f
     return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
 
 
-def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho=None) -> torch.Tensor:
+def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
     """Sigmas evenly spaced in log sigma."""
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
 
 
-def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, model=None, rho: float | None = None) -> torch.Tensor:
+def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
     """Log sigma follows a polynomial ramp of power rho (k-diffusion get_sigmas_polyexponential, rho = 1)."""
     rho = 1.0 if rho is None else rho
     ramp = torch.linspace(1, 0, n) ** rho
     return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+ScheduleFunction = Callable[[int, float, float, DiscreteSigmas, float | None], torch.Tensor]
+"""`schedule(n, sigma_min, sigma_max, model, rho) -> n sigmas plus a final 0` (rho None = the function's default)."""
 
 
 @dataclass(frozen=True)
@@ -192,11 +197,11 @@ class ScheduleType:
 
     name: str  # A1111's key, e.g. "karras"
     label: str  # what users see and infotext writes, e.g. "Karras"
-    function: Callable[..., torch.Tensor] | None  # None = "Automatic" (the sampler's default)
+    function: ScheduleFunction | None  # None = "Automatic" (the sampler's default)
     aliases: tuple[str, ...] = ()
     default_rho: float | None = None
     # Flags for diffusers timestep samplers that support the schedule natively.
-    diffusers_config: dict = field(default_factory=dict)
+    diffusers_config: dict[str, Any] = field(default_factory=dict)
 
 
 SCHEDULE_TYPES: tuple[ScheduleType, ...] = (
@@ -225,11 +230,21 @@ class SamplerOptions:
     s_noise: float = 1.0
 
 
-def _ones(x):
+class SigmaSampler(Protocol):
+    """`sample(model, x, sigmas, noise, callback, opts) -> the latent at the last sigma`: every sigma sampler's signature."""
+
+    def __call__(
+        self, model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions
+    ) -> torch.Tensor: ...
+
+
+def _ones(x: torch.Tensor) -> torch.Tensor:
     return x.new_ones([x.shape[0]])
 
 
-def _churned_derivative(model, x, sigmas, i: int, noise, callback, opts: SamplerOptions):
+def _churned_derivative(
+    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, i: int, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step i's first evaluation with Karras et al. 2022's churn: (x raised to sigma_hat, sigma_hat, dx/dsigma)."""
     gamma = _churn(sigmas[i], i, len(sigmas) - 1, opts.s_churn, opts.s_tmin, opts.s_tmax)
     sigma_hat = sigmas[i] * (gamma + 1)
@@ -240,7 +255,7 @@ def _churned_derivative(model, x, sigmas, i: int, noise, callback, opts: Sampler
     return x, sigma_hat, _to_d(x, sigma_hat, denoised)
 
 
-def sample_euler(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with churn)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -248,7 +263,7 @@ def sample_euler(model, x, sigmas, noise, callback, opts: SamplerOptions):
     return x
 
 
-def sample_euler_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """Euler steps down to sigma_down, then fresh noise up to the next sigma."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -260,7 +275,7 @@ def sample_euler_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptio
     return x
 
 
-def sample_heun(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -274,7 +289,7 @@ def sample_heun(model, x, sigmas, noise, callback, opts: SamplerOptions):
     return x
 
 
-def sample_dpm_2(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """DPM-Solver-2 style midpoint step in log sigma (k-diffusion sample_dpm_2)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -288,7 +303,7 @@ def sample_dpm_2(model, x, sigmas, noise, callback, opts: SamplerOptions):
     return x
 
 
-def sample_dpm_2_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpm_2_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """Ancestral DPM2: midpoint step down to sigma_down, then fresh noise."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -307,7 +322,7 @@ def sample_dpm_2_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptio
     return x
 
 
-def _lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
+def _lms_coefficient(order: int, t: npt.NDArray[np.float64], i: int, j: int) -> float:
     """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial (exact, no quadrature)."""
     poly = np.poly1d([1.0])
     for k in range(order):
@@ -318,7 +333,7 @@ def _lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
     return float(antiderivative(t[i + 1]) - antiderivative(t[i]))
 
 
-def sample_lms(model, x, sigmas, noise, callback, opts: SamplerOptions, order: int = 4):
+def sample_lms(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, order: int = 4) -> torch.Tensor:
     """Linear multistep method over the last `order` derivatives (k-diffusion sample_lms)."""
     sigmas_np = sigmas.detach().cpu().double().numpy()
     ds: list[torch.Tensor] = []
@@ -334,7 +349,7 @@ def sample_lms(model, x, sigmas, noise, callback, opts: SamplerOptions, order: i
     return x
 
 
-def sample_dpmpp_2s_ancestral(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpmpp_2s_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """DPM-Solver++(2S) with ancestral noise (Lu et al. 2022, single-step second order)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -354,7 +369,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, noise, callback, opts: SamplerOp
     return x
 
 
-def sample_dpmpp_sde(model, x, sigmas, noise, callback, opts: SamplerOptions, r: float = 0.5):
+def sample_dpmpp_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, r: float = 0.5) -> torch.Tensor:
     """DPM-Solver++ (stochastic, second order, midpoint r = 1/2) (k-diffusion sample_dpmpp_sde)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -379,7 +394,7 @@ def sample_dpmpp_sde(model, x, sigmas, noise, callback, opts: SamplerOptions, r:
     return x
 
 
-def sample_dpmpp_2m(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """DPM-Solver++(2M): second-order multistep in data prediction (Lu et al. 2022, Alg. 2)."""
     old_denoised = None
     for i in range(len(sigmas) - 1):
@@ -397,7 +412,7 @@ def sample_dpmpp_2m(model, x, sigmas, noise, callback, opts: SamplerOptions):
     return x
 
 
-def sample_dpmpp_2m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpmpp_2m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde)."""
     old_denoised, h_last = None, None
     for i in range(len(sigmas) - 1):
@@ -410,7 +425,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions)
             h = s - t
             eta_h = opts.eta * h
             x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
-            if old_denoised is not None:
+            if old_denoised is not None and h_last is not None:  # h_last: set with it on every step above sigma 0
                 r = h_last / h
                 x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old_denoised)
             if opts.eta:
@@ -420,7 +435,7 @@ def sample_dpmpp_2m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions)
     return x
 
 
-def sample_dpmpp_3m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_dpmpp_3m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """DPM-Solver++(3M) SDE (k-diffusion sample_dpmpp_3m_sde)."""
     denoised_1 = denoised_2 = None
     h_1 = h_2 = None
@@ -434,7 +449,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions)
             h = s - t
             h_eta = h * (opts.eta + 1)
             x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_2 is not None:
+            if h_1 is not None and h_2 is not None and denoised_1 is not None and denoised_2 is not None:  # h_k and denoised_k are set together
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1
@@ -443,7 +458,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions)
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 phi_3 = phi_2 / h_eta - 0.5
                 x = x + phi_2 * d1 - phi_3 * d2
-            elif h_1 is not None:
+            elif h_1 is not None and denoised_1 is not None:
                 r = h_1 / h
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + phi_2 * (denoised - denoised_1) / r
@@ -454,7 +469,7 @@ def sample_dpmpp_3m_sde(model, x, sigmas, noise, callback, opts: SamplerOptions)
     return x
 
 
-def sample_lcm(model, x, sigmas, noise, callback, opts: SamplerOptions):
+def sample_lcm(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
     """Latent Consistency Model sampling: jump to x0, re-noise to the next sigma (Luo et al. 2023)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -468,14 +483,17 @@ def sample_lcm(model, x, sigmas, noise, callback, opts: SamplerOptions):
 # DPM-Solver in its original eps / t = -log(sigma) form, for DPM fast and DPM adaptive
 # (Lu et al. 2022, Algorithms 1 and 2 plus the adaptive step-size of section 4.3).
 
+_EpsCache = dict[str, torch.Tensor]
+"""Model evaluations (eps) of one step by name ("eps", "eps_r1"...), so step_1/2/3 share them."""
+
 
 class _DPMSolver:
-    def __init__(self, model: Denoiser, callback: StepCallback | None):
+    def __init__(self, model: Denoiser, callback: StepCallback | None) -> None:
         self.model = model
         self.callback = callback
         self.evaluations = 0
 
-    def eps(self, cache: dict, key: str, x, t):
+    def eps(self, cache: _EpsCache, key: str, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, _EpsCache]:
         if key in cache:
             return cache[key], cache
         sigma = _sigma_of(t) * _ones(x)
@@ -483,12 +501,12 @@ class _DPMSolver:
         self.evaluations += 1
         return eps, {key: eps, **cache}
 
-    def step_1(self, x, t, t_next, cache):
+    def step_1(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: _EpsCache) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache, "eps", x, t)
         h = t_next - t
         return x - _sigma_of(t_next) * h.expm1() * eps, cache
 
-    def step_2(self, x, t, t_next, r1=0.5, cache=None):
+    def step_2(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 0.5, cache: _EpsCache | None = None) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache or {}, "eps", x, t)
         h = t_next - t
         s1 = t + r1 * h
@@ -497,7 +515,9 @@ class _DPMSolver:
         x_2 = x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / (2 * r1) * h.expm1() * (eps_r1 - eps)
         return x_2, cache
 
-    def step_3(self, x, t, t_next, r1=1 / 3, r2=2 / 3, cache=None):
+    def step_3(
+        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 1 / 3, r2: float = 2 / 3, cache: _EpsCache | None = None
+    ) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache or {}, "eps", x, t)
         h = t_next - t
         s1, s2 = t + r1 * h, t + r2 * h
@@ -508,7 +528,7 @@ class _DPMSolver:
         x_3 = x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
         return x_3, cache
 
-    def noise_split(self, t, t_next, eta):
+    def noise_split(self, t: torch.Tensor, t_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Where the deterministic part of a step ends, and the noise added after it."""
         if not eta:
             return t_next, 0.0
@@ -518,7 +538,7 @@ class _DPMSolver:
         return t_next_, su
 
 
-def sample_dpm_fast(model, x, sigmas, noise, callback, opts: SamplerOptions, steps: int | None = None):
+def sample_dpm_fast(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, steps: int | None = None) -> torch.Tensor:
     """DPM-Solver 'fast': orders 3,3,...,2,1 over `steps` evaluations, uniform in log sigma."""
     sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
     nfe = steps if steps is not None else len(sigmas) - 1
@@ -528,7 +548,7 @@ def sample_dpm_fast(model, x, sigmas, noise, callback, opts: SamplerOptions, ste
     ts = torch.linspace(float(t_start), float(t_end), m + 1, device=x.device)
     orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
     for i, order in enumerate(orders):
-        cache: dict = {}
+        cache: _EpsCache = {}
         t, t_next = ts[i], ts[i + 1]
         t_next_, su = solver.noise_split(t, t_next, opts.eta)
         eps, cache = solver.eps(cache, "eps", x, t)
@@ -547,7 +567,7 @@ def sample_dpm_fast(model, x, sigmas, noise, callback, opts: SamplerOptions, ste
 class _PIDStepSize:
     """PID step-size controller (Lu et al. 2022 §4.3, as in k-diffusion's PIDStepSizeController)."""
 
-    def __init__(self, h, pcoeff, icoeff, dcoeff, order=1, accept_safety=0.81, eps=1e-8):
+    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float = 1, accept_safety: float = 0.81, eps: float = 1e-8) -> None:
         self.h = h
         self.b1 = (pcoeff + icoeff + dcoeff) / order
         self.b2 = -(pcoeff + 2 * dcoeff) / order
@@ -556,7 +576,7 @@ class _PIDStepSize:
         self.eps = eps
         self.errs: list[float] = []
 
-    def propose_step(self, error: float) -> bool:
+    def propose_step(self, error: torch.Tensor | float) -> bool:
         inv_error = 1 / (float(error) + self.eps)
         if not self.errs:
             self.errs = [inv_error, inv_error, inv_error]
@@ -576,7 +596,7 @@ class _PIDStepSize:
 DPM_ADAPTIVE_MAX_EVALUATIONS = 1000
 
 
-def sample_dpm_adaptive(model, x, sigmas, noise, callback, opts: SamplerOptions, order=3, rtol=0.05, atol=0.0078, h_init=0.05, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, accept_safety=0.81):
+def sample_dpm_adaptive(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0, accept_safety: float = 0.81) -> torch.Tensor:
     """DPM-Solver-12/23 with adaptive step size; the step count is chosen by the error."""
     sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
     solver = _DPMSolver(model, callback)
@@ -588,7 +608,7 @@ def sample_dpm_adaptive(model, x, sigmas, noise, callback, opts: SamplerOptions,
     pid = _PIDStepSize(abs(h_init), pcoeff, icoeff, dcoeff, 1.5 if opts.eta else order, accept_safety)
     step = 0
     while float(s) < t_end - 1e-5 and solver.evaluations < DPM_ADAPTIVE_MAX_EVALUATIONS:
-        cache: dict = {}
+        cache: _EpsCache = {}
         t = torch.tensor(min(t_end, float(s) + pid.h), device=x.device)
         t_, su = solver.noise_split(s, t, opts.eta)
         eps, cache = solver.eps(cache, "eps", x, s)
@@ -617,7 +637,32 @@ def sample_dpm_adaptive(model, x, sigmas, noise, callback, opts: SamplerOptions,
 # --------------------------------------------------------------------------------------
 
 
-def make_diffusers_scheduler(class_name: str, model_scheduler_config: dict, overrides: dict):
+class SchedulerStepOutput(Protocol):
+    """What a diffusers scheduler's `step(..., return_dict=True)` returns (some add `pred_original_sample`)."""
+
+    @property
+    def prev_sample(self) -> torch.Tensor: ...
+
+
+class TimestepScheduler(Protocol):
+    """The part of a diffusers scheduler (DDIMScheduler, PNDMScheduler...) the timestep-sampler loop drives."""
+
+    @property
+    def timesteps(self) -> torch.Tensor: ...
+
+    @property
+    def init_noise_sigma(self) -> float | torch.Tensor: ...
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None: ...
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor: ...
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor: ...
+
+    def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, *args: Any, **kwargs: Any) -> SchedulerStepOutput: ...
+
+
+def make_diffusers_scheduler(class_name: str, model_scheduler_config: dict[str, Any], overrides: dict[str, Any]) -> TimestepScheduler:
     """Instantiate a diffusers scheduler from the model's config plus a sampler row's overrides."""
     import diffusers
 
@@ -627,7 +672,8 @@ def make_diffusers_scheduler(class_name: str, model_scheduler_config: dict, over
     config = {**base, **overrides}
     if accepted is not None:
         config = {k: v for k, v in config.items() if k in accepted}
-    return cls.from_config(config)
+    scheduler: TimestepScheduler = cls.from_config(config)  # cls is looked up by name, so mypy sees Any
+    return scheduler
 
 
 # --------------------------------------------------------------------------------------
@@ -641,11 +687,11 @@ class SamplerDef:
 
     name: str
     aliases: tuple[str, ...]
-    function: Callable[..., torch.Tensor] | None = None  # sigma samplers
+    function: SigmaSampler | None = None  # sigma samplers
     diffusers_class: str | None = None  # timestep samplers
-    diffusers_config: dict = field(default_factory=dict)
+    diffusers_config: dict[str, Any] = field(default_factory=dict)
     # Nearest diffusers scheduler (class, config) for reference, tests and the benchmark.
-    diffusers_equivalent: tuple[str, dict] | None = None
+    diffusers_equivalent: tuple[str, dict[str, Any]] | None = None
     default_schedule: str = "uniform"  # what "Automatic" means for this sampler (A1111 'scheduler' option)
     second_order: bool = False  # two model evaluations per step
     discard_next_to_last_sigma: bool = False
@@ -663,7 +709,7 @@ class SamplerDef:
         return steps * 2 if self.second_order else steps
 
 
-def _sig(name, aliases, fn, equivalent=None, **options) -> SamplerDef:
+def _sig(name: str, aliases: list[str], fn: SigmaSampler, equivalent: tuple[str, dict[str, Any]] | None = None, **options: Any) -> SamplerDef:
     return SamplerDef(name=name, aliases=tuple(aliases), function=fn, diffusers_equivalent=equivalent, **options)
 
 
@@ -763,6 +809,7 @@ def sigmas_for(sampler: SamplerDef, schedule: ScheduleType, steps: int, model: D
     chosen = effective_schedule(sampler, schedule)
     discard = sampler.discard_next_to_last_sigma
     n = steps + 1 if discard else steps
+    assert chosen.function is not None  # effective_schedule resolves "Automatic" to a schedule with a function
     sigmas = chosen.function(n, model.sigma_min, model.sigma_max, model, chosen.default_rho)
     if discard:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])

@@ -24,9 +24,11 @@ import torch
 from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.samplers import (
     DiscreteSigmas,
+    NoiseSource,
     SamplerDef,
     SamplerOptions,
     ScheduleType,
+    SigmaSampler,
     StepCallback,
     StepInfo,
     make_diffusers_scheduler,
@@ -37,13 +39,17 @@ from sdstudio.engine.samplers import (
 class SamplingInterrupted(Exception):
     """Raised inside the loop when the user interrupts; carries the last x0 prediction."""
 
-    def __init__(self, latest: torch.Tensor | None):
+    def __init__(self, latest: torch.Tensor | None) -> None:
         super().__init__("interrupted")
         self.latest = latest
 
 
 class SamplingSkipped(SamplingInterrupted):
     """Raised inside the loop when the user skips the current image."""
+
+
+ConditionRows = list[list[tuple[int, float]]]
+"""Per image, the (row in cond, weight) pairs of its AND-ed sub-prompts."""
 
 
 class StepConditioning(Protocol):
@@ -54,7 +60,7 @@ class StepConditioning(Protocol):
     gives [B, T, D]. Models with pooled text embeddings (SDXL) also expose `unet_kwargs`.
     """
 
-    def at_step(self, step: int) -> tuple[torch.Tensor, list[list[tuple[int, float]]]]: ...
+    def at_step(self, step: int) -> tuple[torch.Tensor, ConditionRows]: ...
 
     def uncond_at_step(self, step: int) -> torch.Tensor: ...
 
@@ -65,13 +71,13 @@ class FixedConditioning:
 
     cond: torch.Tensor
     uncond: torch.Tensor
-    conds_list: list[list[tuple[int, float]]] | None = None
+    conds_list: ConditionRows | None = None
 
-    def at_step(self, step: int):
+    def at_step(self, step: int) -> tuple[torch.Tensor, ConditionRows]:
         rows = self.conds_list or [[(i, 1.0)] for i in range(self.cond.shape[0])]
         return self.cond, rows
 
-    def uncond_at_step(self, step: int):
+    def uncond_at_step(self, step: int) -> torch.Tensor:
         return self.uncond
 
 
@@ -93,12 +99,12 @@ class GuidedUNet:
 
     def __init__(
         self,
-        unet,
+        unet: torch.nn.Module,
         conditioning: StepConditioning,
         cfg_scale: float,
         image_conditioning: torch.Tensor | None = None,
         unet_kwargs: Callable[[int, list[int]], dict[str, Any]] | None = None,
-    ):
+    ) -> None:
         self.unet = unet
         self.conditioning = conditioning
         self.cfg_scale = float(cfg_scale)
@@ -125,7 +131,7 @@ class GuidedUNet:
         out = self.unet(x_in.to(self.dtype), t_in.to(torch.float32), encoder_hidden_states=text.to(self.dtype), return_dict=False, **extra)[0].float()
         return self.combine(out, conds_list, batch)
 
-    def combine(self, out: torch.Tensor, conds_list, batch: int) -> torch.Tensor:
+    def combine(self, out: torch.Tensor, conds_list: ConditionRows, batch: int) -> torch.Tensor:
         """uncond + sum_k w_k * cfg * (cond_k - uncond) per image (A1111 combine_denoised)."""
         uncond_out = out[-batch:]
         result = uncond_out.clone()
@@ -150,7 +156,7 @@ class InpaintBlend:
 class KarrasDenoiser:
     """k-diffusion's `denoise(x, sigma) -> x0` over a guided eps/v-prediction UNet."""
 
-    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: CancelToken, blend: InpaintBlend | None = None):
+    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: CancelToken, blend: InpaintBlend | None = None) -> None:
         self.guided = guided
         self.discrete = discrete
         self.v_prediction = prediction_type == "v_prediction"
@@ -206,7 +212,7 @@ class SamplingJob:
     guided: GuidedUNet
     discrete: DiscreteSigmas
     prediction_type: str
-    scheduler_config: dict
+    scheduler_config: dict[str, Any]
     noise: Callable[[], torch.Tensor]  # fresh per-image noise (seeds.ImageNoise.next)
     initial_noise: torch.Tensor
     options: SamplerOptions = field(default_factory=SamplerOptions)
@@ -230,12 +236,14 @@ def planned_steps(job: SamplingJob) -> int:
 
 def run_sampler(job: SamplingJob) -> torch.Tensor:
     """Denoise and return the final latent (model space); raises SamplingInterrupted/Skipped."""
-    if job.sampler.is_timestep_sampler:
-        return _run_timestep_sampler(job)
-    return _run_sigma_sampler(job)
+    sampler = job.sampler
+    if sampler.diffusers_class is not None:  # a timestep sampler (is_timestep_sampler, spelled out so mypy narrows it)
+        return _run_timestep_sampler(job, sampler.diffusers_class)
+    assert sampler.function is not None  # every row is one kind or the other
+    return _run_sigma_sampler(job, sampler.function)
 
 
-def _run_sigma_sampler(job: SamplingJob) -> torch.Tensor:
+def _run_sigma_sampler(job: SamplingJob, sample: SigmaSampler) -> torch.Tensor:
     denoiser = KarrasDenoiser(job.guided, job.discrete, job.prediction_type, job.control, job.blend)
     noise = job.initial_noise
     if job.init_latent is None:
@@ -249,22 +257,22 @@ def _run_sigma_sampler(job: SamplingJob) -> torch.Tensor:
         sigmas = sigmas[total - t_enc - 1 :]
         x = job.init_latent + noise * sigmas[0] * job.initial_noise_multiplier
     options = job.options
-    sampler_noise = lambda sigma=None, sigma_next=None: job.noise()  # noqa: E731
-    kwargs = {}
+    sampler_noise: NoiseSource = lambda sigma, sigma_next: job.noise()  # noqa: E731
+    kwargs: dict[str, int] = {}
     if job.sampler.takes_step_count and job.sampler.name == "DPM fast":
         kwargs["steps"] = len(sigmas) - 1
     try:
-        return job.sampler.function(denoiser, x, sigmas, sampler_noise, job.callback, options, **kwargs)
+        return sample(denoiser, x, sigmas, sampler_noise, job.callback, options, **kwargs)
     except SamplingInterrupted as stop:
         stop.latest = denoiser.latest
         raise
 
 
-def _run_timestep_sampler(job: SamplingJob) -> torch.Tensor:
+def _run_timestep_sampler(job: SamplingJob, diffusers_class: str) -> torch.Tensor:
     overrides = dict(job.sampler.diffusers_config)
     overrides.update(job.schedule.diffusers_config)
     overrides["prediction_type"] = job.prediction_type
-    scheduler = make_diffusers_scheduler(job.sampler.diffusers_class, job.scheduler_config, overrides)
+    scheduler = make_diffusers_scheduler(diffusers_class, job.scheduler_config, overrides)
     noise = job.initial_noise
     if job.init_latent is None:
         scheduler.set_timesteps(job.steps, device=noise.device)
@@ -281,13 +289,13 @@ def _run_timestep_sampler(job: SamplingJob) -> torch.Tensor:
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(len(all_timesteps) - count)
         x = scheduler.add_noise(job.init_latent, noise * job.initial_noise_multiplier, timesteps[:1])
-    latest = None
+    latest: torch.Tensor | None = None
     accepts = scheduler.step.__code__.co_varnames
     for i, t in enumerate(timesteps):
         _check(job.control, latest)
         model_input = scheduler.scale_model_input(x, t)
         out = job.guided(model_input, t.reshape(1).float().to(x.device), i)
-        kwargs = {}
+        kwargs: dict[str, float | torch.Tensor] = {}
         if "eta" in accepts:
             kwargs["eta"] = job.options.eta
             if job.options.eta > 0 and "variance_noise" in accepts:

@@ -95,7 +95,8 @@ def _exif_user_comment(text: str) -> bytes:
     import piexif
     import piexif.helper
 
-    return piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, encoding="unicode")}})
+    exif: bytes = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, encoding="unicode")}})  # piexif is untyped
+    return exif
 
 
 def read_infotext(image: Image.Image) -> str | None:
@@ -112,7 +113,8 @@ def read_infotext(image: Image.Image) -> str | None:
             exif = piexif.load(exif_bytes)
             comment = exif.get("Exif", {}).get(piexif.ExifIFD.UserComment)
             if comment:
-                return piexif.helper.UserComment.load(comment)
+                user_comment: str = piexif.helper.UserComment.load(comment)  # piexif is untyped
+                return user_comment
         except (ValueError, KeyError, OSError, TypeError):
             return None
     return None

@@ -127,7 +127,7 @@ class ImageNoise:
         xs = [torch.randn(self.shape, generator=g, device="cpu") for g in self.generators]
         return torch.stack(xs).to(self.device, self.dtype)
 
-    def sampler_noise(self, sigma=None, sigma_next=None) -> torch.Tensor:
+    def sampler_noise(self, sigma: torch.Tensor | None = None, sigma_next: torch.Tensor | None = None) -> torch.Tensor:
         """The sampler-facing noise source: `noise(sigma, sigma_next)`."""
         return self.next()
 

@@ -94,7 +94,7 @@ class GenerationService:
             return self.img2img(request, control)
         return self.txt2img(request, control)
 
-    def _run(self, request, kind: str, control: GenerationControl | None) -> GenerationResult:
+    def _run(self, request: Txt2ImgRequest | Img2ImgRequest, kind: str, control: GenerationControl | None) -> GenerationResult:
         control = control or GenerationControl()
         overrides = request.override_settings or {}
         checkpoint = overrides.get("sd_model_checkpoint") or self.checkpoint

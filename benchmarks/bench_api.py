@@ -30,17 +30,41 @@ def make_data_dir(root: Path) -> Path:
         from sdstudio.models.saver import ldm_yaml_for, save_checkpoint
 
         torch.manual_seed(0)
-        unet = UNet2DConditionModel(sample_size=16, block_out_channels=(64, 128), layers_per_block=1,
-                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=128, attention_head_dim=2)
-        vae = AutoencoderKL(block_out_channels=(32, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
-                            up_block_types=("UpDecoderBlock2D",) * 3, layers_per_block=1, sample_size=64)
-        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
-                                            num_attention_heads=2, max_position_embeddings=77))
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            block_out_channels=(64, 128),
+            layers_per_block=1,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=128,
+            attention_head_dim=2,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            layers_per_block=1,
+            sample_size=64,
+        )
+        text = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=128,
+                intermediate_size=512,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+            )
+        )
         folder = data / "models" / "Stable-diffusion"
         folder.mkdir(parents=True)
-        save_checkpoint(folder / "bench-random.safetensors", unet=unet, vae=vae, text_encoder=text,
-                        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=1.0))
+        save_checkpoint(
+            folder / "bench-random.safetensors",
+            unet=unet,
+            vae=vae,
+            text_encoder=text,
+            yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=1.0),
+        )
     return data
 
 
@@ -73,16 +97,26 @@ def main() -> int:
     port = server.servers[0].sockets[0].getsockname()[1]
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
 
-    body = {"prompt": "a red circle on a blue background", "negative_prompt": "", "seed": 1, "steps": args.steps,
-            "sampler_name": "Euler a", "cfg_scale": 7, "width": args.size, "height": args.size}
+    body = {
+        "prompt": "a red circle on a blue background",
+        "negative_prompt": "",
+        "seed": 1,
+        "steps": args.steps,
+        "sampler_name": "Euler a",
+        "cfg_scale": 7,
+        "width": args.size,
+        "height": args.size,
+    }
 
     from sdstudio.engine.service import GenerationControl
 
     def direct(seed: int) -> float:
         # Same engine work as the API path: live previews on, as the queue's progress sink asks for them.
         start = time.perf_counter()
-        app.engine.txt2img(Txt2ImgRequest(**{**body, "seed": seed, "do_not_save_samples": True, "do_not_save_grid": True}),
-                           GenerationControl(on_progress=lambda event: None))
+        app.engine.txt2img(
+            Txt2ImgRequest(**{**body, "seed": seed, "do_not_save_samples": True, "do_not_save_grid": True}),
+            GenerationControl(on_progress=lambda event: None),
+        )
         return time.perf_counter() - start
 
     def over_http(seed: int) -> float:

@@ -47,26 +47,44 @@ def write_checkpoint(folder: Path) -> tuple[Path, Path]:
     """The random SD1.5 checkpoint (+ yaml) and a diffusers-layout config folder for it."""
     import torch
     import yaml
-
     from bench_txt2img import SCHEDULER_CONFIG, build_sd15_components
+
     from sdstudio.models.saver import ldm_yaml_for, save_checkpoint
     from sdstudio.prompts.tokenizer import clip_tokenizer
 
     unet, vae, text_encoder = build_sd15_components(torch.float32)
-    path = save_checkpoint(folder / "sd15-random.safetensors", unet=unet, vae=vae, text_encoder=text_encoder, dtype=torch.float16,
-                           yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.18215))
+    path = save_checkpoint(
+        folder / "sd15-random.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        dtype=torch.float16,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.18215),
+    )
     config = folder / "diffusers-config"
     for name, module in (("unet", unet), ("vae", vae)):
         module.save_config(config / name)
     text_encoder.config.save_pretrained(config / "text_encoder")
     clip_tokenizer("sd1").save_pretrained(config / "tokenizer")
     (config / "scheduler").mkdir(parents=True, exist_ok=True)
-    (config / "scheduler" / "scheduler_config.json").write_text(json.dumps({"_class_name": "PNDMScheduler", **SCHEDULER_CONFIG, "skip_prk_steps": True}))
-    (config / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "feature_extractor": [None, None], "requires_safety_checker": False,
-        "safety_checker": [None, None], "scheduler": ["diffusers", "PNDMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
-    }))
+    (config / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "PNDMScheduler", **SCHEDULER_CONFIG, "skip_prk_steps": True})
+    )
+    (config / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+                "safety_checker": [None, None],
+                "scheduler": ["diffusers", "PNDMScheduler"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+            }
+        )
+    )
     yaml.safe_load(path.with_suffix(".yaml").read_text())  # written and readable
     return Path(path), config
 
@@ -85,8 +103,14 @@ def child(mode: str, checkpoint: str, config: str) -> None:
     elif mode == "diffusers":
         from diffusers import StableDiffusionPipeline
 
-        pipe = StableDiffusionPipeline.from_single_file(checkpoint, config=config, torch_dtype=torch.float32, local_files_only=True,
-                                                        safety_checker=None, requires_safety_checker=False)
+        pipe = StableDiffusionPipeline.from_single_file(
+            checkpoint,
+            config=config,
+            torch_dtype=torch.float32,
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+        )
         assert next(pipe.unet.parameters()).dtype == torch.float32
     elif mode == "switch":
         from sdstudio.app import open_app
@@ -109,7 +133,12 @@ def child(mode: str, checkpoint: str, config: str) -> None:
 
 def run_child(mode: str, checkpoint: Path, config: Path) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    result = subprocess.run([sys.executable, __file__, "--child", mode, str(checkpoint), str(config)], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(checkpoint), str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if result.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -118,7 +147,9 @@ def run_child(mode: str, checkpoint: Path, config: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--keep", type=Path, default=None, help="write (or reuse) the checkpoint in DIR instead of a temp folder")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write (or reuse) the checkpoint in DIR instead of a temp folder"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -131,20 +162,27 @@ def main() -> None:
     if not (checkpoint.is_file() and (config / "model_index.json").is_file()):
         began = time.perf_counter()
         checkpoint, config = write_checkpoint(folder)
-        print(f"wrote {checkpoint} ({checkpoint.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - began:.0f} s")
+        print(
+            f"wrote {checkpoint} ({checkpoint.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - began:.0f} s"
+        )
 
     runs: dict[str, list[dict]] = {"sdstudio": [], "diffusers": []}
     for _ in range(args.repeats):
         for mode in runs:
             runs[mode].append(run_child(mode, checkpoint, config))
-    best = {mode: {"seconds": min(r["seconds"] for r in rs), "peak": min(r["peak"] for r in rs)} for mode, rs in runs.items()}
+    best = {
+        mode: {"seconds": min(r["seconds"] for r in rs), "peak": min(r["peak"] for r in rs)}
+        for mode, rs in runs.items()
+    }
 
     print(f"\nSD1.5-sized random checkpoint, fp16 file -> fp32 on CPU, best of {args.repeats} fresh processes")
     print(f"{'':<10} {'load s':>8} {'peak RSS MiB':>13}")
     for mode, row in best.items():
         print(f"{mode:<10} {row['seconds']:>8.2f} {row['peak']:>13.0f}")
-    print(f"{'ratio':<10} {best['sdstudio']['seconds'] / best['diffusers']['seconds']:>8.2f} "
-          f"{best['sdstudio']['peak'] / best['diffusers']['peak']:>13.2f}   (sdstudio / diffusers; <= 1 is the target)")
+    print(
+        f"{'ratio':<10} {best['sdstudio']['seconds'] / best['diffusers']['seconds']:>8.2f} "
+        f"{best['sdstudio']['peak'] / best['diffusers']['peak']:>13.2f}   (sdstudio / diffusers; <= 1 is the target)"
+    )
 
     switch = run_child("switch", checkpoint, config)
     print("\nswitching checkpoints through the app's cache (resident MiB after each step):")

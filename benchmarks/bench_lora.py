@@ -30,13 +30,36 @@ def components(size: str):
 
     torch.manual_seed(0)
     if size == "sd15":
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280))
-        te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu"))
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            cross_attention_dim=768,
+            attention_head_dim=8,
+            layers_per_block=2,
+            block_out_channels=(320, 640, 1280, 1280),
+        )
+        te = CLIPTextModel(
+            CLIPTextConfig(
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                hidden_act="quick_gelu",
+            )
+        )
         latent = 64
     else:
-        unet = UNet2DConditionModel(sample_size=16, cross_attention_dim=128, attention_head_dim=8, layers_per_block=1, block_out_channels=(64, 128, 128),
-                                    down_block_types=("CrossAttnDownBlock2D",) * 3, up_block_types=("CrossAttnUpBlock2D",) * 3)
-        te = CLIPTextModel(CLIPTextConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2))
+        unet = UNet2DConditionModel(
+            sample_size=16,
+            cross_attention_dim=128,
+            attention_head_dim=8,
+            layers_per_block=1,
+            block_out_channels=(64, 128, 128),
+            down_block_types=("CrossAttnDownBlock2D",) * 3,
+            up_block_types=("CrossAttnUpBlock2D",) * 3,
+        )
+        te = CLIPTextModel(
+            CLIPTextConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2)
+        )
         latent = 16
     return unet.eval().requires_grad_(False), te.eval().requires_grad_(False), latent
 
@@ -46,14 +69,25 @@ def kohya_lora(unet, te, rank: int) -> dict[str, torch.Tensor]:
 
     g = torch.Generator().manual_seed(1)
     tensors = {}
-    for prefix, model, targets in (("lora_unet_", unet, unet_lora_targets(unet)), ("lora_te_", te, text_encoder_lora_targets(te))):
+    for prefix, model, targets in (
+        ("lora_unet_", unet, unet_lora_targets(unet)),
+        ("lora_te_", te, text_encoder_lora_targets(te)),
+    ):
         for path in targets:
             module = model.get_submodule(path)
-            key = prefix + (("text_model." + path) if prefix == "lora_te_" and not hasattr(model, "text_model") else path).replace(".", "_")
+            key = prefix + (
+                ("text_model." + path) if prefix == "lora_te_" and not hasattr(model, "text_model") else path
+            ).replace(".", "_")
             if isinstance(module, torch.nn.Conv2d):
-                down, up = torch.randn(rank, module.in_channels, 1, 1, generator=g), torch.randn(module.out_channels, rank, 1, 1, generator=g)
+                down, up = (
+                    torch.randn(rank, module.in_channels, 1, 1, generator=g),
+                    torch.randn(module.out_channels, rank, 1, 1, generator=g),
+                )
             else:
-                down, up = torch.randn(rank, module.in_features, generator=g), torch.randn(module.out_features, rank, generator=g)
+                down, up = (
+                    torch.randn(rank, module.in_features, generator=g),
+                    torch.randn(module.out_features, rank, generator=g),
+                )
             tensors[f"{key}.lora_down.weight"] = down * 0.01
             tensors[f"{key}.lora_up.weight"] = up * 0.01
             tensors[f"{key}.alpha"] = torch.tensor(float(rank))
@@ -66,7 +100,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20, help="steps of the job the overhead is compared with")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--latent", type=int, default=None, help="latent size (default: 64 for sd15 = 512 px, 16 for tiny)")
+    parser.add_argument(
+        "--latent", type=int, default=None, help="latent size (default: 64 for sd15 = 512 px, 16 for tiny)"
+    )
     args = parser.parse_args()
     from safetensors.torch import save_file
 
@@ -113,12 +149,29 @@ def main() -> None:
         extra_per_step = min(s - b for s, b in zip(steps, bases))
         paired_base = min(bases)
         overhead = apply_s + remove_s + args.steps * max(0.0, extra_per_step)
-        rows.append((strategy, apply_s, remove_s, step_s, overhead, overhead / (args.steps * paired_base), restored, report.adapter_modules + report.merged_modules))
-    print(f"LoRA per-job cost, {args.size} UNet + CLIP text encoder, rank {args.rank}, {modules} modules, {torch.get_num_threads()} threads, job = {args.steps} steps")
+        rows.append(
+            (
+                strategy,
+                apply_s,
+                remove_s,
+                step_s,
+                overhead,
+                overhead / (args.steps * paired_base),
+                restored,
+                report.adapter_modules + report.merged_modules,
+            )
+        )
+    print(
+        f"LoRA per-job cost, {args.size} UNet + CLIP text encoder, rank {args.rank}, {modules} modules, {torch.get_num_threads()} threads, job = {args.steps} steps"
+    )
     print(f"base step (TE + UNet, batch 1): {base_step:.3f}s")
-    print(f"{'strategy':<10}{'apply s':>9}{'remove s':>10}{'step s':>9}{'job overhead s':>16}{'ratio to job':>14}{'exact restore':>15}{'modules':>9}")
+    print(
+        f"{'strategy':<10}{'apply s':>9}{'remove s':>10}{'step s':>9}{'job overhead s':>16}{'ratio to job':>14}{'exact restore':>15}{'modules':>9}"
+    )
     for strategy, apply_s, remove_s, step_s, overhead, ratio, restored, count in rows:
-        print(f"{strategy:<10}{apply_s:>9.3f}{remove_s:>10.3f}{step_s:>9.3f}{overhead:>16.3f}{ratio:>14.3f}{str(restored):>15}{count:>9}")
+        print(
+            f"{strategy:<10}{apply_s:>9.3f}{remove_s:>10.3f}{step_s:>9.3f}{overhead:>16.3f}{ratio:>14.3f}{str(restored):>15}{count:>9}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,20 +45,38 @@ def build_sd15_components(dtype):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-        block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768,
+        attention_head_dim=8,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
         block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            projection_dim=768,
+        )
+    )
     return [m.to(dtype).eval().requires_grad_(False) for m in (unet, vae, text_encoder)]
 
 
@@ -70,9 +88,14 @@ def run_diffusers(args, dtype) -> dict:
 
     unet, vae, text_encoder = build_sd15_components(dtype)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=clip_tokenizer("sd1"), unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer("sd1"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     stamps: list[float] = []
@@ -83,9 +106,16 @@ def run_diffusers(args, dtype) -> dict:
 
     start = time.perf_counter()
     with torch.no_grad():
-        pipe(args.prompt, negative_prompt="", num_inference_steps=args.steps, guidance_scale=7.0,
-             width=args.size, height=args.size, generator=torch.Generator("cpu").manual_seed(1),
-             callback_on_step_end=on_step)
+        pipe(
+            args.prompt,
+            negative_prompt="",
+            num_inference_steps=args.steps,
+            guidance_scale=7.0,
+            width=args.size,
+            height=args.size,
+            generator=torch.Generator("cpu").manual_seed(1),
+            callback_on_step_end=on_step,
+        )
     return {"total_s": time.perf_counter() - start, "stamps": stamps, "loop_start": start}
 
 
@@ -98,13 +128,29 @@ def run_sdstudio(args, dtype) -> dict:
     from sdstudio.prompts.tokenizer import clip_tokenizer
 
     unet, vae, text_encoder = build_sd15_components(dtype)
-    model = GenerationModel(unet=unet, vae=vae, encoder=PlainClipEncoder(text_encoder, clip_tokenizer("sd1")), scheduler_config=SCHEDULER_CONFIG, name="random-sd15")
+    model = GenerationModel(
+        unet=unet,
+        vae=vae,
+        encoder=PlainClipEncoder(text_encoder, clip_tokenizer("sd1")),
+        scheduler_config=SCHEDULER_CONFIG,
+        name="random-sd15",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         paths = DataPaths(Path(tmp)).ensure()
         service = GenerationService(Settings(samples_save=False), paths, lambda name: model)
         stamps: list[float] = []
         control = GenerationControl(on_progress=lambda e: stamps.append(time.perf_counter()), preview_every=0)
-        request = Txt2ImgRequest(prompt=args.prompt, steps=args.steps, cfg_scale=7.0, width=args.size, height=args.size, seed=1, sampler_name="Euler", scheduler="Uniform", do_not_save_samples=True)
+        request = Txt2ImgRequest(
+            prompt=args.prompt,
+            steps=args.steps,
+            cfg_scale=7.0,
+            width=args.size,
+            height=args.size,
+            seed=1,
+            sampler_name="Euler",
+            scheduler="Uniform",
+            do_not_save_samples=True,
+        )
         start = time.perf_counter()
         service.txt2img(request, control)
     return {"total_s": time.perf_counter() - start, "stamps": stamps, "loop_start": start}
@@ -120,7 +166,11 @@ def child(args) -> None:
     # Step time from step callbacks: (last - first) / (n - 1); excludes text encoding and VAE decode.
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else float("nan")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"s_per_step": per_step, "total_s": result["total_s"], "peak_rss_mib": peak_mib, "steps_seen": len(stamps)}))
+    print(
+        json.dumps(
+            {"s_per_step": per_step, "total_s": result["total_s"], "peak_rss_mib": peak_mib, "steps_seen": len(stamps)}
+        )
+    )
 
 
 def main() -> None:
@@ -143,19 +193,38 @@ def main() -> None:
         # Interleaved repeats, best of each: the CPU may be shared, and drift hits both sides alike.
         for _ in range(args.repeats):
             for impl in ("diffusers", "sdstudio"):
-                cmd = [sys.executable, __file__, "--impl", impl, "--dtype", dtype, "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt, "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--impl",
+                    impl,
+                    "--dtype",
+                    dtype,
+                    "--steps",
+                    str(args.steps),
+                    "--size",
+                    str(args.size),
+                    "--prompt",
+                    args.prompt,
+                    "--threads",
+                    str(args.threads),
+                ]
                 out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
                 if out.returncode != 0:
                     sys.exit(f"{impl} {dtype} failed:\n{out.stderr[-3000:]}")
                 runs[impl].append(json.loads(out.stdout.strip().splitlines()[-1]))
         best = {impl: {key: min(r[key] for r in found) for key in found[0]} for impl, found in runs.items()}
         rows.append((dtype, best["diffusers"], best["sdstudio"]))
-    print(f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU, best of {args.repeats}")
+    print(
+        f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU, best of {args.repeats}"
+    )
     print(f"{'dtype':6} {'impl':10} {'s/step':>8} {'total s':>8} {'peak RSS MiB':>13}")
     for dtype, base, ours in rows:
         for name, m in (("diffusers", base), ("sdstudio", ours)):
             print(f"{dtype:6} {name:10} {m['s_per_step']:8.2f} {m['total_s']:8.1f} {m['peak_rss_mib']:13.0f}")
-        print(f"{dtype:6} {'ratio':10} {ours['s_per_step'] / base['s_per_step']:8.2f}x {ours['total_s'] / base['total_s']:7.2f}x {ours['peak_rss_mib'] / base['peak_rss_mib']:12.2f}x")
+        print(
+            f"{dtype:6} {'ratio':10} {ours['s_per_step'] / base['s_per_step']:8.2f}x {ours['total_s'] / base['total_s']:7.2f}x {ours['peak_rss_mib'] / base['peak_rss_mib']:12.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,10 @@ def measure(mode: str, root: Path, size: int, tile: int, overlap: int, repeats: 
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
     done = subprocess.run(
         [sys.executable, "-c", WORKER, mode, str(root), str(size), str(tile), str(overlap), str(repeats), str(threads)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{done.stderr[-2000:]}")
@@ -115,29 +118,47 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating spandrel/sdstudio process pairs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--big-size", type=int, default=2048, help="input side for the memory check (0 = skip)")
-    parser.add_argument("--big-blocks", type=int, default=None, help="RRDB blocks for the memory check (default: --blocks)")
-    parser.add_argument("--big-filters", type=int, default=None, help="filters for the memory check (default: --filters)")
+    parser.add_argument(
+        "--big-blocks", type=int, default=None, help="RRDB blocks for the memory check (default: --blocks)"
+    )
+    parser.add_argument(
+        "--big-filters", type=int, default=None, help="filters for the memory check (default: --filters)"
+    )
     parser.add_argument("--big-tile", type=int, default=None, help="tile size for the memory check (default: --tile)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-upscale-") as tmp:
         root = Path(tmp)
         write_model(root, args.blocks, args.filters)
-        print(f"ESRGAN 4x random weights, {args.blocks} blocks x {args.filters} filters; input {args.size}x{args.size}, "
-              f"tile {args.tile}, overlap {args.overlap}, best of {args.repeats}; torch threads {args.threads or 'default'}", flush=True)
+        print(
+            f"ESRGAN 4x random weights, {args.blocks} blocks x {args.filters} filters; input {args.size}x{args.size}, "
+            f"tile {args.tile}, overlap {args.overlap}, best of {args.repeats}; torch threads {args.threads or 'default'}",
+            flush=True,
+        )
         started = time.perf_counter()
         runs: dict[str, list[dict]] = {"spandrel": [], "sdstudio": []}
         for _ in range(args.rounds):
             for mode in runs:
                 runs[mode].append(measure(mode, root, args.size, args.tile, args.overlap, args.repeats, args.threads))
-        direct = {"seconds": min(r["seconds"] for r in runs["spandrel"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["spandrel"])}
-        ours = {"seconds": min(r["seconds"] for r in runs["sdstudio"]), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["sdstudio"])}
-        print("all times: " + "; ".join(f"{mode} " + ", ".join(f"{r['seconds']:.1f}" for r in rs) for mode, rs in runs.items()))
+        direct = {
+            "seconds": min(r["seconds"] for r in runs["spandrel"]),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["spandrel"]),
+        }
+        ours = {
+            "seconds": min(r["seconds"] for r in runs["sdstudio"]),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs["sdstudio"]),
+        }
+        print(
+            "all times: "
+            + "; ".join(f"{mode} " + ", ".join(f"{r['seconds']:.1f}" for r in rs) for mode, rs in runs.items())
+        )
         print(f"\n| {'run':<28} | {'time s':>9} | {'peak RSS MiB':>12} |")
         print(f"|{'-' * 30}|{'-' * 11}|{'-' * 14}|")
         print(f"| {'spandrel, same tiles':<28} | {direct['seconds']:>9.2f} | {direct['peak_rss_mib']:>12.0f} |")
         print(f"| {'sdstudio UpscalerRegistry':<28} | {ours['seconds']:>9.2f} | {ours['peak_rss_mib']:>12.0f} |")
-        print(f"| {'ratio sdstudio / spandrel':<28} | {ours['seconds'] / direct['seconds']:>8.3f}x | {ours['peak_rss_mib'] / direct['peak_rss_mib']:>11.3f}x |")
+        print(
+            f"| {'ratio sdstudio / spandrel':<28} | {ours['seconds'] / direct['seconds']:>8.3f}x | {ours['peak_rss_mib'] / direct['peak_rss_mib']:>11.3f}x |"
+        )
 
         if args.big_size:
             big_blocks = args.big_blocks or args.blocks
@@ -147,9 +168,11 @@ def main() -> int:
             big_tile = args.big_tile or args.tile
             big = measure("sdstudio", root, args.big_size, big_tile, args.overlap, 1, args.threads)
             verdict = "OK" if big["peak_rss_mib"] < 4096 else "OVER"
-            print(f"\n{args.big_size}x{args.big_size} -> {args.big_size * 4}x{args.big_size * 4} with sdstudio "
-                  f"({big_blocks} blocks x {big_filters} filters, tile {big_tile}): {big['seconds']:.1f} s, "
-                  f"peak RSS {big['peak_rss_mib']:.0f} MiB (limit 4096 MiB: {verdict})")
+            print(
+                f"\n{args.big_size}x{args.big_size} -> {args.big_size * 4}x{args.big_size * 4} with sdstudio "
+                f"({big_blocks} blocks x {big_filters} filters, tile {big_tile}): {big['seconds']:.1f} s, "
+                f"peak RSS {big['peak_rss_mib']:.0f} MiB (limit 4096 MiB: {verdict})"
+            )
         print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
     return 0
 

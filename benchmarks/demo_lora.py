@@ -65,7 +65,9 @@ def star_scenes(count: int, seed: int):
 
     rng = np.random.default_rng(seed)
     combos = [(c, "star", b) for c in scenes.COLOUR_NAMES for b in scenes.COLOUR_NAMES if c != b]
-    return [dataclasses.replace(scenes.sample_scene(rng, tuple(combos), size="large"), shape="star") for _ in range(count)]
+    return [
+        dataclasses.replace(scenes.sample_scene(rng, tuple(combos), size="large"), shape="star") for _ in range(count)
+    ]
 
 
 def write_dataset(folder: Path, count: int, seed: int) -> Path:
@@ -108,7 +110,9 @@ def classifier_check(classifier, count: int = 60) -> tuple[float, float]:
 
     stars = [render_star(s) for s in star_scenes(count, seed=99)]
     others = [s.render() for s in scenes.scene_batch(99, 0, count, "all")]
-    return float(np.mean([is_star(i, classifier) for i in stars])), float(np.mean([is_star(i, classifier) for i in others]))
+    return float(np.mean([is_star(i, classifier) for i in stars])), float(
+        np.mean([is_star(i, classifier) for i in others])
+    )
 
 
 # --- models -------------------------------------------------------------------------------
@@ -127,9 +131,17 @@ def load_base(args, paths):
         for module in (parts.unet, parts.vae, parts.text_encoder):
             module.eval().requires_grad_(False)
         label = f"{args.random_base or 'micro'}-random"
-        base = TrainingBase(parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, label)
-        model = GenerationModel(parts.unet, parts.vae, PromptConditioner(PromptEncoder([parts.text_encoder])), dict(SCHEDULER_CONFIG),
-                                vae_scaling_factor=parts.scale_factor, name=label)
+        base = TrainingBase(
+            parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, label
+        )
+        model = GenerationModel(
+            parts.unet,
+            parts.vae,
+            PromptConditioner(PromptEncoder([parts.text_encoder])),
+            dict(SCHEDULER_CONFIG),
+            vae_scaling_factor=parts.scale_factor,
+            name=label,
+        )
         return base, model
     try:
         from sdstudio.models.loader import load_checkpoint  # type: ignore[import-not-found]
@@ -137,7 +149,9 @@ def load_base(args, paths):
         sys.exit("not runnable yet: the model manager's loader (sdstudio.models.loader) is not in this checkout")
     path = Path(args.base)
     if not path.is_file():
-        sys.exit(f"not runnable yet: no base checkpoint at {path} (the bundled tiny model lands in src/sdstudio/assets/tiny/)")
+        sys.exit(
+            f"not runnable yet: no base checkpoint at {path} (the bundled tiny model lands in src/sdstudio/assets/tiny/)"
+        )
     from sdstudio.engine.checkpoints import generation_model_from_checkpoint
     from sdstudio.engine.conditioning import encoder_for_checkpoint
 
@@ -157,13 +171,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--conv-rank", type=int, default=8, help="LoCon rank on the ResNet 3x3 convolutions (0 = attention layers only)")
+    parser.add_argument(
+        "--conv-rank", type=int, default=8, help="LoCon rank on the ResNet 3x3 convolutions (0 = attention layers only)"
+    )
     parser.add_argument("--eval", type=int, default=20, help="images generated with and without the tag")
     parser.add_argument("--sample-steps", type=int, default=20)
     parser.add_argument("--out", default=None, help="folder for data dir, LoRA and images (default: a temp folder)")
     parser.add_argument("--smoke", action="store_true", help="random micro model, few steps: checks the plumbing only")
-    parser.add_argument("--random-base", choices=["micro", "tiny"], default=None,
-                        help="an untrained model of that size instead of the bundled one: times training, cannot score stars")
+    parser.add_argument(
+        "--random-base",
+        choices=["micro", "tiny"],
+        default=None,
+        help="an untrained model of that size instead of the bundled one: times training, cannot score stars",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.images, args.steps, args.eval, args.sample_steps = 4, 3, 2, 3
@@ -183,21 +203,42 @@ def main() -> None:
     paths = DataPaths(root / "data").ensure()
     classifier = star_classifier()
     star_hit, other_hit = classifier_check(classifier)
-    print(f"classifier on rendered shapes: stars called star {star_hit:.0%}, circles/squares/triangles called star {other_hit:.0%}")
+    print(
+        f"classifier on rendered shapes: stars called star {star_hit:.0%}, circles/squares/triangles called star {other_hit:.0%}"
+    )
 
     base, model = load_base(args, paths)
     dataset = write_dataset(root / "train", args.images, seed=1)
     config = LoraTrainingConfig(
-        output_name="star", resolution=scenes.IMAGE_SIZE, max_train_steps=args.steps, train_batch_size=args.batch,
-        learning_rate=args.lr, text_encoder_lr=args.lr / 2, rank=args.rank, network_alpha=float(args.rank),
-        conv_rank=args.conv_rank, conv_alpha=float(args.conv_rank),
-        train_text_encoder=True, seed=0, sample_prompts=["a large red star on a blue background"], sample_steps=args.sample_steps,
+        output_name="star",
+        resolution=scenes.IMAGE_SIZE,
+        max_train_steps=args.steps,
+        train_batch_size=args.batch,
+        learning_rate=args.lr,
+        text_encoder_lr=args.lr / 2,
+        rank=args.rank,
+        network_alpha=float(args.rank),
+        conv_rank=args.conv_rank,
+        conv_alpha=float(args.conv_rank),
+        train_text_encoder=True,
+        seed=0,
+        sample_prompts=["a large red star on a blue background"],
+        sample_steps=args.sample_steps,
     )
     train_start = time.monotonic()
-    result = train_lora(base, scan_training_folder(dataset), config, paths.folder("lora"), samples_dir=root / "samples", progress_bar=True)
+    result = train_lora(
+        base,
+        scan_training_folder(dataset),
+        config,
+        paths.folder("lora"),
+        samples_dir=root / "samples",
+        progress_bar=True,
+    )
     train_seconds = time.monotonic() - train_start
 
-    service = GenerationService(Settings(), paths, lambda name: model, batch_hooks=[LoraBatchHook(LoraLibrary(paths.folder("lora")))])
+    service = GenerationService(
+        Settings(), paths, lambda name: model, batch_hooks=[LoraBatchHook(LoraLibrary(paths.folder("lora")))]
+    )
     rng = np.random.default_rng(5)
     pairs = [(c, b) for c in scenes.COLOUR_NAMES for b in scenes.COLOUR_NAMES if c != b]
     counts = {"with": 0, "without": 0}
@@ -206,14 +247,24 @@ def main() -> None:
         colour, background = pairs[int(rng.integers(len(pairs)))]
         prompt = f"a large {colour} star on a {background} background"
         for label, text in (("with", f"{prompt} <lora:star:1>"), ("without", prompt)):
-            request = Txt2ImgRequest(prompt=text, seed=1000 + i, steps=args.sample_steps, width=scenes.IMAGE_SIZE, height=scenes.IMAGE_SIZE,
-                                     cfg_scale=7.0, do_not_save_samples=True, do_not_save_grid=True)
+            request = Txt2ImgRequest(
+                prompt=text,
+                seed=1000 + i,
+                steps=args.sample_steps,
+                width=scenes.IMAGE_SIZE,
+                height=scenes.IMAGE_SIZE,
+                cfg_scale=7.0,
+                do_not_save_samples=True,
+                do_not_save_grid=True,
+            )
             image = service.txt2img(request).images[0]
             image.save(root / "eval" / f"{i:03d}_{label}.png")
             counts[label] += int(is_star(np.asarray(image.convert("RGB")), classifier))
     total = time.monotonic() - began
     print()
-    print(f"LoRA demo: star shape on {model.name}, {args.images} training images, {result.steps} steps, {torch.get_num_threads()} threads")
+    print(
+        f"LoRA demo: star shape on {model.name}, {args.images} training images, {result.steps} steps, {torch.get_num_threads()} threads"
+    )
     print(f"{'':<28}{'stars':>8}{'of':>5}{'share':>8}")
     print(f"{'with <lora:star:1>':<28}{counts['with']:>8}{args.eval:>5}{counts['with'] / args.eval:>8.0%}")
     print(f"{'without the tag':<28}{counts['without']:>8}{args.eval:>5}{counts['without'] / args.eval:>8.0%}")

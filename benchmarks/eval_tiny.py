@@ -36,10 +36,20 @@ def generate_sdstudio(app, prompts: list[str], seeds: int, steps: int, cfg: floa
 
     images, began = [], time.perf_counter()
     for prompt in prompts:
-        request = Txt2ImgRequest(prompt=prompt, seed=0, batch_size=seeds, steps=steps, cfg_scale=cfg, sampler_name=sampler,
-                                 width=64, height=64, do_not_save_samples=True, do_not_save_grid=True)
+        request = Txt2ImgRequest(
+            prompt=prompt,
+            seed=0,
+            batch_size=seeds,
+            steps=steps,
+            cfg_scale=cfg,
+            sampler_name=sampler,
+            width=64,
+            height=64,
+            do_not_save_samples=True,
+            do_not_save_grid=True,
+        )
         result = app.engine.txt2img(request)
-        images += [np.asarray(image.convert("RGB")) for image in result.images[result.index_of_first_image:]]
+        images += [np.asarray(image.convert("RGB")) for image in result.images[result.index_of_first_image :]]
     return images, time.perf_counter() - began
 
 
@@ -53,16 +63,29 @@ def time_plain_diffusers(checkpoint: Path, prompts: list[str], seeds: int, steps
 
     loaded = load_checkpoint(checkpoint)
     pipe = StableDiffusionPipeline(
-        vae=loaded.vae, text_encoder=loaded.text_encoder, tokenizer=clip_tokenizer("sd1"), unet=loaded.unet,
-        scheduler=EulerAncestralDiscreteScheduler.from_config(loaded.scheduler_config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=loaded.vae,
+        text_encoder=loaded.text_encoder,
+        tokenizer=clip_tokenizer("sd1"),
+        unet=loaded.unet,
+        scheduler=EulerAncestralDiscreteScheduler.from_config(loaded.scheduler_config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.vae.config.scaling_factor = loaded.vae_scaling_factor
     pipe.set_progress_bar_config(disable=True)
     began = time.perf_counter()
     for prompt in prompts:
         generator = [torch.Generator().manual_seed(seed) for seed in range(seeds)]
-        pipe(prompt, height=64, width=64, num_inference_steps=steps, guidance_scale=cfg, num_images_per_prompt=seeds, generator=generator)
+        pipe(
+            prompt,
+            height=64,
+            width=64,
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            num_images_per_prompt=seeds,
+            generator=generator,
+        )
     return time.perf_counter() - began
 
 
@@ -103,11 +126,18 @@ def main() -> None:
     truth = scenes.scene_batch(4321, 0, 600, "all")
     truth_readings = scene_metrics.read_scenes([s.render() for s in truth], classifier)
     truth_score = score(truth_readings, [s.combo for s in truth])
-    print(f"scorer on 600 rendered scenes: object {truth_score['object']:.1%}, background {truth_score['background']:.1%}, "
-          f"shape {truth_score['shape']:.1%} (trained in {time.perf_counter() - began:.1f} s)")
+    print(
+        f"scorer on 600 rendered scenes: object {truth_score['object']:.1%}, background {truth_score['background']:.1%}, "
+        f"shape {truth_score['shape']:.1%} (trained in {time.perf_counter() - began:.1f} s)"
+    )
 
     rng = np.random.default_rng(0)
-    seen = [scenes.TRAIN_COMBOS[i] for i in sorted(rng.choice(len(scenes.TRAIN_COMBOS), size=min(args.seen, len(scenes.TRAIN_COMBOS)), replace=False))]
+    seen = [
+        scenes.TRAIN_COMBOS[i]
+        for i in sorted(
+            rng.choice(len(scenes.TRAIN_COMBOS), size=min(args.seen, len(scenes.TRAIN_COMBOS)), replace=False)
+        )
+    ]
     held_out = list(scenes.HELD_OUT_LIST)
     app = open_app(tempfile.mkdtemp(prefix="eval_tiny_"))
     app.engine.select_model(ckpt=str(checkpoint))
@@ -121,25 +151,49 @@ def main() -> None:
         readings = scene_metrics.read_scenes(images, classifier)
         # Images come prompt by prompt, seeds 0..n-1 within each: every n-th one shares a seed.
         by_seed = [score(readings[seed :: args.seeds], expected[seed :: args.seeds]) for seed in range(args.seeds)]
-        by_background = {name: float(np.mean([r.background == name for r, c in zip(readings, expected) if c[2] == name]))
-                         for name in scenes.COLOUR_NAMES if any(c[2] == name for c in expected)}
-        rows[split] = score(readings, expected) | {"images": len(images), "by_seed": by_seed, "background_by_colour": by_background}
+        by_background = {
+            name: float(np.mean([r.background == name for r, c in zip(readings, expected) if c[2] == name]))
+            for name in scenes.COLOUR_NAMES
+            if any(c[2] == name for c in expected)
+        }
+        rows[split] = score(readings, expected) | {
+            "images": len(images),
+            "by_seed": by_seed,
+            "background_by_colour": by_background,
+        }
         timings[split] = seconds
         all_images += images
     per_image = sum(timings.values()) / sum(row["images"] for row in rows.values())
 
-    print(f"\n{checkpoint.name}: {args.steps} steps {args.sampler}, CFG {args.cfg:g}, {args.seeds} seeds per combination, "
-          f"64x64, {torch.get_num_threads()} threads")
-    print(f"{'split':<9} {'combos':>6} {'images':>6} {'object colour':>13} {'background':>10} {'shape':>6} {'all three':>9}")
+    print(
+        f"\n{checkpoint.name}: {args.steps} steps {args.sampler}, CFG {args.cfg:g}, {args.seeds} seeds per combination, "
+        f"64x64, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'split':<9} {'combos':>6} {'images':>6} {'object colour':>13} {'background':>10} {'shape':>6} {'all three':>9}"
+    )
     for split, combos in (("held-out", held_out), ("seen", seen)):
         row = rows[split]
-        print(f"{split:<9} {len(combos):>6} {row['images']:>6} {row['object']:>13.1%} {row['background']:>10.1%} {row['shape']:>6.1%} {row['all']:>9.1%}")
+        print(
+            f"{split:<9} {len(combos):>6} {row['images']:>6} {row['object']:>13.1%} {row['background']:>10.1%} {row['shape']:>6.1%} {row['all']:>9.1%}"
+        )
     for split in rows:
-        print(f"{split} by seed (object / background / shape): " + ", ".join(
-            f"{seed}: {r['object']:.0%}/{r['background']:.0%}/{r['shape']:.0%}" for seed, r in enumerate(rows[split]["by_seed"])))
-        print(f"{split} background right, by the colour asked for: " + ", ".join(
-            f"{name} {value:.0%}" for name, value in rows[split]["background_by_colour"].items()))
-    targets = rows["held-out"]["object"] >= 0.9 and rows["held-out"]["background"] >= 0.95 and rows["held-out"]["shape"] >= 0.8
+        print(
+            f"{split} by seed (object / background / shape): "
+            + ", ".join(
+                f"{seed}: {r['object']:.0%}/{r['background']:.0%}/{r['shape']:.0%}"
+                for seed, r in enumerate(rows[split]["by_seed"])
+            )
+        )
+        print(
+            f"{split} background right, by the colour asked for: "
+            + ", ".join(f"{name} {value:.0%}" for name, value in rows[split]["background_by_colour"].items())
+        )
+    targets = (
+        rows["held-out"]["object"] >= 0.9
+        and rows["held-out"]["background"] >= 0.95
+        and rows["held-out"]["shape"] >= 0.8
+    )
     print(f"held-out targets (object >= 90%, background >= 95%, shape >= 80%): {'met' if targets else 'NOT met'}")
 
     figures = {"checkpoint": str(checkpoint), "rows": rows, "sdstudio_s_per_image": per_image, "targets_met": targets}
@@ -150,9 +204,14 @@ def main() -> None:
         sdstudio_seconds = generate_sdstudio(app, prompts, args.seeds, args.steps, args.cfg, args.sampler)[1]
         diffusers_seconds = time_plain_diffusers(checkpoint, prompts, args.seeds, args.steps, args.cfg)
         count = len(prompts) * args.seeds
-        figures |= {"sdstudio_s_per_image_same_run": sdstudio_seconds / count, "diffusers_s_per_image": diffusers_seconds / count}
-        print(f"; same held-out prompts back to back: sdstudio {sdstudio_seconds / count * 1000:.0f} ms, "
-              f"plain diffusers {diffusers_seconds / count * 1000:.0f} ms, ratio {sdstudio_seconds / diffusers_seconds:.2f}")
+        figures |= {
+            "sdstudio_s_per_image_same_run": sdstudio_seconds / count,
+            "diffusers_s_per_image": diffusers_seconds / count,
+        }
+        print(
+            f"; same held-out prompts back to back: sdstudio {sdstudio_seconds / count * 1000:.0f} ms, "
+            f"plain diffusers {diffusers_seconds / count * 1000:.0f} ms, ratio {sdstudio_seconds / diffusers_seconds:.2f}"
+        )
     else:
         print()
     if args.grid:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from tiny_models import write_tiny_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

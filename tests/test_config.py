@@ -31,15 +31,26 @@ def test_open_app_creates_a1111_layout(data_dir):
 
 def test_settings_defaults_use_a1111_names():
     names = Settings().to_json_dict()
-    for key in ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "samples_format",
-                "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_grids",
-                "save_images_add_number", "enable_pnginfo", "eta_noise_seed_delta"):
+    for key in (
+        "sd_model_checkpoint",
+        "sd_vae",
+        "CLIP_stop_at_last_layers",
+        "samples_format",
+        "outdir_txt2img_samples",
+        "outdir_img2img_samples",
+        "outdir_grids",
+        "save_images_add_number",
+        "enable_pnginfo",
+        "eta_noise_seed_delta",
+    ):
         assert key in names
 
 
 def test_unknown_keys_survive_a_save(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"samples_format": "jpg", "some_extension_option": [1, 2], "CLIP_stop_at_last_layers": 2}))
+    path.write_text(
+        json.dumps({"samples_format": "jpg", "some_extension_option": [1, 2], "CLIP_stop_at_last_layers": 2})
+    )
     settings = load_settings(path).settings
     assert settings.samples_format == "jpg"
     assert settings.CLIP_stop_at_last_layers == 2

@@ -33,8 +33,12 @@ def test_import_has_no_side_effects(tmp_path):
         "    importlib.import_module(info.name)\n"
         "assert threading.active_count() == before, threading.enumerate()\n"
     )
-    env = {"SDSTUDIO_DATA_DIR": str(data), "HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        "SDSTUDIO_DATA_DIR": str(data),
+        "HOME": str(tmp_path / "home"),
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_OFFLINE": "1",
+    }
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
     assert not data.exists()
     assert not (tmp_path / "home" / ".local" / "share" / "sdstudio").exists()

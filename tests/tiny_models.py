@@ -14,17 +14,36 @@ from pathlib import Path
 
 import torch
 
-SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
 
 # A 2-level SD1-shaped UNet (conv proj_in, cross-attention) with ~0.5M parameters.
 UNET_DEFAULTS = dict(
-    sample_size=8, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
-    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32,
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
 )
 # A 4-level VAE: 8x down-sampling like SD's, with few channels.
-VAE_DEFAULTS = dict(in_channels=3, out_channels=3, block_out_channels=(8, 8, 16, 16), layers_per_block=1, latent_channels=4,
-                    norm_num_groups=8, sample_size=64)
+VAE_DEFAULTS = dict(
+    in_channels=3,
+    out_channels=3,
+    block_out_channels=(8, 8, 16, 16),
+    layers_per_block=1,
+    latent_channels=4,
+    norm_num_groups=8,
+    sample_size=64,
+)
 # The 2-level VAE (2x down-sampling, 32 px tiles) of the checkpoint files and the single-file loader tests.
 CHECKPOINT_VAE = dict(block_out_channels=(32, 32), norm_num_groups=32, sample_size=32)
 # The UNet and text encoder of the checkpoint files (64-wide context, as the LDM yaml writer expects).
@@ -44,7 +63,11 @@ def seeded_rng(seed: int) -> Iterator[None]:
 
 def sdxl_added_conditioning(pooled_dim: int) -> dict:
     """UNet config for SDXL's added conditioning: pooled text embeds plus 6 time ids of 8 channels each."""
-    return dict(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=pooled_dim + 6 * 8)
+    return dict(
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=pooled_dim + 6 * 8,
+    )
 
 
 def _unet(**config):
@@ -58,19 +81,38 @@ def _vae(**config):
 
     config = {**VAE_DEFAULTS, **config}
     levels = len(config["block_out_channels"])
-    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-                         **config).eval().requires_grad_(False)
+    return (
+        AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels, **config
+        )
+        .eval()
+        .requires_grad_(False)
+    )
 
 
-def _clip(hidden: int = 32, layers: int = 2, heads: int = 2, projection: int | None = None, act: str = "quick_gelu",
-          layer_norm_noise: float = 0.0):
+def _clip(
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    projection: int | None = None,
+    act: str = "quick_gelu",
+    layer_norm_noise: float = 0.0,
+):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        vocab_size=49408, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        max_position_embeddings=77, hidden_act=act, projection_dim=projection or hidden,
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        hidden_act=act,
+        projection_dim=projection or hidden,
         # as the loader configures them: SD1's CLIP pads with the end token, OpenCLIP (gelu) with 0
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407 if act == "quick_gelu" else 0,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407 if act == "quick_gelu" else 0,
     )
     model = CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
     if layer_norm_noise:
@@ -95,8 +137,15 @@ def tiny_vae(seed: int = 0, **config):
         return _vae(**config)
 
 
-def tiny_clip(seed: int = 0, hidden: int = 32, layers: int = 2, heads: int = 2, projection: int | None = None,
-              act: str = "quick_gelu", layer_norm_noise: float = 0.0):
+def tiny_clip(
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    projection: int | None = None,
+    act: str = "quick_gelu",
+    layer_norm_noise: float = 0.0,
+):
     """A random CLIP text encoder with the real vocabulary and 77 positions (with a projection head when `projection`)."""
     with seeded_rng(seed):
         return _clip(hidden, layers, heads, projection, act, layer_norm_noise)
@@ -134,7 +183,9 @@ class HashTextEncoder:
         from sdstudio.engine.sampling import FixedConditioning
 
         self.calls.append((list(prompts), list(negative_prompts), steps))
-        return FixedConditioning(torch.stack([self.embed(p) for p in prompts]), torch.stack([self.embed(n) for n in negative_prompts]))
+        return FixedConditioning(
+            torch.stack([self.embed(p) for p in prompts]), torch.stack([self.embed(n) for n in negative_prompts])
+        )
 
 
 def tiny_generation_model(unet=None, vae=None, encoder=None, seed: int = 0, **fields):
@@ -160,5 +211,10 @@ def write_tiny_checkpoint(folder, name: str = "random-tiny.safetensors", seed: i
         text_encoder = _clip(**CHECKPOINT_CLIP)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint(folder / name, unet=unet, vae=vae, text_encoder=text_encoder,
-                           yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5))
+    return save_checkpoint(
+        folder / name,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5),
+    )

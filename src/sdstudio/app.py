@@ -31,13 +31,13 @@ class App:
 
     paths: DataPaths
     settings_store: SettingsStore
-    memory: "ModelMemory"
-    models: "ModelRegistry"
-    styles: "StyleDatabase"
-    loras: "LoraLibrary"
-    postprocess: "PostprocessService"
-    engine: "GenerationService"
-    checkpoints: "CheckpointModels"  # the engine's model source, for unload/reload and the loaded model
+    memory: ModelMemory
+    models: ModelRegistry
+    styles: StyleDatabase
+    loras: LoraLibrary
+    postprocess: PostprocessService
+    engine: GenerationService
+    checkpoints: CheckpointModels  # the engine's model source, for unload/reload and the loaded model
 
     @property
     def settings(self) -> Settings:
@@ -94,17 +94,30 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         paths,
         checkpoints,
         apply_styles=styles.apply_styles,
-        upscale_image=lambda image, name, width, height: postprocess.upscalers.upscale(image, target=(width, height), name=name),
-        restore_faces=lambda image: postprocess.face_restorers.restore(image, store.current.face_restoration_model).image,
+        upscale_image=lambda image, name, width, height: postprocess.upscalers.upscale(
+            image, target=(width, height), name=name
+        ),
+        restore_faces=lambda image: (
+            postprocess.face_restorers.restore(image, store.current.face_restoration_model).image
+        ),
         watermark=add_watermark,
         version=f"sdstudio {__version__}",
         batch_hooks=[LoraBatchHook(loras)],
     )
-    return App(paths=paths, settings_store=store, memory=memory, models=models, styles=styles, loras=loras,
-               postprocess=postprocess, engine=engine, checkpoints=checkpoints)
+    return App(
+        paths=paths,
+        settings_store=store,
+        memory=memory,
+        models=models,
+        styles=styles,
+        loras=loras,
+        postprocess=postprocess,
+        engine=engine,
+        checkpoints=checkpoints,
+    )
 
 
-def _registry_resolver(registry: "ModelRegistry"):
+def _registry_resolver(registry: ModelRegistry):
     """name -> (path, title, short hash) through the model registry."""
 
     def resolve(name: str) -> tuple[Path, str, str]:
@@ -115,25 +128,30 @@ def _registry_resolver(registry: "ModelRegistry"):
     return resolve
 
 
-def _external_vae_path(settings: Settings, registry: "ModelRegistry", checkpoint: Path) -> Path | None:
+def _external_vae_path(settings: Settings, registry: ModelRegistry, checkpoint: Path) -> Path | None:
     """The VAE file sd_vae picks for `checkpoint` (a new NAME.vae.safetensors counts without a restart)."""
     entry = registry.vae_for(settings.sd_vae, Path(checkpoint))
     return entry.path if entry else None
 
 
-def _checkpoint_loader(registry: "ModelRegistry"):
+def _checkpoint_loader(registry: ModelRegistry):
     """(path, settings) -> LoadedCheckpoint with the settings' VAE, device, precision and memory switches."""
     from sdstudio.models.devices import resolve_device, weights_dtype
     from sdstudio.models.loader import load_checkpoint
     from sdstudio.models.memory import MemoryOptions, apply_memory_options
 
-    def load(path: Path, settings: Settings) -> "LoadedCheckpoint":
+    def load(path: Path, settings: Settings) -> LoadedCheckpoint:
         device = resolve_device(settings.device)
         vae = registry.vae_for(settings.sd_vae, Path(path))
         memory = MemoryOptions.from_settings(settings)
         offload = memory.cpu_offload and not device.startswith("cpu")
-        loaded = load_checkpoint(path, device="cpu" if offload else device, dtype=weights_dtype(settings.precision, device),
-                                 no_half_vae=settings.no_half_vae, vae_path=vae.path if vae else None)
+        loaded = load_checkpoint(
+            path,
+            device="cpu" if offload else device,
+            dtype=weights_dtype(settings.precision, device),
+            no_half_vae=settings.no_half_vae,
+            vae_path=vae.path if vae else None,
+        )
         apply_memory_options(loaded, memory, device)
         loaded.device = device
         loaded.vae_hash = (vae.shorthash or "") if vae else ""

@@ -45,25 +45,44 @@ class ModelKind:
                 continue
             visited.add(real)
             dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found += [Path(root) / name for name in files if not name.startswith(".") and name.lower().endswith(self.suffixes)]
+            found += [
+                Path(root) / name for name in files if not name.startswith(".") and name.lower().endswith(self.suffixes)
+            ]
         return sorted(found, key=lambda path: path.relative_to(folder).as_posix().lower())
 
 
 # Upscaler and face-restoration weights (read through spandrel) share their suffixes.
 IMAGE_MODEL_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
-MODEL_KINDS = {kind.name: kind for kind in (
-    ModelKind("checkpoint", ("models/Stable-diffusion",), (".safetensors", ".ckpt")),
-    ModelKind("vae", ("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
-    ModelKind("lora", ("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
-    ModelKind("embedding", ("embeddings",), (".pt", ".bin", ".safetensors")),
-    ModelKind("upscaler", ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"), IMAGE_MODEL_SUFFIXES),
-    ModelKind("face_restorer", ("models/GFPGAN", "models/Codeformer"), IMAGE_MODEL_SUFFIXES),
-)}
+MODEL_KINDS = {
+    kind.name: kind
+    for kind in (
+        ModelKind("checkpoint", ("models/Stable-diffusion",), (".safetensors", ".ckpt")),
+        ModelKind("vae", ("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
+        ModelKind("lora", ("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
+        ModelKind("embedding", ("embeddings",), (".pt", ".bin", ".safetensors")),
+        ModelKind(
+            "upscaler",
+            ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"),
+            IMAGE_MODEL_SUFFIXES,
+        ),
+        ModelKind("face_restorer", ("models/GFPGAN", "models/Codeformer"), IMAGE_MODEL_SUFFIXES),
+    )
+}
 """Every kind of model file, by name (the `--type` of `sdstudio models`)."""
 
-PREVIEW_SUFFIXES = (".png", ".preview.png", ".jpg", ".preview.jpg", ".jpeg", ".preview.jpeg",
-                    ".webp", ".preview.webp", ".gif", ".preview.gif")
+PREVIEW_SUFFIXES = (
+    ".png",
+    ".preview.png",
+    ".jpg",
+    ".preview.jpg",
+    ".jpeg",
+    ".preview.jpeg",
+    ".webp",
+    ".preview.webp",
+    ".gif",
+    ".preview.gif",
+)
 """Card images beside a model file (NAME.png...), in A1111's order (ui_extra_networks.find_preview)."""
 
 
@@ -139,7 +158,7 @@ class DataPaths:
             raise ValueError(f"path {str(relative)!r} is outside the data dir {self.root}")
         return candidate
 
-    def ensure(self) -> "DataPaths":
+    def ensure(self) -> DataPaths:
         """Create the data dir with the A1111 layout (idempotent)."""
         for kind in MODEL_KINDS:
             for folder in self.folders(kind):
@@ -214,7 +233,7 @@ class Settings(BaseModel):
         """All options, the unknown keys from config.json included."""
         return self.model_dump(mode="json")
 
-    def merged(self, changes: dict[str, Any], field: str | None = None) -> "Settings":
+    def merged(self, changes: dict[str, Any], field: str | None = None) -> Settings:
         """A new Settings with `changes` applied and validated; InvalidRequest names the bad option.
 
         `field` prefixes the option name in the error (e.g. "override_settings") when the
@@ -237,8 +256,13 @@ def option_error(option: str, message: str, field: str | None = None) -> Invalid
 
 # Options that name a folder to write into; relative to the data dir and confined to it.
 PATH_OPTIONS = (
-    "outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
-    "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids",
+    "outdir_samples",
+    "outdir_txt2img_samples",
+    "outdir_img2img_samples",
+    "outdir_extras_samples",
+    "outdir_grids",
+    "outdir_txt2img_grids",
+    "outdir_img2img_grids",
 )
 
 
@@ -251,8 +275,12 @@ def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None
     try:
         paths.resolve_inside(value)
     except ValueError:
-        raise option_error(name, f"{value!r} is outside the data dir {paths.root}; use a folder inside it "
-                                 "(a relative path such as outputs/my-images)", field) from None
+        raise option_error(
+            name,
+            f"{value!r} is outside the data dir {paths.root}; use a folder inside it "
+            "(a relative path such as outputs/my-images)",
+            field,
+        ) from None
 
 
 def check_path_options(settings: Settings, paths: DataPaths, field: str | None = None) -> None:
@@ -337,7 +365,7 @@ class SettingsStore:
         self._current = self._saved
 
     @classmethod
-    def open(cls, paths: DataPaths) -> "SettingsStore":
+    def open(cls, paths: DataPaths) -> SettingsStore:
         """Load config.json from the data dir (defaults when missing, backup when corrupt)."""
         loaded = load_settings(paths.config_file)
         return cls(paths, loaded.settings, [loaded.notice] if loaded.notice else [])

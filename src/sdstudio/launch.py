@@ -49,8 +49,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise InvalidRequest("port", f"cannot listen on {host}:{port} ({exc.strerror}); "
-                                         "stop what uses it or pick another port with --port") from None
+            raise InvalidRequest(
+                "port",
+                f"cannot listen on {host}:{port} ({exc.strerror}); stop what uses it or pick another port with --port",
+            ) from None
 
 
 def check_credentials(options: LaunchOptions) -> None:
@@ -61,7 +63,7 @@ def check_credentials(options: LaunchOptions) -> None:
     parse_credentials(options.ui_auth)
 
 
-def build_server(app: "App", options: LaunchOptions) -> tuple["FastAPI", "JobQueue"]:
+def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
     """The FastAPI app (API and/or UI mounted) and its job queue, not yet started."""
     from sdstudio.engine.job_queue import JobQueue
 
@@ -69,8 +71,13 @@ def build_server(app: "App", options: LaunchOptions) -> tuple["FastAPI", "JobQue
     if options.api:
         from sdstudio.server.app import ServerOptions, create_api
 
-        server_options = ServerOptions(listen=options.listen, port=options.port, api_auth=options.api_auth, api=True,
-                                       flags={"gradio_auth": "***" if options.ui_auth else None} if options.ui else {})
+        server_options = ServerOptions(
+            listen=options.listen,
+            port=options.port,
+            api_auth=options.api_auth,
+            api=True,
+            flags={"gradio_auth": "***" if options.ui_auth else None} if options.ui else {},
+        )
         fastapi_app = create_api(app, queue, server_options)
     else:
         from fastapi import FastAPI
@@ -91,7 +98,7 @@ def build_server(app: "App", options: LaunchOptions) -> tuple["FastAPI", "JobQue
     return fastapi_app, queue
 
 
-def launch(app: "App", options: LaunchOptions, started: float | None = None) -> int:
+def launch(app: App, options: LaunchOptions, started: float | None = None) -> int:
     """Serve until interrupted; returns the process exit code."""
     import uvicorn
 
@@ -108,7 +115,7 @@ def launch(app: "App", options: LaunchOptions, started: float | None = None) -> 
     return 0
 
 
-def _announce_when_ready(server, options: LaunchOptions, started: float, app: "App") -> None:
+def _announce_when_ready(server, options: LaunchOptions, started: float, app: App) -> None:
     while not server.started:
         if server.should_exit:
             return
@@ -121,5 +128,9 @@ def _announce_when_ready(server, options: LaunchOptions, started: float, app: "A
         what = f"API ready: {base}/sdapi/v1 (docs: /docs)"
     cpu = os.times()
     # CPU seconds say what the start costs on an idle machine when other work shares the cores.
-    print(f"sdstudio {what}; started in {time.perf_counter() - started:.1f} s (process CPU {cpu.user + cpu.system:.1f} s); "
-          f"data dir {app.paths.root}", file=sys.stderr, flush=True)
+    print(
+        f"sdstudio {what}; started in {time.perf_counter() - started:.1f} s (process CPU {cpu.user + cpu.system:.1f} s); "
+        f"data dir {app.paths.root}",
+        file=sys.stderr,
+        flush=True,
+    )

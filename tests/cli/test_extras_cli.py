@@ -17,7 +17,20 @@ def _image(path, width=40, height=32, seed=0):
 def test_extras_upscales_and_prints_saved_paths(data_dir, tmp_path, capsys):
     source = _image(tmp_path / "photo.png")
     out = tmp_path / "out"
-    code = main(["--data-dir", str(data_dir), "extras", str(source), "--upscaler", "Lanczos", "--scale", "2", "--outdir", str(out)])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "extras",
+            str(source),
+            "--upscaler",
+            "Lanczos",
+            "--scale",
+            "2",
+            "--outdir",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out.split()
     assert code == 0
     assert printed == [str(out / "photo.png")]
@@ -28,10 +41,22 @@ def test_extras_upscales_and_prints_saved_paths(data_dir, tmp_path, capsys):
 
 def test_extras_resize_to_and_second_upscaler(data_dir, tmp_path, capsys):
     source = _image(tmp_path / "photo.png")
-    code = main([
-        "--data-dir", str(data_dir), "extras", str(source), "--upscaler", "Lanczos", "--resize-to", "100x50",
-        "--upscaler-2", "Nearest", "--upscaler-2-visibility", "0.5",
-    ])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "extras",
+            str(source),
+            "--upscaler",
+            "Lanczos",
+            "--resize-to",
+            "100x50",
+            "--upscaler-2",
+            "Nearest",
+            "--upscaler-2-visibility",
+            "0.5",
+        ]
+    )
     saved_path = capsys.readouterr().out.strip()
     assert code == 0 and saved_path.startswith(str(data_dir / "outputs" / "extras-images"))
     saved = Image.open(saved_path)
@@ -51,9 +76,25 @@ def test_extras_bad_values_and_missing_file(data_dir, tmp_path, capsys):
     assert main(["--data-dir", str(data_dir), "extras", str(tmp_path / "missing.png"), "--upscaler", "Lanczos"]) == 2
     assert "missing.png" in capsys.readouterr().err
     source = _image(tmp_path / "photo.png")
-    assert main(["--data-dir", str(data_dir), "extras", str(source), "--upscaler", "Lanczos", "--resize-to", "big"]) == 2
+    assert (
+        main(["--data-dir", str(data_dir), "extras", str(source), "--upscaler", "Lanczos", "--resize-to", "big"]) == 2
+    )
     assert "--resize-to" in capsys.readouterr().err
-    assert main(["--data-dir", str(data_dir), "extras", str(source), "--face-restorer", "gfpgan", "--face-restorer-visibility", "2"]) == 2
+    assert (
+        main(
+            [
+                "--data-dir",
+                str(data_dir),
+                "extras",
+                str(source),
+                "--face-restorer",
+                "gfpgan",
+                "--face-restorer-visibility",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "--face-restorer-visibility" in capsys.readouterr().err
 
 

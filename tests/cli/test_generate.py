@@ -39,7 +39,23 @@ def test_bad_request_is_one_line_naming_the_field_and_writes_nothing(tmp_path, c
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
-    code = main(["--data-dir", str(tmp_path / "data"), "txt2img", "--model", "no-such-model", "--steps", "1", "--W", "64", "--H", "64", "--no-progress", "a cat"])
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "txt2img",
+            "--model",
+            "no-such-model",
+            "--steps",
+            "1",
+            "--W",
+            "64",
+            "--H",
+            "64",
+            "--no-progress",
+            "a cat",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "checkpoint" in err and "Traceback" not in err
 
@@ -49,8 +65,49 @@ def test_compvis_aliases_parse_to_the_same_request():
     from sdstudio.cli.txt2img import common_request_fields
 
     parser = build_parser()
-    compvis = parser.parse_args(["txt2img", "--prompt", "x", "--H", "64", "--W", "128", "--scale", "5", "--n_samples", "2", "--n_iter", "3", "--ddim_steps", "7", "--plms", "--skip_grid"])
-    long = parser.parse_args(["txt2img", "--prompt", "x", "--height", "64", "--width", "128", "--cfg-scale", "5", "--batch-size", "2", "--n-iter", "3", "--steps", "7", "--sampler", "PLMS", "--skip-grid"])
+    compvis = parser.parse_args(
+        [
+            "txt2img",
+            "--prompt",
+            "x",
+            "--H",
+            "64",
+            "--W",
+            "128",
+            "--scale",
+            "5",
+            "--n_samples",
+            "2",
+            "--n_iter",
+            "3",
+            "--ddim_steps",
+            "7",
+            "--plms",
+            "--skip_grid",
+        ]
+    )
+    long = parser.parse_args(
+        [
+            "txt2img",
+            "--prompt",
+            "x",
+            "--height",
+            "64",
+            "--width",
+            "128",
+            "--cfg-scale",
+            "5",
+            "--batch-size",
+            "2",
+            "--n-iter",
+            "3",
+            "--steps",
+            "7",
+            "--sampler",
+            "PLMS",
+            "--skip-grid",
+        ]
+    )
     assert common_request_fields(compvis, "x") == common_request_fields(long, "x")
 
 
@@ -82,8 +139,27 @@ def test_txt2img_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
     if not tiny.exists():
         pytest.skip("bundled tiny model not present")
     outdir = tmp_path / "out"
-    argv = ["--data-dir", str(tmp_path / "data"), "txt2img", "--ckpt", str(tiny), "--prompt", "a cat", "--W", "64", "--H", "64",
-            "--steps", "2", "--seed", "5", "--n_samples", "2", "--outdir", str(outdir)]
+    argv = [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "txt2img",
+        "--ckpt",
+        str(tiny),
+        "--prompt",
+        "a cat",
+        "--W",
+        "64",
+        "--H",
+        "64",
+        "--steps",
+        "2",
+        "--seed",
+        "5",
+        "--n_samples",
+        "2",
+        "--outdir",
+        str(outdir),
+    ]
     assert main(argv) == 0
     printed = [Path(line) for line in capsys.readouterr().out.split("\n") if line.strip()]
     assert len(printed) == 3 and all(p.is_file() for p in printed)
@@ -102,12 +178,33 @@ def test_loading_flags_pick_a_vae_and_memory_switches_for_this_run(tmp_path, cap
 
     data = tmp_path / "data"
     tiny = Path(__import__("sdstudio").__file__).parent / "assets" / "tiny" / "sdstudio-tiny.safetensors"
-    vae = {k.removeprefix("first_stage_model."): v for k, v in load_file(tiny).items() if k.startswith("first_stage_model.")}
+    vae = {
+        k.removeprefix("first_stage_model."): v
+        for k, v in load_file(tiny).items()
+        if k.startswith("first_stage_model.")
+    }
     (data / "models" / "VAE").mkdir(parents=True)
     save_file(vae, str(data / "models" / "VAE" / "copy.safetensors"))
-    argv = ["--data-dir", str(data), "txt2img", "--prompt", "a red circle on a blue background", "--steps", "2", "--seed", "1",
-            "--outdir", str(tmp_path / "out"), "--skip_grid", "--vae", "copy.safetensors", "--attention-slicing", "--vae-tiling",
-            "--precision", "fp32"]
+    argv = [
+        "--data-dir",
+        str(data),
+        "txt2img",
+        "--prompt",
+        "a red circle on a blue background",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "--outdir",
+        str(tmp_path / "out"),
+        "--skip_grid",
+        "--vae",
+        "copy.safetensors",
+        "--attention-slicing",
+        "--vae-tiling",
+        "--precision",
+        "fp32",
+    ]
     assert main(argv) == 0
     image = Path(capsys.readouterr().out.split("\n")[0])
     assert main(["pnginfo", str(image)]) == 0

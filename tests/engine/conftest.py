@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny_models import tiny_generation_model, tiny_unet, tiny_vae
 
-from sdstudio.config import SettingsStore, DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.engine.service import GenerationService
 
 

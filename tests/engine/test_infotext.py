@@ -10,7 +10,7 @@ A1111_SAMPLE = (
     "masterpiece, (best quality:1.2), 1girl\n"
     "Negative prompt: lowres, bad anatomy\n"
     "Steps: 28, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 3405691582, Size: 512x768, "
-    'Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.5, Clip skip: 2, Hires upscale: 2, '
+    "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Denoising strength: 0.5, Clip skip: 2, Hires upscale: 2, "
     'Hires upscaler: Latent, Lora hashes: "add_detail: 7c6bad76eb54", Version: v1.10.1'
 )
 
@@ -20,14 +20,21 @@ def test_parses_a1111_infotext_into_request_fields():
     request = Txt2ImgRequest(**fields)
     assert request.prompt == "masterpiece, (best quality:1.2), 1girl"
     assert request.negative_prompt == "lowres, bad anatomy"
-    assert (request.steps, request.sampler_name, request.scheduler, request.cfg_scale) == (28, "DPM++ 2M", "Karras", 7.0)
+    assert (request.steps, request.sampler_name, request.scheduler, request.cfg_scale) == (
+        28,
+        "DPM++ 2M",
+        "Karras",
+        7.0,
+    )
     assert (request.seed, request.width, request.height) == (3405691582, 512, 768)
     assert request.enable_hr and request.hr_scale == 2.0 and request.denoising_strength == 0.5
     assert request.override_settings == {"CLIP_stop_at_last_layers": 2}
 
 
 def test_quoted_values_and_multiline_prompts_round_trip():
-    text = format_infotext("line one,\nline two", "neg: a\nneg b", {"Steps": 3, "Model": "a, b: c", "Note": 'say "hi"', "Empty": None})
+    text = format_infotext(
+        "line one,\nline two", "neg: a\nneg b", {"Steps": 3, "Model": "a, b: c", "Note": 'say "hi"', "Empty": None}
+    )
     assert 'Model: "a, b: c"' in text and "Empty" not in text
     params = parse_generation_parameters(text)
     assert params["Prompt"] == "line one,\nline two"
@@ -37,13 +44,17 @@ def test_quoted_values_and_multiline_prompts_round_trip():
 
 
 def test_old_combined_sampler_name_is_split():
-    params = parse_generation_parameters("cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512")
+    params = parse_generation_parameters(
+        "cat\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512"
+    )
     assert (params["Sampler"], params["Schedule type"]) == ("DPM++ 2M", "Karras")
 
 
 def test_img2img_fields():
     text = "cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, Denoising strength: 0.4, Mask blur: 8"
-    request = Img2ImgRequest(init_images=[__import__("PIL.Image").Image.new("RGB", (8, 8))], **request_fields_from_infotext(text, "img2img"))
+    request = Img2ImgRequest(
+        init_images=[__import__("PIL.Image").Image.new("RGB", (8, 8))], **request_fields_from_infotext(text, "img2img")
+    )
     assert (request.denoising_strength, request.mask_blur_x, request.mask_blur_y) == (0.4, 8, 8)
 
 

@@ -31,6 +31,7 @@ def test_jobs_run_one_at_a_time_in_arrival_order(queue):
             with lock:
                 running.remove(n)
             return n * 10
+
         return run
 
     gate, started = threading.Event(), threading.Event()

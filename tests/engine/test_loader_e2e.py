@@ -44,20 +44,52 @@ def test_same_request_twice_is_identical_and_another_seed_differs(engine):
 
 
 def test_infotext_round_trip_and_img2img_and_hires(engine):
-    request = Txt2ImgRequest(prompt="a house", seed=5, sampler_name="DPM++ SDE", scheduler="Karras", enable_hr=True,
-                             hr_second_pass_steps=1, denoising_strength=0.5, **SMALL)
+    request = Txt2ImgRequest(
+        prompt="a house",
+        seed=5,
+        sampler_name="DPM++ SDE",
+        scheduler="Karras",
+        enable_hr=True,
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+        **SMALL,
+    )
     result = engine.txt2img(request)
     assert result.images[0].size == (128, 128)
     with Image.open(result.saved_paths[0]) as saved:
         assert Txt2ImgRequest(**request_fields_from_infotext(read_infotext(saved))).model_dump() == request.model_dump()
-    again = engine.img2img(Img2ImgRequest(prompt="a house", init_images=[result.images[0]], denoising_strength=0.3, seed=5, **SMALL))
+    again = engine.img2img(
+        Img2ImgRequest(prompt="a house", init_images=[result.images[0]], denoising_strength=0.3, seed=5, **SMALL)
+    )
     assert again.images[0].size == (64, 64)
 
 
 def test_cli_txt2img_with_ckpt_prints_saved_paths(checkpoint, tmp_path, capsys):
     outdir = tmp_path / "out"
-    code = main(["--data-dir", str(tmp_path / "data"), "txt2img", "--ckpt", str(checkpoint), "--prompt", "a cat", "--W", "64", "--H", "64",
-                 "--steps", "2", "--seed", "5", "--n_samples", "2", "--outdir", str(outdir), "--no-progress"])
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "data"),
+            "txt2img",
+            "--ckpt",
+            str(checkpoint),
+            "--prompt",
+            "a cat",
+            "--W",
+            "64",
+            "--H",
+            "64",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--n_samples",
+            "2",
+            "--outdir",
+            str(outdir),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     from pathlib import Path
 

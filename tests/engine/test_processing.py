@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageDraw
 from tiny_models import tiny_generation_model, tiny_vae
 
-from sdstudio.config import SettingsStore, Settings
+from sdstudio.config import Settings, SettingsStore
 from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import read_infotext
@@ -32,7 +32,9 @@ def test_same_request_twice_gives_identical_images_and_other_seed_differs(servic
 
 
 def test_batch_images_match_single_runs_of_their_seeds(service):
-    batch = service.txt2img(Txt2ImgRequest(prompt="p", seed=10, batch_size=2, sampler_name="DPM++ 2M SDE", do_not_save_grid=True, **SMALL))
+    batch = service.txt2img(
+        Txt2ImgRequest(prompt="p", seed=10, batch_size=2, sampler_name="DPM++ 2M SDE", do_not_save_grid=True, **SMALL)
+    )
     alone = service.txt2img(Txt2ImgRequest(prompt="p", seed=11, sampler_name="DPM++ 2M SDE", **SMALL))
     assert batch.seeds == [10, 11]
     assert np.abs(_pixels(batch.images[1]) - _pixels(alone.images[0])).max() <= 1
@@ -54,9 +56,20 @@ def test_files_saved_as_a1111_with_infotext_and_grid(service, paths):
 
 def test_infotext_round_trips_to_the_same_request(service):
     request = Txt2ImgRequest(
-        prompt="a castle, sunset\nsecond line", negative_prompt="blurry: low", seed=5, subseed=9, subseed_strength=0.25,
-        sampler_name="DPM++ SDE", scheduler="Exponential", cfg_scale=4.5, enable_hr=True, hr_scale=1.5,
-        hr_upscaler="Latent (nearest)", hr_second_pass_steps=2, denoising_strength=0.6, **SMALL,
+        prompt="a castle, sunset\nsecond line",
+        negative_prompt="blurry: low",
+        seed=5,
+        subseed=9,
+        subseed_strength=0.25,
+        sampler_name="DPM++ SDE",
+        scheduler="Exponential",
+        cfg_scale=4.5,
+        enable_hr=True,
+        hr_scale=1.5,
+        hr_upscaler="Latent (nearest)",
+        hr_second_pass_steps=2,
+        denoising_strength=0.6,
+        **SMALL,
     )
     result = service.txt2img(request)
     with Image.open(result.saved_paths[0]) as saved:
@@ -67,7 +80,17 @@ def test_infotext_round_trips_to_the_same_request(service):
 
 def test_hires_fix_doubles_the_size(service):
     for upscaler in ("Latent", "Lanczos", "Nearest"):
-        result = service.txt2img(Txt2ImgRequest(prompt="x", seed=1, enable_hr=True, hr_upscaler=upscaler, denoising_strength=0.5, hr_second_pass_steps=2, **SMALL))
+        result = service.txt2img(
+            Txt2ImgRequest(
+                prompt="x",
+                seed=1,
+                enable_hr=True,
+                hr_upscaler=upscaler,
+                denoising_strength=0.5,
+                hr_second_pass_steps=2,
+                **SMALL,
+            )
+        )
         assert result.images[0].size == (128, 128), upscaler
         assert "Hires upscale: 2" in result.infotexts[0]
 
@@ -103,7 +126,18 @@ def _square_mask(size=64, box=(16, 16, 48, 48)) -> Image.Image:
 def test_inpainting_changes_only_the_masked_region(service, fill, full_res):
     init = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
     mask = _square_mask()
-    result = service.img2img(Img2ImgRequest(init_images=[init], mask=mask, mask_blur=2, inpainting_fill=fill, inpaint_full_res=full_res, denoising_strength=0.9, seed=3, **SMALL))
+    result = service.img2img(
+        Img2ImgRequest(
+            init_images=[init],
+            mask=mask,
+            mask_blur=2,
+            inpainting_fill=fill,
+            inpaint_full_res=full_res,
+            denoising_strength=0.9,
+            seed=3,
+            **SMALL,
+        )
+    )
     out, src = _pixels(result.images[0]), _pixels(init)
     outside = np.ones((64, 64), dtype=bool)
     outside[10:55, 10:55] = False  # mask grown by the blur radius
@@ -122,7 +156,9 @@ def test_inpainting_checkpoint_with_nine_channels(paths, tiny_inpainting_model):
 
 def test_progress_events_and_previews(service):
     events = []
-    service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, **SMALL), GenerationControl(on_progress=events.append, preview_every=1))
+    service.txt2img(
+        Txt2ImgRequest(seed=1, n_iter=2, **SMALL), GenerationControl(on_progress=events.append, preview_every=1)
+    )
     assert [(e.job_no, e.step) for e in events] == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
     assert all(e.preview is not None for e in events) and events[-1].eta_seconds == 0
 
@@ -134,7 +170,10 @@ def test_interrupt_stops_and_keeps_what_is_finished(service):
         if event.job_no == 1 and event.step == 1:
             control.interrupt()
 
-    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=4, do_not_save_grid=True, **SMALL), GenerationControl(cancel=control.cancel, on_progress=on_progress))
+    result = service.txt2img(
+        Txt2ImgRequest(seed=1, n_iter=4, do_not_save_grid=True, **SMALL),
+        GenerationControl(cancel=control.cancel, on_progress=on_progress),
+    )
     assert result.interrupted
     assert result.seeds == [1, 2]  # the finished image and the partial one, as A1111
     assert len(result.saved_paths) == 2
@@ -149,7 +188,10 @@ def test_skip_moves_to_the_next_image(service):
         if event.job_no == 0 and event.step == 1:
             control.skip()
 
-    result = service.txt2img(Txt2ImgRequest(seed=1, n_iter=2, do_not_save_grid=True, **SMALL), GenerationControl(cancel=control.cancel, on_progress=on_progress))
+    result = service.txt2img(
+        Txt2ImgRequest(seed=1, n_iter=2, do_not_save_grid=True, **SMALL),
+        GenerationControl(cancel=control.cancel, on_progress=on_progress),
+    )
     assert not result.interrupted and result.seeds == [1, 2]
     assert (0, 2) not in seen and (1, 3) in seen
 
@@ -178,7 +220,9 @@ def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_mod
     def broken(image):
         raise ModelLoadError("CodeFormer: no model file in models/Codeformer")
 
-    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, restore_faces=broken)
+    service = GenerationService(
+        SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, restore_faces=broken
+    )
     result = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
     assert len(result.images) == 1 and len(result.saved_paths) == 1
     assert any("CodeFormer" in w for w in result.warnings)
@@ -201,8 +245,12 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
         finally:
             events.append(("exit", tuple(prompts)))
 
-    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, batch_hooks=[hook])
-    result = service.txt2img(Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL))
+    service = GenerationService(
+        SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model, batch_hooks=[hook]
+    )
+    result = service.txt2img(
+        Txt2ImgRequest(prompt="<lora:detail:1> cat", seed=1, n_iter=2, do_not_save_grid=True, **SMALL)
+    )
     assert events == [("enter", ("<lora:detail:1> cat",)), ("exit", ("<lora:detail:1> cat",))] * 2
     assert 'Lora hashes: "detail: abc"' in result.infotexts[0]
     assert result.warnings == ["LoRA detail: 3 keys did not match"]
@@ -211,14 +259,21 @@ def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):
 def test_invisible_watermark_is_applied_when_enabled(paths, tiny_model):
     from sdstudio.postprocess.watermark import add_watermark, decode_watermark
 
-    service = GenerationService(SettingsStore(paths, Settings(enable_invisible_watermark=True)), paths, lambda name, settings: tiny_model, watermark=add_watermark)
+    service = GenerationService(
+        SettingsStore(paths, Settings(enable_invisible_watermark=True)),
+        paths,
+        lambda name, settings: tiny_model,
+        watermark=add_watermark,
+    )
     result = service.txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
     expected = np.unpackbits(np.frombuffer(b"StableDiffusionV1", dtype=np.uint8))
 
     def bits_matching(image):
         return (np.unpackbits(np.frombuffer(decode_watermark(image).raw, dtype=np.uint8)) == expected).mean()
 
-    plain = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model).txt2img(Txt2ImgRequest(seed=1, width=256, height=256, steps=1))
+    plain = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: tiny_model).txt2img(
+        Txt2ImgRequest(seed=1, width=256, height=256, steps=1)
+    )
     with Image.open(result.saved_paths[0]) as saved:
         # A random model's images are noise, which DWT-DCT survives only mostly.
         assert bits_matching(saved) > 0.85 > bits_matching(plain.images[0])
@@ -232,6 +287,9 @@ def test_previews_of_non_standard_latents_are_decoded(paths, tiny_components):
     assert not model.has_standard_latents and model.latent_factor == 4
     events = []
     service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model)
-    result = service.txt2img(Txt2ImgRequest(seed=1, width=32, height=32, steps=2), GenerationControl(on_progress=events.append, preview_every=1))
+    result = service.txt2img(
+        Txt2ImgRequest(seed=1, width=32, height=32, steps=2),
+        GenerationControl(on_progress=events.append, preview_every=1),
+    )
     assert result.images[0].size == (32, 32)
     assert events[-1].preview.size == (32, 32)  # decoded, not a latent-sized approximation

@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import tiny_clip, tiny_generation_model
 
-from sdstudio.config import SettingsStore, Settings
+from sdstudio.config import Settings, SettingsStore
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
 from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
@@ -20,7 +20,9 @@ def prompt_model(tiny_components):
 
 def _record_text_conditioning(unet):
     seen = []
-    handle = unet.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True)
+    handle = unet.register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(kwargs["encoder_hidden_states"].clone()), with_kwargs=True
+    )
     return seen, handle
 
 
@@ -28,7 +30,17 @@ def test_prompt_schedule_switches_at_its_step(paths, prompt_model):
     service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: prompt_model)
     seen, handle = _record_text_conditioning(prompt_model.unet)
     try:
-        service.txt2img(Txt2ImgRequest(prompt="a [cat:dog:2] on a sofa", steps=4, width=64, height=64, seed=1, sampler_name="Euler", do_not_save_samples=True))
+        service.txt2img(
+            Txt2ImgRequest(
+                prompt="a [cat:dog:2] on a sofa",
+                steps=4,
+                width=64,
+                height=64,
+                seed=1,
+                sampler_name="Euler",
+                do_not_save_samples=True,
+            )
+        )
     finally:
         handle.remove()
     cond_rows = [s[0] for s in seen]
@@ -42,7 +54,20 @@ def test_and_prompt_and_long_negative_run_in_one_unet_call_per_step(paths, promp
     service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: prompt_model)
     seen, handle = _record_text_conditioning(prompt_model.unet)
     try:
-        result = service.txt2img(Txt2ImgRequest(prompt="a cat AND a dog :0.5", negative_prompt="blurry " * 90, steps=2, width=64, height=64, seed=1, sampler_name="Euler", batch_size=2, do_not_save_samples=True, do_not_save_grid=True))
+        result = service.txt2img(
+            Txt2ImgRequest(
+                prompt="a cat AND a dog :0.5",
+                negative_prompt="blurry " * 90,
+                steps=2,
+                width=64,
+                height=64,
+                seed=1,
+                sampler_name="Euler",
+                batch_size=2,
+                do_not_save_samples=True,
+                do_not_save_grid=True,
+            )
+        )
     finally:
         handle.remove()
     assert len(seen) == 2  # one UNet call per step

@@ -44,7 +44,12 @@ def test_defaults_are_a1111s():
 
 @pytest.mark.parametrize(
     "name, sampler, schedule",
-    [("DPM++ 2M Karras", "DPM++ 2M", "Karras"), ("k_euler_a", "Euler a", "Automatic"), ("euler a", "Euler a", "Automatic"), ("DPM++ 2M SDE Exponential", "DPM++ 2M SDE", "Exponential")],
+    [
+        ("DPM++ 2M Karras", "DPM++ 2M", "Karras"),
+        ("k_euler_a", "Euler a", "Automatic"),
+        ("euler a", "Euler a", "Automatic"),
+        ("DPM++ 2M SDE Exponential", "DPM++ 2M SDE", "Exponential"),
+    ],
 )
 def test_old_combined_sampler_names_are_split(name, sampler, schedule):
     r = Txt2ImgRequest(sampler_name=name)
@@ -66,7 +71,15 @@ def test_img2img_images_decoded_from_base64_data_url_and_path(tmp_path):
     assert r.mask.size == (16, 16)
 
 
-@pytest.mark.parametrize("fields, field_name", [({"init_images": ["not an image"]}, "init_images"), ({}, "init_images"), ({"init_images": [Image.new("RGB", (8, 8))], "mask": "Zm9v"}, "mask"), ({"init_images": [Image.new("RGB", (8, 8))], "inpainting_fill": 7}, "inpainting_fill")])
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        ({"init_images": ["not an image"]}, "init_images"),
+        ({}, "init_images"),
+        ({"init_images": [Image.new("RGB", (8, 8))], "mask": "Zm9v"}, "mask"),
+        ({"init_images": [Image.new("RGB", (8, 8))], "inpainting_fill": 7}, "inpainting_fill"),
+    ],
+)
 def test_bad_img2img_inputs_are_named(fields, field_name):
     with pytest.raises(InvalidRequest) as info:
         Img2ImgRequest(**fields)

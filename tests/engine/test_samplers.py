@@ -29,9 +29,16 @@ def _job(unet, sampler, schedule, steps, seed=1, cfg=3.0):
     cond, uncond = torch.randn(1, 77, 32, generator=gen), torch.randn(1, 77, 32, generator=gen)
     noise = ImageNoise((4, 8, 8), [seed])
     return SamplingJob(
-        sampler=sampler, schedule=schedule, steps=steps, guided=GuidedUNet(unet, FixedConditioning(cond, uncond), cfg),
-        discrete=DISCRETE, prediction_type="epsilon", scheduler_config=SCHEDULER_CONFIG, noise=noise.next,
-        initial_noise=noise.first(), options=SamplerOptions(eta=sampler.default_eta),
+        sampler=sampler,
+        schedule=schedule,
+        steps=steps,
+        guided=GuidedUNet(unet, FixedConditioning(cond, uncond), cfg),
+        discrete=DISCRETE,
+        prediction_type="epsilon",
+        scheduler_config=SCHEDULER_CONFIG,
+        noise=noise.next,
+        initial_noise=noise.first(),
+        options=SamplerOptions(eta=sampler.default_eta),
     )
 
 
@@ -54,7 +61,10 @@ def test_every_sampler_and_schedule_runs_and_is_repeatable(tiny_components, samp
 def test_deterministic_samplers_converge_to_the_same_image(tiny_components):
     unet = tiny_components[0]
     karras = find_schedule_type("Karras")
-    results = {name: run_sampler(_job(unet, find_sampler(name), karras, 40, cfg=1.0)) for name in ("Euler", "Heun", "LMS", "DPM++ 2M", "DPM2")}
+    results = {
+        name: run_sampler(_job(unet, find_sampler(name), karras, 40, cfg=1.0))
+        for name in ("Euler", "Heun", "LMS", "DPM++ 2M", "DPM2")
+    }
     reference = results["Heun"]
     scale = reference.abs().mean()
     for name, out in results.items():
@@ -70,7 +80,9 @@ def test_euler_matches_diffusers_euler_on_the_same_sigmas(tiny_components):
     unet = tiny_components[0]
     euler, karras = find_sampler("Euler"), find_schedule_type("Karras")
     ours = run_sampler(_job(unet, euler, karras, 6, cfg=1.0))
-    scheduler = EulerDiscreteScheduler.from_config({**SCHEDULER_CONFIG, "use_karras_sigmas": True, "timestep_spacing": "linspace"})
+    scheduler = EulerDiscreteScheduler.from_config(
+        {**SCHEDULER_CONFIG, "use_karras_sigmas": True, "timestep_spacing": "linspace"}
+    )
     scheduler.set_timesteps(6)
     job = _job(unet, euler, karras, 6, cfg=1.0)
     x = job.initial_noise * scheduler.init_noise_sigma
@@ -99,8 +111,14 @@ def test_schedules_span_the_models_sigma_range_and_discard_for_dpm2():
 
 def test_automatic_schedule_is_the_samplers_a1111_default():
     auto = SCHEDULE_TYPES[0]
-    assert torch.equal(sigmas_for(find_sampler("DPM++ 2M"), auto, 5, DISCRETE), sigmas_for(find_sampler("DPM++ 2M"), find_schedule_type("Karras"), 5, DISCRETE))
-    assert torch.equal(sigmas_for(find_sampler("Euler"), auto, 5, DISCRETE), sigmas_for(find_sampler("Euler"), find_schedule_type("Uniform"), 5, DISCRETE))
+    assert torch.equal(
+        sigmas_for(find_sampler("DPM++ 2M"), auto, 5, DISCRETE),
+        sigmas_for(find_sampler("DPM++ 2M"), find_schedule_type("Karras"), 5, DISCRETE),
+    )
+    assert torch.equal(
+        sigmas_for(find_sampler("Euler"), auto, 5, DISCRETE),
+        sigmas_for(find_sampler("Euler"), find_schedule_type("Uniform"), 5, DISCRETE),
+    )
 
 
 def test_cfg_batches_cond_and_uncond_in_one_unet_call(tiny_components):

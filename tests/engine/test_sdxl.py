@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tiny_models import sdxl_added_conditioning, tiny_clip, tiny_generation_model, tiny_unet
 
-from sdstudio.config import SettingsStore, Settings
+from sdstudio.config import Settings, SettingsStore
 from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.service import GenerationService
 from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
@@ -24,8 +24,20 @@ def sdxl_model(tiny_components):
 @pytest.mark.parametrize("sampler", ["Euler a", "DDIM"])
 def test_sdxl_txt2img_with_and_prompt_and_hires(paths, sdxl_model, sampler):
     service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: sdxl_model)
-    request = Txt2ImgRequest(prompt="a cat AND a dog", negative_prompt="blur", seed=3, sampler_name=sampler, batch_size=2, width=64, height=64, steps=2,
-                             enable_hr=True, hr_second_pass_steps=1, denoising_strength=0.5, do_not_save_grid=True)
+    request = Txt2ImgRequest(
+        prompt="a cat AND a dog",
+        negative_prompt="blur",
+        seed=3,
+        sampler_name=sampler,
+        batch_size=2,
+        width=64,
+        height=64,
+        steps=2,
+        enable_hr=True,
+        hr_second_pass_steps=1,
+        denoising_strength=0.5,
+        do_not_save_grid=True,
+    )
     first = service.txt2img(request)
     again = service.txt2img(request)
     assert [im.size for im in first.images] == [(128, 128), (128, 128)]

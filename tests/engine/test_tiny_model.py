@@ -38,9 +38,13 @@ def _pixels(image):
 
 
 def test_same_request_twice_is_pixel_identical_and_seed_matters(engine):
-    request = Txt2ImgRequest(prompt="a (red:1.2) cube [on:under:1] a table", negative_prompt="blurry", seed=123, **SMALL)
+    request = Txt2ImgRequest(
+        prompt="a (red:1.2) cube [on:under:1] a table", negative_prompt="blurry", seed=123, **SMALL
+    )
     a, b = engine.txt2img(request), engine.txt2img(request)
-    c = engine.txt2img(Txt2ImgRequest(prompt="a (red:1.2) cube [on:under:1] a table", negative_prompt="blurry", seed=124, **SMALL))
+    c = engine.txt2img(
+        Txt2ImgRequest(prompt="a (red:1.2) cube [on:under:1] a table", negative_prompt="blurry", seed=124, **SMALL)
+    )
     assert np.array_equal(_pixels(a.images[0]), _pixels(b.images[0]))
     assert not np.array_equal(_pixels(a.images[0]), _pixels(c.images[0]))
     assert "Model: sdstudio-tiny" in a.infotexts[0]
@@ -49,13 +53,25 @@ def test_same_request_twice_is_pixel_identical_and_seed_matters(engine):
 @pytest.mark.parametrize("schedule", [s.label for s in SCHEDULE_TYPES])
 @pytest.mark.parametrize("sampler", [s.name for s in SAMPLERS])
 def test_every_sampler_and_schedule_type_runs(engine, sampler, schedule):
-    result = engine.txt2img(Txt2ImgRequest(prompt="a cat", seed=1, sampler_name=sampler, scheduler=schedule, do_not_save_samples=True, **SMALL))
+    result = engine.txt2img(
+        Txt2ImgRequest(
+            prompt="a cat", seed=1, sampler_name=sampler, scheduler=schedule, do_not_save_samples=True, **SMALL
+        )
+    )
     assert result.images[0].size == (64, 64)
     assert np.isfinite(_pixels(result.images[0])).all()
 
 
 def test_infotext_round_trips(engine):
-    request = Txt2ImgRequest(prompt="a house, night", negative_prompt="day", seed=9, sampler_name="Euler a", scheduler="Karras", cfg_scale=5.0, **SMALL)
+    request = Txt2ImgRequest(
+        prompt="a house, night",
+        negative_prompt="day",
+        seed=9,
+        sampler_name="Euler a",
+        scheduler="Karras",
+        cfg_scale=5.0,
+        **SMALL,
+    )
     result = engine.txt2img(request)
     with Image.open(result.saved_paths[0]) as saved:
         parsed = Txt2ImgRequest(**request_fields_from_infotext(read_infotext(saved)))
@@ -63,7 +79,9 @@ def test_infotext_round_trips(engine):
 
 
 def test_hires_fix_doubles_the_size(engine):
-    result = engine.txt2img(Txt2ImgRequest(prompt="a cat", seed=1, enable_hr=True, hr_second_pass_steps=1, denoising_strength=0.5, **SMALL))
+    result = engine.txt2img(
+        Txt2ImgRequest(prompt="a cat", seed=1, enable_hr=True, hr_second_pass_steps=1, denoising_strength=0.5, **SMALL)
+    )
     assert result.images[0].size == (128, 128)
 
 
@@ -85,7 +103,19 @@ def test_inpainting_changes_only_the_masked_region(engine):
     init = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle((16, 16, 48, 48), fill=255)
-    result = engine.img2img(Img2ImgRequest(prompt="x", init_images=[init], mask=mask, mask_blur=2, inpainting_fill=2, inpaint_full_res=False, denoising_strength=1.0, seed=1, **SMALL))
+    result = engine.img2img(
+        Img2ImgRequest(
+            prompt="x",
+            init_images=[init],
+            mask=mask,
+            mask_blur=2,
+            inpainting_fill=2,
+            inpaint_full_res=False,
+            denoising_strength=1.0,
+            seed=1,
+            **SMALL,
+        )
+    )
     out, src = _pixels(result.images[0]), _pixels(init)
     outside = np.ones((64, 64), dtype=bool)
     outside[10:55, 10:55] = False
@@ -98,8 +128,28 @@ def test_resize_mode_3_upscales_in_latent_space(engine):
 
     scene = scenes.scene_batch(0, 0, 1)[0]
     small = Image.fromarray(scene.render()).resize((32, 32), Image.LANCZOS)
-    latent = engine.img2img(Img2ImgRequest(prompt="x", init_images=[small], resize_mode=3, denoising_strength=0.0, seed=1, do_not_save_samples=True, **SMALL))
-    plain = engine.img2img(Img2ImgRequest(prompt="x", init_images=[small], resize_mode=0, denoising_strength=0.0, seed=1, do_not_save_samples=True, **SMALL))
+    latent = engine.img2img(
+        Img2ImgRequest(
+            prompt="x",
+            init_images=[small],
+            resize_mode=3,
+            denoising_strength=0.0,
+            seed=1,
+            do_not_save_samples=True,
+            **SMALL,
+        )
+    )
+    plain = engine.img2img(
+        Img2ImgRequest(
+            prompt="x",
+            init_images=[small],
+            resize_mode=0,
+            denoising_strength=0.0,
+            seed=1,
+            do_not_save_samples=True,
+            **SMALL,
+        )
+    )
     a, b = _pixels(latent.images[0]), _pixels(plain.images[0])
     assert a.shape == b.shape == (64, 64, 3)
     assert not np.array_equal(a, b)  # encoded at 32 px and resized as a latent, not resized as pixels
@@ -111,14 +161,31 @@ def test_bundled_model_draws_what_the_prompt_says(engine):
     """The shipped model follows prompts: colours read back from the pixels match the prompt (eval_tiny.py in small)."""
     from sdstudio.training import scene_metrics, scenes
 
-    combos = [("red", "circle", "blue"), ("yellow", "square", "black"), ("white", "triangle", "green"),
-              ("blue", "circle", "yellow"), ("black", "square", "white"), ("green", "triangle", "red")]
+    combos = [
+        ("red", "circle", "blue"),
+        ("yellow", "square", "black"),
+        ("white", "triangle", "green"),
+        ("blue", "circle", "yellow"),
+        ("black", "square", "white"),
+        ("green", "triangle", "red"),
+    ]
     object_hits = background_hits = 0
     for colour, shape, background in combos:
-        result = engine.txt2img(Txt2ImgRequest(prompt=scenes.caption_for(colour, shape, background), seed=0, batch_size=4, steps=20,
-                                               cfg_scale=7.0, sampler_name="Euler a", width=64, height=64,
-                                               do_not_save_samples=True, do_not_save_grid=True))
-        images = [np.asarray(image.convert("RGB")) for image in result.images[result.index_of_first_image:]]
+        result = engine.txt2img(
+            Txt2ImgRequest(
+                prompt=scenes.caption_for(colour, shape, background),
+                seed=0,
+                batch_size=4,
+                steps=20,
+                cfg_scale=7.0,
+                sampler_name="Euler a",
+                width=64,
+                height=64,
+                do_not_save_samples=True,
+                do_not_save_grid=True,
+            )
+        )
+        images = [np.asarray(image.convert("RGB")) for image in result.images[result.index_of_first_image :]]
         for reading in scene_metrics.read_scenes(images, classifier=None):
             background_hits += reading.background == background
             object_hits += reading.colour == colour

@@ -42,7 +42,9 @@ def module_path(model, kohya: str) -> str:
     raise KeyError(kohya)
 
 
-def kohya_lora_tensors(unet, text_encoder, rank: int = 4, alpha: float = 2.0, seed: int = 0, strength: float = 0.3) -> dict[str, torch.Tensor]:
+def kohya_lora_tensors(
+    unet, text_encoder, rank: int = 4, alpha: float = 2.0, seed: int = 0, strength: float = 0.3
+) -> dict[str, torch.Tensor]:
     """A kohya-layout LoRA (lora_unet_/lora_te_, lora_down/lora_up/alpha) incl. LoCon 3x3 for the tiny models."""
     g = torch.Generator().manual_seed(seed)
     tensors: dict[str, torch.Tensor] = {}
@@ -85,4 +87,3 @@ def models():
 @pytest.fixture
 def lora_dir(tmp_path):
     return tmp_path / "models" / "Lora"
-

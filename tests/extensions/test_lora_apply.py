@@ -25,9 +25,9 @@ def manually_merged(unet, te, files: list[tuple[dict, float, float]]):
                 base = key[: -len(".lora_down.weight")]
                 up, alpha = tensors[base + ".lora_up.weight"], float(tensors[base + ".alpha"])
                 if base.startswith("lora_unet_"):
-                    model, name, w = unet, base[len("lora_unet_"):], unet_w
+                    model, name, w = unet, base[len("lora_unet_") :], unet_w
                 else:
-                    model, name, w = te, base[len("lora_te_"):], te_w
+                    model, name, w = te, base[len("lora_te_") :], te_w
                 path = module_path(model, name)
                 weight = model.get_submodule(path).weight
                 weight += (up.flatten(1) @ down.flatten(1)).reshape(weight.shape) * (alpha / down.shape[0]) * w
@@ -133,7 +133,7 @@ def test_ldm_named_kohya_keys_hit_the_same_modules(models, lora_dir):
     for key, value in tensors.items():
         if key.startswith("lora_unet_"):
             module, _, suffix = key.partition(".")
-            path = next(p for p in ldm if p.replace(".", "_") == module[len("lora_unet_"):])
+            path = next(p for p in ldm if p.replace(".", "_") == module[len("lora_unet_") :])
             key = "lora_unet_" + ldm[path].replace(".", "_") + "." + suffix
         renamed[key] = value
     assert any(k.startswith("lora_unet_input_blocks_1_1_proj_in") for k in renamed)
@@ -155,9 +155,9 @@ def test_diffusers_peft_layout_equals_kohya_layout(models, lora_dir):
     for key, value in tensors.items():
         module, _, suffix = key.partition(".")
         if module.startswith("lora_unet_"):
-            prefix, model, name = "unet.", unet, module[len("lora_unet_"):]
+            prefix, model, name = "unet.", unet, module[len("lora_unet_") :]
         else:
-            prefix, model, name = "text_encoder.", te, module[len("lora_te_"):]
+            prefix, model, name = "text_encoder.", te, module[len("lora_te_") :]
         path = module_path(model, name)
         if prefix == "text_encoder.":
             path = "text_model." + path  # diffusers files name CLIP modules from text_model down
@@ -195,7 +195,9 @@ def test_loha_and_lokr_are_applied_as_lycoris_defines_them(models, lora_dir):
     t = {k.rsplit(".", 1)[1]: v for k, v in loha.items()}
     ref_unet = copy.deepcopy(unet)
     with torch.no_grad():
-        ref_unet.get_submodule(to_q).weight += (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) * (2.0 / 4) * 0.5
+        ref_unet.get_submodule(to_q).weight += (
+            (t["hada_w1_a"] @ t["hada_w1_b"]) * (t["hada_w2_a"] @ t["hada_w2_b"]) * (2.0 / 4) * 0.5
+        )
         w1, w2 = (lokr[k] for k in lokr)
         ref_unet.get_submodule(conv).weight += torch.kron(w1[:, :, None, None], w2).reshape(64, 32, 3, 3)
     expected = Probe(ref_unet, te).run()
@@ -229,7 +231,9 @@ def test_text_encoder_change_clears_the_prompt_cache(library, models):
     unet, te, _ = models
     encoder = PromptEncoder([te], architecture="sd1")
     base = encoder.encode(["a cat"]).hidden
-    with library.apply(unet, [te], activations_from_prompt("a cat <lora:first:1>"), on_text_encoders_changed=encoder.clear_cache):
+    with library.apply(
+        unet, [te], activations_from_prompt("a cat <lora:first:1>"), on_text_encoders_changed=encoder.clear_cache
+    ):
         with_lora = encoder.encode(["a cat"]).hidden
     after = encoder.encode(["a cat"]).hidden
     assert not torch.allclose(with_lora, base)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tiny_models import tiny_generation_model
 
-from sdstudio.config import SettingsStore, DataPaths, Settings
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary, parse_lora_hashes
 
 from .conftest import kohya_lora_tensors, write_lora
@@ -19,7 +19,12 @@ def service(tmp_path, models):
 
     unet, te, _ = models
     paths = DataPaths(tmp_path / "data").ensure()
-    write_lora(paths.folder("lora"), "shiny", kohya_lora_tensors(unet, te, seed=1, strength=0.5), {"ss_output_name": "shiny_v1"})
+    write_lora(
+        paths.folder("lora"),
+        "shiny",
+        kohya_lora_tensors(unet, te, seed=1, strength=0.5),
+        {"ss_output_name": "shiny_v1"},
+    )
     model = tiny_generation_model(unet, encoder=PromptConditioner(PromptEncoder([te], architecture="sd1")), name="tiny")
     hook = LoraBatchHook(LoraLibrary(paths.folder("lora")))
     return GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: model, batch_hooks=[hook])
@@ -28,7 +33,11 @@ def service(tmp_path, models):
 def generate(service, prompt: str):
     from sdstudio.engine.request import Txt2ImgRequest
 
-    result = service.txt2img(Txt2ImgRequest(prompt=prompt, seed=11, steps=3, width=64, height=64, do_not_save_samples=True, do_not_save_grid=True))
+    result = service.txt2img(
+        Txt2ImgRequest(
+            prompt=prompt, seed=11, steps=3, width=64, height=64, do_not_save_samples=True, do_not_save_grid=True
+        )
+    )
     return np.asarray(result.images[0]), result
 
 

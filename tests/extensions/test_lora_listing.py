@@ -6,14 +6,25 @@ import hashlib
 
 import torch
 
-from sdstudio.extensions.lora import LoraLibrary, LoraReport, format_lora_hashes, list_loras, lora_card, parse_lora_hashes
+from sdstudio.extensions.lora import (
+    LoraLibrary,
+    LoraReport,
+    format_lora_hashes,
+    list_loras,
+    lora_card,
+    parse_lora_hashes,
+)
 
 from .conftest import write_lora
 
 
 def test_listing_has_a1111_fields_alias_metadata_and_preview(lora_dir):
-    write_lora(lora_dir, "style", {"lora_unet_x.lora_down.weight": torch.ones(2, 4)},
-               {"ss_output_name": "my_style", "ss_network_dim": "2", "ss_tag_frequency": '{"10_style": {"red": 3}}'})
+    write_lora(
+        lora_dir,
+        "style",
+        {"lora_unet_x.lora_down.weight": torch.ones(2, 4)},
+        {"ss_output_name": "my_style", "ss_network_dim": "2", "ss_tag_frequency": '{"10_style": {"red": 3}}'},
+    )
     (lora_dir / "sub").mkdir()
     write_lora(lora_dir / "sub", "plain", {"lora_te_y.lora_down.weight": torch.ones(2, 4)})
     (lora_dir / "style.preview.png").write_bytes(b"png")

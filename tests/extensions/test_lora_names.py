@@ -10,10 +10,14 @@ from sdstudio.models.ldm_names import ldm_unet_module_names
 
 def _unets():
     sdxl_like = tiny_unet(
-        seed=1, block_out_channels=(32, 64, 64), layers_per_block=2,
+        seed=1,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=2,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 1, 2),
-        use_linear_projection=True, **sdxl_added_conditioning(32),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        use_linear_projection=True,
+        **sdxl_added_conditioning(32),
     )
     return {"sd1-like": tiny_unet(seed=0), "sdxl-like": sdxl_like}
 
@@ -39,4 +43,3 @@ def test_diffusers_converter_reads_the_ldm_names_back(unets, kind):
     unet = unets[kind]
     converted = convert_ldm_unet_checkpoint(_ldm_state_dict(unet), dict(unet.config))
     assert set(converted) == set(unet.state_dict())
-

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # Loaded by the child interpreter before anything else: every outgoing connection fails and is recorded.
-SOCKET_GUARD = textwrap.dedent('''
+SOCKET_GUARD = textwrap.dedent("""
     import os, socket
 
     def _refuse(self, address, *args, **kwargs):
@@ -22,7 +22,7 @@ SOCKET_GUARD = textwrap.dedent('''
 
     socket.socket.connect = _refuse
     socket.socket.connect_ex = _refuse
-''')
+""")
 
 
 def offline_env(tmp_path: Path, data_dir: Path) -> dict[str, str]:
@@ -30,14 +30,31 @@ def offline_env(tmp_path: Path, data_dir: Path) -> dict[str, str]:
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(SOCKET_GUARD)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "DIFFUSERS_"))}
-    env |= {"PYTHONPATH": str(guard), "SDSTUDIO_DATA_DIR": str(data_dir), "SDSTUDIO_TEST_CONNECT_LOG": str(tmp_path / "connects.log"),
-            "HF_HOME": str(tmp_path / "empty-hf-home")}  # no cached hub files to fall back on either
+    env |= {
+        "PYTHONPATH": str(guard),
+        "SDSTUDIO_DATA_DIR": str(data_dir),
+        "SDSTUDIO_TEST_CONNECT_LOG": str(tmp_path / "connects.log"),
+        "HF_HOME": str(tmp_path / "empty-hf-home"),
+    }  # no cached hub files to fall back on either
     return env
 
 
 def generate_command(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sdstudio.cli.main", "txt2img", "--prompt", "a red circle on a blue background",
-            "--steps", "4", "--seed", "1", "--outdir", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sdstudio.cli.main",
+        "txt2img",
+        "--prompt",
+        "a red circle on a blue background",
+        "--steps",
+        "4",
+        "--seed",
+        "1",
+        "--outdir",
+        str(out),
+        *extra,
+    ]
 
 
 def test_load_and_generate_without_network_and_without_hub_variables(tmp_path, data_dir_with_model):
@@ -58,6 +75,8 @@ def test_generate_inside_a_network_namespace(tmp_path, data_dir):
         pytest.skip("this machine does not allow user network namespaces")
     env = offline_env(tmp_path, data_dir)
     env.pop("PYTHONPATH")  # no guard: the namespace has no network at all, only loopback down
-    result = subprocess.run(["unshare", "-rn", *generate_command(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["unshare", "-rn", *generate_command(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "out").rglob("*.png"))

@@ -33,7 +33,7 @@ def test_hashes_match_their_definitions(tmp_path):
     lora = write_safetensors(tmp_path / "l.safetensors", {"ss_network_dim": "4"})
     raw = lora.read_bytes()
     header = int.from_bytes(raw[:8], "little")
-    assert addnet_hash_safetensors(lora) == hashlib.sha256(raw[8 + header:]).hexdigest()
+    assert addnet_hash_safetensors(lora) == hashlib.sha256(raw[8 + header :]).hexdigest()
 
 
 def test_hash_cache_survives_restart_and_notices_changes(tmp_path):
@@ -60,12 +60,25 @@ def test_listing_every_kind_with_titles_metadata_previews(data_dir):
     checkpoint = registry.find_checkpoint("dream")
     assert checkpoint.name == "sub/dream.safetensors" and checkpoint.model_name == "sub_dream"
     assert checkpoint.title == f"sub/dream.safetensors [{sha256_of_file(checkpoint.path)[:10]}]"
-    for query in (checkpoint.title, checkpoint.shorthash, checkpoint.sha256, "sub/dream.safetensors", str(checkpoint.path)):
+    for query in (
+        checkpoint.title,
+        checkpoint.shorthash,
+        checkpoint.sha256,
+        "sub/dream.safetensors",
+        str(checkpoint.path),
+    ):
         assert registry.find_checkpoint(query).path == checkpoint.path
     lora = registry.list("lora")[0]
     assert lora.metadata["ss_network_dim"] == "8" and lora.preview.name == "style.preview.png"
     assert [e.name for e in registry.list("embedding")] == ["deep/emb.safetensors"]
-    assert {e.type for e in registry.list_all()} == {"checkpoint", "lora", "vae", "embedding", "upscaler", "face_restorer"}
+    assert {e.type for e in registry.list_all()} == {
+        "checkpoint",
+        "lora",
+        "vae",
+        "embedding",
+        "upscaler",
+        "face_restorer",
+    }
     with pytest.raises(NotFound, match="dream"):
         registry.find_checkpoint("nope")
 
@@ -85,8 +98,23 @@ def test_stray_checkpoints_moved_never_overwriting(data_dir):
 
 def test_models_list_json_cli(data_dir):
     write_safetensors(data_dir / "models/Lora/x.safetensors", {"ss_network_alpha": "1"})
-    result = subprocess.run([sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "models", "list",
-                             "--json", "--type", "lora"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdstudio.cli.main",
+            "--data-dir",
+            str(data_dir),
+            "models",
+            "list",
+            "--json",
+            "--type",
+            "lora",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     entries = json.loads(result.stdout)
     assert len(entries) == 1
     entry = entries[0]

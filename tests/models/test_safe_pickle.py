@@ -27,8 +27,12 @@ class _Payload:
 
 
 def test_plain_tensors_and_containers_load(tmp_path):
-    data = {"state_dict": OrderedDict(a=torch.arange(4.0), b=torch.ones(2, 2, dtype=torch.float16)), "epoch": 3,
-            "names": ["x", "y"], "shape": torch.Size([2, 2])}
+    data = {
+        "state_dict": OrderedDict(a=torch.arange(4.0), b=torch.ones(2, 2, dtype=torch.float16)),
+        "epoch": 3,
+        "names": ["x", "y"],
+        "shape": torch.Size([2, 2]),
+    }
     path = tmp_path / "ok.ckpt"
     torch.save(data, path)
     loaded = safe_load(path)
@@ -40,8 +44,9 @@ def test_plain_tensors_and_containers_load(tmp_path):
 def test_malicious_pickle_refused_naming_the_global_and_never_run(tmp_path, legacy):
     target = tmp_path / "pwned"
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(target)}, path,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"state_dict": {"w": torch.zeros(1)}, "x": _Payload(target)}, path, _use_new_zipfile_serialization=not legacy
+    )
     with pytest.raises(UnsafeFileError) as error:
         safe_load(path)
     assert "system" in str(error.value) and "evil.ckpt" in str(error.value)
@@ -63,8 +68,24 @@ def test_cli_reports_a_malicious_checkpoint_in_one_line(tmp_path, data_dir):
     folder.mkdir(parents=True)
     evil = folder / "evil.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(target)}, evil)
-    result = subprocess.run([sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "txt2img",
-                             "--ckpt", str(evil), "--prompt", "x", "--steps", "1"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdstudio.cli.main",
+            "--data-dir",
+            str(data_dir),
+            "txt2img",
+            "--ckpt",
+            str(evil),
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

@@ -7,7 +7,15 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_models import CHECKPOINT_UNET, CHECKPOINT_VAE, randomize, sdxl_added_conditioning, tiny_clip, tiny_unet, tiny_vae
+from tiny_models import (
+    CHECKPOINT_UNET,
+    CHECKPOINT_VAE,
+    randomize,
+    sdxl_added_conditioning,
+    tiny_clip,
+    tiny_unet,
+    tiny_vae,
+)
 
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.loader import load_checkpoint
@@ -24,7 +32,9 @@ def assert_same_outputs(loaded, unet, vae, encoders, context_dim, added=None):
         kwargs = {"added_cond_kwargs": added} if added else {}
         assert (loaded.unet(x, 10, context, **kwargs).sample - unet(x, 10, context, **kwargs).sample).abs().max() < 1e-5
         image = torch.randn(1, 3, 32, 32, generator=generator)
-        assert (loaded.vae(image, sample_posterior=False).sample - vae(image, sample_posterior=False).sample).abs().max() < 1e-5
+        assert (
+            loaded.vae(image, sample_posterior=False).sample - vae(image, sample_posterior=False).sample
+        ).abs().max() < 1e-5
         for mine, theirs in zip(loaded.text_encoders, encoders):
             a = mine(TOKENS, output_hidden_states=True)
             b = theirs(TOKENS, output_hidden_states=True)
@@ -47,8 +57,13 @@ def sd1_parts(in_channels=4):
 
 def test_sd1_detected_loaded_and_equal(tmp_path):
     unet, vae, te = sd1_parts()
-    path = save_checkpoint(tmp_path / "tiny.safetensors", unet=unet, vae=vae, text_encoder=te,
-                           yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2))
+    path = save_checkpoint(
+        tmp_path / "tiny.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2),
+    )
     loaded = load_checkpoint(path)
     assert loaded.architecture.name == "SD1" and loaded.prediction_type == "epsilon"
     assert loaded.vae_scaling_factor == 0.5
@@ -57,17 +72,23 @@ def test_sd1_detected_loaded_and_equal(tmp_path):
 
 def test_save_load_save_is_bit_exact(tmp_path):
     unet, vae, te = sd1_parts()
-    first = save_checkpoint(tmp_path / "a.safetensors", unet=unet, vae=vae, text_encoder=te,
-                            yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2))
+    first = save_checkpoint(
+        tmp_path / "a.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2),
+    )
     loaded = load_checkpoint(first)
-    second = save_checkpoint(tmp_path / "b.safetensors", unet=loaded.unet, vae=loaded.vae, text_encoder=loaded.text_encoder)
+    second = save_checkpoint(
+        tmp_path / "b.safetensors", unet=loaded.unet, vae=loaded.vae, text_encoder=loaded.text_encoder
+    )
     a, b = load_file(first), load_file(second)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(k.startswith("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1") for k in a)
     assert "first_stage_model.encoder.mid.attn_1.q.weight" in a
     assert "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight" in a
-
 
 
 def test_saver_refuses_a_unet_the_ldm_layout_cannot_describe(tmp_path):
@@ -78,6 +99,7 @@ def test_saver_refuses_a_unet_the_ldm_layout_cannot_describe(tmp_path):
     with pytest.raises(InvalidRequest, match="unet.*same number of resnets"):
         save_checkpoint(tmp_path / "uneven.safetensors", unet=uneven, vae=vae, text_encoder=te)
     assert not (tmp_path / "uneven.safetensors").exists()
+
 
 def test_outer_state_dict_wrapper_in_ckpt(tmp_path):
     unet, vae, te = sd1_parts()
@@ -91,8 +113,13 @@ def test_outer_state_dict_wrapper_in_ckpt(tmp_path):
 
 def test_inpainting_checkpoint_detected(tmp_path):
     unet, vae, te = sd1_parts(in_channels=9)
-    path = save_checkpoint(tmp_path / "inpaint.safetensors", unet=unet, vae=vae, text_encoder=te,
-                           yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2))
+    path = save_checkpoint(
+        tmp_path / "inpaint.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5, text_heads=2),
+    )
     loaded = load_checkpoint(path)
     assert loaded.architecture.inpainting and loaded.unet.config.in_channels == 9
     assert_same_outputs(loaded, unet, vae, [te], 64)
@@ -108,8 +135,14 @@ def test_sd2_openclip_layout(tmp_path, v):
     unet = sd_unet(use_linear_projection=True)
     vae = checkpoint_vae()
     te = randomize(tiny_clip(hidden=128, act="gelu"))
-    path = save_checkpoint(tmp_path / "sd2.safetensors", unet=unet, vae=vae, text_encoder=te, family="sd2",
-                           yaml_text=sd2_yaml(unet, vae, v))
+    path = save_checkpoint(
+        tmp_path / "sd2.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=te,
+        family="sd2",
+        yaml_text=sd2_yaml(unet, vae, v),
+    )
     keys = load_file(path).keys()
     assert "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight" in keys
     loaded = load_checkpoint(path)
@@ -153,11 +186,20 @@ def test_sdxl_two_encoders_and_added_conditioning(tmp_path):
     te1 = randomize(tiny_clip(hidden=64, heads=1))
     te2 = randomize(tiny_clip(hidden=64, heads=1, act="gelu", projection=32), seed=2)
     added_conditioning = sdxl_added_conditioning(32)  # pooled projection + 6 time ids x 8
-    unet = randomize(tiny_unet(cross_attention_dim=128, attention_head_dim=(2, 4), use_linear_projection=True, **added_conditioning))
+    unet = randomize(
+        tiny_unet(cross_attention_dim=128, attention_head_dim=(2, 4), use_linear_projection=True, **added_conditioning)
+    )
     vae = checkpoint_vae()
     adm = added_conditioning["projection_class_embeddings_input_dim"]
-    path = save_checkpoint(tmp_path / "xl.safetensors", unet=unet, vae=vae, text_encoder=te1, text_encoder_2=te2,
-                           family="sdxl", yaml_text=textwrap.dedent(SDXL_YAML.format(adm=adm)))
+    path = save_checkpoint(
+        tmp_path / "xl.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=te1,
+        text_encoder_2=te2,
+        family="sdxl",
+        yaml_text=textwrap.dedent(SDXL_YAML.format(adm=adm)),
+    )
     loaded = load(path)
     assert loaded.architecture.name == "SDXL" and loaded.family == "sdxl"
     assert loaded.vae_scaling_factor == 0.13025

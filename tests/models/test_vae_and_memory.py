@@ -15,7 +15,11 @@ from sdstudio.errors import NotFound
 
 def write_vae(path, checkpoint, shift: float = 0.5):
     """The checkpoint's VAE in A1111's VAE-file layout (no first_stage_model. prefix), decoder output shifted."""
-    tensors = {k.removeprefix("first_stage_model."): v.clone() for k, v in load_file(checkpoint).items() if k.startswith("first_stage_model.")}
+    tensors = {
+        k.removeprefix("first_stage_model."): v.clone()
+        for k, v in load_file(checkpoint).items()
+        if k.startswith("first_stage_model.")
+    }
     tensors["decoder.conv_out.bias"] += shift
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
@@ -23,8 +27,21 @@ def write_vae(path, checkpoint, shift: float = 0.5):
 
 
 def generate(app, **changes):
-    request = Txt2ImgRequest(**({"prompt": "a red circle", "seed": 3, "steps": 3, "width": 32, "height": 32,
-                                 "sampler_name": "Euler", "do_not_save_samples": True, "do_not_save_grid": True} | changes))
+    request = Txt2ImgRequest(
+        **(
+            {
+                "prompt": "a red circle",
+                "seed": 3,
+                "steps": 3,
+                "width": 32,
+                "height": 32,
+                "sampler_name": "Euler",
+                "do_not_save_samples": True,
+                "do_not_save_grid": True,
+            }
+            | changes
+        )
+    )
     result = app.engine.txt2img(request)
     return np.asarray(result.images[result.index_of_first_image], dtype=np.int16), result.infotexts[0]
 
@@ -112,8 +129,15 @@ def test_sd_vae_per_request_through_override_settings(app_with_vaes):
 
 def test_samples_format_per_request_through_override_settings(app_with_vaes):
     app, _ = app_with_vaes
-    request = Txt2ImgRequest(prompt="a red circle", seed=3, steps=2, width=32, height=32, sampler_name="Euler",
-                             override_settings={"samples_format": "webp"})
+    request = Txt2ImgRequest(
+        prompt="a red circle",
+        seed=3,
+        steps=2,
+        width=32,
+        height=32,
+        sampler_name="Euler",
+        override_settings={"samples_format": "webp"},
+    )
     result = app.engine.txt2img(request)
     saved = sorted(app.paths.outputs.rglob("*.webp"))
     assert len(saved) == 1 and result.images

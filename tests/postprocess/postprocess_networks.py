@@ -76,7 +76,16 @@ def save_swinir(path: Path, scale: int = 2, seed: int = 0) -> Path:
     from spandrel.architectures.SwinIR import SwinIR
 
     with seeded_rng(seed):
-        net = SwinIR(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4, mlp_ratio=2.0, upscale=scale, upsampler="pixelshuffle")
+        net = SwinIR(
+            img_size=16,
+            embed_dim=12,
+            depths=[2],
+            num_heads=[2],
+            window_size=4,
+            mlp_ratio=2.0,
+            upscale=scale,
+            upsampler="pixelshuffle",
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"params_ema": _contiguous(net.state_dict())}, path)
     return path
@@ -117,9 +126,15 @@ def draw_face(size: int = 256, background=(70, 90, 120)) -> Image.Image:
     for cx in (x0 + w * 0.32, x0 + w * 0.68):
         draw.ellipse((cx - w * 0.11, eye_y - h * 0.04, cx + w * 0.11, eye_y + h * 0.04), fill=(250, 250, 250))
         draw.ellipse((cx - w * 0.045, eye_y - h * 0.04, cx + w * 0.045, eye_y + h * 0.04), fill=(40, 30, 20))
-        draw.line((cx - w * 0.13, eye_y - h * 0.10, cx + w * 0.13, eye_y - h * 0.11), fill=(60, 40, 25), width=max(2, int(w * 0.04)))
+        draw.line(
+            (cx - w * 0.13, eye_y - h * 0.10, cx + w * 0.13, eye_y - h * 0.11),
+            fill=(60, 40, 25),
+            width=max(2, int(w * 0.04)),
+        )
     cx = x0 + w * 0.5
-    draw.polygon([(cx, eye_y + h * 0.02), (cx - w * 0.07, y0 + h * 0.66), (cx + w * 0.07, y0 + h * 0.66)], fill=(200, 150, 125))
+    draw.polygon(
+        [(cx, eye_y + h * 0.02), (cx - w * 0.07, y0 + h * 0.66), (cx + w * 0.07, y0 + h * 0.66)], fill=(200, 150, 125)
+    )
     draw.chord((cx - w * 0.18, y0 + h * 0.70, cx + w * 0.18, y0 + h * 0.84), 0, 180, fill=(170, 60, 60))
     return image.filter(ImageFilter.GaussianBlur(1))
 

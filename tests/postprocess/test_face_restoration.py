@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from postprocess_networks import draw_face, noise_image, save_codeformer, save_esrgan, save_gfpgan
 from PIL import Image
+from postprocess_networks import draw_face, noise_image, save_codeformer, save_esrgan, save_gfpgan
 
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
 from sdstudio.postprocess.face_restoration import DlibFaceDetector, FaceRestorers, feathered_box_mask

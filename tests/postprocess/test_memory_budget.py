@@ -5,8 +5,8 @@ from __future__ import annotations
 import gc
 import weakref
 
-from tiny_models import write_tiny_checkpoint
 from postprocess_networks import save_codeformer, save_compact, save_esrgan, save_gfpgan
+from tiny_models import write_tiny_checkpoint
 
 from sdstudio.app import open_app
 

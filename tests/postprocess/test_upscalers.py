@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from postprocess_networks import noise_image, save_compact, save_esrgan, save_realesrgan_rrdb, save_swinir
 from PIL import Image
+from postprocess_networks import noise_image, save_compact, save_esrgan, save_realesrgan_rrdb, save_swinir
 from safetensors.torch import save_file
 
 from sdstudio.config import Settings, SettingsStore
@@ -78,7 +78,9 @@ def test_model_passes_stop_at_three(model_dir, settings_store):
     """A 2x model asked for 16x runs three times (8x) and Lanczos does the rest, as A1111."""
     registry = UpscalerRegistry(model_dir, settings_store)
     runs = []
-    registry.upscale(noise_image(16, 16), scale=16, name="my-compact-2x", on_tile=lambda done, total: runs.append(done == total))
+    registry.upscale(
+        noise_image(16, 16), scale=16, name="my-compact-2x", on_tile=lambda done, total: runs.append(done == total)
+    )
     assert sum(runs) == 3
 
 
@@ -136,7 +138,9 @@ def test_tile_weights_are_a_partition_of_unity():
 def test_large_image_is_processed_in_tiles(model_dir):
     registry = UpscalerRegistry(model_dir, SettingsStore(model_dir, Settings(ESRGAN_tile=64, ESRGAN_tile_overlap=8)))
     seen = []
-    out = registry.upscale(noise_image(200, 160), scale=2, name="my-compact-2x", on_tile=lambda done, total: seen.append(total))
+    out = registry.upscale(
+        noise_image(200, 160), scale=2, name="my-compact-2x", on_tile=lambda done, total: seen.append(total)
+    )
     assert out.size == (400, 320)
     assert seen[-1] == 4 * 3
 
@@ -206,7 +210,12 @@ def test_alpha_is_dropped_like_a1111(model_dir, settings_store):
 
 def test_latent_upscale_modes_table_and_resize():
     assert list(LATENT_UPSCALE_MODES) == [
-        "Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)",
+        "Latent",
+        "Latent (antialiased)",
+        "Latent (bicubic)",
+        "Latent (bicubic antialiased)",
+        "Latent (nearest)",
+        "Latent (nearest-exact)",
     ]
     latent = torch.arange(16, dtype=torch.float32).reshape(1, 1, 4, 4).repeat(1, 4, 1, 1)
     for name in LATENT_UPSCALE_MODES:

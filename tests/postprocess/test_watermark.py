@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from postprocess_networks import draw_face, noise_image
 from PIL import Image
+from postprocess_networks import draw_face, noise_image
 
 from sdstudio.errors import InvalidRequest
 from sdstudio.postprocess.watermark import DEFAULT_WATERMARK, add_watermark, decode_watermark

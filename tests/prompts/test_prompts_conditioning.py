@@ -104,8 +104,9 @@ def test_embedding_vectors_go_exactly_where_its_name_was(clip_l, tmp_path):
     house = tokenize("house")[0]
     # An embedding whose two vectors are the token vectors of "dog" and "house" must encode
     # exactly like those two words: same positions, same values.
-    folder = embedding_folder(tmp_path, mystyle={"emb_params": table[[DOG, house]].clone()},
-                              other={"emb_params": torch.randn(2, 768)})
+    folder = embedding_folder(
+        tmp_path, mystyle={"emb_params": table[[DOG, house]].clone()}, other={"emb_params": torch.randn(2, 768)}
+    )
     db = EmbeddingDatabase(folder, expected_width=32)
     encoder = PromptEncoder([clip_l], embeddings=db)
     assert encoder.chunks("a mystyle cat")[0].tokens[:6] == [BOS, tokenize("a")[0], 0, 0, CAT, EOS]
@@ -209,8 +210,11 @@ def test_sd2_pads_with_zero_after_eos_and_uses_the_penultimate_layer(clip_l):
 
 
 def test_sdxl_two_encoders_pooled_and_size_conditioning(clip_l, clip_g, tmp_path):
-    folder = embedding_folder(tmp_path, xl={"clip_l": torch.randn(2, 32), "clip_g": torch.randn(2, 48)},
-                              sd1={"emb_params": torch.randn(1, 32)})
+    folder = embedding_folder(
+        tmp_path,
+        xl={"clip_l": torch.randn(2, 32), "clip_g": torch.randn(2, 48)},
+        sd1={"emb_params": torch.randn(1, 32)},
+    )
     db = EmbeddingDatabase(folder, expected_width=32 + 48)
     encoder = PromptEncoder([clip_l, clip_g], architecture="sdxl", embeddings=db)
     result = encoder.encode(["a xl cat"])
@@ -228,8 +232,9 @@ def test_sdxl_two_encoders_pooled_and_size_conditioning(clip_l, clip_g, tmp_path
     assert torch.allclose(plain.hidden[0, :, 32:], direct_g.hidden_states[-2][0], atol=1e-6)
     assert torch.allclose(plain.pooled[0], direct_g.text_embeds[0], atol=1e-6)
 
-    cond = build_scheduled_conditioning(encoder, ["a cat", "a dog"], steps=10, negative_prompts=["", ""],
-                                        width=832, height=1216)
+    cond = build_scheduled_conditioning(
+        encoder, ["a cat", "a dog"], steps=10, negative_prompts=["", ""], width=832, height=1216
+    )
     uncond = cond.uncond_at_step(0)
     assert torch.count_nonzero(uncond) == 0  # empty SDXL negative prompt -> zeros (A1111, diffusers)
     kwargs = cond.unet_kwargs(0, [0, 1, 0, 1])

@@ -13,8 +13,17 @@ from sdstudio.prompts.embeddings import EmbeddingDatabase
 
 def write_a1111_pt(path, vectors):
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"string_to_token": {"*": 265}, "string_to_param": {"*": torch.nn.Parameter(vectors)},
-                "name": "ignored", "step": 1500, "sd_checkpoint": "a1b2c3d4", "sd_checkpoint_name": "v1-5"}, path)
+    torch.save(
+        {
+            "string_to_token": {"*": 265},
+            "string_to_param": {"*": torch.nn.Parameter(vectors)},
+            "name": "ignored",
+            "step": 1500,
+            "sd_checkpoint": "a1b2c3d4",
+            "sd_checkpoint_name": "v1-5",
+        },
+        path,
+    )
 
 
 def make_folder(root):
@@ -49,8 +58,13 @@ def test_wrong_architecture_is_skipped_with_warning(tmp_path, caplog):
     assert sorted(db.skipped) == ["sd2_emb", "xl_emb"]
     assert "xl_emb" in caplog.text and "sdxl" in caplog.text
     api = db.api_listing()
-    assert api["loaded"]["a1111_style"] == {"step": 1500, "sd_checkpoint": "a1b2c3d4", "sd_checkpoint_name": "v1-5",
-                                            "shape": 768, "vectors": 3}
+    assert api["loaded"]["a1111_style"] == {
+        "step": 1500,
+        "sd_checkpoint": "a1b2c3d4",
+        "sd_checkpoint_name": "v1-5",
+        "shape": 768,
+        "vectors": 3,
+    }
     assert api["skipped"]["xl_emb"]["shape"] == 2048
 
     db.set_expected_width(2048)

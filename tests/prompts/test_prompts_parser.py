@@ -80,8 +80,10 @@ def test_schedule_doctests_hires(prompt, expected):
 
 
 def test_spec_example_schedule():
-    prompt = ("fantasy landscape with a [mountain:lake:0.25] and [an oak:a christmas tree:0.75]"
-              "[ in foreground::0.6][ in background:0.25] [shoddy:masterful:0.5]")
+    prompt = (
+        "fantasy landscape with a [mountain:lake:0.25] and [an oak:a christmas tree:0.75]"
+        "[ in foreground::0.6][ in background:0.25] [shoddy:masterful:0.5]"
+    )
     assert prompt_schedules(prompt, 100) == [
         [25, "fantasy landscape with a mountain and an oak in foreground shoddy"],
         [50, "fantasy landscape with a lake and an oak in foreground in background shoddy"],
@@ -111,8 +113,9 @@ def test_schedules_match_recorded_a1111_outputs():
 
 def test_composition_matches_recorded_a1111_outputs():
     cases = CASES["get_multicond_prompt_list"]
-    mismatches = [text for text, expected in cases
-                  if [list(part) for part in parse_composable_prompt(text)] != expected]
+    mismatches = [
+        text for text, expected in cases if [list(part) for part in parse_composable_prompt(text)] != expected
+    ]
     assert mismatches == []
 
 

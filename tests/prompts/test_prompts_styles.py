@@ -9,9 +9,9 @@ from sdstudio.prompts.styles import PromptStyle, StyleDatabase, merge_prompts
 
 A1111_FILE = (
     "\ufeffname,prompt,negative_prompt\n"
-    "Cinematic,\"{prompt}, cinematic still, film grain\",\"cartoon, drawing\"\n"
-    "Quality,\"masterpiece, best quality\",lowres\n"
-    "\"Multi, line\",\"a\nb\",\n"
+    'Cinematic,"{prompt}, cinematic still, film grain","cartoon, drawing"\n'
+    'Quality,"masterpiece, best quality",lowres\n'
+    '"Multi, line","a\nb",\n'
 )
 
 
@@ -20,7 +20,9 @@ def test_reads_a1111_file(tmp_path):
     path.write_text(A1111_FILE, encoding="utf-8")
     db = StyleDatabase(path)
     assert db.names() == ["Cinematic", "Quality", "Multi, line"]
-    assert db.styles["Cinematic"] == PromptStyle("Cinematic", "{prompt}, cinematic still, film grain", "cartoon, drawing")
+    assert db.styles["Cinematic"] == PromptStyle(
+        "Cinematic", "{prompt}, cinematic still, film grain", "cartoon, drawing"
+    )
     assert db.styles["Multi, line"].prompt == "a\nb"
 
 
@@ -65,7 +67,7 @@ def test_save_round_trip_keeps_backup(tmp_path):
     path = tmp_path / "styles.csv"
     path.write_text(A1111_FILE, encoding="utf-8")
     db = StyleDatabase(path)
-    db.set_style(PromptStyle("New", "with \"quotes\", commas\nand lines", "neg"))
+    db.set_style(PromptStyle("New", 'with "quotes", commas\nand lines', "neg"))
     db.delete_style("Quality")
     db.save()
     assert (tmp_path / "styles.csv.bak").read_text(encoding="utf-8") == A1111_FILE

@@ -70,8 +70,10 @@ def test_arbitrary_unicode_matches_openai(reference, text):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(HAND_CASES[2:] + ["cat", "dog", "1.5", ":", "BREAK", "AND", "😀"]), max_size=8),
-       st.text(alphabet=ASCII_PROMPT_CHARS, max_size=40))
+@given(
+    st.lists(st.sampled_from(HAND_CASES[2:] + ["cat", "dog", "1.5", ":", "BREAK", "AND", "😀"]), max_size=8),
+    st.text(alphabet=ASCII_PROMPT_CHARS, max_size=40),
+)
 def test_prompt_like_text_matches_openai(reference, words, noise):
     text = " ".join(words) + noise
     assert tokenize(text) == reference.encode(text)
@@ -80,8 +82,6 @@ def test_prompt_like_text_matches_openai(reference, words, noise):
 def test_known_ids():
     assert tokenize("a photo of a cat") == [320, 1125, 539, 320, 2368]
     assert tokenize("<|startoftext|><|endoftext|>") == [BOS_ID, EOS_ID]
-
-
 
 
 def untouched_by_ftfy_and_html(text: str) -> bool:

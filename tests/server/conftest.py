@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 
 from sdstudio.app import App, open_app
-from sdstudio.server.app import ServerOptions, create_api
 from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.app import ServerOptions, create_api
 
 
 def free_port() -> int:

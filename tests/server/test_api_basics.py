@@ -15,7 +15,9 @@ def test_options_round_trip_and_persist(api_server):
     with api_server.client() as client:
         options = client.get("/sdapi/v1/options").json()
         assert options["samples_format"] == "png"
-        assert client.post("/sdapi/v1/options", json={"samples_format": "webp", "extension_option": 7}).status_code == 200
+        assert (
+            client.post("/sdapi/v1/options", json={"samples_format": "webp", "extension_option": 7}).status_code == 200
+        )
         assert client.get("/sdapi/v1/options").json()["samples_format"] == "webp"
     saved = json.loads(api_server.app.paths.config_file.read_text())
     assert saved["samples_format"] == "webp" and saved["extension_option"] == 7
@@ -55,7 +57,9 @@ def test_output_folder_outside_the_data_dir_is_refused_and_not_saved(api_server,
             assert "outdir_txt2img_samples" in answer.json()["errors"]
         options = client.get("/sdapi/v1/options").json()
         assert options["outdir_txt2img_samples"] == "outputs/txt2img-images" and options["jpeg_quality"] == 80
-    assert not api_server.app.paths.config_file.exists() or "elsewhere" not in api_server.app.paths.config_file.read_text()
+    assert (
+        not api_server.app.paths.config_file.exists() or "elsewhere" not in api_server.app.paths.config_file.read_text()
+    )
     assert not outside.exists()
 
 
@@ -88,12 +92,40 @@ def test_api_auth(data_dir):
 
 # Every A1111 endpoint sdstudio serves, by method: what clients (and /docs) rely on finding.
 A1111_ENDPOINTS = {
-    "get": ["cmd-flags", "embeddings", "extensions", "face-restorers", "latent-upscale-modes", "loras", "memory",
-            "options", "progress", "prompt-styles", "samplers", "schedulers", "script-info", "scripts",
-            "sd-models", "sd-vae", "upscalers"],
-    "post": ["extra-batch-images", "extra-single-image", "img2img", "interrupt", "options", "png-info",
-             "refresh-checkpoints", "refresh-loras", "refresh-vae", "reload-checkpoint", "skip", "txt2img",
-             "unload-checkpoint"],
+    "get": [
+        "cmd-flags",
+        "embeddings",
+        "extensions",
+        "face-restorers",
+        "latent-upscale-modes",
+        "loras",
+        "memory",
+        "options",
+        "progress",
+        "prompt-styles",
+        "samplers",
+        "schedulers",
+        "script-info",
+        "scripts",
+        "sd-models",
+        "sd-vae",
+        "upscalers",
+    ],
+    "post": [
+        "extra-batch-images",
+        "extra-single-image",
+        "img2img",
+        "interrupt",
+        "options",
+        "png-info",
+        "refresh-checkpoints",
+        "refresh-loras",
+        "refresh-vae",
+        "reload-checkpoint",
+        "skip",
+        "txt2img",
+        "unload-checkpoint",
+    ],
 }
 
 
@@ -103,6 +135,10 @@ def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
     open_paths = create_api(app, JobQueue()).openapi()["paths"]
     assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
     guarded_paths = create_api(app, JobQueue(), ServerOptions(api_auth="alice:s3cret")).openapi()["paths"]
-    unguarded = [(method, path) for path, ops in guarded_paths.items() for method, op in ops.items()
-                 if op.get("security") != [{"HTTPBasic": []}]]
+    unguarded = [
+        (method, path)
+        for path, ops in guarded_paths.items()
+        for method, op in ops.items()
+        if op.get("security") != [{"HTTPBasic": []}]
+    ]
     assert unguarded == [], "with --api-auth every endpoint asks for credentials"

@@ -16,19 +16,63 @@ from .conftest import start_server
 
 # A body as A1111's docs and common clients send it: every field, some unknown to sdstudio.
 A1111_TXT2IMG_BODY = {
-    "prompt": "a red circle on a blue background", "negative_prompt": "", "styles": [], "seed": 1234,
-    "subseed": -1, "subseed_strength": 0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
-    "sampler_name": "Euler a", "scheduler": "Automatic", "batch_size": 1, "n_iter": 1, "steps": 3,
-    "cfg_scale": 7, "width": 64, "height": 64, "restore_faces": False, "tiling": False,
-    "do_not_save_samples": False, "do_not_save_grid": False, "eta": 0, "denoising_strength": 0,
-    "s_min_uncond": 0, "s_churn": 0, "s_tmax": 0, "s_tmin": 0, "s_noise": 1, "override_settings": {},
-    "override_settings_restore_afterwards": True, "refiner_checkpoint": "", "refiner_switch_at": 0,
-    "disable_extra_networks": False, "firstpass_image": "", "comments": {}, "enable_hr": False,
-    "firstphase_width": 0, "firstphase_height": 0, "hr_scale": 2, "hr_upscaler": "", "hr_second_pass_steps": 0,
-    "hr_resize_x": 0, "hr_resize_y": 0, "hr_checkpoint_name": "", "hr_sampler_name": "", "hr_scheduler": "",
-    "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": "", "sampler_index": "Euler",
-    "script_name": "", "script_args": [], "send_images": True, "save_images": False, "alwayson_scripts": {},
-    "infotext": "", "token_merging_ratio": 0, "some_future_field": {"x": 1},
+    "prompt": "a red circle on a blue background",
+    "negative_prompt": "",
+    "styles": [],
+    "seed": 1234,
+    "subseed": -1,
+    "subseed_strength": 0,
+    "seed_resize_from_h": -1,
+    "seed_resize_from_w": -1,
+    "sampler_name": "Euler a",
+    "scheduler": "Automatic",
+    "batch_size": 1,
+    "n_iter": 1,
+    "steps": 3,
+    "cfg_scale": 7,
+    "width": 64,
+    "height": 64,
+    "restore_faces": False,
+    "tiling": False,
+    "do_not_save_samples": False,
+    "do_not_save_grid": False,
+    "eta": 0,
+    "denoising_strength": 0,
+    "s_min_uncond": 0,
+    "s_churn": 0,
+    "s_tmax": 0,
+    "s_tmin": 0,
+    "s_noise": 1,
+    "override_settings": {},
+    "override_settings_restore_afterwards": True,
+    "refiner_checkpoint": "",
+    "refiner_switch_at": 0,
+    "disable_extra_networks": False,
+    "firstpass_image": "",
+    "comments": {},
+    "enable_hr": False,
+    "firstphase_width": 0,
+    "firstphase_height": 0,
+    "hr_scale": 2,
+    "hr_upscaler": "",
+    "hr_second_pass_steps": 0,
+    "hr_resize_x": 0,
+    "hr_resize_y": 0,
+    "hr_checkpoint_name": "",
+    "hr_sampler_name": "",
+    "hr_scheduler": "",
+    "hr_prompt": "",
+    "hr_negative_prompt": "",
+    "force_task_id": "",
+    "sampler_index": "Euler",
+    "script_name": "",
+    "script_args": [],
+    "send_images": True,
+    "save_images": False,
+    "alwayson_scripts": {},
+    "infotext": "",
+    "token_merging_ratio": 0,
+    "some_future_field": {"x": 1},
 }
 
 
@@ -81,8 +125,10 @@ def test_bad_input_is_422_naming_the_field_and_the_server_keeps_serving(server):
             answer = client.post("/sdapi/v1/txt2img", json={**A1111_TXT2IMG_BODY, field: value})
             assert answer.status_code == 422, (field, answer.text)
             assert field in answer.json()["errors"]
-        bad_image = client.post("/sdapi/v1/img2img", json={"prompt": "x", "init_images": ["not base64!!"], "steps": 2,
-                                                          "width": 64, "height": 64})
+        bad_image = client.post(
+            "/sdapi/v1/img2img",
+            json={"prompt": "x", "init_images": ["not base64!!"], "steps": 2, "width": 64, "height": 64},
+        )
         assert bad_image.status_code == 422 and "init_images" in bad_image.json()["errors"]
         assert txt2img(client)["images"]
 
@@ -115,8 +161,18 @@ def test_concurrent_clients_all_complete_with_their_seeds(server):
 def test_img2img_png_info_and_listings(server):
     with server.client() as client:
         generated = txt2img(client)["images"][0]
-        answer = client.post("/sdapi/v1/img2img", json={"prompt": "a green square", "init_images": ["data:image/png;base64," + generated],
-                                                        "denoising_strength": 0.5, "steps": 2, "width": 64, "height": 64, "seed": 5})
+        answer = client.post(
+            "/sdapi/v1/img2img",
+            json={
+                "prompt": "a green square",
+                "init_images": ["data:image/png;base64," + generated],
+                "denoising_strength": 0.5,
+                "steps": 2,
+                "width": 64,
+                "height": 64,
+                "seed": 5,
+            },
+        )
         assert answer.status_code == 200, answer.text
         assert png(answer.json()["images"][0]).size == (64, 64)
         info = client.post("/sdapi/v1/png-info", json={"image": generated}).json()

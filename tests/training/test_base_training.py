@@ -15,8 +15,19 @@ from sdstudio.training.tiny_model import micro_ldm_config
 
 
 def micro_config(out, **changes) -> BaseTrainingConfig:
-    values = dict(out_dir=out, unet_steps=4, vae_steps=2, decoder_steps=1, refine_steps=2, batch_size=4, vae_batch_size=2,
-                  save_every=1, sample_every=2, sample_steps=3, architecture=micro_ldm_config())
+    values = dict(
+        out_dir=out,
+        unet_steps=4,
+        vae_steps=2,
+        decoder_steps=1,
+        refine_steps=2,
+        batch_size=4,
+        vae_batch_size=2,
+        save_every=1,
+        sample_every=2,
+        sample_steps=3,
+        architecture=micro_ldm_config(),
+    )
     return BaseTrainingConfig(**(values | changes))
 
 
@@ -98,12 +109,34 @@ def test_longer_decoder_phase_on_a_finished_run_changes_only_the_decoder(tmp_pat
     assert "extending the finished run: decoder from step 1 to 3" in lines
     assert longer.steps == {"vae": 2, "unet": 4, "decoder": 3, "refine": 2}
     changed = {k for k in first if not torch.equal(first[k], second[k])}
-    assert changed and all(k.startswith(("first_stage_model.decoder.", "first_stage_model.post_quant_conv.")) for k in changed)
+    assert changed and all(
+        k.startswith(("first_stage_model.decoder.", "first_stage_model.post_quant_conv.")) for k in changed
+    )
 
 
 def test_cli_refuses_to_overwrite_a_run_without_resume(tmp_path):
-    command = [sys.executable, "-m", "sdstudio.cli.main", "train-base", "--out", str(tmp_path / "run"), "--size", "micro",
-               "--steps", "1", "--vae-steps", "1", "--decoder-steps", "0", "--refine-steps", "1", "--batch-size", "2", "--sample-every", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "sdstudio.cli.main",
+        "train-base",
+        "--out",
+        str(tmp_path / "run"),
+        "--size",
+        "micro",
+        "--steps",
+        "1",
+        "--vae-steps",
+        "1",
+        "--decoder-steps",
+        "0",
+        "--refine-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--sample-every",
+        "0",
+    ]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "checkpoint:" in first.stdout and "unet 1" in first.stdout

@@ -26,7 +26,9 @@ def base():
     parts = build_components(micro_ldm_config(), seed=0)
     for module in (parts.unet, parts.vae, parts.text_encoder):
         module.eval().requires_grad_(False)
-    return TrainingBase(parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, name="micro")
+    return TrainingBase(
+        parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, name="micro"
+    )
 
 
 @pytest.fixture
@@ -43,7 +45,16 @@ def dataset(tmp_path):
 
 
 def config(**overrides) -> LoraTrainingConfig:
-    values = dict(output_name="star", resolution=32, max_train_steps=4, train_batch_size=2, rank=4, network_alpha=2.0, learning_rate=1e-2, seed=7)
+    values = dict(
+        output_name="star",
+        resolution=32,
+        max_train_steps=4,
+        train_batch_size=2,
+        rank=4,
+        network_alpha=2.0,
+        learning_rate=1e-2,
+        seed=7,
+    )
     values.update(overrides)
     return LoraTrainingConfig(**values)
 
@@ -60,7 +71,9 @@ def test_trained_lora_has_kohya_keys_and_metadata_and_changes_the_model(base, da
     before = {k: v.clone() for k, v in base.unet.state_dict().items()}
     lora_dir = tmp_path / "models" / "Lora"
     settings = config(train_text_encoder=True, sample_prompts=["a red star"], sample_every=2, sample_steps=2)
-    result = train_lora(base, scan_training_folder(dataset), settings, lora_dir, samples_dir=tmp_path / "samples", progress_bar=False)
+    result = train_lora(
+        base, scan_training_folder(dataset), settings, lora_dir, samples_dir=tmp_path / "samples", progress_bar=False
+    )
     assert result.path == lora_dir / "star.safetensors" and result.steps == 4 and len(result.losses) == 4
     assert [p.name for p in result.sample_paths] == ["star_000002_00.png", "star_000004_00.png"]
     assert all(Image.open(p).size == (32, 32) for p in result.sample_paths)
@@ -77,8 +90,14 @@ def test_trained_lora_has_kohya_keys_and_metadata_and_changes_the_model(base, da
     assert any(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_q_proj.") for k in tensors)
     with safe_open(str(result.path), "pt") as handle:
         meta = handle.metadata()
-    assert meta["ss_network_module"] == "networks.lora" and meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
-    assert meta["ss_max_train_steps"] == "4" and meta["ss_resolution"] == "(32, 32)" and meta["ss_output_name"] == "star"
+    assert (
+        meta["ss_network_module"] == "networks.lora"
+        and meta["ss_network_dim"] == "4"
+        and meta["ss_network_alpha"] == "2.0"
+    )
+    assert (
+        meta["ss_max_train_steps"] == "4" and meta["ss_resolution"] == "(32, 32)" and meta["ss_output_name"] == "star"
+    )
     assert json.loads(meta["ss_tag_frequency"])["3_star"]["a red star"] == 3
 
     # It loads back through the LoRA library and changes the UNet's prediction.
@@ -101,7 +120,9 @@ def test_resumed_training_ends_where_an_uninterrupted_run_does(base, dataset, tm
     images = scan_training_folder(dataset)
     straight = train_lora(base, images, config(), tmp_path / "a", state_dir=tmp_path / "sa", progress_bar=False)
     train_lora(base, images, config(max_train_steps=2), tmp_path / "b", state_dir=tmp_path / "sb", progress_bar=False)
-    resumed = train_lora(base, images, config(), tmp_path / "b", state_dir=tmp_path / "sb", resume=True, progress_bar=False)
+    resumed = train_lora(
+        base, images, config(), tmp_path / "b", state_dir=tmp_path / "sb", resume=True, progress_bar=False
+    )
     assert resumed.resumed_from == 2 and resumed.steps == 4
     a, b = load_file(str(straight.path)), load_file(str(resumed.path))
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -121,7 +142,19 @@ def test_sample_images_are_fixed_by_the_seed_and_count_up_from_it(base):
 def test_cli_reports_a_missing_data_folder(tmp_path, capsys):
     from sdstudio.cli.main import main
 
-    code = main(["--data-dir", str(tmp_path / "d"), "train-lora", "--data", str(tmp_path / "nope"), "--base", "x.safetensors", "--output", "n"])
+    code = main(
+        [
+            "--data-dir",
+            str(tmp_path / "d"),
+            "train-lora",
+            "--data",
+            str(tmp_path / "nope"),
+            "--base",
+            "x.safetensors",
+            "--output",
+            "n",
+        ]
+    )
     assert code == 2
     assert "data" in capsys.readouterr().err
 
@@ -132,23 +165,74 @@ def test_cli_trains_from_a_checkpoint_file_into_models_lora(base, dataset, tmp_p
 
     checkpoint = tmp_path / "micro.safetensors"
     heads = base.text_encoder.config.num_attention_heads
-    yaml_text = saver.ldm_yaml_for(base.unet.config, base.vae.config, scale_factor=base.vae_scaling_factor, text_heads=heads)
+    yaml_text = saver.ldm_yaml_for(
+        base.unet.config, base.vae.config, scale_factor=base.vae_scaling_factor, text_heads=heads
+    )
     saver.save_checkpoint(checkpoint, unet=base.unet, vae=base.vae, text_encoder=base.text_encoder, yaml_text=yaml_text)
     data_dir = tmp_path / "home"
-    code = main(["--data-dir", str(data_dir), "train-lora", "--data", str(dataset), "--base", str(checkpoint), "--output", "cli_star",
-                 "--resolution", "32", "--max-train-steps", "2", "--train-batch-size", "2", "--rank", "2", "--network-alpha", "1",
-                 "--save-every", "1", "--no-progress"])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "train-lora",
+            "--data",
+            str(dataset),
+            "--base",
+            str(checkpoint),
+            "--output",
+            "cli_star",
+            "--resolution",
+            "32",
+            "--max-train-steps",
+            "2",
+            "--train-batch-size",
+            "2",
+            "--rank",
+            "2",
+            "--network-alpha",
+            "1",
+            "--save-every",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     saved = data_dir / "models" / "Lora" / "cli_star.safetensors"
     assert saved.is_file() and (data_dir / "models" / "Lora" / "cli_star-step00000001.safetensors").is_file()
     with safe_open(str(saved), "pt") as handle:
         meta = handle.metadata()
-    assert meta["ss_sd_model_name"] == "micro.safetensors" and len(meta["ss_new_sd_model_hash"]) == 64 and len(meta["ss_sd_model_hash"]) == 8
+    assert (
+        meta["ss_sd_model_name"] == "micro.safetensors"
+        and len(meta["ss_new_sd_model_hash"]) == 64
+        and len(meta["ss_sd_model_hash"]) == 8
+    )
     assert "<lora:cli_star:1>" in capsys.readouterr().out
     # --resume continues from the saved state
-    code = main(["--data-dir", str(data_dir), "train-lora", "--data", str(dataset), "--base", str(checkpoint), "--output", "cli_star",
-                 "--resolution", "32", "--max-train-steps", "3", "--train-batch-size", "2", "--rank", "2", "--network-alpha", "1",
-                 "--resume", "--no-progress"])
+    code = main(
+        [
+            "--data-dir",
+            str(data_dir),
+            "train-lora",
+            "--data",
+            str(dataset),
+            "--base",
+            str(checkpoint),
+            "--output",
+            "cli_star",
+            "--resolution",
+            "32",
+            "--max-train-steps",
+            "3",
+            "--train-batch-size",
+            "2",
+            "--rank",
+            "2",
+            "--network-alpha",
+            "1",
+            "--resume",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     with safe_open(str(saved), "pt") as handle:
         assert handle.metadata()["ss_steps"] == "3"

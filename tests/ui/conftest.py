@@ -24,8 +24,14 @@ CHROMIUM = os.environ.get("SDSTUDIO_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps trying to reach Google's
 # services, and on a machine without network those connections fail noisily.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 SERVER_START_TIMEOUT = 180  # seconds; generous because the CPU is shared with other work
 
@@ -42,10 +48,25 @@ class WebUiServer:
     def __init__(self, data_dir: Path, port: int, log_path: Path):
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
         self.url = f"http://127.0.0.1:{port}/"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-               "SDSTUDIO_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir), "webui", "--api",
-                   "--port", str(port)]
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "SDSTUDIO_DATA_DIR": str(data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "sdstudio.cli.main",
+            "--data-dir",
+            str(data_dir),
+            "webui",
+            "--api",
+            "--port",
+            str(port),
+        ]
         self._log = open(log_path, "wb")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)

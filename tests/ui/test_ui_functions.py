@@ -84,11 +84,31 @@ def test_match_checkpoint_by_name_then_hash():
 def test_txt2img_request_from_ui_values(backend):
     from sdstudio.ui.txt2img import make_txt2img_request
 
-    values = {"prompt": "a square", "negative_prompt": "", "styles": [], "sampler_name": "Euler", "scheduler": "Automatic",
-              "steps": 8.0, "width": 64.0, "height": 64.0, "n_iter": 2.0, "batch_size": 1.0, "cfg_scale": 6.5,
-              "seed": 5, "subseed": -1, "subseed_strength": 0.0, "seed_resize_from_w": 0, "seed_resize_from_h": 0,
-              "enable_hr": False, "hr_scale": 2.0, "hr_upscaler": "Latent", "hr_second_pass_steps": 0,
-              "denoising_strength": 0.7, "hr_sampler_name": "Use same sampler", "hr_scheduler": "Use same scheduler"}
+    values = {
+        "prompt": "a square",
+        "negative_prompt": "",
+        "styles": [],
+        "sampler_name": "Euler",
+        "scheduler": "Automatic",
+        "steps": 8.0,
+        "width": 64.0,
+        "height": 64.0,
+        "n_iter": 2.0,
+        "batch_size": 1.0,
+        "cfg_scale": 6.5,
+        "seed": 5,
+        "subseed": -1,
+        "subseed_strength": 0.0,
+        "seed_resize_from_w": 0,
+        "seed_resize_from_h": 0,
+        "enable_hr": False,
+        "hr_scale": 2.0,
+        "hr_upscaler": "Latent",
+        "hr_second_pass_steps": 0,
+        "denoising_strength": 0.7,
+        "hr_sampler_name": "Use same sampler",
+        "hr_scheduler": "Use same scheduler",
+    }
     request = make_txt2img_request(backend, values)
     assert (request.steps, request.width, request.n_iter, request.seed) == (8, 64, 2, 5)
     assert request.enable_hr is False
@@ -129,9 +149,19 @@ def test_inpaint_upload_request_carries_the_mask(backend):
 
     image = Image.new("RGB", (64, 64), "red")
     mask = Image.new("L", (64, 64), 0)
-    values = {"prompt": "x", "width": 64, "height": 64, "steps": 4, "mask_blur": 2, "inpainting_fill": 1,
-              "inpaint_full_res": 0, "inpaint_full_res_padding": 32, "inpainting_mask_invert": 0, "resize_mode": 0,
-              "denoising_strength": 0.5}
+    values = {
+        "prompt": "x",
+        "width": 64,
+        "height": 64,
+        "steps": 4,
+        "mask_blur": 2,
+        "inpainting_fill": 1,
+        "inpaint_full_res": 0,
+        "inpaint_full_res_padding": 32,
+        "inpainting_mask_invert": 0,
+        "resize_mode": 0,
+        "denoising_strength": 0.5,
+    }
     request = make_img2img_request(backend, values, "inpaint_upload", None, None, image, mask)
     assert request.mask is not None and request.inpaint_full_res is False and request.mask_blur_x == 2
 
@@ -228,8 +258,7 @@ def test_png_info_reads_parameters_and_other_chunks(tmp_path):
 
 def test_ui_work_runs_on_the_shared_queue_and_reports_progress():
     from sdstudio.engine.job_context import ProgressEvent
-    from sdstudio.engine.job_queue import JobQueue
-    from sdstudio.engine.job_queue import submit_generation
+    from sdstudio.engine.job_queue import JobQueue, submit_generation
     from sdstudio.ui.jobs import follow_job
 
     queue = JobQueue()
@@ -280,9 +309,31 @@ def test_build_ui_has_every_tab_and_the_generation_controls(backend):
     for tab in TAB_IDS:
         assert f"tab_{tab}" in elem_ids
     for kind in ("txt2img", "img2img"):
-        for name in ("prompt", "neg_prompt", "generate", "interrupt", "skip", "sampling", "scheduler", "steps", "width",
-                     "height", "batch_count", "batch_size", "cfg_scale", "seed", "subseed", "gallery", "infotext",
-                     "progress", "token_counter", "styles", "send_to_img2img", "send_to_inpaint", "send_to_extras"):
+        for name in (
+            "prompt",
+            "neg_prompt",
+            "generate",
+            "interrupt",
+            "skip",
+            "sampling",
+            "scheduler",
+            "steps",
+            "width",
+            "height",
+            "batch_count",
+            "batch_size",
+            "cfg_scale",
+            "seed",
+            "subseed",
+            "gallery",
+            "infotext",
+            "progress",
+            "token_counter",
+            "styles",
+            "send_to_img2img",
+            "send_to_inpaint",
+            "send_to_extras",
+        ):
             assert f"{kind}_{name}" in elem_ids, f"{kind}_{name} missing"
     assert "txt2img_enable_hr" in elem_ids and "img2img_inpaint_editor" in elem_ids
     assert "setting_sd_model_checkpoint" in elem_ids and "setting_jpeg_quality" in elem_ids
@@ -321,8 +372,9 @@ def test_webui_command_line(capsys):
 
 def test_settings_apply_sends_only_what_changed_on_the_page(backend):
     """An option changed elsewhere (the checkpoint dropdown) survives Apply of another one."""
-    from sdstudio.ui.settings import build_settings_tab
     import gradio as gr
+
+    from sdstudio.ui.settings import build_settings_tab
 
     with gr.Blocks() as blocks:
         build_settings_tab(backend)

@@ -44,10 +44,13 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     set_slider(page, "txt2img_height", 64)
     set_slider(page, "txt2img_steps", 6)
     page.locator("#txt2img_seed input").fill("1234")
-    page.wait_for_function("document.querySelector('#txt2img_token_counter').innerText.trim() === '7/75'", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_token_counter').innerText.trim() === '7/75'", timeout=30_000
+    )
     page.click("#txt2img_generate")
-    page.wait_for_function("document.querySelector('#txt2img_infotext').innerText.includes('Seed:')",
-                           timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_infotext').innerText.includes('Seed:')", timeout=GENERATION_TIMEOUT_MS
+    )
     info = page.inner_text("#txt2img_infotext")
     assert "a red circle on a blue background" in info
     assert "Negative prompt: blurry" in info
@@ -74,10 +77,13 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     page.click("#txt2img_generate")
     page.wait_for_function(
         "(() => { const t = document.querySelector('#txt2img_progress').innerText; return /step [1-9]/.test(t); })()",
-        timeout=GENERATION_TIMEOUT_MS)
+        timeout=GENERATION_TIMEOUT_MS,
+    )
     progress = page.inner_text("#txt2img_progress")
     assert re.search(r"\d+%", progress) and "image batch" in progress
-    page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('ETA')", timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_progress').innerText.includes('ETA')", timeout=GENERATION_TIMEOUT_MS
+    )
     page.screenshot(path=str(artifacts / "txt2img_progress.png"), full_page=True)
     # The UI's job runs on the API's queue: A1111's progress endpoint reports it.
     with urllib.request.urlopen(webui_server.url + "sdapi/v1/progress?skip_current_image=true", timeout=30) as answer:
@@ -85,8 +91,9 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     assert api_progress["state"]["job_count"] == 100 and api_progress["state"]["sampling_steps"] == 40
     assert api_progress["progress"] > 0
     page.click("#txt2img_interrupt")
-    page.wait_for_function("document.querySelector('#txt2img_infotext').innerText.includes('Interrupted')",
-                           timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_infotext').innerText.includes('Interrupted')", timeout=GENERATION_TIMEOUT_MS
+    )
     assert page.inner_text("#txt2img_progress").strip() == ""
     kept = int(re.search(r"Interrupted: (\d+) image", page.inner_text("#txt2img_infotext")).group(1))
     assert 1 <= kept < 100, "Interrupt should stop the 100-image job early, keeping what was made"
@@ -95,8 +102,9 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     # -- send the image to img2img: image and parameters arrive, the tab is shown ------------
     page.click("#txt2img_send_to_img2img")
     # Gradio renders a tab's contents when it is first shown, hence the optional chaining.
-    page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value.includes('red circle')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#img2img_prompt textarea')?.value.includes('red circle')", timeout=30_000
+    )
     page.wait_for_selector("#img2img_image img", timeout=30_000)
     assert page.locator("#img2img_steps input[type=number]").input_value() == "40"
     assert page.locator("#img2img_width input[type=number]").input_value() == "64"
@@ -105,8 +113,10 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     # -- img2img on the sent image ---------------------------------------------------------
     set_slider(page, "img2img_steps", 8)
     page.locator("#img2img_prompt textarea").press("Control+Enter")  # A1111's shortcut for Generate
-    page.wait_for_function("document.querySelector('#img2img_infotext').innerText.includes('Denoising strength: 0.75')",
-                           timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#img2img_infotext').innerText.includes('Denoising strength: 0.75')",
+        timeout=GENERATION_TIMEOUT_MS,
+    )
     assert "Steps: 8" in page.inner_text("#img2img_infotext")
     assert list((webui_server.data_dir / "outputs" / "img2img-images").rglob("*.png"))
     page.wait_for_selector("#img2img_gallery img", timeout=30_000)
@@ -115,7 +125,9 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     # -- inpaint: send the result to the canvas, paint a stroke, generate ------------------
     page.click("#img2img_send_to_inpaint")
     canvas = page.locator("#img2img_inpaint_editor canvas").first
-    page.wait_for_function("document.querySelector('#img2img_inpaint_editor [aria-label=Brush]') !== null", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#img2img_inpaint_editor [aria-label=Brush]') !== null", timeout=30_000
+    )
     page.locator("#img2img_inpaint_editor [aria-label=Brush]").first.click()
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -124,8 +136,9 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
     page.mouse.move(x + 20, y + 5, steps=8)
     page.mouse.up()
     page.click("#img2img_generate")
-    page.wait_for_function("document.querySelector('#img2img_infotext').innerText.includes('Mask blur: 4')",
-                           timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#img2img_infotext').innerText.includes('Mask blur: 4')", timeout=GENERATION_TIMEOUT_MS
+    )
     assert "Masked content: original" in page.inner_text("#img2img_infotext")
     page.wait_for_selector("#img2img_gallery img", timeout=30_000)
     page.screenshot(path=str(artifacts / "inpaint_generated.png"), full_page=True)
@@ -140,16 +153,20 @@ def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
     page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
     # An image the way A1111 writes one: PNG with its infotext in the "parameters" chunk.
     image_path = webui_server.data_dir.parent / "pasted.png"
-    _write_png_with_parameters(image_path, "a small green square at the top left\nNegative prompt: red\n"
-                               "Steps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, Seed: 777, Size: 64x64")
+    _write_png_with_parameters(
+        image_path,
+        "a small green square at the top left\nNegative prompt: red\n"
+        "Steps: 9, Sampler: Euler a, Schedule type: Karras, CFG scale: 4.5, Seed: 777, Size: 64x64",
+    )
 
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo_image input[type=file]").set_input_files(str(image_path))
     page.wait_for_function("document.querySelector('#pnginfo_html')?.innerText.includes('Seed: 777')", timeout=60_000)
     page.screenshot(path=str(artifacts / "pnginfo.png"), full_page=True)
     page.click("#pnginfo_send_to_txt2img")
-    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value.includes('green square')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea').value.includes('green square')", timeout=30_000
+    )
     assert page.locator("#txt2img_neg_prompt textarea").input_value() == "red"
     assert page.locator("#txt2img_steps input[type=number]").input_value() == "9"
     assert page.locator("#txt2img_cfg_scale input[type=number]").input_value() == "4.5"
@@ -161,8 +178,10 @@ def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
     page.click("#pnginfo_send_to_extras")
     page.wait_for_selector("#extras_image img", timeout=30_000)
     page.click("#extras_generate")
-    page.wait_for_function("document.querySelector('#extras_info')?.innerText.includes('Postprocess upscale by: 2')",
-                           timeout=GENERATION_TIMEOUT_MS)
+    page.wait_for_function(
+        "document.querySelector('#extras_info')?.innerText.includes('Postprocess upscale by: 2')",
+        timeout=GENERATION_TIMEOUT_MS,
+    )
     assert page.locator("#extras_gallery img").count() >= 1
     page.screenshot(path=str(artifacts / "extras.png"), full_page=True)
     page.close()
@@ -178,15 +197,18 @@ def test_extra_network_cards_insert_into_the_prompt(webui_server, browser, artif
     page.screenshot(path=str(artifacts / "extra_networks.png"), full_page=True)
     page.locator("#extra_networks_lora_cards img").first.click()
     page.get_by_role("tab", name="txt2img").click()
-    page.wait_for_function("document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>'",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>'", timeout=30_000
+    )
     page.get_by_role("tab", name="Extra Networks").click()
     page.get_by_role("tab", name="Textual Inversion").click()
     page.wait_for_selector("#extra_networks_embedding_cards img", timeout=30_000)
     page.locator("#extra_networks_embedding_cards img").first.click()
     page.get_by_role("tab", name="txt2img").click()
     page.wait_for_function(
-        "document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>, sharp-lines'", timeout=30_000)
+        "document.querySelector('#txt2img_prompt textarea')?.value === 'a cat, <lora:inkwash:1>, sharp-lines'",
+        timeout=30_000,
+    )
     page.close()
 
 

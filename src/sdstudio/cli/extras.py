@@ -17,16 +17,45 @@ def register(subparsers) -> None:
         "results are saved as PNG with the source's infotext kept and the post-processing appended.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of images")
-    parser.add_argument("--upscaler", default="None", metavar="NAME", help='upscaler 1, e.g. Lanczos or a model file name (an unknown name lists the available ones; default "None")')
+    parser.add_argument(
+        "--upscaler",
+        default="None",
+        metavar="NAME",
+        help='upscaler 1, e.g. Lanczos or a model file name (an unknown name lists the available ones; default "None")',
+    )
     parser.add_argument("--scale", type=float, default=2.0, metavar="X", help="upscale by this factor (default 2)")
     parser.add_argument("--resize-to", default=None, metavar="WxH", help="upscale to this size instead of --scale")
-    parser.add_argument("--no-crop", action="store_true", help="with --resize-to: keep the aspect ratio instead of cropping to fit")
+    parser.add_argument(
+        "--no-crop", action="store_true", help="with --resize-to: keep the aspect ratio instead of cropping to fit"
+    )
     parser.add_argument("--upscaler-2", default="None", metavar="NAME", help="second upscaler, blended over the first")
-    parser.add_argument("--upscaler-2-visibility", type=float, default=0.0, metavar="V", help="weight of the second upscaler, 0..1")
-    parser.add_argument("--face-restorer", type=str.lower, choices=["gfpgan", "codeformer"], default=None, help="restore faces after upscaling")
-    parser.add_argument("--face-restorer-visibility", type=float, default=1.0, metavar="V", help="blend of the restored faces, 0..1 (default 1)")
-    parser.add_argument("--codeformer-weight", type=float, default=None, metavar="W", help="CodeFormer fidelity, 0 = strongest effect, 1 = weakest (default: setting code_former_weight)")
-    parser.add_argument("--outdir", default=None, metavar="DIR", help="output folder (default: outputs/extras-images in the data dir)")
+    parser.add_argument(
+        "--upscaler-2-visibility", type=float, default=0.0, metavar="V", help="weight of the second upscaler, 0..1"
+    )
+    parser.add_argument(
+        "--face-restorer",
+        type=str.lower,
+        choices=["gfpgan", "codeformer"],
+        default=None,
+        help="restore faces after upscaling",
+    )
+    parser.add_argument(
+        "--face-restorer-visibility",
+        type=float,
+        default=1.0,
+        metavar="V",
+        help="blend of the restored faces, 0..1 (default 1)",
+    )
+    parser.add_argument(
+        "--codeformer-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="CodeFormer fidelity, 0 = strongest effect, 1 = weakest (default: setting code_former_weight)",
+    )
+    parser.add_argument(
+        "--outdir", default=None, metavar="DIR", help="output folder (default: outputs/extras-images in the data dir)"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -57,16 +86,24 @@ def build_options(args: argparse.Namespace, default_codeformer_weight: float):
     }
     if args.resize_to:
         width, height = _size(args.resize_to)
-        fields.update(resize_mode=1, upscaling_resize_w=width, upscaling_resize_h=height, upscaling_crop=not args.no_crop)
+        fields.update(
+            resize_mode=1, upscaling_resize_w=width, upscaling_resize_h=height, upscaling_crop=not args.no_crop
+        )
     if args.face_restorer == "gfpgan":
         fields["gfpgan_visibility"] = args.face_restorer_visibility
     elif args.face_restorer == "codeformer":
         fields["codeformer_visibility"] = args.face_restorer_visibility
-        fields["codeformer_weight"] = default_codeformer_weight if args.codeformer_weight is None else args.codeformer_weight
+        fields["codeformer_weight"] = (
+            default_codeformer_weight if args.codeformer_weight is None else args.codeformer_weight
+        )
     flags = {
-        "upscaling_resize": "--scale", "extras_upscaler_2_visibility": "--upscaler-2-visibility",
-        "gfpgan_visibility": "--face-restorer-visibility", "codeformer_visibility": "--face-restorer-visibility",
-        "codeformer_weight": "--codeformer-weight", "upscaling_resize_w": "--resize-to", "upscaling_resize_h": "--resize-to",
+        "upscaling_resize": "--scale",
+        "extras_upscaler_2_visibility": "--upscaler-2-visibility",
+        "gfpgan_visibility": "--face-restorer-visibility",
+        "codeformer_visibility": "--face-restorer-visibility",
+        "codeformer_weight": "--codeformer-weight",
+        "upscaling_resize_w": "--resize-to",
+        "upscaling_resize_h": "--resize-to",
     }
     try:
         return ExtrasOptions(**fields)
@@ -88,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         message = str(exc)
         for field, flag in (("upscaler_1:", "--upscaler:"), ("upscaler_2:", "--upscaler-2:")):
             if message.startswith(field):
-                raise NotFound(flag + message[len(field):]) from None
+                raise NotFound(flag + message[len(field) :]) from None
         raise
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)

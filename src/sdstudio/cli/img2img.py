@@ -9,22 +9,77 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdstudio.cli.txt2img import add_common_generation_options, common_request_fields, prompts_from_args, run_requests, split_fixed_code
+from sdstudio.cli.txt2img import (
+    add_common_generation_options,
+    common_request_fields,
+    prompts_from_args,
+    run_requests,
+    split_fixed_code,
+)
 
 
 def register(subparsers) -> None:
     """Add the `img2img` subcommand."""
-    parser = subparsers.add_parser("img2img", help="image-to-image generation and inpainting", description="Image-to-image generation and inpainting.")
+    parser = subparsers.add_parser(
+        "img2img",
+        help="image-to-image generation and inpainting",
+        description="Image-to-image generation and inpainting.",
+    )
     add_common_generation_options(parser)
-    parser.add_argument("--init-image", "--init-img", "--init_img", dest="init_images", action="append", metavar="PATH", default=[], help="starting image (repeat for several)")
+    parser.add_argument(
+        "--init-image",
+        "--init-img",
+        "--init_img",
+        dest="init_images",
+        action="append",
+        metavar="PATH",
+        default=[],
+        help="starting image (repeat for several)",
+    )
     parser.add_argument("--mask", metavar="PATH", default=None, help="inpainting mask: white = repaint, black = keep")
-    parser.add_argument("--denoising-strength", "--denoising_strength", "--strength", dest="denoising_strength", type=float, default=0.75, help="how much to change the image, 0..1 (default: 0.75)")
-    parser.add_argument("--resize-mode", dest="resize_mode", type=int, choices=(0, 1, 2, 3), default=0, help="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale")
+    parser.add_argument(
+        "--denoising-strength",
+        "--denoising_strength",
+        "--strength",
+        dest="denoising_strength",
+        type=float,
+        default=0.75,
+        help="how much to change the image, 0..1 (default: 0.75)",
+    )
+    parser.add_argument(
+        "--resize-mode",
+        dest="resize_mode",
+        type=int,
+        choices=(0, 1, 2, 3),
+        default=0,
+        help="0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale",
+    )
     parser.add_argument("--mask-blur", dest="mask_blur", type=int, default=4, help="mask blur in pixels (default: 4)")
-    parser.add_argument("--inpainting-fill", dest="inpainting_fill", type=int, choices=(0, 1, 2, 3), default=1, help="masked content: 0 fill, 1 original (default), 2 latent noise, 3 latent nothing")
-    parser.add_argument("--inpaint-area", dest="inpaint_area", choices=("whole", "masked"), default="whole", help="inpaint the whole picture (default) or only the masked area at full resolution")
-    parser.add_argument("--padding", dest="inpaint_full_res_padding", type=int, default=32, help="padding around the mask for --inpaint-area masked (default: 32)")
-    parser.add_argument("--mask-invert", dest="inpainting_mask_invert", action="store_true", help="repaint the black area instead")
+    parser.add_argument(
+        "--inpainting-fill",
+        dest="inpainting_fill",
+        type=int,
+        choices=(0, 1, 2, 3),
+        default=1,
+        help="masked content: 0 fill, 1 original (default), 2 latent noise, 3 latent nothing",
+    )
+    parser.add_argument(
+        "--inpaint-area",
+        dest="inpaint_area",
+        choices=("whole", "masked"),
+        default="whole",
+        help="inpaint the whole picture (default) or only the masked area at full resolution",
+    )
+    parser.add_argument(
+        "--padding",
+        dest="inpaint_full_res_padding",
+        type=int,
+        default=32,
+        help="padding around the mask for --inpaint-area masked (default: 32)",
+    )
+    parser.add_argument(
+        "--mask-invert", dest="inpainting_mask_invert", action="store_true", help="repaint the black area instead"
+    )
     parser.set_defaults(handler=run_img2img)
 
 

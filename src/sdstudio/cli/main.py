@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         metavar="DIR",
         default=None,
-        help="folder for models, outputs and config.json (default: $SDSTUDIO_DATA_DIR, "
-        "else ~/.local/share/sdstudio)",
+        help="folder for models, outputs and config.json (default: $SDSTUDIO_DATA_DIR, else ~/.local/share/sdstudio)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:

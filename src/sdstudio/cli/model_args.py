@@ -12,31 +12,58 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add --ckpt (CompVis) and --model (name, title or hash)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--ckpt", metavar="PATH", default=None, help="checkpoint file to use")
-    group.add_argument("--model", metavar="NAME", default=None,
-                       help="checkpoint by name, title or hash (see `sdstudio models list`)")
+    group.add_argument(
+        "--model", metavar="NAME", default=None, help="checkpoint by name, title or hash (see `sdstudio models list`)"
+    )
     add_load_arguments(parser)
 
 
 # command-line flag (argparse dest) -> the Settings field it overrides for this run (not saved)
 LOAD_FLAGS = {
-    "vae": "sd_vae", "precision": "precision", "no_half_vae": "no_half_vae", "device": "device",
-    "vae_tiling": "vae_tiling", "attention_slicing": "attention_slicing", "cpu_offload": "cpu_offload",
+    "vae": "sd_vae",
+    "precision": "precision",
+    "no_half_vae": "no_half_vae",
+    "device": "device",
+    "vae_tiling": "vae_tiling",
+    "attention_slicing": "attention_slicing",
+    "cpu_offload": "cpu_offload",
 }
 
 
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """Precision, VAE and memory flags (A1111's command-line flags); they override the saved settings for this run."""
     group = parser.add_argument_group("model loading")
-    group.add_argument("--vae", metavar="NAME", default=None,
-                       help="VAE from models/VAE, or 'Automatic' (NAME.vae.* beside the checkpoint) or 'None' (the checkpoint's own)")
-    group.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default=None,
-                       help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU)")
-    group.add_argument("--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16")
+    group.add_argument(
+        "--vae",
+        metavar="NAME",
+        default=None,
+        help="VAE from models/VAE, or 'Automatic' (NAME.vae.* beside the checkpoint) or 'None' (the checkpoint's own)",
+    )
+    group.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        default=None,
+        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU)",
+    )
+    group.add_argument(
+        "--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16"
+    )
     group.add_argument("--device", default=None, help="torch device: auto, cpu, cuda, cuda:1 ...")
-    group.add_argument("--vae-tiling", action="store_true", default=None, help="decode/encode large images in tiles (less memory)")
-    group.add_argument("--attention-slicing", action="store_true", default=None, help="compute attention in slices (less memory, slower)")
-    group.add_argument("--cpu-offload", action="store_true", default=None,
-                       help="keep the model in CPU memory and move one part at a time to the GPU (small GPUs)")
+    group.add_argument(
+        "--vae-tiling", action="store_true", default=None, help="decode/encode large images in tiles (less memory)"
+    )
+    group.add_argument(
+        "--attention-slicing",
+        action="store_true",
+        default=None,
+        help="compute attention in slices (less memory, slower)",
+    )
+    group.add_argument(
+        "--cpu-offload",
+        action="store_true",
+        default=None,
+        help="keep the model in CPU memory and move one part at a time to the GPU (small GPUs)",
+    )
 
 
 def load_options(args: argparse.Namespace) -> dict[str, object]:
@@ -52,7 +79,6 @@ def checkpoint_choice(args: argparse.Namespace) -> str | None:
             raise InvalidRequest("ckpt", f"no such file: {path}")
         return str(path.resolve())
     return getattr(args, "model", None) or None
-
 
 
 def native_size(args: argparse.Namespace) -> int:
@@ -81,7 +107,11 @@ def native_size(args: argparse.Namespace) -> int:
             configured = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
             entries = ModelRegistry(paths).list("checkpoint", with_hashes=False)
             wanted = str(configured).split(" [")[0] if configured else None
-            matches = [e for e in entries if wanted is None or wanted in (e.name, Path(e.name).stem, Path(e.name).with_suffix("").as_posix())]
+            matches = [
+                e
+                for e in entries
+                if wanted is None or wanted in (e.name, Path(e.name).stem, Path(e.name).with_suffix("").as_posix())
+            ]
             if not matches:
                 raise OSError("no matching checkpoint")
             checkpoint = matches[0].path

@@ -11,8 +11,11 @@ from sdstudio.config import MODEL_KINDS
 
 def register(subparsers) -> None:
     """Add the `models` subcommand with list / info / hash."""
-    parser = subparsers.add_parser("models", help="listing, inspecting and hashing models",
-                                   description="List, inspect and hash the models in the data dir.")
+    parser = subparsers.add_parser(
+        "models",
+        help="listing, inspecting and hashing models",
+        description="List, inspect and hash the models in the data dir.",
+    )
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION")
     listing = actions.add_parser("list", help="list models", description="List models (all kinds unless --type).")
     listing.add_argument("--type", choices=sorted(MODEL_KINDS), default=None, help="only this kind")
@@ -22,8 +25,11 @@ def register(subparsers) -> None:
     info.add_argument("name", help="name, title, short hash, sha256 or path")
     info.add_argument("--type", choices=sorted(MODEL_KINDS), default="checkpoint")
     info.set_defaults(handler=run_info)
-    hashing = actions.add_parser("hash", help="compute and cache every model's hashes",
-                                 description="Compute (and cache) A1111's hashes of every model file.")
+    hashing = actions.add_parser(
+        "hash",
+        help="compute and cache every model's hashes",
+        description="Compute (and cache) A1111's hashes of every model file.",
+    )
     hashing.add_argument("--type", choices=sorted(MODEL_KINDS), default=None)
     hashing.set_defaults(handler=run_hash)
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)

@@ -9,9 +9,15 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     """Add the `pnginfo` subcommand."""
-    parser = subparsers.add_parser("pnginfo", help="reading generation parameters from an image", description="Print the generation parameters (A1111 infotext) stored in an image.")
+    parser = subparsers.add_parser(
+        "pnginfo",
+        help="reading generation parameters from an image",
+        description="Print the generation parameters (A1111 infotext) stored in an image.",
+    )
     parser.add_argument("image", metavar="IMAGE", help="PNG, JPEG or WebP file")
-    parser.add_argument("--json", action="store_true", help="print the parameters as JSON request fields instead of the text")
+    parser.add_argument(
+        "--json", action="store_true", help="print the parameters as JSON request fields instead of the text"
+    )
     parser.set_defaults(handler=run_pnginfo)
 
 
@@ -38,7 +44,13 @@ def run_pnginfo(args: argparse.Namespace) -> int:
         return 1
     if args.json:
         params = parse_generation_parameters(text)
-        print(json.dumps({"infotext": text, "parameters": params, "fields": request_fields_from_parameters(params)}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {"infotext": text, "parameters": params, "fields": request_fields_from_parameters(params)},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         print(text)
     return 0

@@ -7,11 +7,13 @@ import argparse
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `serve` and `webui`."""
-    parser.add_argument("--listen", action="store_true",
-                        help="listen on all network interfaces (default: 127.0.0.1 only)")
+    parser.add_argument(
+        "--listen", action="store_true", help="listen on all network interfaces (default: 127.0.0.1 only)"
+    )
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--api-auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
-                        help="require HTTP basic auth for the API")
+    parser.add_argument(
+        "--api-auth", metavar="USER:PASS[,USER2:PASS2]", default=None, help="require HTTP basic auth for the API"
+    )
     from sdstudio.cli.model_args import add_load_arguments
 
     add_load_arguments(parser)
@@ -19,8 +21,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add the `serve` subcommand."""
-    parser = subparsers.add_parser("serve", help="the A1111-compatible API server",
-                                   description="Serve the A1111-compatible API (/sdapi/v1, docs at /docs).")
+    parser = subparsers.add_parser(
+        "serve",
+        help="the A1111-compatible API server",
+        description="Serve the A1111-compatible API (/sdapi/v1, docs at /docs).",
+    )
     add_server_arguments(parser)
     parser.set_defaults(handler=run)
 

@@ -20,33 +20,133 @@ from sdstudio.cli.model_args import add_model_arguments, native_size
 def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by txt2img and img2img (A1111 StableDiffusionProcessing fields)."""
     parser.add_argument("prompt_arg", nargs="?", metavar="PROMPT", help="the prompt (same as --prompt)")
-    parser.add_argument("--prompt", default=None, help="the prompt (A1111 syntax: (emphasis:1.2), [from:to:when], AND, <lora:...>)")
-    parser.add_argument("--negative-prompt", "--negative_prompt", dest="negative_prompt", default="", help="what to keep out of the image")
+    parser.add_argument(
+        "--prompt", default=None, help="the prompt (A1111 syntax: (emphasis:1.2), [from:to:when], AND, <lora:...>)"
+    )
+    parser.add_argument(
+        "--negative-prompt",
+        "--negative_prompt",
+        dest="negative_prompt",
+        default="",
+        help="what to keep out of the image",
+    )
     parser.add_argument("--styles", nargs="*", default=[], metavar="STYLE", help="styles from styles.csv to apply")
     parser.add_argument("--seed", type=int, default=-1, help="seed of the first image; -1 = random (default)")
     parser.add_argument("--subseed", type=int, default=-1, help="variation seed (-1 = random)")
-    parser.add_argument("--subseed-strength", "--variation-strength", dest="subseed_strength", type=float, default=0.0, help="variation strength 0..1")
-    parser.add_argument("--seed-resize-from", metavar="WxH", default=None, help="keep the composition of a seed found at this size")
-    parser.add_argument("--sampler", "--sampler-name", dest="sampler_name", default="DPM++ 2M", help="sampler name, e.g. 'Euler a', 'DPM++ 2M', 'DDIM' (default: DPM++ 2M)")
+    parser.add_argument(
+        "--subseed-strength",
+        "--variation-strength",
+        dest="subseed_strength",
+        type=float,
+        default=0.0,
+        help="variation strength 0..1",
+    )
+    parser.add_argument(
+        "--seed-resize-from", metavar="WxH", default=None, help="keep the composition of a seed found at this size"
+    )
+    parser.add_argument(
+        "--sampler",
+        "--sampler-name",
+        dest="sampler_name",
+        default="DPM++ 2M",
+        help="sampler name, e.g. 'Euler a', 'DPM++ 2M', 'DDIM' (default: DPM++ 2M)",
+    )
     parser.add_argument("--plms", action="store_true", help="CompVis alias for --sampler PLMS")
-    parser.add_argument("--scheduler", "--schedule-type", dest="scheduler", default="Automatic", help="schedule type: Automatic, Uniform, Karras, Exponential, Polyexponential, SGM Uniform")
-    parser.add_argument("--steps", "--ddim_steps", "--ddim-steps", dest="steps", type=int, default=20, help="sampling steps (default: 20)")
-    parser.add_argument("--cfg-scale", "--cfg_scale", "--scale", dest="cfg_scale", type=float, default=7.0, help="classifier-free guidance scale (default: 7)")
-    parser.add_argument("--width", "--W", dest="width", type=int, default=None,
-                        help="image width, a multiple of 8 (default: the checkpoint's native size, 512 for SD 1.x, 64 for the bundled model)")
-    parser.add_argument("--height", "--H", dest="height", type=int, default=None,
-                        help="image height, a multiple of 8 (default: the checkpoint's native size)")
-    parser.add_argument("--batch-size", "--batch_size", "--n_samples", dest="batch_size", type=int, default=1, help="images per batch (default: 1)")
-    parser.add_argument("--n-iter", "--n_iter", "--batch-count", dest="n_iter", type=int, default=1, help="number of batches (default: 1)")
+    parser.add_argument(
+        "--scheduler",
+        "--schedule-type",
+        dest="scheduler",
+        default="Automatic",
+        help="schedule type: Automatic, Uniform, Karras, Exponential, Polyexponential, SGM Uniform",
+    )
+    parser.add_argument(
+        "--steps",
+        "--ddim_steps",
+        "--ddim-steps",
+        dest="steps",
+        type=int,
+        default=20,
+        help="sampling steps (default: 20)",
+    )
+    parser.add_argument(
+        "--cfg-scale",
+        "--cfg_scale",
+        "--scale",
+        dest="cfg_scale",
+        type=float,
+        default=7.0,
+        help="classifier-free guidance scale (default: 7)",
+    )
+    parser.add_argument(
+        "--width",
+        "--W",
+        dest="width",
+        type=int,
+        default=None,
+        help="image width, a multiple of 8 (default: the checkpoint's native size, 512 for SD 1.x, 64 for the bundled model)",
+    )
+    parser.add_argument(
+        "--height",
+        "--H",
+        dest="height",
+        type=int,
+        default=None,
+        help="image height, a multiple of 8 (default: the checkpoint's native size)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        "--batch_size",
+        "--n_samples",
+        dest="batch_size",
+        type=int,
+        default=1,
+        help="images per batch (default: 1)",
+    )
+    parser.add_argument(
+        "--n-iter",
+        "--n_iter",
+        "--batch-count",
+        dest="n_iter",
+        type=int,
+        default=1,
+        help="number of batches (default: 1)",
+    )
     parser.add_argument("--eta", type=float, default=None, help="noise multiplier for ancestral samplers / DDIM eta")
-    parser.add_argument("--clip-skip", dest="clip_skip", type=int, default=None, help="stop CLIP this many layers from the end (1 = last layer)")
+    parser.add_argument(
+        "--clip-skip",
+        dest="clip_skip",
+        type=int,
+        default=None,
+        help="stop CLIP this many layers from the end (1 = last layer)",
+    )
     parser.add_argument("--tiling", action="store_true", help="make a seamlessly tiling image")
-    parser.add_argument("--restore-faces", dest="restore_faces", action="store_true", help="run face restoration on the results")
+    parser.add_argument(
+        "--restore-faces", dest="restore_faces", action="store_true", help="run face restoration on the results"
+    )
     parser.add_argument("--outdir", metavar="DIR", default=None, help="save images under DIR (grids under DIR/grids)")
     parser.add_argument("--skip-grid", "--skip_grid", dest="skip_grid", action="store_true", help="do not save a grid")
-    parser.add_argument("--fixed_code", "--fixed-code", dest="fixed_code", action="store_true", help="CompVis: every batch starts from the same noise (same seeds)")
-    parser.add_argument("--from-file", "--from_file", dest="from_file", metavar="FILE", default=None, help="generate for every line of FILE as the prompt")
-    parser.add_argument("--format", dest="samples_format", choices=("png", "jpg", "webp"), default=None, help="image file format (default: settings, png)")
+    parser.add_argument(
+        "--fixed_code",
+        "--fixed-code",
+        dest="fixed_code",
+        action="store_true",
+        help="CompVis: every batch starts from the same noise (same seeds)",
+    )
+    parser.add_argument(
+        "--from-file",
+        "--from_file",
+        dest="from_file",
+        metavar="FILE",
+        default=None,
+        help="generate for every line of FILE as the prompt",
+    )
+    parser.add_argument(
+        "--format",
+        dest="samples_format",
+        choices=("png", "jpg", "webp"),
+        default=None,
+        help="image file format (default: settings, png)",
+    )
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
     add_model_arguments(parser)
 
@@ -55,12 +155,41 @@ def register(subparsers) -> None:
     """Add the `txt2img` subcommand."""
     parser = subparsers.add_parser("txt2img", help="text-to-image generation", description="Text-to-image generation.")
     add_common_generation_options(parser)
-    parser.add_argument("--hires", "--enable-hr", dest="enable_hr", action="store_true", help="hires fix: generate small, upscale, refine")
-    parser.add_argument("--hr-scale", dest="hr_scale", type=float, default=2.0, help="hires upscale factor (default: 2)")
-    parser.add_argument("--hr-upscaler", dest="hr_upscaler", default="Latent", help="Latent, Latent (nearest), Lanczos, Nearest, or a model upscaler")
-    parser.add_argument("--hr-steps", "--hr-second-pass-steps", dest="hr_second_pass_steps", type=int, default=0, help="hires steps (0 = same as --steps)")
-    parser.add_argument("--hr-resize", dest="hr_resize", metavar="WxH", default=None, help="hires target size instead of --hr-scale")
-    parser.add_argument("--denoising-strength", "--denoising_strength", dest="denoising_strength", type=float, default=0.7, help="hires denoising strength (default: 0.7)")
+    parser.add_argument(
+        "--hires",
+        "--enable-hr",
+        dest="enable_hr",
+        action="store_true",
+        help="hires fix: generate small, upscale, refine",
+    )
+    parser.add_argument(
+        "--hr-scale", dest="hr_scale", type=float, default=2.0, help="hires upscale factor (default: 2)"
+    )
+    parser.add_argument(
+        "--hr-upscaler",
+        dest="hr_upscaler",
+        default="Latent",
+        help="Latent, Latent (nearest), Lanczos, Nearest, or a model upscaler",
+    )
+    parser.add_argument(
+        "--hr-steps",
+        "--hr-second-pass-steps",
+        dest="hr_second_pass_steps",
+        type=int,
+        default=0,
+        help="hires steps (0 = same as --steps)",
+    )
+    parser.add_argument(
+        "--hr-resize", dest="hr_resize", metavar="WxH", default=None, help="hires target size instead of --hr-scale"
+    )
+    parser.add_argument(
+        "--denoising-strength",
+        "--denoising_strength",
+        dest="denoising_strength",
+        type=float,
+        default=0.7,
+        help="hires denoising strength (default: 0.7)",
+    )
     parser.set_defaults(handler=run_txt2img)
 
 
@@ -161,8 +290,16 @@ def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
                 if not bars:
                     from tqdm import tqdm
 
-                    bars.append(tqdm(total=event.steps, unit="step", file=sys.stderr, dynamic_ncols=True, leave=False,
-                                     desc=f"{kind} {event.job_no + 1}/{event.job_count}"))
+                    bars.append(
+                        tqdm(
+                            total=event.steps,
+                            unit="step",
+                            file=sys.stderr,
+                            dynamic_ncols=True,
+                            leave=False,
+                            desc=f"{kind} {event.job_no + 1}/{event.job_count}",
+                        )
+                    )
                 bar = bars[0]
                 key = (event.job_no, event.steps)
                 if last["key"] != key:

@@ -17,8 +17,15 @@ def register(subparsers) -> None:
 
     decode = actions.add_parser("decode", help="print the watermark text of images")
     decode.add_argument("images", nargs="+", metavar="IMAGE")
-    decode.add_argument("--length", type=int, default=None, metavar="BYTES", help="message length in bytes (default: that of --expect)")
-    decode.add_argument("--expect", default=None, metavar="TEXT", help='message to look for (default "StableDiffusionV1"); exit 1 if any image lacks it')
+    decode.add_argument(
+        "--length", type=int, default=None, metavar="BYTES", help="message length in bytes (default: that of --expect)"
+    )
+    decode.add_argument(
+        "--expect",
+        default=None,
+        metavar="TEXT",
+        help='message to look for (default "StableDiffusionV1"); exit 1 if any image lacks it',
+    )
     decode.set_defaults(handler=run_decode)
 
     encode = actions.add_parser("encode", help="embed a watermark into an image")
@@ -38,7 +45,11 @@ def run_decode(args: argparse.Namespace) -> int:
     missing = 0
     for name in args.images:
         decoded = decode_watermark(open_image(name), length)
-        shown = decoded.text if decoded.text is not None and decoded.text.isprintable() else f"(no readable watermark: {decoded.raw.hex()})"
+        shown = (
+            decoded.text
+            if decoded.text is not None and decoded.text.isprintable()
+            else f"(no readable watermark: {decoded.raw.hex()})"
+        )
         found = decoded.matches(expected)
         missing += not found
         print(f"{name}: {shown}" + ("" if found else f"  [does not match {expected!r}]"))
@@ -47,10 +58,9 @@ def run_decode(args: argparse.Namespace) -> int:
 
 def run_encode(args: argparse.Namespace) -> int:
     """Write a watermarked PNG copy of an image and print its path."""
+    from sdstudio.errors import InvalidRequest
     from sdstudio.postprocess.image_files import open_image, save_png, text_items
     from sdstudio.postprocess.watermark import DEFAULT_WATERMARK, add_watermark
-
-    from sdstudio.errors import InvalidRequest
 
     if Path(args.out).suffix.lower() != ".png":
         raise InvalidRequest("--out", f"{args.out!r} must be a .png file (lossy formats weaken the watermark)")

@@ -16,13 +16,23 @@ def register(subparsers) -> None:
     from sdstudio.cli.serve import add_server_arguments
 
     parser = subparsers.add_parser(
-        "webui", help="the web UI (and, with --api, the A1111 API)",
-        description="Serve the web UI on http://127.0.0.1:PORT (all interfaces with --listen).")
+        "webui",
+        help="the web UI (and, with --api, the A1111 API)",
+        description="Serve the web UI on http://127.0.0.1:PORT (all interfaces with --listen).",
+    )
     add_server_arguments(parser)
-    parser.add_argument("--api", action="store_true", help="also serve the A1111-compatible API (/sdapi/v1, docs at /docs)")
-    parser.add_argument("--auth", "--gradio-auth", dest="auth", metavar="USER:PASS[,USER2:PASS2]", default=None,
-                        help="require a login for the web UI (and for the API unless --api-auth is given); "
-                             "--gradio-auth is A1111's name for it")
+    parser.add_argument(
+        "--api", action="store_true", help="also serve the A1111-compatible API (/sdapi/v1, docs at /docs)"
+    )
+    parser.add_argument(
+        "--auth",
+        "--gradio-auth",
+        dest="auth",
+        metavar="USER:PASS[,USER2:PASS2]",
+        default=None,
+        help="require a login for the web UI (and for the API unless --api-auth is given); "
+        "--gradio-auth is A1111's name for it",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,8 +42,14 @@ def run(args: argparse.Namespace) -> int:
     from sdstudio.cli.common import open_app_from_args
     from sdstudio.launch import LaunchOptions, check_credentials, check_port_free, launch
 
-    options = LaunchOptions(listen=args.listen, port=args.port, api=args.api, ui=True,
-                            api_auth=args.api_auth or args.auth, ui_auth=args.auth)
+    options = LaunchOptions(
+        listen=args.listen,
+        port=args.port,
+        api=args.api,
+        ui=True,
+        api_auth=args.api_auth or args.auth,
+        ui_auth=args.auth,
+    )
     check_credentials(options)  # fail early, with a clear line, on a malformed spec
     check_port_free(options.host, options.port)
     return launch(open_app_from_args(args), options, started=started)

@@ -40,8 +40,9 @@ EncoderFactory = Callable[["LoadedCheckpoint"], ConditioningEncoder]
 """`make(loaded_checkpoint) -> ConditioningEncoder` (over sdstudio.prompts.conditioning)."""
 
 
-def generation_model_from_checkpoint(loaded: "LoadedCheckpoint", encoder: ConditioningEncoder, name: str = "",
-                                     short_hash: str = "") -> GenerationModel:
+def generation_model_from_checkpoint(
+    loaded: LoadedCheckpoint, encoder: ConditioningEncoder, name: str = "", short_hash: str = ""
+) -> GenerationModel:
     """Adapt the model manager's LoadedCheckpoint to what processing uses."""
     vae = loaded.vae
     return GenerationModel(

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 import torch
 
-from sdstudio.engine.sampling import FixedConditioning
 from sdstudio.config import DataPaths
+from sdstudio.engine.sampling import FixedConditioning
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.loader import LoadedCheckpoint
 from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
@@ -44,7 +44,9 @@ class PlainClipEncoder:
 
     def embed(self, texts: list[str], clip_skip: int = 1) -> torch.Tensor:
         """[N, 77, D] hidden states for the texts."""
-        ids = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt").input_ids
+        ids = self.tokenizer(
+            texts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         device = next(self.text_encoder.parameters()).device
         with torch.no_grad():
             if clip_skip <= 1:
@@ -55,7 +57,9 @@ class PlainClipEncoder:
             normed: torch.Tensor = self.text_encoder.final_layer_norm(hidden)  # transformers 5: no .text_model wrapper
             return normed.float()
 
-    def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int) -> FixedConditioning:
+    def encode(
+        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
+    ) -> FixedConditioning:
         """Conditioning for a batch; identical prompts are encoded once."""
         unique = list(dict.fromkeys([*prompts, *negative_prompts]))
         table = dict(zip(unique, self.embed(unique, clip_skip)))
@@ -71,7 +75,9 @@ def text_encoders_of(loaded: LoadedCheckpoint) -> list[PreTrainedModel]:
 
 def _token_embedding_width(encoder: PreTrainedModel) -> int:
     """The width of the encoder's token embeddings (what an embedding's vectors must match)."""
-    weight = cast(torch.Tensor, encoder.get_input_embeddings().weight)  # torch types submodule attributes as Tensor | Module
+    weight = cast(
+        torch.Tensor, encoder.get_input_embeddings().weight
+    )  # torch types submodule attributes as Tensor | Module
     return int(weight.shape[1])
 
 

@@ -9,7 +9,9 @@ from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgReq
 from sdstudio.engine.samplers import infotext_schedule_label
 
 
-def generation_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]) -> dict[str, Any]:
+def generation_parameters(
+    request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]
+) -> dict[str, Any]:
     """The infotext parameters of image `index`, in A1111's order (create_infotext)."""
     s = plan.settings
     sampler = plan.sampler
@@ -28,7 +30,9 @@ def generation_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, 
         "VAE": ctx.model.vae_name or None,
         "Variation seed": None if request.subseed_strength == 0 else plan.subseeds[index],
         "Variation seed strength": None if request.subseed_strength == 0 else request.subseed_strength,
-        "Seed resize from": None if request.seed_resize_from_w <= 0 or request.seed_resize_from_h <= 0 else f"{request.seed_resize_from_w}x{request.seed_resize_from_h}",
+        "Seed resize from": None
+        if request.seed_resize_from_w <= 0 or request.seed_resize_from_h <= 0
+        else f"{request.seed_resize_from_w}x{request.seed_resize_from_h}",
         "Denoising strength": None,
         "Conditional mask weight": 1.0 if ctx.model.is_inpainting else None,
         "Clip skip": None if plan.clip_skip <= 1 else plan.clip_skip,
@@ -70,11 +74,15 @@ def extra_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> di
             if request.inpaint_full_res:
                 extra["Inpaint area"] = "Only masked"
                 extra["Masked area padding"] = request.inpaint_full_res_padding
-            extra["Masked content"] = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}[request.inpainting_fill]
+            extra["Masked content"] = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}[
+                request.inpainting_fill
+            ]
     return extra
 
 
-def job_info(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, result: GenerationResult, ctx: JobContext) -> dict[str, Any]:
+def job_info(
+    request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, result: GenerationResult, ctx: JobContext
+) -> dict[str, Any]:
     """The finished job as A1111's Processed.js() fields."""
     return {
         "prompt": plan.prompts[0] if plan.prompts else request.prompt,

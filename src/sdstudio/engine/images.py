@@ -34,12 +34,18 @@ def resize_image(resize_mode: int, im: Image.Image, width: int, height: int) -> 
         fill_height = height // 2 - src_h // 2
         if fill_height > 0:
             res.paste(resized.resize((width, fill_height), box=(0, 0, width, 0)), box=(0, 0))
-            res.paste(resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)), box=(0, fill_height + src_h))
+            res.paste(
+                resized.resize((width, fill_height), box=(0, resized.height, width, resized.height)),
+                box=(0, fill_height + src_h),
+            )
     elif ratio > src_ratio:
         fill_width = width // 2 - src_w // 2
         if fill_width > 0:
             res.paste(resized.resize((fill_width, height), box=(0, 0, 0, height)), box=(0, 0))
-            res.paste(resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)), box=(fill_width + src_w, 0))
+            res.paste(
+                resized.resize((fill_width, height), box=(resized.width, 0, resized.width, height)),
+                box=(fill_width + src_w, 0),
+            )
     return res
 
 
@@ -79,7 +85,13 @@ def crop_region(mask: Image.Image, pad: int = 0) -> tuple[int, int, int, int] | 
     return max(x1 - pad, 0), max(y1 - pad, 0), min(x2 + pad, mask.width), min(y2 + pad, mask.height)
 
 
-def expand_crop_region(region: tuple[int, int, int, int], processing_width: int, processing_height: int, image_width: int, image_height: int) -> tuple[int, int, int, int]:
+def expand_crop_region(
+    region: tuple[int, int, int, int],
+    processing_width: int,
+    processing_height: int,
+    image_width: int,
+    image_height: int,
+) -> tuple[int, int, int, int]:
     """Grow a crop region to the processing aspect ratio, kept inside the image (A1111)."""
     x1, y1, x2, y2 = region
     ratio_processing = processing_width / processing_height
@@ -104,7 +116,9 @@ def _grow_span(start: int, end: int, length: float, limit: int) -> tuple[int, in
     return start, min(end, limit)
 
 
-def apply_overlay(image: Image.Image, paste_loc: tuple[int, int, int, int] | None, overlay: Image.Image | None) -> Image.Image:
+def apply_overlay(
+    image: Image.Image, paste_loc: tuple[int, int, int, int] | None, overlay: Image.Image | None
+) -> Image.Image:
     """Paste a generated image back and lay the untouched original over it (A1111 apply_overlay)."""
     if overlay is None:
         return image

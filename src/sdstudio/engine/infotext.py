@@ -117,7 +117,18 @@ _SETTING_MAP: dict[str, tuple[str, Any]] = {
 }
 # "RNG" is not pasted: sdstudio draws initial noise on the CPU generator whatever it says.
 
-_HIRES_FIELDS = {"hr_scale", "hr_second_pass_steps", "hr_upscaler", "hr_resize_x", "hr_resize_y", "hr_sampler_name", "hr_scheduler", "hr_cfg", "hr_prompt", "hr_negative_prompt"}
+_HIRES_FIELDS = {
+    "hr_scale",
+    "hr_second_pass_steps",
+    "hr_upscaler",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_cfg",
+    "hr_prompt",
+    "hr_negative_prompt",
+}
 _IMG2IMG_FIELDS = {"mask_blur", "inpaint_full_res_padding"}
 
 
@@ -134,7 +145,9 @@ def request_fields_from_parameters(params: dict[str, Any], kind: str = "txt2img"
         except (TypeError, ValueError):
             continue
     if kind == "txt2img":
-        hires = "Denoising strength" in params and any(k in params for k in ("Hires upscale", "Hires upscaler", "Hires resize-1"))
+        hires = "Denoising strength" in params and any(
+            k in params for k in ("Hires upscale", "Hires upscaler", "Hires resize-1")
+        )
         fields["enable_hr"] = hires
         if not hires:
             fields.pop("denoising_strength", None)

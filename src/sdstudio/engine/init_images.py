@@ -97,17 +97,30 @@ def _batch_of(items: list[_Item], start: int, count: int) -> list[_Item]:
     return [items[(start + i) % len(items)] for i in range(count)]
 
 
-def latent_masks(mask_image: Image.Image, latent_shape: tuple[int, int], round_mask: bool, channels: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_masks(
+    mask_image: Image.Image, latent_shape: tuple[int, int], round_mask: bool, channels: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(keep mask, repaint mask) at latent size (A1111: mask = 1 - latmask, nmask = latmask)."""
     h, w = latent_shape
-    latmask = torch.tensor(list(mask_image.convert("L").resize((w, h), Image.Resampling.BICUBIC).getdata()), dtype=torch.float32).view(1, 1, h, w) / 255
+    latmask = (
+        torch.tensor(
+            list(mask_image.convert("L").resize((w, h), Image.Resampling.BICUBIC).getdata()), dtype=torch.float32
+        ).view(1, 1, h, w)
+        / 255
+    )
     if round_mask:
         latmask = latmask.round()
     latmask = latmask.expand(1, channels, h, w).to(device)
     return 1.0 - latmask, latmask
 
 
-def inpainting_image_conditioning(model: GenerationModel, pixels: torch.Tensor | None, mask: torch.Tensor | None, batch: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+def inpainting_image_conditioning(
+    model: GenerationModel,
+    pixels: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    batch: int,
+    latent_hw: tuple[int, int],
+) -> torch.Tensor:
     """The 5 extra channels of an inpainting UNet: mask + latent of the masked image (A1111)."""
     h, w = latent_hw
     f = model.latent_factor

@@ -30,7 +30,9 @@ class ConditioningEncoder(Protocol):
         """The text encoders it runs, in order (SDXL: CLIP-L then bigG); what a LoRA patches."""
         ...
 
-    def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int) -> StepConditioning: ...
+    def encode(
+        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
+    ) -> StepConditioning: ...
 
     def clear_cache(self) -> None:
         """Forget cached encodings (the text encoders' weights changed, e.g. a LoRA was applied)."""
@@ -84,7 +86,7 @@ class GenerationModel:
         vae_dtype = next(self.vae.parameters()).dtype
         posterior = self.vae.encode(pixels.to(self.device, vae_dtype)).latent_dist
         mean: torch.Tensor = posterior.mean
-        return ((mean.float() - self.vae_shift_factor) * self.vae_scaling_factor)
+        return (mean.float() - self.vae_shift_factor) * self.vae_scaling_factor
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents -> [-1, 1] pixels."""
@@ -115,7 +117,9 @@ class BatchHook(Protocol):
     it goes into the result's warnings.
     """
 
-    def __call__(self, model: "GenerationModel", prompts: list[str], negative_prompts: list[str]) -> AbstractContextManager[dict[str, Any] | None]: ...
+    def __call__(
+        self, model: GenerationModel, prompts: list[str], negative_prompts: list[str]
+    ) -> AbstractContextManager[dict[str, Any] | None]: ...
 
 
 ImageUpscaler = Callable[[Image.Image, str, int, int], Image.Image]
@@ -135,7 +139,7 @@ class JobContext:
     preview_every: int = 0  # 0 = no previews
     upscale_image: ImageUpscaler | None = None
     restore_faces: Callable[[Image.Image], Image.Image] | None = None
-    batch_hooks: list["BatchHook"] = field(default_factory=list)
+    batch_hooks: list[BatchHook] = field(default_factory=list)
     watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark
     version: str = ""
     clock: Callable[[], float] = time.monotonic

@@ -45,7 +45,7 @@ class Job:
 
     id: str
     kind: str
-    run: Callable[["Job"], Any]
+    run: Callable[[Job], Any]
     submitted_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

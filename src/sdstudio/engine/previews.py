@@ -29,7 +29,9 @@ def _to_pil(rgb: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def cheap_preview(latent: torch.Tensor, family: str = "sd1", decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Image.Image:
+def cheap_preview(
+    latent: torch.Tensor, family: str = "sd1", decode: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> Image.Image:
     """A preview of the first image in a latent batch [B, C, H, W] (model-space latents)."""
     sample = latent[:1].detach().float().cpu()
     channels = sample.shape[1]

@@ -35,7 +35,7 @@ from sdstudio.engine import images as imaging
 from sdstudio.engine import init_images
 from sdstudio.engine.generation_params import extra_parameters, generation_parameters, job_info
 from sdstudio.engine.infotext import format_infotext
-from sdstudio.engine.job_context import JobContext, ProgressEvent, Plan
+from sdstudio.engine.job_context import JobContext, Plan, ProgressEvent
 from sdstudio.engine.previews import cheap_preview
 from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.samplers import (
@@ -64,7 +64,11 @@ from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 # --------------------------------------------------------------------------------------
 
 
-def plan_job(request: Txt2ImgRequest | Img2ImgRequest, settings: Settings, apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None) -> Plan:
+def plan_job(
+    request: Txt2ImgRequest | Img2ImgRequest,
+    settings: Settings,
+    apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
+) -> Plan:
     """Step 1: resolve sampler, seeds and the per-image prompts (`settings` is the job's snapshot, overrides included)."""
     resolved = resolve_sampler_and_schedule(request.sampler_name, request.scheduler)
     assert resolved is not None  # the request validated it
@@ -101,6 +105,7 @@ def plan_job(request: Txt2ImgRequest | Img2ImgRequest, settings: Settings, apply
         options=options,
         warnings=warnings,
     )
+
 
 # --------------------------------------------------------------------------------------
 # The job
@@ -140,7 +145,11 @@ class Progress:
             else:  # no known linear map for this VAE: decode the first image (small models only)
                 preview = imaging.tensor_to_pil(model.decode_latents(info.denoised[:1]))[0]
         textinfo = f"Batch {self.job_no + 1} out of {self.job_count}" if self.job_count > 1 else ""  # A1111 state.job
-        self.ctx.on_progress(ProgressEvent(self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview, textinfo))
+        self.ctx.on_progress(
+            ProgressEvent(
+                self.job_no, self.job_count, min(info.step + 1, self.steps), self.steps, eta, preview, textinfo
+            )
+        )
 
 
 _PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]  # torch.nn.Conv2d.padding_mode
@@ -163,7 +172,6 @@ class _Tiling:
         for c, mode in zip(self.convs, self.saved):
             c.padding_mode = mode
         return False
-
 
 
 @dataclass
@@ -204,7 +212,12 @@ class GenerationJob:
     extra: dict[str, Any]  # the infotext parameters every image shares
     outdir: Path
 
-    def __init__(self, request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None):
+    def __init__(
+        self,
+        request: Txt2ImgRequest | Img2ImgRequest,
+        ctx: JobContext,
+        apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
+    ):
         self.request = request
         self.ctx = ctx
         self.model = ctx.model
@@ -245,8 +258,16 @@ class GenerationJob:
         if request.restore_faces and ctx.restore_faces is None:
             self.result.warnings.append("face restoration is not available; images are saved without it")
         self.hires = isinstance(request, Txt2ImgRequest) and request.enable_hr
-        if self.hires and isinstance(request, Txt2ImgRequest) and request.hr_upscaler not in HIRES_LATENT_UPSCALERS and request.hr_upscaler not in ("None", "Lanczos", "Nearest") and ctx.upscale_image is None:
-            raise NotFound(f"hr_upscaler: upscaler {request.hr_upscaler!r} is not available; use Latent, Lanczos or Nearest")
+        if (
+            self.hires
+            and isinstance(request, Txt2ImgRequest)
+            and request.hr_upscaler not in HIRES_LATENT_UPSCALERS
+            and request.hr_upscaler not in ("None", "Lanczos", "Nearest")
+            and ctx.upscale_image is None
+        ):
+            raise NotFound(
+                f"hr_upscaler: upscaler {request.hr_upscaler!r} is not available; use Latent, Lanczos or Nearest"
+            )
         f = self.model.latent_factor
         if request.width % f or request.height % f:
             raise InvalidRequest("width", f"width and height must be multiples of {f} for this model")
@@ -278,7 +299,15 @@ class GenerationJob:
         size, plan = self.request.batch_size, self.plan
         for n in range(self.request.n_iter):
             start, end = n * size, (n + 1) * size
-            yield Batch(n, start, plan.seeds[start:end], plan.subseeds[start:end], plan.prompts[start:end], plan.negative_prompts[start:end], extra=dict(self.extra))
+            yield Batch(
+                n,
+                start,
+                plan.seeds[start:end],
+                plan.subseeds[start:end],
+                plan.prompts[start:end],
+                plan.negative_prompts[start:end],
+                extra=dict(self.extra),
+            )
 
     def apply_batch_hooks(self, batch: Batch) -> ExitStack:
         """Enter the batch hooks (LoRA...) for this batch; leaving the returned stack undoes them."""
@@ -293,7 +322,14 @@ class GenerationJob:
     def encode_prompt(self, batch: Batch) -> None:
         """Step 3a: the batch's conditioning, with prompt schedules and AND."""
         request, plan = self.request, self.plan
-        batch.conditioning = self.model.encoder.encode(batch.prompts, batch.negative_prompts, plan.sampler.total_model_evaluations(request.steps), plan.clip_skip, request.width, request.height)
+        batch.conditioning = self.model.encoder.encode(
+            batch.prompts,
+            batch.negative_prompts,
+            plan.sampler.total_model_evaluations(request.steps),
+            plan.clip_skip,
+            request.width,
+            request.height,
+        )
 
     def prepare_latents(self, batch: Batch) -> None:
         """Step 3b: per-image noise; img2img: the init latents, inpainting masks and an inpainting UNet's channels."""
@@ -301,9 +337,15 @@ class GenerationJob:
         f = model.latent_factor
         latent_hw = (request.height // f, request.width // f)
         batch.noise = ImageNoise(
-            (model.latent_channels, *latent_hw), batch.seeds, batch.subseeds, request.subseed_strength,
-            request.seed_resize_from_h, request.seed_resize_from_w, self.plan.settings.eta_noise_seed_delta,
-            latent_factor=f, device=model.device,
+            (model.latent_channels, *latent_hw),
+            batch.seeds,
+            batch.subseeds,
+            request.subseed_strength,
+            request.seed_resize_from_h,
+            request.seed_resize_from_w,
+            self.plan.settings.eta_noise_seed_delta,
+            latent_factor=f,
+            device=model.device,
         )
         initial = batch.initial_noise = batch.noise.first()
         if init is not None:
@@ -312,9 +354,13 @@ class GenerationJob:
             init_latent = model.encode_images(pixels)
             if init_latent.shape[-2:] != latent_hw:  # resize mode 3: upscale in latent space (A1111: bilinear)
                 init_latent = F.interpolate(init_latent, size=latent_hw, mode="bilinear", align_corners=False)
-                pixels = F.interpolate(pixels, size=(request.height, request.width), mode="bilinear", align_corners=False)
+                pixels = F.interpolate(
+                    pixels, size=(request.height, request.width), mode="bilinear", align_corners=False
+                )
             if init.latent_mask is not None:
-                keep, repaint = init_images.latent_masks(init.latent_mask, latent_hw, request.mask_round, model.latent_channels, model.device)
+                keep, repaint = init_images.latent_masks(
+                    init.latent_mask, latent_hw, request.mask_round, model.latent_channels, model.device
+                )
                 if request.inpainting_fill == 2:  # latent noise
                     init_latent = init_latent * keep + initial.clone() * repaint
                 elif request.inpainting_fill == 3:  # latent nothing
@@ -323,26 +369,53 @@ class GenerationJob:
             batch.init_latent = init_latent
             if model.is_inpainting:
                 if init.latent_mask is not None:
-                    mask_px = imaging.pil_to_tensor([init.latent_mask.convert("RGB")])[:, :1].add(1).div(2).expand(batch.size, 1, -1, -1)
+                    mask_px = (
+                        imaging.pil_to_tensor([init.latent_mask.convert("RGB")])[:, :1]
+                        .add(1)
+                        .div(2)
+                        .expand(batch.size, 1, -1, -1)
+                    )
                 else:
                     mask_px = torch.ones(batch.size, 1, pixels.shape[2], pixels.shape[3])
-                batch.image_conditioning = init_images.inpainting_image_conditioning(model, pixels, mask_px, batch.size, latent_hw)
+                batch.image_conditioning = init_images.inpainting_image_conditioning(
+                    model, pixels, mask_px, batch.size, latent_hw
+                )
         elif model.is_inpainting:
-            batch.image_conditioning = init_images.inpainting_image_conditioning(model, None, None, batch.size, latent_hw)
+            batch.image_conditioning = init_images.inpainting_image_conditioning(
+                model, None, None, batch.size, latent_hw
+            )
 
     def denoise(self, batch: Batch) -> bool:
         """Step 3c: the sampler loop; False when interrupted or skipped (the batch keeps what it got so far)."""
         request, model, plan = self.request, self.model, self.plan
         conditioning, noise, initial_noise = batch.conditioning, batch.noise, batch.initial_noise
         assert conditioning is not None and noise is not None and initial_noise is not None  # steps 3a and 3b ran
-        guided = GuidedUNet(model.unet, conditioning, request.cfg_scale, batch.image_conditioning, getattr(conditioning, "unet_kwargs", None))
+        guided = GuidedUNet(
+            model.unet,
+            conditioning,
+            request.cfg_scale,
+            batch.image_conditioning,
+            getattr(conditioning, "unet_kwargs", None),
+        )
         job = SamplingJob(
-            sampler=plan.sampler, schedule=plan.schedule, steps=request.steps, guided=guided, discrete=self.discrete,
-            prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
-            initial_noise=initial_noise, options=plan.options, init_latent=batch.init_latent,
+            sampler=plan.sampler,
+            schedule=plan.schedule,
+            steps=request.steps,
+            guided=guided,
+            discrete=self.discrete,
+            prediction_type=model.prediction_type,
+            scheduler_config=model.scheduler_config,
+            noise=noise.next,
+            initial_noise=initial_noise,
+            options=plan.options,
+            init_latent=batch.init_latent,
             denoising_strength=request.denoising_strength,
-            initial_noise_multiplier=(request.initial_noise_multiplier or 1.0) if isinstance(request, Img2ImgRequest) else 1.0,
-            blend=batch.blend, control=self.ctx.cancel, callback=self.progress,
+            initial_noise_multiplier=(request.initial_noise_multiplier or 1.0)
+            if isinstance(request, Img2ImgRequest)
+            else 1.0,
+            blend=batch.blend,
+            control=self.ctx.cancel,
+            callback=self.progress,
         )
         finished = True
         try:
@@ -374,7 +447,12 @@ class GenerationJob:
         assert samples is not None  # the first pass (3c) ran
         if request.hr_upscaler in HIRES_LATENT_UPSCALERS:
             mode, antialias = HIRES_LATENT_UPSCALERS[request.hr_upscaler]
-            samples = F.interpolate(samples, size=(target_h // f, target_w // f), mode=mode, antialias=antialias if mode in ("bilinear", "bicubic") else False)
+            samples = F.interpolate(
+                samples,
+                size=(target_h // f, target_w // f),
+                mode=mode,
+                antialias=antialias if mode in ("bilinear", "bicubic") else False,
+            )
         else:
             upscaled = []
             for image in imaging.tensor_to_pil(model.decode_latents(samples)):
@@ -391,26 +469,62 @@ class GenerationJob:
             samples = model.encode_images(imaging.pil_to_tensor(upscaled))
         sampler, schedule = plan.sampler, plan.schedule
         if request.hr_sampler_name and request.hr_sampler_name != "Use same sampler":
-            scheduler_name = request.hr_scheduler if request.hr_scheduler not in (None, "Use same scheduler") else plan.schedule.label
+            scheduler_name = (
+                request.hr_scheduler
+                if request.hr_scheduler not in (None, "Use same scheduler")
+                else plan.schedule.label
+            )
             resolved = resolve_sampler_and_schedule(request.hr_sampler_name, scheduler_name)
             assert resolved is not None  # the request validated it
             sampler, schedule = resolved
         steps = request.hr_second_pass_steps or request.steps
         hr_prompts = [request.hr_prompt] * batch.size if request.hr_prompt else batch.prompts
-        hr_negatives = [request.hr_negative_prompt] * batch.size if request.hr_negative_prompt else batch.negative_prompts
-        conditioning = model.encoder.encode(hr_prompts, hr_negatives, sampler.total_model_evaluations(steps), plan.clip_skip, target_w, target_h)
+        hr_negatives = (
+            [request.hr_negative_prompt] * batch.size if request.hr_negative_prompt else batch.negative_prompts
+        )
+        conditioning = model.encoder.encode(
+            hr_prompts, hr_negatives, sampler.total_model_evaluations(steps), plan.clip_skip, target_w, target_h
+        )
         latent_hw = (target_h // f, target_w // f)
-        noise = ImageNoise((model.latent_channels, *latent_hw), batch.seeds, batch.subseeds, request.subseed_strength, request.seed_resize_from_h, request.seed_resize_from_w, plan.settings.eta_noise_seed_delta, latent_factor=f, device=model.device)
+        noise = ImageNoise(
+            (model.latent_channels, *latent_hw),
+            batch.seeds,
+            batch.subseeds,
+            request.subseed_strength,
+            request.seed_resize_from_h,
+            request.seed_resize_from_w,
+            plan.settings.eta_noise_seed_delta,
+            latent_factor=f,
+            device=model.device,
+        )
         image_conditioning = None
         if model.is_inpainting:
-            image_conditioning = init_images.inpainting_image_conditioning(model, None, None, samples.shape[0], latent_hw)
-        guided = GuidedUNet(model.unet, conditioning, request.hr_cfg if request.hr_cfg is not None else request.cfg_scale, image_conditioning, getattr(conditioning, "unet_kwargs", None))
+            image_conditioning = init_images.inpainting_image_conditioning(
+                model, None, None, samples.shape[0], latent_hw
+            )
+        guided = GuidedUNet(
+            model.unet,
+            conditioning,
+            request.hr_cfg if request.hr_cfg is not None else request.cfg_scale,
+            image_conditioning,
+            getattr(conditioning, "unet_kwargs", None),
+        )
         job = SamplingJob(
-            sampler=sampler, schedule=schedule, steps=steps, guided=guided, discrete=self.discrete,
-            prediction_type=model.prediction_type, scheduler_config=model.scheduler_config, noise=noise.next,
-            initial_noise=noise.first(), options=plan.options, init_latent=samples,
-            denoising_strength=request.denoising_strength, requested_steps=steps,
-            control=ctx.cancel, callback=self.progress,
+            sampler=sampler,
+            schedule=schedule,
+            steps=steps,
+            guided=guided,
+            discrete=self.discrete,
+            prediction_type=model.prediction_type,
+            scheduler_config=model.scheduler_config,
+            noise=noise.next,
+            initial_noise=noise.first(),
+            options=plan.options,
+            init_latent=samples,
+            denoising_strength=request.denoising_strength,
+            requested_steps=steps,
+            control=ctx.cancel,
+            callback=self.progress,
         )
         self.progress.begin(self.progress.job_no, planned_steps(job))
         return run_sampler(job)
@@ -431,15 +545,23 @@ class GenerationJob:
                 except SdStudioError as exc:  # a missing face model must not lose the image
                     self._warn_once(f"face restoration skipped: {exc}")
             if init is not None and init.overlays:
-                image = imaging.apply_overlay(image, init.paste_to, init.batch_overlays(batch.start, len(batch.images))[i])
+                image = imaging.apply_overlay(
+                    image, init.paste_to, init.batch_overlays(batch.start, len(batch.images))[i]
+                )
             if plan.settings.enable_invisible_watermark and ctx.watermark is not None:
                 try:
                     image = ctx.watermark(image)  # CompVis put_watermark, before saving
                 except SdStudioError as exc:  # e.g. too small for DWT-DCT: keep the image, say so
                     self._warn_once(f"watermark skipped: {exc}")
-            infotext = format_infotext(plan.prompts[index], plan.negative_prompts[index], generation_parameters(request, plan, index, ctx, batch.extra))
+            infotext = format_infotext(
+                plan.prompts[index],
+                plan.negative_prompts[index],
+                generation_parameters(request, plan, index, ctx, batch.extra),
+            )
             if plan.settings.samples_save and not request.do_not_save_samples:
-                result.saved_paths.append(ctx.saver.save_image(image, self.outdir, plan.seeds[index], plan.prompts[index], infotext))
+                result.saved_paths.append(
+                    ctx.saver.save_image(image, self.outdir, plan.seeds[index], plan.prompts[index], infotext)
+                )
             if plan.settings.enable_pnginfo:
                 image.info["parameters"] = infotext  # A1111: the returned image carries its infotext
             result.images.append(image)
@@ -455,7 +577,9 @@ class GenerationJob:
         """Step 4: the grid of all images; saved and/or returned first, as the settings say."""
         request, plan, ctx, result = self.request, self.plan, self.ctx, self.result
         if len(result.images) > 1 and not request.do_not_save_grid:
-            grid = image_grid(result.images, n_rows=int(getattr(plan.settings, "n_rows", -1)), batch_size=request.batch_size)
+            grid = image_grid(
+                result.images, n_rows=int(getattr(plan.settings, "n_rows", -1)), batch_size=request.batch_size
+            )
             grid_infotext = result.infotexts[0] if result.infotexts else None
             if plan.settings.grid_save:
                 grid_dir = ctx.saver.output_folder(ctx.kind, grid=True, override=request.outpath_grids)
@@ -479,6 +603,10 @@ class GenerationJob:
             self.result.interrupted = True
 
 
-def run_generation(request: Txt2ImgRequest | Img2ImgRequest, ctx: JobContext, apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None) -> GenerationResult:
+def run_generation(
+    request: Txt2ImgRequest | Img2ImgRequest,
+    ctx: JobContext,
+    apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
+) -> GenerationResult:
     """Run a txt2img or img2img job from start to finish (the steps of the module docstring)."""
     return GenerationJob(request, ctx, apply_styles).run()

@@ -88,7 +88,9 @@ def _open_image(data: bytes) -> Image.Image:
 
 
 def _undecodable(field_name: str, exc: Exception) -> InvalidRequest:
-    return InvalidRequest(field_name, f"not a decodable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+    return InvalidRequest(
+        field_name, f"not a decodable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    )
 
 
 def _first_error(exc: ValidationError) -> InvalidRequest:
@@ -208,8 +210,12 @@ class _Request(BaseModel):
             from sdstudio.engine.samplers import find_schedule_type
 
             if find_schedule_type(self.scheduler) is None:
-                raise InvalidRequest("scheduler", f"unknown schedule type {self.scheduler!r}; known: {', '.join(schedule_type_labels())}")
-            raise InvalidRequest("sampler_name", f"unknown sampler {self.sampler_name!r}; known: {', '.join(sampler_names())}")
+                raise InvalidRequest(
+                    "scheduler", f"unknown schedule type {self.scheduler!r}; known: {', '.join(schedule_type_labels())}"
+                )
+            raise InvalidRequest(
+                "sampler_name", f"unknown sampler {self.sampler_name!r}; known: {', '.join(sampler_names())}"
+            )
         sampler, schedule = resolved
         # Normalise old combined names ("DPM++ 2M Karras") to A1111 1.9+ sampler + schedule type.
         object.__setattr__(self, "sampler_name", sampler.name)
@@ -260,9 +266,14 @@ class Txt2ImgRequest(_Request):
     @model_validator(mode="after")
     def _hr_sampler(self) -> Self:
         if self.hr_sampler_name and self.hr_sampler_name != "Use same sampler":
-            resolved = resolve_sampler_and_schedule(self.hr_sampler_name, self.hr_scheduler if self.hr_scheduler not in (None, "Use same scheduler") else None)
+            resolved = resolve_sampler_and_schedule(
+                self.hr_sampler_name,
+                self.hr_scheduler if self.hr_scheduler not in (None, "Use same scheduler") else None,
+            )
             if resolved is None:
-                raise InvalidRequest("hr_sampler_name", f"unknown sampler {self.hr_sampler_name!r}; known: {', '.join(sampler_names())}")
+                raise InvalidRequest(
+                    "hr_sampler_name", f"unknown sampler {self.hr_sampler_name!r}; known: {', '.join(sampler_names())}"
+                )
         if not self.hr_upscaler:
             object.__setattr__(self, "hr_upscaler", "Latent")
         return self
@@ -322,7 +333,9 @@ class Img2ImgRequest(_Request):
     @classmethod
     def _fill(cls, value: int) -> int:
         if value not in INPAINTING_FILL:
-            raise ValueError(f"must be one of {', '.join(f'{k} ({v})' for k, v in INPAINTING_FILL.items())}, got {value}")
+            raise ValueError(
+                f"must be one of {', '.join(f'{k} ({v})' for k, v in INPAINTING_FILL.items())}, got {value}"
+            )
         return value
 
     @field_validator("mask_blur", "mask_blur_x", "mask_blur_y", "inpaint_full_res_padding")

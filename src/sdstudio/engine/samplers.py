@@ -53,7 +53,9 @@ class StepInfo(NamedTuple):
 StepCallback = Callable[[StepInfo], None]
 
 
-def _report(callback: StepCallback | None, i: int, x: torch.Tensor, sigma: torch.Tensor | float, denoised: torch.Tensor) -> None:
+def _report(
+    callback: StepCallback | None, i: int, x: torch.Tensor, sigma: torch.Tensor | float, denoised: torch.Tensor
+) -> None:
     if callback is not None:
         callback(StepInfo(i, x, float(sigma), denoised))
 
@@ -67,9 +69,7 @@ def _ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float
     """Split a step into a deterministic part down to sigma_down and fresh noise sigma_up."""
     if not eta:
         return sigma_to, sigma_to * 0
-    sigma_up = torch.minimum(
-        sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5
-    )
+    sigma_up = torch.minimum(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
     sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
     return sigma_down, sigma_up
 
@@ -103,7 +103,7 @@ class DiscreteSigmas:
         self.log_sigmas = self.sigmas.log()
 
     @classmethod
-    def from_scheduler_config(cls, config: dict[str, Any]) -> "DiscreteSigmas":
+    def from_scheduler_config(cls, config: dict[str, Any]) -> DiscreteSigmas:
         """Build from a diffusers scheduler config (beta_start, beta_end, beta_schedule)."""
         n = int(config.get("num_train_timesteps", 1000))
         start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
@@ -152,14 +152,18 @@ def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
 
-def uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None) -> torch.Tensor:
+def uniform_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
     """Evenly spaced training timesteps from last to first (k-diffusion get_sigmas)."""
     t_max = len(model.sigmas) - 1
     t = torch.linspace(t_max, 0, n)
     return _append_zero(model.t_to_sigma(t))
 
 
-def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None) -> torch.Tensor:
+def sgm_uniform_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
     """Evenly spaced timesteps over n+1 points, last dropped (A1111 sgm_uniform, SDXL-Turbo/LCM)."""
     start = model.sigma_to_t(torch.tensor(sigma_max))
     end = model.sigma_to_t(torch.tensor(sigma_min))
@@ -167,7 +171,9 @@ def sgm_uniform_sigmas(n: int, sigma_min: float, sigma_max: float, model: Discre
     return _append_zero(model.t_to_sigma(ts))
 
 
-def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
+def karras_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None
+) -> torch.Tensor:
     """Karras et al. 2022 eq. 5: sigmas evenly spaced in sigma^(1/rho), rho = 7."""
     rho = 7.0 if rho is None else rho
     ramp = torch.linspace(0, 1, n)
@@ -175,12 +181,16 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSig
     return _append_zero((max_inv + ramp * (min_inv - max_inv)) ** rho)
 
 
-def exponential_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
+def exponential_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None
+) -> torch.Tensor:
     """Sigmas evenly spaced in log sigma."""
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
 
 
-def polyexponential_sigmas(n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None) -> torch.Tensor:
+def polyexponential_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None
+) -> torch.Tensor:
     """Log sigma follows a polynomial ramp of power rho (k-diffusion get_sigmas_polyexponential, rho = 1)."""
     rho = 1.0 if rho is None else rho
     ramp = torch.linspace(1, 0, n) ** rho
@@ -210,7 +220,13 @@ SCHEDULE_TYPES: tuple[ScheduleType, ...] = (
     ScheduleType("karras", "Karras", karras_sigmas, default_rho=7.0, diffusers_config={"use_karras_sigmas": True}),
     ScheduleType("exponential", "Exponential", exponential_sigmas, diffusers_config={"use_exponential_sigmas": True}),
     ScheduleType("polyexponential", "Polyexponential", polyexponential_sigmas, default_rho=1.0),
-    ScheduleType("sgm_uniform", "SGM Uniform", sgm_uniform_sigmas, aliases=("SGMUniform",), diffusers_config={"timestep_spacing": "trailing"}),
+    ScheduleType(
+        "sgm_uniform",
+        "SGM Uniform",
+        sgm_uniform_sigmas,
+        aliases=("SGMUniform",),
+        diffusers_config={"timestep_spacing": "trailing"},
+    ),
 )
 
 
@@ -234,7 +250,13 @@ class SigmaSampler(Protocol):
     """`sample(model, x, sigmas, noise, callback, opts) -> the latent at the last sigma`: every sigma sampler's signature."""
 
     def __call__(
-        self, model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions
+        self,
+        model: Denoiser,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        noise: NoiseSource,
+        callback: StepCallback | None,
+        opts: SamplerOptions,
     ) -> torch.Tensor: ...
 
 
@@ -243,7 +265,13 @@ def _ones(x: torch.Tensor) -> torch.Tensor:
 
 
 def _churned_derivative(
-    model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, i: int, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    i: int,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step i's first evaluation with Karras et al. 2022's churn: (x raised to sigma_hat, sigma_hat, dx/dsigma)."""
     gamma = _churn(sigmas[i], i, len(sigmas) - 1, opts.s_churn, opts.s_tmin, opts.s_tmax)
@@ -255,7 +283,14 @@ def _churned_derivative(
     return x, sigma_hat, _to_d(x, sigma_hat, denoised)
 
 
-def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_euler(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """Euler's method on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with churn)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -263,7 +298,14 @@ def sample_euler(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: 
     return x
 
 
-def sample_euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_euler_ancestral(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """Euler steps down to sigma_down, then fresh noise up to the next sigma."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -275,7 +317,14 @@ def sample_euler_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tenso
     return x
 
 
-def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_heun(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -289,7 +338,14 @@ def sample_heun(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: N
     return x
 
 
-def sample_dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpm_2(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """DPM-Solver-2 style midpoint step in log sigma (k-diffusion sample_dpm_2)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
@@ -303,7 +359,14 @@ def sample_dpm_2(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: 
     return x
 
 
-def sample_dpm_2_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpm_2_ancestral(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """Ancestral DPM2: midpoint step down to sigma_down, then fresh noise."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -333,7 +396,15 @@ def _lms_coefficient(order: int, t: npt.NDArray[np.float64], i: int, j: int) -> 
     return float(antiderivative(t[i + 1]) - antiderivative(t[i]))
 
 
-def sample_lms(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, order: int = 4) -> torch.Tensor:
+def sample_lms(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+    order: int = 4,
+) -> torch.Tensor:
     """Linear multistep method over the last `order` derivatives (k-diffusion sample_lms)."""
     sigmas_np = sigmas.detach().cpu().double().numpy()
     ds: list[torch.Tensor] = []
@@ -349,7 +420,14 @@ def sample_lms(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: No
     return x
 
 
-def sample_dpmpp_2s_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpmpp_2s_ancestral(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """DPM-Solver++(2S) with ancestral noise (Lu et al. 2022, single-step second order)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -369,7 +447,15 @@ def sample_dpmpp_2s_ancestral(model: Denoiser, x: torch.Tensor, sigmas: torch.Te
     return x
 
 
-def sample_dpmpp_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, r: float = 0.5) -> torch.Tensor:
+def sample_dpmpp_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+    r: float = 0.5,
+) -> torch.Tensor:
     """DPM-Solver++ (stochastic, second order, midpoint r = 1/2) (k-diffusion sample_dpmpp_sde)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -394,7 +480,14 @@ def sample_dpmpp_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noi
     return x
 
 
-def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpmpp_2m(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """DPM-Solver++(2M): second-order multistep in data prediction (Lu et al. 2022, Alg. 2)."""
     old_denoised = None
     for i in range(len(sigmas) - 1):
@@ -412,7 +505,14 @@ def sample_dpmpp_2m(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, nois
     return x
 
 
-def sample_dpmpp_2m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpmpp_2m_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde)."""
     old_denoised, h_last = None, None
     for i in range(len(sigmas) - 1):
@@ -429,13 +529,23 @@ def sample_dpmpp_2m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, 
                 r = h_last / h
                 x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old_denoised)
             if opts.eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * opts.s_noise
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * eta_h).expm1().neg().sqrt() * opts.s_noise
+                )
             h_last = h
         old_denoised = denoised
     return x
 
 
-def sample_dpmpp_3m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_dpmpp_3m_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """DPM-Solver++(3M) SDE (k-diffusion sample_dpmpp_3m_sde)."""
     denoised_1 = denoised_2 = None
     h_1 = h_2 = None
@@ -449,7 +559,9 @@ def sample_dpmpp_3m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, 
             h = s - t
             h_eta = h * (opts.eta + 1)
             x = torch.exp(-h_eta) * x + (-h_eta).expm1().neg() * denoised
-            if h_1 is not None and h_2 is not None and denoised_1 is not None and denoised_2 is not None:  # h_k and denoised_k are set together
+            if (
+                h_1 is not None and h_2 is not None and denoised_1 is not None and denoised_2 is not None
+            ):  # h_k and denoised_k are set together
                 r0, r1 = h_1 / h, h_2 / h
                 d1_0 = (denoised - denoised_1) / r0
                 d1_1 = (denoised_1 - denoised_2) / r1
@@ -463,13 +575,26 @@ def sample_dpmpp_3m_sde(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, 
                 phi_2 = h_eta.neg().expm1() / h_eta + 1
                 x = x + phi_2 * (denoised - denoised_1) / r
             if opts.eta:
-                x = x + noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * opts.eta).expm1().neg().sqrt() * opts.s_noise
+                x = (
+                    x
+                    + noise(sigmas[i], sigmas[i + 1])
+                    * sigmas[i + 1]
+                    * (-2 * h * opts.eta).expm1().neg().sqrt()
+                    * opts.s_noise
+                )
             denoised_1, denoised_2 = denoised, denoised_1
             h_1, h_2 = h, h_1
     return x
 
 
-def sample_lcm(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions) -> torch.Tensor:
+def sample_lcm(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
     """Latent Consistency Model sampling: jump to x0, re-noise to the next sigma (Luo et al. 2023)."""
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -501,12 +626,16 @@ class _DPMSolver:
         self.evaluations += 1
         return eps, {key: eps, **cache}
 
-    def step_1(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: _EpsCache) -> tuple[torch.Tensor, _EpsCache]:
+    def step_1(
+        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, cache: _EpsCache
+    ) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache, "eps", x, t)
         h = t_next - t
         return x - _sigma_of(t_next) * h.expm1() * eps, cache
 
-    def step_2(self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 0.5, cache: _EpsCache | None = None) -> tuple[torch.Tensor, _EpsCache]:
+    def step_2(
+        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 0.5, cache: _EpsCache | None = None
+    ) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache or {}, "eps", x, t)
         h = t_next - t
         s1 = t + r1 * h
@@ -516,19 +645,31 @@ class _DPMSolver:
         return x_2, cache
 
     def step_3(
-        self, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, r1: float = 1 / 3, r2: float = 2 / 3, cache: _EpsCache | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        t_next: torch.Tensor,
+        r1: float = 1 / 3,
+        r2: float = 2 / 3,
+        cache: _EpsCache | None = None,
     ) -> tuple[torch.Tensor, _EpsCache]:
         eps, cache = self.eps(cache or {}, "eps", x, t)
         h = t_next - t
         s1, s2 = t + r1 * h, t + r2 * h
         u1 = x - _sigma_of(s1) * (r1 * h).expm1() * eps
         eps_r1, cache = self.eps(cache, "eps_r1", u1, s1)
-        u2 = x - _sigma_of(s2) * (r2 * h).expm1() * eps - _sigma_of(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
+        u2 = (
+            x
+            - _sigma_of(s2) * (r2 * h).expm1() * eps
+            - _sigma_of(s2) * (r2 / r1) * ((r2 * h).expm1() / (r2 * h) - 1) * (eps_r1 - eps)
+        )
         eps_r2, cache = self.eps(cache, "eps_r2", u2, s2)
         x_3 = x - _sigma_of(t_next) * h.expm1() * eps - _sigma_of(t_next) / r2 * (h.expm1() / h - 1) * (eps_r2 - eps)
         return x_3, cache
 
-    def noise_split(self, t: torch.Tensor, t_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+    def noise_split(
+        self, t: torch.Tensor, t_next: torch.Tensor, eta: float
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
         """Where the deterministic part of a step ends, and the noise added after it."""
         if not eta:
             return t_next, 0.0
@@ -538,7 +679,15 @@ class _DPMSolver:
         return t_next_, su
 
 
-def sample_dpm_fast(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, steps: int | None = None) -> torch.Tensor:
+def sample_dpm_fast(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+    steps: int | None = None,
+) -> torch.Tensor:
     """DPM-Solver 'fast': orders 3,3,...,2,1 over `steps` evaluations, uniform in log sigma."""
     sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
     nfe = steps if steps is not None else len(sigmas) - 1
@@ -567,7 +716,16 @@ def sample_dpm_fast(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, nois
 class _PIDStepSize:
     """PID step-size controller (Lu et al. 2022 §4.3, as in k-diffusion's PIDStepSizeController)."""
 
-    def __init__(self, h: float, pcoeff: float, icoeff: float, dcoeff: float, order: float = 1, accept_safety: float = 0.81, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        h: float,
+        pcoeff: float,
+        icoeff: float,
+        dcoeff: float,
+        order: float = 1,
+        accept_safety: float = 0.81,
+        eps: float = 1e-8,
+    ) -> None:
         self.h = h
         self.b1 = (pcoeff + icoeff + dcoeff) / order
         self.b2 = -(pcoeff + 2 * dcoeff) / order
@@ -596,7 +754,22 @@ class _PIDStepSize:
 DPM_ADAPTIVE_MAX_EVALUATIONS = 1000
 
 
-def sample_dpm_adaptive(model: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise: NoiseSource, callback: StepCallback | None, opts: SamplerOptions, order: int = 3, rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0, accept_safety: float = 0.81) -> torch.Tensor:
+def sample_dpm_adaptive(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+    order: int = 3,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    h_init: float = 0.05,
+    pcoeff: float = 0.0,
+    icoeff: float = 1.0,
+    dcoeff: float = 0.0,
+    accept_safety: float = 0.81,
+) -> torch.Tensor:
     """DPM-Solver-12/23 with adaptive step size; the step count is chosen by the error."""
     sigma_max, sigma_min = sigmas[0], sigmas[-2] if sigmas[-1] == 0 else sigmas[-1]
     solver = _DPMSolver(model, callback)
@@ -657,12 +830,18 @@ class TimestepScheduler(Protocol):
 
     def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor: ...
 
-    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor: ...
+    def add_noise(
+        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor: ...
 
-    def step(self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, *args: Any, **kwargs: Any) -> SchedulerStepOutput: ...
+    def step(
+        self, model_output: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> SchedulerStepOutput: ...
 
 
-def make_diffusers_scheduler(class_name: str, model_scheduler_config: dict[str, Any], overrides: dict[str, Any]) -> TimestepScheduler:
+def make_diffusers_scheduler(
+    class_name: str, model_scheduler_config: dict[str, Any], overrides: dict[str, Any]
+) -> TimestepScheduler:
     """Instantiate a diffusers scheduler from the model's config plus a sampler row's overrides."""
     import diffusers
 
@@ -709,41 +888,137 @@ class SamplerDef:
         return steps * 2 if self.second_order else steps
 
 
-def _sig(name: str, aliases: list[str], fn: SigmaSampler, equivalent: tuple[str, dict[str, Any]] | None = None, **options: Any) -> SamplerDef:
+def _sig(
+    name: str,
+    aliases: list[str],
+    fn: SigmaSampler,
+    equivalent: tuple[str, dict[str, Any]] | None = None,
+    **options: Any,
+) -> SamplerDef:
     return SamplerDef(name=name, aliases=tuple(aliases), function=fn, diffusers_equivalent=equivalent, **options)
 
 
 SAMPLERS: tuple[SamplerDef, ...] = (
-    _sig("DPM++ 2M", ["k_dpmpp_2m"], sample_dpmpp_2m, ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}), default_schedule="karras"),
-    _sig("DPM++ SDE", ["k_dpmpp_sde"], sample_dpmpp_sde, ("DPMSolverSDEScheduler", {}), default_schedule="karras", second_order=True, uses_eta=True, uses_noise=True),
-    _sig("DPM++ 2M SDE", ["k_dpmpp_2m_sde"], sample_dpmpp_2m_sde, ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}), default_schedule="exponential", uses_eta=True, uses_noise=True),
-    _sig("DPM++ 3M SDE", ["k_dpmpp_3m_sde"], sample_dpmpp_3m_sde, ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}), default_schedule="exponential", discard_next_to_last_sigma=True, uses_eta=True, uses_noise=True),
-    _sig("DPM++ 2S a", ["k_dpmpp_2s_a"], sample_dpmpp_2s_ancestral, ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}), default_schedule="karras", second_order=True, uses_eta=True, uses_noise=True),
-    _sig("Euler a", ["k_euler_a", "k_euler_ancestral"], sample_euler_ancestral, ("EulerAncestralDiscreteScheduler", {}), uses_eta=True, uses_noise=True),
+    _sig(
+        "DPM++ 2M",
+        ["k_dpmpp_2m"],
+        sample_dpmpp_2m,
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        default_schedule="karras",
+    ),
+    _sig(
+        "DPM++ SDE",
+        ["k_dpmpp_sde"],
+        sample_dpmpp_sde,
+        ("DPMSolverSDEScheduler", {}),
+        default_schedule="karras",
+        second_order=True,
+        uses_eta=True,
+        uses_noise=True,
+    ),
+    _sig(
+        "DPM++ 2M SDE",
+        ["k_dpmpp_2m_sde"],
+        sample_dpmpp_2m_sde,
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+        default_schedule="exponential",
+        uses_eta=True,
+        uses_noise=True,
+    ),
+    _sig(
+        "DPM++ 3M SDE",
+        ["k_dpmpp_3m_sde"],
+        sample_dpmpp_3m_sde,
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}),
+        default_schedule="exponential",
+        discard_next_to_last_sigma=True,
+        uses_eta=True,
+        uses_noise=True,
+    ),
+    _sig(
+        "DPM++ 2S a",
+        ["k_dpmpp_2s_a"],
+        sample_dpmpp_2s_ancestral,
+        ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        default_schedule="karras",
+        second_order=True,
+        uses_eta=True,
+        uses_noise=True,
+    ),
+    _sig(
+        "Euler a",
+        ["k_euler_a", "k_euler_ancestral"],
+        sample_euler_ancestral,
+        ("EulerAncestralDiscreteScheduler", {}),
+        uses_eta=True,
+        uses_noise=True,
+    ),
     _sig("Euler", ["k_euler"], sample_euler, ("EulerDiscreteScheduler", {})),
     _sig("LMS", ["k_lms"], sample_lms, ("LMSDiscreteScheduler", {})),
     _sig("Heun", ["k_heun"], sample_heun, ("HeunDiscreteScheduler", {}), second_order=True),
-    _sig("DPM2", ["k_dpm_2"], sample_dpm_2, ("KDPM2DiscreteScheduler", {}), discard_next_to_last_sigma=True, second_order=True),
-    _sig("DPM2 a", ["k_dpm_2_a"], sample_dpm_2_ancestral, ("KDPM2AncestralDiscreteScheduler", {}), discard_next_to_last_sigma=True, second_order=True, uses_eta=True, uses_noise=True),
+    _sig(
+        "DPM2",
+        ["k_dpm_2"],
+        sample_dpm_2,
+        ("KDPM2DiscreteScheduler", {}),
+        discard_next_to_last_sigma=True,
+        second_order=True,
+    ),
+    _sig(
+        "DPM2 a",
+        ["k_dpm_2_a"],
+        sample_dpm_2_ancestral,
+        ("KDPM2AncestralDiscreteScheduler", {}),
+        discard_next_to_last_sigma=True,
+        second_order=True,
+        uses_eta=True,
+        uses_noise=True,
+    ),
     _sig("DPM fast", ["k_dpm_fast"], sample_dpm_fast, None, uses_eta=True, uses_noise=True, takes_step_count=True),
-    _sig("DPM adaptive", ["k_dpm_ad"], sample_dpm_adaptive, None, uses_eta=True, uses_noise=True, takes_step_count=True),
+    _sig(
+        "DPM adaptive", ["k_dpm_ad"], sample_dpm_adaptive, None, uses_eta=True, uses_noise=True, takes_step_count=True
+    ),
     _sig("LCM", ["k_lcm"], sample_lcm, ("LCMScheduler", {}), uses_noise=True),
     SamplerDef(
-        name="DDIM", aliases=("ddim",), diffusers_class="DDIMScheduler",
+        name="DDIM",
+        aliases=("ddim",),
+        diffusers_class="DDIMScheduler",
         # A1111/CompVis DDIM: timesteps 1, 1+c, 1+2c, ... ("leading" + offset 1), alpha_prev of the
         # first step is alphas_cumprod[0].
-        diffusers_config={"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False, "clip_sample": False},
-        diffusers_equivalent=("DDIMScheduler", {}), uses_eta=True, default_eta=0.0,
+        diffusers_config={
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+            "set_alpha_to_one": False,
+            "clip_sample": False,
+        },
+        diffusers_equivalent=("DDIMScheduler", {}),
+        uses_eta=True,
+        default_eta=0.0,
     ),
     SamplerDef(
-        name="PLMS", aliases=("plms",), diffusers_class="PNDMScheduler",
-        diffusers_config={"skip_prk_steps": True, "timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False},
+        name="PLMS",
+        aliases=("plms",),
+        diffusers_class="PNDMScheduler",
+        diffusers_config={
+            "skip_prk_steps": True,
+            "timestep_spacing": "leading",
+            "steps_offset": 1,
+            "set_alpha_to_one": False,
+        },
         diffusers_equivalent=("PNDMScheduler", {"skip_prk_steps": True}),
     ),
     SamplerDef(
-        name="UniPC", aliases=("unipc",), diffusers_class="UniPCMultistepScheduler",
+        name="UniPC",
+        aliases=("unipc",),
+        diffusers_class="UniPCMultistepScheduler",
         # A1111: order 3, lower order at the end. Variant bh2: diffusers' bh1 yields NaN at the final zero sigma.
-        diffusers_config={"solver_order": 3, "solver_type": "bh2", "lower_order_final": True, "predict_x0": True, "timestep_spacing": "linspace"},
+        diffusers_config={
+            "solver_order": 3,
+            "solver_type": "bh2",
+            "lower_order_final": True,
+            "predict_x0": True,
+            "timestep_spacing": "linspace",
+        },
         diffusers_equivalent=("UniPCMultistepScheduler", {}),
     ),
 )
@@ -799,7 +1074,12 @@ def effective_schedule(sampler: SamplerDef, schedule: ScheduleType) -> ScheduleT
 def infotext_schedule_label(sampler: SamplerDef, schedule: ScheduleType) -> str:
     """The "Schedule type" A1111 writes: a sigma sampler with its own default (DPM++ 2M: Karras) names
     the schedule "Automatic" resolved to; otherwise the requested label ("Automatic" stays as is)."""
-    if schedule.function is None and sampler.function is not None and not sampler.takes_step_count and sampler.default_schedule != "uniform":
+    if (
+        schedule.function is None
+        and sampler.function is not None
+        and not sampler.takes_step_count
+        and sampler.default_schedule != "uniform"
+    ):
         return effective_schedule(sampler, schedule).label
     return schedule.label
 

@@ -128,7 +128,13 @@ class GuidedUNet:
         text = torch.cat([_pad_tokens(cond, length), _pad_tokens(uncond, length)])
         row_order = [i for i, n in enumerate(repeats) for _ in range(n)] + list(range(batch))
         extra = self.unet_kwargs(step, row_order) if self.unet_kwargs is not None else {}
-        out = self.unet(x_in.to(self.dtype), t_in.to(torch.float32), encoder_hidden_states=text.to(self.dtype), return_dict=False, **extra)[0].float()
+        out = self.unet(
+            x_in.to(self.dtype),
+            t_in.to(torch.float32),
+            encoder_hidden_states=text.to(self.dtype),
+            return_dict=False,
+            **extra,
+        )[0].float()
         return self.combine(out, conds_list, batch)
 
     def combine(self, out: torch.Tensor, conds_list: ConditionRows, batch: int) -> torch.Tensor:
@@ -156,7 +162,14 @@ class InpaintBlend:
 class KarrasDenoiser:
     """k-diffusion's `denoise(x, sigma) -> x0` over a guided eps/v-prediction UNet."""
 
-    def __init__(self, guided: GuidedUNet, discrete: DiscreteSigmas, prediction_type: str, control: CancelToken, blend: InpaintBlend | None = None) -> None:
+    def __init__(
+        self,
+        guided: GuidedUNet,
+        discrete: DiscreteSigmas,
+        prediction_type: str,
+        control: CancelToken,
+        blend: InpaintBlend | None = None,
+    ) -> None:
         self.guided = guided
         self.discrete = discrete
         self.v_prediction = prediction_type == "v_prediction"

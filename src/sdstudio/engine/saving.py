@@ -44,7 +44,7 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
         for name in os.listdir(folder):
             if not name.startswith(prefix):
                 continue
-            parts = os.path.splitext(name[len(prefix):])[0].split("-")
+            parts = os.path.splitext(name[len(prefix) :])[0].split("-")
             try:
                 result = max(int(parts[0]), result)
             except ValueError:
@@ -52,7 +52,9 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
     return result + 1
 
 
-def image_grid(images: Sequence[Image.Image], rows: int | None = None, n_rows: int = -1, batch_size: int = 1) -> Image.Image:
+def image_grid(
+    images: Sequence[Image.Image], rows: int | None = None, n_rows: int = -1, batch_size: int = 1
+) -> Image.Image:
     """Tile images into a grid; rows as A1111: n_rows > 0 fixed, 0 = batch size, -1 = round(sqrt(n))."""
     if rows is None:
         if n_rows > 0:
@@ -70,7 +72,9 @@ def image_grid(images: Sequence[Image.Image], rows: int | None = None, n_rows: i
     return grid
 
 
-def encode_image(image: Image.Image, extension: str, infotext: str | None, jpeg_quality: int = 80, webp_lossless: bool = False) -> bytes:
+def encode_image(
+    image: Image.Image, extension: str, infotext: str | None, jpeg_quality: int = 80, webp_lossless: bool = False
+) -> bytes:
     """The file bytes of an image with its infotext embedded."""
     buffer = io.BytesIO()
     ext = extension.lower().lstrip(".")
@@ -95,7 +99,9 @@ def _exif_user_comment(text: str) -> bytes:
     import piexif
     import piexif.helper
 
-    exif: bytes = piexif.dump({"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, encoding="unicode")}})  # piexif is untyped
+    exif: bytes = piexif.dump(
+        {"Exif": {piexif.ExifIFD.UserComment: piexif.helper.UserComment.dump(text, encoding="unicode")}}
+    )  # piexif is untyped
     return exif
 
 
@@ -127,7 +133,9 @@ class ImageSaver:
         self.paths = paths
         self.settings = settings
 
-    def output_folder(self, kind: str, grid: bool = False, override: str | None = None, now: datetime | None = None) -> Path:
+    def output_folder(
+        self, kind: str, grid: bool = False, override: str | None = None, now: datetime | None = None
+    ) -> Path:
         """The folder for a job kind ("txt2img"/"img2img"), with the date subfolder when enabled.
 
         `override` is a folder the local user named (the CLI's --outdir) and may be anywhere;
@@ -137,7 +145,11 @@ class ImageSaver:
         if override:
             base = Path(override).expanduser().resolve()
         else:
-            folder = (s.outdir_grids or getattr(s, f"outdir_{kind}_grids")) if grid else (s.outdir_samples or getattr(s, f"outdir_{kind}_samples"))
+            folder = (
+                (s.outdir_grids or getattr(s, f"outdir_{kind}_grids"))
+                if grid
+                else (s.outdir_samples or getattr(s, f"outdir_{kind}_samples"))
+            )
             try:
                 base = self.paths.resolve_inside(folder)
             except ValueError as exc:
@@ -146,17 +158,39 @@ class ImageSaver:
             base = base / (now or datetime.now()).strftime("%Y-%m-%d")
         return base
 
-    def save_image(self, image: Image.Image, folder: Path, seed: int | None, prompt: str, infotext: str | None, extension: str | None = None, basename: str = "") -> Path:
+    def save_image(
+        self,
+        image: Image.Image,
+        folder: Path,
+        seed: int | None,
+        prompt: str,
+        infotext: str | None,
+        extension: str | None = None,
+        basename: str = "",
+    ) -> Path:
         """Save one image as NNNNN-SEED-PROMPT.ext (or BASENAME-NNNN.ext) and return its path."""
         ext = (extension or self.settings.samples_format or "png").lower()
-        data = encode_image(image, ext, infotext if self.settings.enable_pnginfo else None, self.settings.jpeg_quality, self.settings.webp_lossless)
+        data = encode_image(
+            image,
+            ext,
+            infotext if self.settings.enable_pnginfo else None,
+            self.settings.jpeg_quality,
+            self.settings.webp_lossless,
+        )
         folder.mkdir(parents=True, exist_ok=True)
         if basename:
             decoration = ""
         elif self.settings.samples_filename_pattern:
-            decoration = sanitize_filename_part(self.settings.samples_filename_pattern.replace("[seed]", str(seed)).replace("[prompt]", prompt), replace_spaces=False)
+            decoration = sanitize_filename_part(
+                self.settings.samples_filename_pattern.replace("[seed]", str(seed)).replace("[prompt]", prompt),
+                replace_spaces=False,
+            )
         else:
-            decoration = "-".join(p for p in (str(seed) if seed is not None else "", sanitize_filename_part(prompt, replace_spaces=False)) if p)
+            decoration = "-".join(
+                p
+                for p in (str(seed) if seed is not None else "", sanitize_filename_part(prompt, replace_spaces=False))
+                if p
+            )
         decoration = f"-{decoration}" if decoration else ""
         number = next_sequence_number(folder, basename)
         for attempt in range(500):

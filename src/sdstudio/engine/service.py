@@ -88,13 +88,17 @@ class GenerationService:
             raise InvalidRequest("request", "img2img needs an Img2ImgRequest")
         return self._run(request, "img2img", control)
 
-    def generate(self, request: Txt2ImgRequest | Img2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
+    def generate(
+        self, request: Txt2ImgRequest | Img2ImgRequest, control: GenerationControl | None = None
+    ) -> GenerationResult:
         """Dispatch on the request type (handy for queues)."""
         if isinstance(request, Img2ImgRequest):
             return self.img2img(request, control)
         return self.txt2img(request, control)
 
-    def _run(self, request: Txt2ImgRequest | Img2ImgRequest, kind: str, control: GenerationControl | None) -> GenerationResult:
+    def _run(
+        self, request: Txt2ImgRequest | Img2ImgRequest, kind: str, control: GenerationControl | None
+    ) -> GenerationResult:
         control = control or GenerationControl()
         overrides = request.override_settings or {}
         checkpoint = overrides.get("sd_model_checkpoint") or self.checkpoint

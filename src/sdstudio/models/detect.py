@@ -60,11 +60,20 @@ _is_inpaint: _Probe = lambda sd: _conv_in_channels(sd) == 9  # noqa: E731
 # settles it (yaml `parameterization`, else A1111's test run of the UNet).
 ARCHITECTURE_PROBES: tuple[tuple[_Probe, Architecture], ...] = (
     (lambda sd: _is_sdxl_refiner(sd), Architecture("SDXL-refiner", "sdxl_refiner", "sd_xl_refiner.yaml")),
-    (lambda sd: _is_sdxl_base(sd) and _is_inpaint(sd), Architecture("SDXL-inpaint", "sdxl", "sd_xl_base.yaml", inpainting=True)),
+    (
+        lambda sd: _is_sdxl_base(sd) and _is_inpaint(sd),
+        Architecture("SDXL-inpaint", "sdxl", "sd_xl_base.yaml", inpainting=True),
+    ),
     (lambda sd: _is_sdxl_base(sd), Architecture("SDXL", "sdxl", "sd_xl_base.yaml")),
-    (lambda sd: _is_sd2(sd) and _is_inpaint(sd), Architecture("SD2-inpaint", "sd2", "v2-inpainting-inference.yaml", inpainting=True)),
+    (
+        lambda sd: _is_sd2(sd) and _is_inpaint(sd),
+        Architecture("SD2-inpaint", "sd2", "v2-inpainting-inference.yaml", inpainting=True),
+    ),
     (lambda sd: _is_sd2(sd), Architecture("SD2", "sd2", "v2-inference.yaml")),
-    (lambda sd: _is_sd1(sd) and _is_inpaint(sd), Architecture("SD1-inpaint", "sd1", "v1-inpainting-inference.yaml", inpainting=True)),
+    (
+        lambda sd: _is_sd1(sd) and _is_inpaint(sd),
+        Architecture("SD1-inpaint", "sd1", "v1-inpainting-inference.yaml", inpainting=True),
+    ),
     (lambda sd: _is_sd1(sd), Architecture("SD1", "sd1", "v1-inference.yaml")),
 )
 

@@ -12,9 +12,14 @@ if TYPE_CHECKING:
     import torch
 
 PRECISION_NAMES = {
-    "fp32": "float32", "float32": "float32", "full": "float32",
-    "fp16": "float16", "float16": "float16", "half": "float16",
-    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp32": "float32",
+    "float32": "float32",
+    "full": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
 }
 
 
@@ -27,7 +32,7 @@ def resolve_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def weights_dtype(precision: str | None, device: str) -> "torch.dtype":
+def weights_dtype(precision: str | None, device: str) -> torch.dtype:
     """The dtype for model weights from the `precision` setting on `device`."""
     import torch
 

@@ -95,14 +95,17 @@ def _empty_weights() -> Iterator[None]:
         yield
 
 
-def _load_into(module: _ModuleT, weights: dict[str, torch.Tensor], what: str, path: Path,
-               ignore: tuple[str, ...] = ()) -> _ModuleT:
+def _load_into(
+    module: _ModuleT, weights: dict[str, torch.Tensor], what: str, path: Path, ignore: tuple[str, ...] = ()
+) -> _ModuleT:
     """Assign converted weights to a module built on the meta device; every weight must fit."""
     expected = set(module.state_dict().keys())
     given = {k: v for k, v in weights.items() if k in expected}
     missing = sorted(k for k in expected - set(given) if not k.endswith(ignore + ("position_ids",)))
     if missing:
-        raise ModelLoadError(f"{path.name}: the {what} weights are incomplete (missing {missing[0]} and {len(missing) - 1} more)")
+        raise ModelLoadError(
+            f"{path.name}: the {what} weights are incomplete (missing {missing[0]} and {len(missing) - 1} more)"
+        )
     module.load_state_dict(given, strict=False, assign=True)
     # buffers not in the file (e.g. CLIP position_ids) are recreated on the CPU
     for name, buffer in list(module.named_buffers()):
@@ -145,7 +148,9 @@ def _sdxl_time_conditioning(config: dict[str, Any], state_dict: dict[str, torch.
 
 # diffusers' single-file converters (create_*_config_from_ldm, convert_*_checkpoint) carry no annotations,
 # hence their `type: ignore[no-untyped-call]`s below.
-def build_unet(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, family: str = "sd1") -> UNet2DConditionModel:
+def build_unet(
+    ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, family: str = "sd1"
+) -> UNet2DConditionModel:
     """The diffusers UNet of an LDM checkpoint."""
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, create_unet_diffusers_config_from_ldm
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -166,7 +171,9 @@ def build_unet(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: P
     return _load_into(unet, converted, "UNet", path)
 
 
-def build_vae(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, scaling_factor: float) -> AutoencoderKL:
+def build_vae(
+    ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path, scaling_factor: float
+) -> AutoencoderKL:
     """The diffusers AutoencoderKL of an LDM checkpoint (keys under first_stage_model.)."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint, create_vae_diffusers_config_from_ldm
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
@@ -178,14 +185,22 @@ def build_vae(ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Pa
     return _load_into(vae, converted, "VAE", path)
 
 
-def clip_text_config(weights: dict[str, torch.Tensor], *, prefix: str, hidden_act: str, heads: int | None = None,
-                     projection_dim: int | None = None) -> CLIPTextConfig:
+def clip_text_config(
+    weights: dict[str, torch.Tensor],
+    *,
+    prefix: str,
+    hidden_act: str,
+    heads: int | None = None,
+    projection_dim: int | None = None,
+) -> CLIPTextConfig:
     """A CLIPTextConfig whose sizes are read from HF-layout weights under `prefix`."""
     from transformers import CLIPTextConfig
 
     token = weights[prefix + "text_model.embeddings.token_embedding.weight"]
     positions = weights[prefix + "text_model.embeddings.position_embedding.weight"]
-    layer_ids = {int(k[len(prefix) :].split(".")[3]) for k in weights if k.startswith(prefix + "text_model.encoder.layers.")}
+    layer_ids = {
+        int(k[len(prefix) :].split(".")[3]) for k in weights if k.startswith(prefix + "text_model.encoder.layers.")
+    }
     hidden = int(token.shape[1])
     intermediate = int(weights[prefix + "text_model.encoder.layers.0.mlp.fc1.weight"].shape[0])
     return CLIPTextConfig(
@@ -210,23 +225,40 @@ def fit_text_model_prefix(weights: dict[str, torch.Tensor], expected: Iterable[s
     (and CLIPTextModelWithProjection) keep the "text_model." prefix.
     """
     if any(k.startswith("text_model.") for k in expected):
-        return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in weights.items()}
+        return {
+            k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in weights.items()
+        }
     return {k.removeprefix("text_model."): v for k, v in weights.items()}
 
 
 def hf_text_model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CLIP text model's weights under the file layout's "text_model.*" names."""
-    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
-            for k, v in model.state_dict().items() if not k.endswith("position_ids")}
+    return {
+        k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v
+        for k, v in model.state_dict().items()
+        if not k.endswith("position_ids")
+    }
 
 
-def _build_clip(weights: dict[str, torch.Tensor], path: Path, what: str, *, hidden_act: str, heads: int | None,
-                with_projection: bool) -> TextEncoder:
+def _build_clip(
+    weights: dict[str, torch.Tensor],
+    path: Path,
+    what: str,
+    *,
+    hidden_act: str,
+    heads: int | None,
+    with_projection: bool,
+) -> TextEncoder:
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     projection = weights.get("text_projection.weight")
-    config = clip_text_config(weights, prefix="", hidden_act=hidden_act, heads=heads,
-                              projection_dim=int(projection.shape[0]) if projection is not None else None)
+    config = clip_text_config(
+        weights,
+        prefix="",
+        hidden_act=hidden_act,
+        heads=heads,
+        projection_dim=int(projection.shape[0]) if projection is not None else None,
+    )
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     with _empty_weights():
         model = cls(config)
@@ -241,8 +273,9 @@ def _text_heads(ldm: dict[str, Any]) -> int | None:
     return int(heads) if heads else None
 
 
-def build_text_encoders(architecture: Architecture, ldm: dict[str, Any], state_dict: dict[str, torch.Tensor],
-                        path: Path) -> tuple[TextEncoder | None, TextEncoder | None]:
+def build_text_encoders(
+    architecture: Architecture, ldm: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path
+) -> tuple[TextEncoder | None, TextEncoder | None]:
     """(text_encoder, text_encoder_2) for the architecture; unused slots are None."""
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
 
@@ -253,17 +286,24 @@ def build_text_encoders(architecture: Architecture, ldm: dict[str, Any], state_d
         # Sizes come from the OpenCLIP weights; diffusers' converter does the renaming.
         token = state_dict[prefix + "token_embedding.weight"]
         hidden = int(token.shape[1])
-        layers = {int(k[len(prefix) :].split(".")[2]) for k in state_dict if k.startswith(prefix + "transformer.resblocks.")}
+        layers = {
+            int(k[len(prefix) :].split(".")[2]) for k in state_dict if k.startswith(prefix + "transformer.resblocks.")
+        }
         from transformers import CLIPTextConfig
 
         proj = state_dict.get(prefix + "text_projection")
         config = CLIPTextConfig(
-            vocab_size=int(token.shape[0]), hidden_size=hidden,
+            vocab_size=int(token.shape[0]),
+            hidden_size=hidden,
             intermediate_size=int(state_dict[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
-            num_hidden_layers=len(layers), num_attention_heads=max(1, hidden // 64),
+            num_hidden_layers=len(layers),
+            num_attention_heads=max(1, hidden // 64),
             max_position_embeddings=int(state_dict[prefix + "positional_embedding"].shape[0]),
-            hidden_act="gelu", projection_dim=int(proj.shape[1]) if proj is not None else hidden,
-            bos_token_id=49406, eos_token_id=49407, pad_token_id=0,
+            hidden_act="gelu",
+            projection_dim=int(proj.shape[1]) if proj is not None else hidden,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=0,
         )
         from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
@@ -279,12 +319,16 @@ def build_text_encoders(architecture: Architecture, ldm: dict[str, Any], state_d
     family = architecture.family
     if family == "sd1":
         weights = strip(SD1_TEXT_PREFIX)
-        return _build_clip(weights, path, "text encoder", hidden_act="quick_gelu", heads=_text_heads(ldm), with_projection=False), None
+        return _build_clip(
+            weights, path, "text encoder", hidden_act="quick_gelu", heads=_text_heads(ldm), with_projection=False
+        ), None
     if family == "sd2":
         return open_clip(SD2_TEXT_PREFIX, False, "text encoder"), None
     if family == "sdxl":
         clip_l = strip(SDXL_PREFIX + "0.transformer.")
-        text_encoder = _build_clip(clip_l, path, "CLIP-L text encoder", hidden_act="quick_gelu", heads=None, with_projection=False)
+        text_encoder = _build_clip(
+            clip_l, path, "CLIP-L text encoder", hidden_act="quick_gelu", heads=None, with_projection=False
+        )
         return text_encoder, open_clip(SDXL_PREFIX + "1.model.", True, "OpenCLIP-G text encoder")
     if family == "sdxl_refiner":
         return None, open_clip(SDXL_PREFIX + "0.model.", True, "OpenCLIP-G text encoder")
@@ -326,13 +370,17 @@ def load_checkpoint(
         unet = build_unet(ldm, state_dict, path, architecture.family)
         vae_state = state_dict
         if vae_path is not None:
-            vae_state = {VAE_PREFIX + k if not k.startswith(VAE_PREFIX) else k: v for k, v in load_state_dict(vae_path).items()}
+            vae_state = {
+                VAE_PREFIX + k if not k.startswith(VAE_PREFIX) else k: v for k, v in load_state_dict(vae_path).items()
+            }
         vae = build_vae(ldm, vae_state, Path(vae_path) if vae_path else path, scaling_factor)
         text_encoder, text_encoder_2 = build_text_encoders(architecture, ldm, state_dict, path)
     except KeyError as exc:
         raise ModelLoadError(f"{path.name}: missing weight {exc} for a {architecture.name} checkpoint") from None
     except (RuntimeError, ValueError) as exc:
-        raise ModelLoadError(f"{path.name}: weights do not fit a {architecture.name} model ({str(exc).splitlines()[0]})") from None
+        raise ModelLoadError(
+            f"{path.name}: weights do not fit a {architecture.name} model ({str(exc).splitlines()[0]})"
+        ) from None
     del state_dict
     gc.collect()
 
@@ -350,8 +398,17 @@ def load_checkpoint(
             module.to(device=device, dtype=module_dtype)  # type: ignore[call-arg]
         module.eval().requires_grad_(False)
     return LoadedCheckpoint(
-        path=path, architecture=architecture, unet=unet, vae=vae, text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2, prediction_type=prediction_type, vae_scaling_factor=scaling_factor,
-        scheduler_config=_scheduler_config(ldm, prediction_type), ldm_config=ldm, dtype=dtype, device=device,
+        path=path,
+        architecture=architecture,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        prediction_type=prediction_type,
+        vae_scaling_factor=scaling_factor,
+        scheduler_config=_scheduler_config(ldm, prediction_type),
+        ldm_config=ldm,
+        dtype=dtype,
+        device=device,
         vae_path=Path(vae_path) if vae_path else None,
     )

@@ -75,8 +75,11 @@ class ModelMemory:
     whole budget is still loaded (the job needs it) after everything else is dropped.
     """
 
-    def __init__(self, budget_bytes: Callable[[], int] | int = 0,
-                 limits: Callable[[], dict[str, int]] | dict[str, int] | None = None):
+    def __init__(
+        self,
+        budget_bytes: Callable[[], int] | int = 0,
+        limits: Callable[[], dict[str, int]] | dict[str, int] | None = None,
+    ):
         fixed_limits = dict(limits or {}) if not callable(limits) else {}
         self._budget = budget_bytes if callable(budget_bytes) else (lambda: int(budget_bytes))
         self._limits = limits if callable(limits) else (lambda: fixed_limits)
@@ -200,11 +203,11 @@ class MemoryOptions:
     cpu_offload: bool = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "MemoryOptions":
+    def from_settings(cls, settings: Any) -> MemoryOptions:
         return cls(bool(settings.vae_tiling), bool(settings.attention_slicing), bool(settings.cpu_offload))
 
 
-def apply_memory_options(loaded: Any, options: MemoryOptions, execution_device: "str | torch.device") -> list[str]:
+def apply_memory_options(loaded: Any, options: MemoryOptions, execution_device: str | torch.device) -> list[str]:
     """Switch the options on for `loaded` (a LoadedCheckpoint); returns notes on what was skipped.
 
     Model CPU offload keeps every component in CPU memory and moves one at a time to the

@@ -76,10 +76,17 @@ class ModelEntry:
     def to_json(self) -> dict[str, Any]:
         """The `models list --json` object."""
         data = {
-            "type": self.type, "name": self.name, "model_name": self.model_name, "title": self.title,
-            "path": str(self.path), "sha256": self.sha256, "shorthash": self.shorthash,
-            "legacy_hash": self.hashes.legacy if self.hashes else None, "metadata": self.metadata,
-            "config": str(self.config) if self.config else None, "preview": str(self.preview) if self.preview else None,
+            "type": self.type,
+            "name": self.name,
+            "model_name": self.model_name,
+            "title": self.title,
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "shorthash": self.shorthash,
+            "legacy_hash": self.hashes.legacy if self.hashes else None,
+            "metadata": self.metadata,
+            "config": str(self.config) if self.config else None,
+            "preview": str(self.preview) if self.preview else None,
             "bundled": self.bundled,
         }
         if self.type == "lora":
@@ -147,7 +154,9 @@ class ModelRegistry:
         ]
         if kind == "vae":
             root = self.paths.folder("checkpoint")
-            entries += [self._entry(kind, root, p, with_hashes) for p in MODEL_KINDS["vae"].files_in(root) if _is_vae_beside(p)]
+            entries += [
+                self._entry(kind, root, p, with_hashes) for p in MODEL_KINDS["vae"].files_in(root) if _is_vae_beside(p)
+            ]
         if kind == "checkpoint":
             bundled = bundled_tiny_model()
             if bundled is not None and not any(e.path == bundled.resolve() for e in entries):
@@ -171,7 +180,9 @@ class ModelRegistry:
                     return self._with_hashes(entry)
             return self._entry(kind, resolved.parent, resolved, True)
         entries = self.list(kind, with_hashes=False)
-        by_name = [e for e in entries if query in (e.name, e.stem, e.model_name, Path(e.name).with_suffix("").as_posix())]
+        by_name = [
+            e for e in entries if query in (e.name, e.stem, e.model_name, Path(e.name).with_suffix("").as_posix())
+        ]
         if by_name:
             return self._with_hashes(by_name[0])
         hashed = [self._with_hashes(e) for e in entries]
@@ -211,8 +222,10 @@ class ModelRegistry:
             return self.find("vae", choice)
         except NotFound:
             names = ", ".join(e.name for e in vaes) or "none"
-            raise NotFound(f"sd_vae: no VAE named {choice!r} in {self.paths.folder('vae')} (available: {names}; "
-                           f"or use {SD_VAE_AUTOMATIC!r} / {SD_VAE_NONE!r})") from None
+            raise NotFound(
+                f"sd_vae: no VAE named {choice!r} in {self.paths.folder('vae')} (available: {names}; "
+                f"or use {SD_VAE_AUTOMATIC!r} / {SD_VAE_NONE!r})"
+            ) from None
 
     def default_checkpoint(self, configured: str = "") -> ModelEntry:
         """The configured checkpoint, else the first one found, else the bundled tiny model."""

@@ -66,7 +66,9 @@ class _Placeholder:
 def _is_allowed(module: str, name: str) -> bool:
     if (module, name) in _ALLOWED_GLOBALS:
         return True
-    if module == "torch" and (name.endswith(_ALLOWED_TORCH_NAMES_SUFFIX) or isinstance(getattr(torch, name, None), torch.dtype)):
+    if module == "torch" and (
+        name.endswith(_ALLOWED_TORCH_NAMES_SUFFIX) or isinstance(getattr(torch, name, None), torch.dtype)
+    ):
         return True
     return False
 
@@ -81,7 +83,15 @@ def forbidden_globals(pickle_bytes: bytes) -> list[str]:
     strings: list[str] = []  # STACK_GLOBAL takes module and name from the two last pushed strings
     try:
         for opcode, arg, _ in pickletools.genops(pickle_bytes):
-            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "STRING", "BINSTRING", "SHORT_BINSTRING"):
+            if opcode.name in (
+                "SHORT_BINUNICODE",
+                "BINUNICODE",
+                "UNICODE",
+                "BINUNICODE8",
+                "STRING",
+                "BINSTRING",
+                "SHORT_BINSTRING",
+            ):
                 strings.append(arg if isinstance(arg, str) else str(arg))
             elif opcode.name == "GLOBAL":
                 module, _, name = str(arg).partition(" ")

@@ -19,9 +19,9 @@ import yaml
 
 from sdstudio.config import atomic_write_bytes
 from sdstudio.errors import InvalidRequest
-from sdstudio.models.loader import hf_text_model_state_dict
 from sdstudio.models.detect import SD1_TEXT_PREFIX, SD2_TEXT_PREFIX, SDXL_PREFIX, UNET_PREFIX, VAE_PREFIX
 from sdstudio.models.ldm_names import ldm_unet_module_names
+from sdstudio.models.loader import hf_text_model_state_dict
 
 if TYPE_CHECKING:
     # From their defining modules: mypy reads the top-level diffusers names as its no-torch placeholders.
@@ -80,7 +80,7 @@ def vae_key_map(vae: AutoencoderKL) -> dict[str, str]:
                 rest = ".".join(parts[4:])
                 for new, old in _VAE_ATTENTION.items():
                     if rest.startswith(new + "."):
-                        ldm = f"{side}.mid.attn_1.{old}{rest[len(new):]}"
+                        ldm = f"{side}.mid.attn_1.{old}{rest[len(new) :]}"
                         break
         if ldm is None:
             raise InvalidRequest("vae", f"no LDM name for VAE weight {key}")
@@ -139,8 +139,14 @@ def open_clip_state_dict(text_model: torch.nn.Module, prefix: str) -> dict[str, 
     return out
 
 
-def ldm_state_dict(*, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: torch.nn.Module | None = None,
-                   text_encoder_2: torch.nn.Module | None = None, family: str = "sd1") -> dict[str, torch.Tensor]:
+def ldm_state_dict(
+    *,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    text_encoder: torch.nn.Module | None = None,
+    text_encoder_2: torch.nn.Module | None = None,
+    family: str = "sd1",
+) -> dict[str, torch.Tensor]:
     """All components' weights under their LDM single-file names."""
     out: dict[str, torch.Tensor] = {}
     unet_map = unet_key_map(unet)
@@ -183,9 +189,13 @@ def save_checkpoint(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise InvalidRequest("path", "checkpoints are saved as .safetensors")
-    tensors = ldm_state_dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, family=family)
-    tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in tensors.items()}
+    tensors = ldm_state_dict(
+        unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, family=family
+    )
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in tensors.items()
+    }
     text_metadata = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     atomic_write_bytes(path, save(tensors, metadata=text_metadata or None))
     if yaml_text is not None:
@@ -193,9 +203,17 @@ def save_checkpoint(
     return path
 
 
-def ldm_yaml_for(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], *, scale_factor: float,
-                 text_heads: int | None = None, prediction_type: str = "epsilon", num_train_timesteps: int = 1000,
-                 beta_start: float = 0.00085, beta_end: float = 0.012) -> str:
+def ldm_yaml_for(
+    unet_config: Mapping[str, Any],
+    vae_config: Mapping[str, Any],
+    *,
+    scale_factor: float,
+    text_heads: int | None = None,
+    prediction_type: str = "epsilon",
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+) -> str:
     """An original-LDM inference yaml describing these (possibly non-standard) SD1-style components."""
     blocks = list(unet_config["down_block_types"])
     attention_levels = [i for i, b in enumerate(blocks) if "CrossAttn" in b]
@@ -244,8 +262,10 @@ def ldm_yaml_for(unet_config: Mapping[str, Any], vae_config: Mapping[str, Any], 
         "conditioning_key": "hybrid" if unet_config["in_channels"] == 9 else "crossattn",
         "scale_factor": float(scale_factor),
         "unet_config": {"target": "ldm.modules.diffusionmodules.openaimodel.UNetModel", "params": unet_params},
-        "first_stage_config": {"target": "ldm.models.autoencoder.AutoencoderKL",
-                               "params": {"embed_dim": int(vae_config["latent_channels"]), "ddconfig": ddconfig}},
+        "first_stage_config": {
+            "target": "ldm.models.autoencoder.AutoencoderKL",
+            "params": {"embed_dim": int(vae_config["latent_channels"]), "ddconfig": ddconfig},
+        },
         "cond_stage_config": {"target": "ldm.modules.encoders.modules.FrozenCLIPEmbedder", "params": cond_params},
     }
     if prediction_type == "v_prediction":

@@ -50,7 +50,9 @@ def unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
 
 
-def load_state_dict(path: str | Path, device: str = "cpu", float_dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+def load_state_dict(
+    path: str | Path, device: str = "cpu", float_dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
     """All tensors of a model file (.safetensors, or .ckpt/.pt/.pth/.bin through the safe unpickler).
 
     `float_dtype` casts floating-point tensors as they are read: one tensor at a time, so an
@@ -78,7 +80,9 @@ def load_state_dict(path: str | Path, device: str = "cpu", float_dtype: torch.dt
     try:
         tensors = unwrap_state_dict(safe_load(path))
         if float_dtype is not None:
-            tensors = {k: v.to(float_dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in tensors.items()}
+            tensors = {
+                k: v.to(float_dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in tensors.items()
+            }
         return tensors
     except ModelLoadError as exc:
         raise ModelLoadError(f"{path.name}: {exc}") if str(exc).startswith("expected") else exc

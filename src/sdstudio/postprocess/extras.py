@@ -28,7 +28,14 @@ from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 from sdstudio.models.memory import ModelMemory
 from sdstudio.postprocess.face_restoration import FaceRestorers
-from sdstudio.postprocess.image_files import IMAGE_EXTENSIONS, format_infotext_parameters, next_free_number, open_image, save_png, text_items
+from sdstudio.postprocess.image_files import (
+    IMAGE_EXTENSIONS,
+    format_infotext_parameters,
+    next_free_number,
+    open_image,
+    save_png,
+    text_items,
+)
 from sdstudio.postprocess.upscalers import UpscalerRegistry
 
 
@@ -126,14 +133,16 @@ def _number(value: float) -> float | int:
 class PostprocessService:
     """Extras, upscaling and face restoration over one data dir (wired by sdstudio.app)."""
 
-    def __init__(self, paths: DataPaths, settings: SettingsStore, upscalers: UpscalerRegistry, face_restorers: FaceRestorers):
+    def __init__(
+        self, paths: DataPaths, settings: SettingsStore, upscalers: UpscalerRegistry, face_restorers: FaceRestorers
+    ):
         self.paths = paths
         self.settings_store = settings
         self.upscalers = upscalers
         self.face_restorers = face_restorers
 
     @classmethod
-    def build(cls, paths: DataPaths, settings: SettingsStore, memory: ModelMemory | None = None) -> "PostprocessService":
+    def build(cls, paths: DataPaths, settings: SettingsStore, memory: ModelMemory | None = None) -> PostprocessService:
         """The service with the default upscaler and face-restorer registries (device from the settings)."""
         device = settings.current.device
         upscalers = UpscalerRegistry(paths, settings, device=device, memory=memory)
@@ -147,13 +156,17 @@ class PostprocessService:
 
     # -- entry points ------------------------------------------------------------------
 
-    def run_single(self, request: ExtrasSingleImageRequest, *, save: bool = False, outdir: str | os.PathLike | None = None) -> ExtrasResult:
+    def run_single(
+        self, request: ExtrasSingleImageRequest, *, save: bool = False, outdir: str | os.PathLike | None = None
+    ) -> ExtrasResult:
         """Process one image (A1111 extras_mode 0); saving is optional (the API does not save)."""
         if not isinstance(request.image, Image.Image):
             raise InvalidRequest("image", "an image is required")
         return self._run([NamedImage(image=request.image)], request, save=save, outdir=outdir)
 
-    def run_batch(self, request: ExtrasBatchImagesRequest, *, save: bool = False, outdir: str | os.PathLike | None = None) -> ExtrasResult:
+    def run_batch(
+        self, request: ExtrasBatchImagesRequest, *, save: bool = False, outdir: str | os.PathLike | None = None
+    ) -> ExtrasResult:
         """Process a list of images (A1111 extras_mode 1)."""
         if not request.imageList:
             raise InvalidRequest("imageList", "at least one image is required")
@@ -162,7 +175,14 @@ class PostprocessService:
                 raise InvalidRequest(f"imageList[{index}]", "not an image")
         return self._run(request.imageList, request, save=save, outdir=outdir)
 
-    def run_files(self, files: Iterable[str | os.PathLike], options: ExtrasOptions, *, save: bool = True, outdir: str | os.PathLike | None = None) -> ExtrasResult:
+    def run_files(
+        self,
+        files: Iterable[str | os.PathLike],
+        options: ExtrasOptions,
+        *,
+        save: bool = True,
+        outdir: str | os.PathLike | None = None,
+    ) -> ExtrasResult:
         """Process image files (and the images inside any folders given) — A1111 extras_mode 2."""
         paths = list(_expand_inputs(files))
         if not paths:
@@ -197,7 +217,9 @@ class PostprocessService:
             results.append(result)
         return ExtrasResult(images=results, notes=[n for r in results for n in r.notes])
 
-    def process_image(self, image: Image.Image, options: ExtrasOptions) -> tuple[Image.Image, dict[str, Any], list[str]]:
+    def process_image(
+        self, image: Image.Image, options: ExtrasOptions
+    ) -> tuple[Image.Image, dict[str, Any], list[str]]:
         """Run the Extras steps on one image: 1. upscale, 2. GFPGAN, 3. CodeFormer."""
         source_items = text_items(image)
         image = image.convert("RGB")
@@ -206,7 +228,9 @@ class PostprocessService:
         notes: list[str] = []
         image = self._step_upscale(image, options, info)
         image = self._step_face_restore(image, "GFPGAN", options.gfpgan_visibility, None, info, notes)
-        image = self._step_face_restore(image, "CodeFormer", options.codeformer_visibility, options.codeformer_weight, info, notes)
+        image = self._step_face_restore(
+            image, "CodeFormer", options.codeformer_visibility, options.codeformer_weight, info, notes
+        )
         image.info = dict(source_items.items())  # .items(): PIL types info with wider keys
         return image, info, notes
 
@@ -230,7 +254,9 @@ class PostprocessService:
             info["Postprocess upscaler 2"] = options.upscaler_2
         return upscaled
 
-    def _upscale_and_crop(self, image: Image.Image, name: str, scale: float, options: ExtrasOptions, info: dict[str, Any]) -> Image.Image:
+    def _upscale_and_crop(
+        self, image: Image.Image, name: str, scale: float, options: ExtrasOptions, info: dict[str, Any]
+    ) -> Image.Image:
         upscaled = self.upscalers.upscale(image, scale=scale, name=name)
         if options.resize_mode == 1 and options.upscaling_crop:
             width, height = options.upscaling_resize_w, options.upscaling_resize_h
@@ -240,7 +266,9 @@ class PostprocessService:
             info["Postprocess crop to"] = f"{width}x{height}"
         return upscaled
 
-    def _step_face_restore(self, image, name: str, visibility: float, weight: float | None, info: dict[str, Any], notes: list[str]) -> Image.Image:
+    def _step_face_restore(
+        self, image, name: str, visibility: float, weight: float | None, info: dict[str, Any], notes: list[str]
+    ) -> Image.Image:
         """A1111 ScriptPostprocessingGfpGan / ScriptPostprocessingCodeFormer.process."""
         if visibility == 0:
             return image
@@ -304,4 +332,3 @@ def _expand_inputs(inputs: Iterable[str | os.PathLike]) -> Iterator[Path]:
             yield path
         else:
             raise NotFound(f"images: no such file or folder {str(raw)!r}")
-

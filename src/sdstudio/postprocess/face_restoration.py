@@ -97,7 +97,9 @@ class DlibFaceDetector:
         factor = min(1.0, self.MAX_SIDE / max(height, width))
         search = rgb
         if factor < 1.0:
-            search = np.asarray(Image.fromarray(rgb).resize((round(width * factor), round(height * factor)), Image.Resampling.BILINEAR))
+            search = np.asarray(
+                Image.fromarray(rgb).resize((round(width * factor), round(height * factor)), Image.Resampling.BILINEAR)
+            )
         upsample = 1 if max(search.shape[:2]) < 640 else 0  # finds smaller faces in small images
         boxes = []
         for rect in self._detector(np.ascontiguousarray(search), upsample):
@@ -134,8 +136,15 @@ class FaceRestorerInfo:
 class FaceRestorers:
     """GFPGAN and CodeFormer over the model files in models/GFPGAN and models/Codeformer."""
 
-    def __init__(self, paths: DataPaths, settings: SettingsStore, device: str = "cpu", detector: FaceDetector | None = None,
-                 memory: ModelMemory | None = None, spandrel_registry: Any = None):
+    def __init__(
+        self,
+        paths: DataPaths,
+        settings: SettingsStore,
+        device: str = "cpu",
+        detector: FaceDetector | None = None,
+        memory: ModelMemory | None = None,
+        spandrel_registry: Any = None,
+    ):
         self.paths = paths
         self.settings_store = settings
         self.detector = detector or DlibFaceDetector()
@@ -154,7 +163,9 @@ class FaceRestorers:
             rows.append(FaceRestorerInfo(kind.name, str(folder), str(files[0]) if files else None))
         return rows
 
-    def _model_files(self, kind: FaceRestorerKind) -> tuple[Path, builtins.list[Path]]:  # `list` here is the method above
+    def _model_files(
+        self, kind: FaceRestorerKind
+    ) -> tuple[Path, builtins.list[Path]]:  # `list` here is the method above
         folder = self.paths.folder("face_restorer", kind.folder)
         return folder, MODEL_KINDS["face_restorer"].files_in(folder)
 
@@ -163,15 +174,20 @@ class FaceRestorers:
         for kind in FACE_RESTORERS:
             if kind.name.lower() == str(name).lower():
                 return kind
-        raise NotFound(f"{field_name}: unknown face restorer {name!r}; available: {', '.join(k.name for k in FACE_RESTORERS)}")
+        raise NotFound(
+            f"{field_name}: unknown face restorer {name!r}; available: {', '.join(k.name for k in FACE_RESTORERS)}"
+        )
 
     def load_model(self, name: str) -> LoadedModel:
         """The spandrel model for a face restorer: the first file in its folder of the right architecture."""
         kind = self.kind(name)
         folder, files = self._model_files(kind)
         if not files:
-            raise NotFound(f"{kind.name}: no model file in {folder}; put the {kind.name} .pth or .safetensors file there")
+            raise NotFound(
+                f"{kind.name}: no model file in {folder}; put the {kind.name} .pth or .safetensors file there"
+            )
         problems = []
+
         def right_architecture(loaded: LoadedModel) -> None:
             if loaded.architecture != kind.architecture:
                 raise ModelLoadError(f"{loaded_path.name}: a {loaded.architecture} model, not {kind.architecture}")
@@ -183,7 +199,9 @@ class FaceRestorers:
                 problems.append(str(exc))
         raise ModelLoadError(f"{kind.name}: no usable model in {folder} ({'; '.join(problems)})")
 
-    def restore(self, image: Image.Image, name: str, visibility: float = 1.0, codeformer_weight: float | None = None) -> FaceRestoreResult:
+    def restore(
+        self, image: Image.Image, name: str, visibility: float = 1.0, codeformer_weight: float | None = None
+    ) -> FaceRestoreResult:
         """Restore every detected face; visibility blends the result over the original (A1111 Image.blend)."""
         if not 0.0 <= visibility <= 1.0:
             raise InvalidRequest("visibility", f"must be between 0 and 1, got {visibility}")
@@ -209,15 +227,21 @@ class FaceRestorers:
 
     # -- one face ----------------------------------------------------------------------
 
-    def _restore_face(self, image: np.ndarray, face: FaceBox, model: LoadedModel, kind: FaceRestorerKind, weight: float) -> np.ndarray:
+    def _restore_face(
+        self, image: np.ndarray, face: FaceBox, model: LoadedModel, kind: FaceRestorerKind, weight: float
+    ) -> np.ndarray:
         import cv2
 
         to_crop = crop_transform(face)
-        crop = cv2.warpAffine(image, to_crop, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        crop = cv2.warpAffine(
+            image, to_crop, (FACE_SIZE, FACE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+        )
         restored_crop = self._run_network(crop, model, kind, weight)
         height, width = image.shape[:2]
         from_crop = cv2.invertAffineTransform(to_crop)
-        pasted = cv2.warpAffine(restored_crop, from_crop, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        pasted = cv2.warpAffine(
+            restored_crop, from_crop, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         mask = feathered_box_mask(face, width, height)[..., None]
         return image * (1.0 - mask) + pasted * mask
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 from pathlib import Path
-
 from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
@@ -25,7 +24,31 @@ from sdstudio.errors import InvalidRequest, NotFound
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 """Files taken from a folder in batch mode."""
 
-_SKIPPED_INFO_KEYS = {"exif", "icc_profile", "dpi", "gamma", "transparency", "aspect", "chromaticity", "srgb", "interlace", "progressive", "progression", "jfif", "jfif_version", "jfif_unit", "jfif_density", "adobe", "adobe_transform", "loop", "duration", "background", "timestamp", "photoshop", "xmp"}
+_SKIPPED_INFO_KEYS = {
+    "exif",
+    "icc_profile",
+    "dpi",
+    "gamma",
+    "transparency",
+    "aspect",
+    "chromaticity",
+    "srgb",
+    "interlace",
+    "progressive",
+    "progression",
+    "jfif",
+    "jfif_version",
+    "jfif_unit",
+    "jfif_density",
+    "adobe",
+    "adobe_transform",
+    "loop",
+    "duration",
+    "background",
+    "timestamp",
+    "photoshop",
+    "xmp",
+}
 
 
 def open_image(path: str | os.PathLike, field: str = "image") -> Image.Image:

@@ -78,7 +78,9 @@ def load_spandrel_model(path: Path, registry) -> LoadedModel:
     except Exception as exc:
         raise ModelLoadError(f"{path.name}: weights do not fit a known architecture ({_first_line(exc)})") from exc
     if not isinstance(descriptor, ImageModelDescriptor):
-        raise ModelLoadError(f"{path.name}: a {descriptor.architecture.name} {descriptor.purpose} model, not an image-to-image model")
+        raise ModelLoadError(
+            f"{path.name}: a {descriptor.architecture.name} {descriptor.purpose} model, not an image-to-image model"
+        )
     descriptor.eval()
     return LoadedModel(
         descriptor=descriptor,
@@ -96,7 +98,9 @@ class SpandrelModels:
     owner drops under its budget is freed.
     """
 
-    def __init__(self, kind: str, device: str = "auto", memory: ModelMemory | None = None, spandrel_registry: Any = None):
+    def __init__(
+        self, kind: str, device: str = "auto", memory: ModelMemory | None = None, spandrel_registry: Any = None
+    ):
         self.kind = kind
         self._device_choice = device
         self._device: str | None = None

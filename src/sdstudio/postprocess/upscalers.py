@@ -91,7 +91,9 @@ def upscale_latent(latent, height: int, width: int, mode_name: str):
     import torch.nn.functional as F
 
     if mode_name not in LATENT_UPSCALE_MODES:
-        raise InvalidRequest("hr_upscaler", f"unknown latent upscale mode {mode_name!r}; available: {', '.join(LATENT_UPSCALE_MODES)}")
+        raise InvalidRequest(
+            "hr_upscaler", f"unknown latent upscale mode {mode_name!r}; available: {', '.join(LATENT_UPSCALE_MODES)}"
+        )
     mode = LATENT_UPSCALE_MODES[mode_name]
     # torch only implements antialias for bilinear/bicubic, which is all A1111 uses it with.
     return F.interpolate(latent, size=(height, width), mode=mode.mode, antialias=mode.antialias)
@@ -111,7 +113,13 @@ class UpscalerInfo:
 
     def to_api_dict(self) -> dict[str, Any]:
         """The A1111 wire form: name, model_name, model_path, model_url, scale."""
-        return {"name": self.name, "model_name": self.model_name, "model_path": self.model_path, "model_url": None, "scale": self.scale}
+        return {
+            "name": self.name,
+            "model_name": self.model_name,
+            "model_path": self.model_path,
+            "model_url": None,
+            "scale": self.scale,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -214,11 +222,17 @@ def upscale_array_tiled(
             band[band_h - shift :] = 0.0
             band_top = top
         for column, x in enumerate(xs):
-            patch = source[..., y : y + tile_h, x : x + tile_w].to(device=device, dtype=dtype, memory_format=torch.contiguous_format).div_(255.0)
+            patch = (
+                source[..., y : y + tile_h, x : x + tile_w]
+                .to(device=device, dtype=dtype, memory_format=torch.contiguous_format)
+                .div_(255.0)
+            )
             with torch.inference_mode():
                 result = run_model(patch)
                 if tuple(result.shape[-2:]) != (tile_h * scale, tile_w * scale):
-                    raise ModelLoadError(f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile, expected scale {scale}")
+                    raise ModelLoadError(
+                        f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile, expected scale {scale}"
+                    )
                 values = result[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             values *= weights_y[row][:, None, None]
             values *= weights_x[column][None, :, None]
@@ -247,8 +261,14 @@ class _ModelEntry:
 class UpscalerRegistry:
     """The upscalers of one data dir: listing (A1111 names) and upscaling by name."""
 
-    def __init__(self, paths: DataPaths, settings: SettingsStore, device: str = "cpu", memory: ModelMemory | None = None,
-                 spandrel_registry: Any = None):
+    def __init__(
+        self,
+        paths: DataPaths,
+        settings: SettingsStore,
+        device: str = "cpu",
+        memory: ModelMemory | None = None,
+        spandrel_registry: Any = None,
+    ):
         self.paths = paths
         self.settings_store = settings
         self.models = SpandrelModels("upscaler", device, memory, spandrel_registry)
@@ -428,7 +448,9 @@ class UpscalerRegistry:
         try:
             loaded = load_spandrel_model(path, self.models.spandrel_registry)
             if loaded.purpose not in ("SR", "Restoration"):
-                raise ModelLoadError(f"{path.name}: a {loaded.architecture} {loaded.purpose} model (face restoration), not an upscaler")
+                raise ModelLoadError(
+                    f"{path.name}: a {loaded.architecture} {loaded.purpose} model (face restoration), not an upscaler"
+                )
             info = UpscalerInfo(name, loaded.architecture, str(path), float(loaded.scale))
             del loaded
         except SdStudioError as exc:

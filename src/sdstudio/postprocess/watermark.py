@@ -46,7 +46,9 @@ class DecodedWatermark:
         return self.raw == message.encode("utf-8")
 
 
-def decode_watermark(image: Image.Image, length_bytes: int = len(DEFAULT_WATERMARK.encode("utf-8"))) -> DecodedWatermark:
+def decode_watermark(
+    image: Image.Image, length_bytes: int = len(DEFAULT_WATERMARK.encode("utf-8"))
+) -> DecodedWatermark:
     """Read `length_bytes` bytes of DWT-DCT watermark from an image."""
     import cv2
     from imwatermark import WatermarkDecoder
@@ -66,4 +68,7 @@ def decode_watermark(image: Image.Image, length_bytes: int = len(DEFAULT_WATERMA
 
 def _check_size(image: Image.Image) -> None:
     if image.width * image.height < MIN_PIXELS:
-        raise InvalidRequest("image", f"{image.width}x{image.height} is too small for an invisible watermark (needs at least 256x256 pixels)")
+        raise InvalidRequest(
+            "image",
+            f"{image.width}x{image.height} is too small for an invisible watermark (needs at least 256x256 pixels)",
+        )

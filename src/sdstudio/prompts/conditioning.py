@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -120,7 +121,9 @@ class PromptTokenizer:
         else:  # transformers CLIPTokenizer(Fast)
             hf_tokenizer = self.impl
             vocab = hf_tokenizer.get_vocab()
-            self._encode = lambda text: list(hf_tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"])
+            self._encode = lambda text: list(
+                hf_tokenizer(text, truncation=False, add_special_tokens=False)["input_ids"]
+            )
         self.comma_id = vocab.get(",</w>")
 
     def encode(self, text: str) -> list[int]:
@@ -324,12 +327,15 @@ class PromptEncoder:
         cache_size: int = 64,
     ):
         if architecture not in ARCHITECTURES:
-            raise InvalidRequest("architecture", f"unknown model family {architecture!r}; use one of {sorted(ARCHITECTURES)}")
+            raise InvalidRequest(
+                "architecture", f"unknown model family {architecture!r}; use one of {sorted(ARCHITECTURES)}"
+            )
         self.specs = ARCHITECTURES[architecture]
         self.text_encoders = list(text_encoders)
         if len(self.text_encoders) != len(self.specs):
             raise InvalidRequest(
-                "text_encoders", f"{architecture} needs {len(self.specs)} text encoder(s), got {len(self.text_encoders)}"
+                "text_encoders",
+                f"{architecture} needs {len(self.specs)} text encoder(s), got {len(self.text_encoders)}",
             )
         tokenizers = list(tokenizers) if tokenizers is not None else [None] * len(self.specs)
         self.tokenizers = [PromptTokenizer(t, spec.unescape_html) for t, spec in zip(tokenizers, self.specs)]
@@ -475,7 +481,9 @@ def pad_with_empty(tensor: torch.Tensor, length: int, empty: torch.Tensor) -> to
 
 
 # One step's (cond, conds_list, uncond, pooled, uncond_pooled); see ScheduledConditioning.
-_StepTensors = tuple[torch.Tensor, list[list[tuple[int, float]]], torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+_StepTensors = tuple[
+    torch.Tensor, list[list[tuple[int, float]]], torch.Tensor, torch.Tensor | None, torch.Tensor | None
+]
 
 
 class ScheduledConditioning:
@@ -570,9 +578,9 @@ class ScheduledConditioning:
         text_embeds = torch.cat([pooled, uncond_pooled])
         if len(row_order) != text_embeds.shape[0]:
             raise ValueError(f"UNet batch has {len(row_order)} rows but the conditioning has {text_embeds.shape[0]}")
-        time_ids = torch.stack(
-            [self.time_ids] * n_cond + [self.negative_time_ids] * (len(row_order) - n_cond)
-        ).to(text_embeds.device)
+        time_ids = torch.stack([self.time_ids] * n_cond + [self.negative_time_ids] * (len(row_order) - n_cond)).to(
+            text_embeds.device
+        )
         return {"added_cond_kwargs": {"text_embeds": text_embeds, "time_ids": time_ids}}
 
 
@@ -648,8 +656,9 @@ class PromptConditioner:
         """Forget cached encodings (a LoRA changed the text encoders)."""
         self.prompt_encoder.clear_cache()
 
-    def encode(self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int,
-               width: int, height: int) -> ScheduledConditioning:
+    def encode(
+        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
+    ) -> ScheduledConditioning:
         """Schedules, AND weights and negative prompts of one batch, encoded for `steps` steps."""
         return build_scheduled_conditioning(
             self.prompt_encoder, prompts, steps, negative_prompts, clip_skip=clip_skip, width=width, height=height

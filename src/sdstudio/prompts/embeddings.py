@@ -14,9 +14,10 @@ read only through a restricted unpickler: nothing in an embedding file executes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -51,7 +52,7 @@ class Embedding:
 
     @property
     def architecture(self) -> str:
-        """"sd1", "sd2", "sdxl", or "WIDTH-wide" for other text encoders (e.g. the tiny model)."""
+        """ "sd1", "sd2", "sdxl", or "WIDTH-wide" for other text encoders (e.g. the tiny model)."""
         return ARCHITECTURE_BY_WIDTH.get(self.width, f"{self.width}-wide")
 
     @property
@@ -104,7 +105,9 @@ def embedding_from_data(name: str, path: Path, data: Any) -> Embedding:
         extra = {
             "step": int(step) if isinstance(step, (int, float)) else None,
             "sd_checkpoint": data.get("sd_checkpoint") if isinstance(data.get("sd_checkpoint"), str) else None,
-            "sd_checkpoint_name": data.get("sd_checkpoint_name") if isinstance(data.get("sd_checkpoint_name"), str) else None,
+            "sd_checkpoint_name": data.get("sd_checkpoint_name")
+            if isinstance(data.get("sd_checkpoint_name"), str)
+            else None,
         }
     elif all(key in data for key in SDXL_KEYS):  # SDXL: one tensor per text encoder
         tensors = {key: _as_matrix(data[key], path) for key in SDXL_KEYS}
@@ -146,8 +149,9 @@ class EmbeddingDatabase:
     None accepts every width. Files are re-read only when their size or mtime changes.
     """
 
-    def __init__(self, folder: str | Path, expected_width: int | None = None,
-                 pickle_loader: PickleLoader = default_pickle_loader):
+    def __init__(
+        self, folder: str | Path, expected_width: int | None = None, pickle_loader: PickleLoader = default_pickle_loader
+    ):
         self.folder = Path(folder)
         self.expected_width = expected_width
         self.pickle_loader = pickle_loader
@@ -192,19 +196,28 @@ class EmbeddingDatabase:
                 logger.warning("embedding skipped: %s", result)
                 continue
             if result.vector_count > MAX_VECTORS:
-                errors[path] = f"{path.name}: {result.vector_count} vectors, more than the {MAX_VECTORS} a prompt chunk holds"
+                errors[path] = (
+                    f"{path.name}: {result.vector_count} vectors, more than the {MAX_VECTORS} a prompt chunk holds"
+                )
                 logger.warning("embedding skipped: %s", errors[path])
                 continue
             if self.expected_width is not None and result.width != self.expected_width:
                 skipped[result.name] = result
                 logger.warning(
                     "embedding %s is for %s (width %d) but the model needs width %d; skipped",
-                    result.name, result.architecture, result.width, self.expected_width,
+                    result.name,
+                    result.architecture,
+                    result.width,
+                    self.expected_width,
                 )
                 continue
             if result.name in embeddings:
-                logger.warning("embedding name %s is used by %s and %s; the latter is used",
-                               result.name, embeddings[result.name].path, path)
+                logger.warning(
+                    "embedding name %s is used by %s and %s; the latter is used",
+                    result.name,
+                    embeddings[result.name].path,
+                    path,
+                )
             embeddings[result.name] = result
         live = set(files)
         self._file_cache = {p: v for p, v in self._file_cache.items() if p in live}
@@ -220,16 +233,32 @@ class EmbeddingDatabase:
         rows = []
         for status, table in (("loaded", self.embeddings), ("skipped", self.skipped)):
             for emb in table.values():
-                rows.append({"name": emb.name, "status": status, "vectors": emb.vector_count, "shape": emb.shape,
-                             "architecture": emb.architecture, "path": str(emb.path), "step": emb.step})
+                rows.append(
+                    {
+                        "name": emb.name,
+                        "status": status,
+                        "vectors": emb.vector_count,
+                        "shape": emb.shape,
+                        "architecture": emb.architecture,
+                        "path": str(emb.path),
+                        "step": emb.step,
+                    }
+                )
         return rows
 
     def api_listing(self) -> dict[str, dict[str, dict[str, Any]]]:
         """A1111's `/sdapi/v1/embeddings` body: {"loaded": {...}, "skipped": {...}}."""
 
         def item(emb: Embedding) -> dict[str, Any]:
-            return {"step": emb.step, "sd_checkpoint": emb.sd_checkpoint, "sd_checkpoint_name": emb.sd_checkpoint_name,
-                    "shape": emb.shape, "vectors": emb.vector_count}
+            return {
+                "step": emb.step,
+                "sd_checkpoint": emb.sd_checkpoint,
+                "sd_checkpoint_name": emb.sd_checkpoint_name,
+                "shape": emb.shape,
+                "vectors": emb.vector_count,
+            }
 
-        return {"loaded": {n: item(e) for n, e in self.embeddings.items()},
-                "skipped": {n: item(e) for n, e in self.skipped.items()}}
+        return {
+            "loaded": {n: item(e) for n, e in self.embeddings.items()},
+            "skipped": {n: item(e) for n, e in self.skipped.items()},
+        }

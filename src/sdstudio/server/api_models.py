@@ -250,7 +250,9 @@ class EmbeddingsResponse(BaseModel):
 class MemoryResponse(BaseModel):
     ram: dict
     cuda: dict
-    models: dict | None = None  # sdstudio: what the model-memory owner holds (budget, resident bytes, one row per model)
+    models: dict | None = (
+        None  # sdstudio: what the model-memory owner holds (budget, resident bytes, one row per model)
+    )
 
 
 class ScriptsList(BaseModel):

@@ -16,7 +16,8 @@ from sdstudio.engine.job_queue import JobQueue
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, models, options as options_routes, postprocess, scripts
+from sdstudio.server.routes import generation, models, postprocess, scripts
+from sdstudio.server.routes import options as options_routes
 
 __all__ = ["ServerOptions", "create_api"]
 
@@ -27,8 +28,9 @@ ROUTERS = (generation.router, models.router, postprocess.router, options_routes.
 def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) -> FastAPI:
     """The FastAPI application serving /sdapi/v1 over `app`'s services."""
     options = options or ServerOptions()
-    api = FastAPI(title="sdstudio", version=__version__,
-                  description="A1111-compatible Stable Diffusion API served by sdstudio")
+    api = FastAPI(
+        title="sdstudio", version=__version__, description="A1111-compatible Stable Diffusion API served by sdstudio"
+    )
     install_error_handlers(api)
     # Read by server.deps for every request; set once, before the first one.
     api.state.sdstudio = app

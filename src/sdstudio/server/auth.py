@@ -33,7 +33,8 @@ def basic_auth_dependency(credentials: dict[str, str]):
             # Compare against something even for unknown users so timing says nothing.
             if compare_digest(given.password.encode(), (expected or "\0invalid").encode()) and expected is not None:
                 return given.username
-        raise HTTPException(status_code=401, detail="Incorrect username or password",
-                            headers={"WWW-Authenticate": "Basic"})
+        raise HTTPException(
+            status_code=401, detail="Incorrect username or password", headers={"WWW-Authenticate": "Basic"}
+        )
 
     return check

@@ -44,7 +44,9 @@ def install_error_handlers(api: FastAPI) -> None:
     async def validation_error(request: Request, exc: RequestValidationError):
         problems = exc.errors()
         readable = "; ".join(f"{_field_path(p.get('loc', ()))}: {p.get('msg', '')}" for p in problems)
-        detail = jsonable_encoder(problems, custom_encoder={Exception: str, bytes: lambda b: b.decode(errors="replace")})
+        detail = jsonable_encoder(
+            problems, custom_encoder={Exception: str, bytes: lambda b: b.decode(errors="replace")}
+        )
         return JSONResponse(status_code=422, content=error_body("RequestValidationError", detail, readable))
 
     @api.exception_handler(SdStudioError)

@@ -113,7 +113,9 @@ def _phase_seed(seed: int, phase: str, step: int) -> list[int]:
 
 def _noise_generator(seed: int, phase: str, step: int) -> torch.Generator:
     """A CPU generator determined by (seed, phase, step), so resumed runs draw the same noise."""
-    return torch.Generator().manual_seed(int(np.random.default_rng(_phase_seed(seed, phase, step) + [1]).integers(2**62)))
+    return torch.Generator().manual_seed(
+        int(np.random.default_rng(_phase_seed(seed, phase, step) + [1]).integers(2**62))
+    )
 
 
 def _scene_batch(seed: int, phase: str, step: int, count: int) -> list[scenes.Scene]:
@@ -187,7 +189,9 @@ class _Run:
         if state["architecture"] != self.architecture:
             components = build_components(state["architecture"], seed=self.config.seed)
             self.architecture = components.config
-            self.vae, self.text_encoder, self.unet = (m.to(self.device) for m in (components.vae, components.text_encoder, components.unet))
+            self.vae, self.text_encoder, self.unet = (
+                m.to(self.device) for m in (components.vae, components.text_encoder, components.unet)
+            )
             self.ema_unet = copy.deepcopy(self.unet).requires_grad_(False)
             self.ema_text_encoder = copy.deepcopy(self.text_encoder).requires_grad_(False)
         self.vae.load_state_dict(state["vae"])
@@ -279,8 +283,13 @@ class _Run:
         run can be refined by `--resume` with refine steps and ends where a straight run would.
         """
         config = self.config
-        self._train_denoiser("refine", config.refine_steps, config.refine_learning_rate, config.refine_warmup_steps,
-                             low_frequency=config.low_frequency_noise)
+        self._train_denoiser(
+            "refine",
+            config.refine_steps,
+            config.refine_learning_rate,
+            config.refine_warmup_steps,
+            low_frequency=config.low_frequency_noise,
+        )
         self._next_phase("done")
 
     def _train_denoiser(self, phase: str, steps: int, peak_lr: float, warmup: int, low_frequency: float) -> None:
@@ -375,7 +384,7 @@ class _Run:
 
     # -- outputs -------------------------------------------------------------------------
 
-    def _report(self, phase: str, loss: float, lr: float, timer: "_StepTimer", extra: str = "") -> None:
+    def _report(self, phase: str, loss: float, lr: float, timer: _StepTimer, extra: str = "") -> None:
         seconds = timer.tick()
         if self.step % 20 == 0 or self.step == 1:
             self.log(f"{phase} {self.step} loss {loss:.4f} lr {lr:.2e} {seconds:.2f}s/step {extra}".rstrip())
@@ -383,7 +392,9 @@ class _Run:
     def _sampling_base(self):
         from sdstudio.training.lora_training import TrainingBase
 
-        return TrainingBase(self.ema_unet, self.vae, self.ema_text_encoder, dict(SCHEDULER_CONFIG), self.scale_factor, "sdstudio-tiny")
+        return TrainingBase(
+            self.ema_unet, self.vae, self.ema_text_encoder, dict(SCHEDULER_CONFIG), self.scale_factor, "sdstudio-tiny"
+        )
 
     def write_samples(self) -> Path:
         """A grid of the sample prompts (columns) at two seeds (rows), upscaled 2x for viewing."""
@@ -392,7 +403,12 @@ class _Run:
         from sdstudio.training.lora_training import sample_images
 
         base = self._sampling_base()
-        rows = [sample_images(base, list(SAMPLE_PROMPTS), scenes.IMAGE_SIZE, seed=1000 * row, steps=self.config.sample_steps) for row in range(2)]
+        rows = [
+            sample_images(
+                base, list(SAMPLE_PROMPTS), scenes.IMAGE_SIZE, seed=1000 * row, steps=self.config.sample_steps
+            )
+            for row in range(2)
+        ]
         size = scenes.IMAGE_SIZE
         grid = Image.new("RGB", (size * len(SAMPLE_PROMPTS), size * len(rows)))
         for r, images in enumerate(rows):
@@ -421,8 +437,14 @@ class _Run:
             **{f"sdstudio_{phase}_steps": str(n) for phase, n in self.steps_done.items()},
         }
         path = save_checkpoint(
-            self.out / CHECKPOINT_NAME, unet=self.ema_unet, vae=self.vae, text_encoder=self.ema_text_encoder,
-            family="sd1", metadata=metadata, yaml_text=yaml.safe_dump(architecture, sort_keys=False), dtype=torch.float16,
+            self.out / CHECKPOINT_NAME,
+            unet=self.ema_unet,
+            vae=self.vae,
+            text_encoder=self.ema_text_encoder,
+            family="sd1",
+            metadata=metadata,
+            yaml_text=yaml.safe_dump(architecture, sort_keys=False),
+            dtype=torch.float16,
         )
         self.log(f"exported {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
         return Path(path)
@@ -450,7 +472,9 @@ def _training_noise(shape: torch.Size, generator: torch.Generator, low_frequency
     if low_frequency:
         for cells in (1, 2, 4):
             coarse = torch.randn((*shape[:2], cells, cells), generator=generator)
-            noise = noise + low_frequency * F.interpolate(coarse, size=tuple(shape[2:]), mode="bilinear", align_corners=False)
+            noise = noise + low_frequency * F.interpolate(
+                coarse, size=tuple(shape[2:]), mode="bilinear", align_corners=False
+            )
     return noise
 
 
@@ -462,7 +486,9 @@ def _warmup_cosine(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_base(config: BaseTrainingConfig, resume: bool = False, log: Callable[[str], None] = print) -> BaseTrainingResult:
+def train_base(
+    config: BaseTrainingConfig, resume: bool = False, log: Callable[[str], None] = print
+) -> BaseTrainingResult:
     """Run (or resume) the three training phases and export the checkpoint into `config.out_dir`."""
     config.check()
     out = Path(config.out_dir)
@@ -479,11 +505,16 @@ def train_base(config: BaseTrainingConfig, resume: bool = False, log: Callable[[
         run = _Run(config, log_line)
         if run.state_path.exists():
             if not resume:
-                raise InvalidRequest("out", f"{out} already holds a training state; pass --resume to continue it, or choose another --out")
+                raise InvalidRequest(
+                    "out",
+                    f"{out} already holds a training state; pass --resume to continue it, or choose another --out",
+                )
             run.load_state()
             reopened = run.extend_finished()
             if reopened:
-                log_line(f"extending the finished run: {reopened} from step {run.step} to {getattr(config, reopened + '_steps')}")
+                log_line(
+                    f"extending the finished run: {reopened} from step {run.step} to {getattr(config, reopened + '_steps')}"
+                )
             log_line(f"resuming at {run.phase} step {run.step}")
         else:
             settings = {k: v for k, v in asdict(config).items() if k != "architecture"}
@@ -498,6 +529,8 @@ def train_base(config: BaseTrainingConfig, resume: bool = False, log: Callable[[
             run.train_refine()
         grid = run.write_samples()
         checkpoint = run.export()
-        return BaseTrainingResult(checkpoint, dict(run.steps_done), time.monotonic() - began, [*run.sample_grids[:-1], grid])
+        return BaseTrainingResult(
+            checkpoint, dict(run.steps_done), time.monotonic() - began, [*run.sample_grids[:-1], grid]
+        )
     finally:
         log_file.close()

@@ -46,14 +46,18 @@ def scan_training_folder(folder: str | Path, repeats: int = 1) -> list[TrainingI
     """The images of a training folder with captions and repeat counts (kohya `N_concept` subfolders)."""
     root = Path(folder)
     if not root.is_dir():
-        raise InvalidRequest("data", f"training folder {root} does not exist; pass a folder of images with .txt captions")
+        raise InvalidRequest(
+            "data", f"training folder {root} does not exist; pass a folder of images with .txt captions"
+        )
     if repeats < 1:
         raise InvalidRequest("repeats", "must be at least 1")
     images = [TrainingImage(p, _caption_for(p, ""), repeats, root.name) for p in _images_in(root)]
     for sub in sorted(p for p in root.iterdir() if p.is_dir()):
         match = _REPEAT_FOLDER.match(sub.name)
         sub_repeats, concept = (int(match.group(1)), match.group(2)) if match else (repeats, sub.name)
-        images.extend(TrainingImage(p, _caption_for(p, concept), max(1, sub_repeats), sub.name) for p in _images_in(sub))
+        images.extend(
+            TrainingImage(p, _caption_for(p, concept), max(1, sub_repeats), sub.name) for p in _images_in(sub)
+        )
     if not images:
         raise InvalidRequest("data", f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {root} or its N_concept subfolders")
     return images

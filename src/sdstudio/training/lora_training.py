@@ -73,13 +73,20 @@ class TrainingBase:
     path: Path | None = None
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedCheckpoint, path: Path | None = None) -> "TrainingBase":
+    def from_loaded(cls, loaded: LoadedCheckpoint, path: Path | None = None) -> TrainingBase:
         """From the model manager's LoadedCheckpoint (SD1/SD2 layouts: one text encoder)."""
         if loaded.text_encoder is None or loaded.text_encoder_2 is not None:
             raise InvalidRequest("base", "LoRA training supports SD1/SD2-layout checkpoints (one text encoder) for now")
         name = path.stem if path else loaded.path.stem
-        return cls(loaded.unet, loaded.vae, loaded.text_encoder, dict(loaded.scheduler_config),
-                   float(loaded.vae_scaling_factor), name, path or loaded.path)
+        return cls(
+            loaded.unet,
+            loaded.vae,
+            loaded.text_encoder,
+            dict(loaded.scheduler_config),
+            float(loaded.vae_scaling_factor),
+            name,
+            path or loaded.path,
+        )
 
 
 @dataclass
@@ -141,7 +148,9 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
         image = opened.convert("RGB")
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
-        image = image.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.Resampling.LANCZOS)
+        image = image.crop((left, top, left + side, top + side)).resize(
+            (resolution, resolution), Image.Resampling.LANCZOS
+        )
         array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)
 
@@ -158,7 +167,9 @@ def caption_token_ids(captions: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_latents(vae: Any, images: list[TrainingImage], resolution: int, scaling: float, batch: int = 8) -> torch.Tensor:
+def encode_latents(
+    vae: Any, images: list[TrainingImage], resolution: int, scaling: float, batch: int = 8
+) -> torch.Tensor:
     """Latents of every image (distribution mean x scaling factor), computed once."""
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
     latents = []
@@ -182,26 +193,48 @@ def unet_lora_targets(unet: torch.nn.Module, conv: bool = False) -> list[str]:
             targets.append(name)
         elif in_transformer and isinstance(module, torch.nn.Conv2d) and module.kernel_size == (1, 1):
             targets.append(name)
-        elif conv and isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3) and (".resnets." in name or "samplers." in name):
+        elif (
+            conv
+            and isinstance(module, torch.nn.Conv2d)
+            and module.kernel_size == (3, 3)
+            and (".resnets." in name or "samplers." in name)
+        ):
             targets.append(name)
     return targets
 
 
 def text_encoder_lora_targets(text_encoder: torch.nn.Module) -> list[str]:
     """kohya's text-encoder targets: the Linear layers of CLIP attention and MLP blocks."""
-    return [n for n, m in text_encoder.named_modules() if isinstance(m, torch.nn.Linear) and (".self_attn." in n or ".mlp." in n)]
+    return [
+        n
+        for n, m in text_encoder.named_modules()
+        if isinstance(m, torch.nn.Linear) and (".self_attn." in n or ".mlp." in n)
+    ]
 
 
-def inject_lora(model: torch.nn.Module, targets: list[str], rank: int, alpha: float, generator: torch.Generator,
-                conv_targets: Sequence[str] = (), conv_rank: int = 0, conv_alpha: float = 1.0) -> list[torch.nn.Parameter]:
+def inject_lora(
+    model: torch.nn.Module,
+    targets: list[str],
+    rank: int,
+    alpha: float,
+    generator: torch.Generator,
+    conv_targets: Sequence[str] = (),
+    conv_rank: int = 0,
+    conv_alpha: float = 1.0,
+) -> list[torch.nn.Parameter]:
     """peft LoRA adapters on `targets`; down ~ kaiming-uniform from `generator`, up = 0. Returns the trainable params."""
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
     all_targets = list(targets) + list(conv_targets)
     config = LoraConfig(
-        r=rank, lora_alpha=alpha, target_modules=all_targets, lora_dropout=0.0, bias="none",  # type: ignore[arg-type]  # peft types lora_alpha int; it only divides it by r
-        rank_pattern={t: conv_rank for t in conv_targets}, alpha_pattern={t: conv_alpha for t in conv_targets},
+        r=rank,
+        lora_alpha=alpha,
+        target_modules=all_targets,
+        lora_dropout=0.0,
+        bias="none",  # type: ignore[arg-type]  # peft types lora_alpha int; it only divides it by r
+        rank_pattern={t: conv_rank for t in conv_targets},
+        alpha_pattern={t: conv_alpha for t in conv_targets},
     )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     params = []
@@ -235,7 +268,9 @@ def kohya_state_dict(model: torch.nn.Module, prefix: str, add_text_model: bool =
     return tensors
 
 
-def load_kohya_state(model: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor], add_text_model: bool = False) -> int:
+def load_kohya_state(
+    model: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor], add_text_model: bool = False
+) -> int:
     """Copy saved kohya weights back into injected adapters (resume); returns modules filled."""
     filled = 0
     with torch.no_grad():
@@ -268,11 +303,21 @@ def remove_lora(model: torch.nn.Module) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def training_metadata(config: LoraTrainingConfig, base: TrainingBase, images: list[TrainingImage], steps_done: int,
-                      started: float, session_id: str, base_hashes: tuple[str, str], batches_per_epoch: int) -> dict[str, str]:
+def training_metadata(
+    config: LoraTrainingConfig,
+    base: TrainingBase,
+    images: list[TrainingImage],
+    steps_done: int,
+    started: float,
+    session_id: str,
+    base_hashes: tuple[str, str],
+    batches_per_epoch: int,
+) -> dict[str, str]:
     """kohya's `ss_*` metadata (all values strings, JSON for the nested ones)."""
     epochs = math.ceil(config.max_train_steps * config.gradient_accumulation_steps / max(1, batches_per_epoch))
-    network_args = {"conv_dim": str(config.conv_rank), "conv_alpha": str(config.conv_alpha)} if config.conv_rank else None
+    network_args = (
+        {"conv_dim": str(config.conv_rank), "conv_alpha": str(config.conv_alpha)} if config.conv_rank else None
+    )
     return {
         "ss_session_id": session_id,
         "ss_training_started_at": str(started),
@@ -280,7 +325,9 @@ def training_metadata(config: LoraTrainingConfig, base: TrainingBase, images: li
         "ss_output_name": config.output_name,
         "ss_learning_rate": str(config.learning_rate),
         "ss_unet_lr": str(config.learning_rate),
-        "ss_text_encoder_lr": str(config.text_encoder_lr or config.learning_rate) if config.train_text_encoder else "None",
+        "ss_text_encoder_lr": str(config.text_encoder_lr or config.learning_rate)
+        if config.train_text_encoder
+        else "None",
         "ss_num_train_images": str(sum(i.repeats for i in images)),
         "ss_num_reg_images": "0",
         "ss_num_batches_per_epoch": str(batches_per_epoch),
@@ -326,8 +373,15 @@ def training_metadata(config: LoraTrainingConfig, base: TrainingBase, images: li
 
 
 @torch.no_grad()
-def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed: int, steps: int = 20, cfg_scale: float = 7.0,
-                  sampler_name: str = "Euler") -> list[Image.Image]:
+def sample_images(
+    base: TrainingBase,
+    prompts: list[str],
+    resolution: int,
+    seed: int,
+    steps: int = 20,
+    cfg_scale: float = 7.0,
+    sampler_name: str = "Euler",
+) -> list[Image.Image]:
     """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance; prompt i uses seed + i."""
     resolved = resolve_sampler_and_schedule(sampler_name, None)
     if resolved is None:
@@ -344,9 +398,16 @@ def sample_images(base: TrainingBase, prompts: list[str], resolution: int, seed:
         context = base.text_encoder(caption_token_ids([prompt, ""]).to(device))[0]
         noise = ImageNoise(shape, [seed + index], device=device)
         job = SamplingJob(
-            sampler=sampler, schedule=schedule, steps=steps, guided=GuidedUNet(base.unet, FixedConditioning(context[:1], context[1:]), cfg_scale),
-            discrete=discrete, prediction_type=prediction_type, scheduler_config=base.scheduler_config,
-            noise=noise.next, initial_noise=noise.first(), options=SamplerOptions(eta=sampler.default_eta),
+            sampler=sampler,
+            schedule=schedule,
+            steps=steps,
+            guided=GuidedUNet(base.unet, FixedConditioning(context[:1], context[1:]), cfg_scale),
+            discrete=discrete,
+            prediction_type=prediction_type,
+            scheduler_config=base.scheduler_config,
+            noise=noise.next,
+            initial_noise=noise.first(),
+            options=SamplerOptions(eta=sampler.default_eta),
         )
         latents = run_sampler(job) / base.vae_scaling_factor
         images += tensor_to_pil(base.vae.decode(latents.to(vae_dtype)).sample)
@@ -390,14 +451,20 @@ class LoraTrainingState:
     generator: torch.Generator
 
     @classmethod
-    def start(cls, repeated: list[int], seed: int) -> "LoraTrainingState":
+    def start(cls, repeated: list[int], seed: int) -> LoraTrainingState:
         """Step 0: the first epoch's order and a generator seeded with `seed`."""
         return cls(0, [], _EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
 
     def to_json(self, config: LoraTrainingConfig) -> dict[str, Any]:
         """The state.json contents (with the run's config, for people reading it)."""
-        return {"step": self.step, "losses": self.losses, "epoch": self.order.epoch, "position": self.order.position,
-                "generator_state": self.generator.get_state().tolist(), "config": asdict(config)}
+        return {
+            "step": self.step,
+            "losses": self.losses,
+            "epoch": self.order.epoch,
+            "position": self.order.position,
+            "generator_state": self.generator.get_state().tolist(),
+            "config": asdict(config),
+        }
 
     def restore(self, info: dict[str, Any]) -> None:
         """Continue from a saved state.json."""
@@ -409,8 +476,16 @@ class LoraTrainingState:
 class LoraTrainer:
     """One LoRA training run over `base`: adapters go in on construction and come out when `train()` ends."""
 
-    def __init__(self, base: TrainingBase, images: list[TrainingImage], config: LoraTrainingConfig, output_dir: Path,
-                 state_dir: Path | None = None, samples_dir: Path | None = None, on_step: Callable[[int, float], None] | None = None):
+    def __init__(
+        self,
+        base: TrainingBase,
+        images: list[TrainingImage],
+        config: LoraTrainingConfig,
+        output_dir: Path,
+        state_dir: Path | None = None,
+        samples_dir: Path | None = None,
+        on_step: Callable[[int, float], None] | None = None,
+    ):
         from diffusers import DDPMScheduler
 
         config.check()
@@ -419,7 +494,9 @@ class LoraTrainer:
         self.output_dir, self.state_dir, self.samples_dir, self.on_step = output_dir, state_dir, samples_dir, on_step
         output_dir.mkdir(parents=True, exist_ok=True)
         self.started, self.session_id = time.time(), str(uuid.uuid4())
-        self.base_hashes = (legacy_model_hash(base.path), sha256_of_file(base.path)) if base.path and base.path.is_file() else ("", "")
+        self.base_hashes = (
+            (legacy_model_hash(base.path), sha256_of_file(base.path)) if base.path and base.path.is_file() else ("", "")
+        )
         self.add_text_model = not hasattr(base.text_encoder, "text_model")
         self.sample_paths: list[Path] = []
 
@@ -448,11 +525,28 @@ class LoraTrainer:
         """LoRA adapters into the UNet (and the text encoder when it trains); the optimizer's parameter groups."""
         base, config, generator = self.base, self.config, self.state.generator
         unet_targets = unet_lora_targets(base.unet)
-        conv_targets = [t for t in unet_lora_targets(base.unet, conv=True) if t not in unet_targets] if config.conv_rank else []
-        unet_params = inject_lora(base.unet, unet_targets, config.rank, config.network_alpha, generator, conv_targets, config.conv_rank, config.conv_alpha)
+        conv_targets = (
+            [t for t in unet_lora_targets(base.unet, conv=True) if t not in unet_targets] if config.conv_rank else []
+        )
+        unet_params = inject_lora(
+            base.unet,
+            unet_targets,
+            config.rank,
+            config.network_alpha,
+            generator,
+            conv_targets,
+            config.conv_rank,
+            config.conv_alpha,
+        )
         groups = [{"params": unet_params, "lr": config.learning_rate}]
         if config.train_text_encoder:
-            te_params = inject_lora(base.text_encoder, text_encoder_lora_targets(base.text_encoder), config.rank, config.network_alpha, generator)
+            te_params = inject_lora(
+                base.text_encoder,
+                text_encoder_lora_targets(base.text_encoder),
+                config.rank,
+                config.network_alpha,
+                generator,
+            )
             groups.append({"params": te_params, "lr": config.text_encoder_lr or config.learning_rate})
         return groups
 
@@ -476,8 +570,16 @@ class LoraTrainer:
         from safetensors.torch import save, save_file
 
         tensors = self.network_tensors()
-        metadata = training_metadata(self.config, self.base, self.images, self.state.step, self.started, self.session_id,
-                                     self.base_hashes, self.batches_per_epoch)
+        metadata = training_metadata(
+            self.config,
+            self.base,
+            self.images,
+            self.state.step,
+            self.started,
+            self.session_id,
+            self.base_hashes,
+            self.batches_per_epoch,
+        )
         metadata["sshs_model_hash"] = addnet_hash_safetensors_bytes(save(tensors))
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=metadata)
@@ -517,7 +619,14 @@ class LoraTrainer:
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         was_training = self.base.unet.training
         self.base.unet.eval()
-        images = sample_images(self.base, config.sample_prompts, config.resolution, config.seed, config.sample_steps, config.sample_cfg_scale)
+        images = sample_images(
+            self.base,
+            config.sample_prompts,
+            config.resolution,
+            config.seed,
+            config.sample_steps,
+            config.sample_cfg_scale,
+        )
         self.base.unet.train(was_training)
         for i, image in enumerate(images):
             path = self.samples_dir / f"{config.output_name}_{self.state.step:06d}_{i:02d}.png"
@@ -549,7 +658,9 @@ class LoraTrainer:
         if self.cached_context is not None:
             context = self.cached_context[picks]
         else:
-            context = self.base.text_encoder(self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device))[0]
+            context = self.base.text_encoder(
+                self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device)
+            )[0]
         pred = self.base.unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
         loss = F.mse_loss(pred.float(), noise.to(device).float()) / self.config.gradient_accumulation_steps
         loss.backward()
@@ -574,7 +685,9 @@ class LoraTrainer:
         if progress_bar:
             from tqdm import tqdm
 
-            bar = tqdm(total=config.max_train_steps, initial=state.step, desc=f"train-lora {config.output_name}", unit="step")
+            bar = tqdm(
+                total=config.max_train_steps, initial=state.step, desc=f"train-lora {config.output_name}", unit="step"
+            )
         try:
             # Step 3: the loop
             self.base.unet.train()
@@ -596,7 +709,9 @@ class LoraTrainer:
             if bar is not None:
                 bar.close()
             self.remove_networks()
-        return LoraTrainingResult(final, state.step, state.losses, self.sample_paths, time.monotonic() - self.began, resumed_from)
+        return LoraTrainingResult(
+            final, state.step, state.losses, self.sample_paths, time.monotonic() - self.began, resumed_from
+        )
 
 
 def train_lora(

@@ -41,7 +41,14 @@ def background_rgb(image: np.ndarray) -> np.ndarray:
     """Median colour of a 3-pixel ring just inside the border (a VAE's outermost pixels can be off-colour)."""
     array = np.asarray(image, dtype=np.float32)
     a, b = RING_INSET, RING_INSET + 3
-    ring = np.concatenate([array[a:b].reshape(-1, 3), array[-b:-a].reshape(-1, 3), array[:, a:b].reshape(-1, 3), array[:, -b:-a].reshape(-1, 3)])
+    ring = np.concatenate(
+        [
+            array[a:b].reshape(-1, 3),
+            array[-b:-a].reshape(-1, 3),
+            array[:, a:b].reshape(-1, 3),
+            array[:, -b:-a].reshape(-1, 3),
+        ]
+    )
     return np.median(ring, axis=0)
 
 
@@ -59,18 +66,29 @@ class ShapeClassifier:
     shape instead of the scene's own); a LoRA demo uses it to recognise a star.
     """
 
-    def __init__(self, seed: int = 0, scenes_count: int = 3000, steps: int = 400,
-                 extra_shapes: dict[str, Callable[[scenes.Scene], np.ndarray]] | None = None):
+    def __init__(
+        self,
+        seed: int = 0,
+        scenes_count: int = 3000,
+        steps: int = 400,
+        extra_shapes: dict[str, Callable[[scenes.Scene], np.ndarray]] | None = None,
+    ):
         self.extra_shapes = dict(extra_shapes or {})
         self.shapes = (*scenes.SHAPES, *self.extra_shapes)
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.network = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(32, 48, 3, stride=2, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(48, 48, 3, stride=1, padding=1), torch.nn.ReLU(),
-            torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(48, len(self.shapes)),
+            torch.nn.Conv2d(1, 16, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 48, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(48, 48, 3, stride=1, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveMaxPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(48, len(self.shapes)),
         )
         masks, labels = self._training_set(seed, scenes_count * len(self.shapes) // len(scenes.SHAPES))
         optimizer = torch.optim.Adam(self.network.parameters(), lr=3e-3)
@@ -117,7 +135,13 @@ def _box_blur(image: np.ndarray) -> np.ndarray:
     padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode="edge")
     height, width = image.shape[:2]
     # start: an array, not sum's int 0, so the result is typed as the array it always is
-    return sum((padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)), start=np.zeros_like(image)) / 9.0
+    return (
+        sum(
+            (padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)),
+            start=np.zeros_like(image),
+        )
+        / 9.0
+    )
 
 
 def _mask_tensor(masks: list[np.ndarray]) -> torch.Tensor:

@@ -65,10 +65,16 @@ class UiBackend:
     _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_app(cls, app: "App") -> "UiBackend":
+    def from_app(cls, app: App) -> UiBackend:
         """Wire the backend over the composition root's services (optional ones when present)."""
-        return cls(settings_store=app.settings_store, paths=app.paths, engine=app.engine,
-                   styles=app.styles, postprocess=app.postprocess, registry=app.models)
+        return cls(
+            settings_store=app.settings_store,
+            paths=app.paths,
+            engine=app.engine,
+            styles=app.styles,
+            postprocess=app.postprocess,
+            registry=app.models,
+        )
 
     @property
     def settings(self) -> Settings:
@@ -111,6 +117,7 @@ class UiBackend:
         """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
         if title:
             self.settings_store.change({"sd_model_checkpoint": title})
+
     # -- prompts -----------------------------------------------------------------------------
 
     def style_names(self, reload: bool = False) -> list[str]:
@@ -141,8 +148,11 @@ class UiBackend:
         from sdstudio.prompts.parser import parse_composable_prompt, prompt_schedules
 
         text, _ = extract_extra_networks(prompt or "")
-        variants = [schedule_text for part, _w in parse_composable_prompt(text)
-                    for _end, schedule_text in prompt_schedules(part, max(1, int(steps or 1)))]
+        variants = [
+            schedule_text
+            for part, _w in parse_composable_prompt(text)
+            for _end, schedule_text in prompt_schedules(part, max(1, int(steps or 1)))
+        ]
         if self._tokenizer is None:
             self._tokenizer = PromptTokenizer(None, unescape_html=True)
         used = 0
@@ -159,8 +169,11 @@ class UiBackend:
         if self.registry is not None:
             entries = self.registry.list(kind, with_hashes=False)
             return [NetworkCard(kind, e.stem, e.path, e.preview) for e in entries]
-        return [NetworkCard(kind, path.stem, path, find_preview(path))
-                for folder in self.paths.folders(kind) for path in MODEL_KINDS[kind].files_in(folder)]
+        return [
+            NetworkCard(kind, path.stem, path, find_preview(path))
+            for folder in self.paths.folders(kind)
+            for path in MODEL_KINDS[kind].files_in(folder)
+        ]
 
     # -- postprocess -------------------------------------------------------------------------
 

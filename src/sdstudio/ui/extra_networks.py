@@ -53,8 +53,13 @@ class ExtraNetworksTab:
 def build_extra_networks_tab(backend: UiBackend) -> ExtraNetworksTab:
     """Build the tab (inside an open gr.Tab)."""
     with gr.Row():
-        target = gr.Radio(["txt2img", "img2img"], value="txt2img", label="Insert into the prompt of",
-                          elem_id="extra_networks_target", scale=3)
+        target = gr.Radio(
+            ["txt2img", "img2img"],
+            value="txt2img",
+            label="Insert into the prompt of",
+            elem_id="extra_networks_target",
+            scale=3,
+        )
         refresh = gr.Button("Refresh", elem_id="extra_networks_refresh", scale=1, size="sm")
     galleries: dict[str, Any] = {}
     states: dict[str, Any] = {}
@@ -63,12 +68,23 @@ def build_extra_networks_tab(backend: UiBackend) -> ExtraNetworksTab:
             with gr.Tab(title, id=f"extra_networks_{kind}"):
                 cards = backend.network_cards(kind)
                 folders = ", ".join(f"`{folder}`" for folder in backend.paths.folders(kind))
-                gr.Markdown(f"Files in {folders}; preview: a `.png` (or `.preview.png`) beside the file. "
-                            "Click a card to add it to the prompt; click again to remove it.")
+                gr.Markdown(
+                    f"Files in {folders}; preview: a `.png` (or `.preview.png`) beside the file. "
+                    "Click a card to add it to the prompt; click again to remove it."
+                )
                 states[kind] = gr.State([(c.name, c.prompt_text) for c in cards])
-                galleries[kind] = gr.Gallery(gallery_items(cards), label=title, show_label=False, columns=6, fit_columns=False,
-                                             height="auto", allow_preview=False, elem_id=f"extra_networks_{kind}_cards",
-                                             interactive=False, object_fit="cover")
+                galleries[kind] = gr.Gallery(
+                    gallery_items(cards),
+                    label=title,
+                    show_label=False,
+                    columns=6,
+                    fit_columns=False,
+                    height="auto",
+                    allow_preview=False,
+                    elem_id=f"extra_networks_{kind}_cards",
+                    interactive=False,
+                    object_fit="cover",
+                )
     return ExtraNetworksTab(target, galleries, states, refresh)
 
 
@@ -76,6 +92,7 @@ def wire_extra_networks(tab: ExtraNetworksTab, backend: UiBackend, prompts: dict
     """Clicking a card toggles its text in the chosen tab's prompt; Refresh rescans the folders."""
     prompt_list = [prompts["txt2img"], prompts["img2img"]]
     for kind, gallery in tab.galleries.items():
+
         def on_select(cards, target, txt_prompt, img_prompt, evt: gr.SelectData):
             if evt.index is None or not 0 <= evt.index < len(cards):
                 return gr.skip(), gr.skip()
@@ -84,8 +101,13 @@ def wire_extra_networks(tab: ExtraNetworksTab, backend: UiBackend, prompts: dict
                 return gr.skip(), insert_into_prompt(img_prompt, text)
             return insert_into_prompt(txt_prompt, text), gr.skip()
 
-        gallery.select(on_select, inputs=[tab.cards[kind], tab.target, *prompt_list], outputs=prompt_list,
-                       show_progress="hidden", api_visibility="private")
+        gallery.select(
+            on_select,
+            inputs=[tab.cards[kind], tab.target, *prompt_list],
+            outputs=prompt_list,
+            show_progress="hidden",
+            api_visibility="private",
+        )
 
     kinds = list(tab.galleries)
 

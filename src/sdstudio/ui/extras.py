@@ -39,41 +39,84 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
     """Build the tab (inside an open gr.Tab); without the postprocess module it says what is missing."""
     service_available = backend.postprocess_service() is not None
     if not service_available:
-        gr.Markdown("Extras needs sdstudio's postprocess module (upscalers, face restoration), which is not "
-                    "available in this build.", elem_id="extras_missing")
+        gr.Markdown(
+            "Extras needs sdstudio's postprocess module (upscalers, face restoration), which is not "
+            "available in this build.",
+            elem_id="extras_missing",
+        )
     upscalers = backend.upscaler_names() or ["None"]
     faces = backend.face_restorer_names()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
-            image = gr.Image(label="Source", type="pil", sources=["upload", "clipboard"], height=360, elem_id="extras_image")
+            image = gr.Image(
+                label="Source", type="pil", sources=["upload", "clipboard"], height=360, elem_id="extras_image"
+            )
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate", interactive=service_available)
             fields: dict[str, Any] = {}
-            fields["resize_mode"] = gr.Radio(["Scale by", "Scale to"], value="Scale by", type="index", label="Resize",
-                                             elem_id="extras_resize_mode")
-            fields["upscaling_resize"] = gr.Slider(1.0, 8.0, value=2.0, step=0.05, label="Resize", elem_id="extras_upscaling_resize")
+            fields["resize_mode"] = gr.Radio(
+                ["Scale by", "Scale to"], value="Scale by", type="index", label="Resize", elem_id="extras_resize_mode"
+            )
+            fields["upscaling_resize"] = gr.Slider(
+                1.0, 8.0, value=2.0, step=0.05, label="Resize", elem_id="extras_upscaling_resize"
+            )
             with gr.Row():
-                fields["upscaling_resize_w"] = gr.Number(label="Width", value=512, precision=0, elem_id="extras_upscaling_resize_w")
-                fields["upscaling_resize_h"] = gr.Number(label="Height", value=512, precision=0, elem_id="extras_upscaling_resize_h")
+                fields["upscaling_resize_w"] = gr.Number(
+                    label="Width", value=512, precision=0, elem_id="extras_upscaling_resize_w"
+                )
+                fields["upscaling_resize_h"] = gr.Number(
+                    label="Height", value=512, precision=0, elem_id="extras_upscaling_resize_h"
+                )
                 fields["upscaling_crop"] = gr.Checkbox(label="Crop to fit", value=True, elem_id="extras_upscaling_crop")
-            fields["upscaler_1"] = gr.Dropdown(upscalers, value="Lanczos" if "Lanczos" in upscalers else upscalers[0],
-                                               label="Upscaler 1", elem_id="extras_upscaler_1")
+            fields["upscaler_1"] = gr.Dropdown(
+                upscalers,
+                value="Lanczos" if "Lanczos" in upscalers else upscalers[0],
+                label="Upscaler 1",
+                elem_id="extras_upscaler_1",
+            )
             with gr.Row():
-                fields["upscaler_2"] = gr.Dropdown(upscalers, value="None", label="Upscaler 2", elem_id="extras_upscaler_2")
-                fields["extras_upscaler_2_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="Upscaler 2 visibility",
-                                                                   elem_id="extras_upscaler_2_visibility")
+                fields["upscaler_2"] = gr.Dropdown(
+                    upscalers, value="None", label="Upscaler 2", elem_id="extras_upscaler_2"
+                )
+                fields["extras_upscaler_2_visibility"] = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.0,
+                    step=0.001,
+                    label="Upscaler 2 visibility",
+                    elem_id="extras_upscaler_2_visibility",
+                )
             with gr.Accordion("Face restoration", open=False, elem_id="extras_face_restoration"):
                 if not faces:
                     gr.Markdown("No GFPGAN or CodeFormer model found: put one in models/GFPGAN or models/Codeformer.")
-                fields["gfpgan_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility",
-                                                        elem_id="extras_gfpgan_visibility")
-                fields["codeformer_visibility"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001, label="CodeFormer visibility",
-                                                            elem_id="extras_codeformer_visibility")
-                fields["codeformer_weight"] = gr.Slider(0.0, 1.0, value=0.0, step=0.001,
-                                                        label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
-                                                        elem_id="extras_codeformer_weight")
+                fields["gfpgan_visibility"] = gr.Slider(
+                    0.0, 1.0, value=0.0, step=0.001, label="GFPGAN visibility", elem_id="extras_gfpgan_visibility"
+                )
+                fields["codeformer_visibility"] = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.0,
+                    step=0.001,
+                    label="CodeFormer visibility",
+                    elem_id="extras_codeformer_visibility",
+                )
+                fields["codeformer_weight"] = gr.Slider(
+                    0.0,
+                    1.0,
+                    value=0.0,
+                    step=0.001,
+                    label="CodeFormer weight (0 = maximum effect, 1 = minimum effect)",
+                    elem_id="extras_codeformer_weight",
+                )
         with gr.Column(scale=1, min_width=380):
-            gallery = gr.Gallery(label="Result", show_label=False, elem_id="extras_gallery", format="png", height=480,
-                                 type="filepath", interactive=False)
+            gallery = gr.Gallery(
+                label="Result",
+                show_label=False,
+                elem_id="extras_gallery",
+                format="png",
+                height=480,
+                type="filepath",
+                interactive=False,
+            )
             info = gr.HTML("", elem_id="extras_info")
     names = list(fields)
 
@@ -89,7 +132,9 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
             from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
             try:
-                request = ExtrasSingleImageRequest(image=source.convert("RGB"), **extras_options(dict(zip(names, values))))
+                request = ExtrasSingleImageRequest(
+                    image=source.convert("RGB"), **extras_options(dict(zip(names, values)))
+                )
             except ValidationError as exc:
                 first = exc.errors()[0]
                 return [], status_html(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "error")
@@ -103,6 +148,11 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
         notes = "".join(status_html(n, "warning") for n in result.notes)
         return [item.image for item in result.images], result.html_info + notes
 
-    run.click(process, inputs=[image, *fields.values()], outputs=[gallery, info], concurrency_limit=None,
-              api_visibility="private")
+    run.click(
+        process,
+        inputs=[image, *fields.values()],
+        outputs=[gallery, info],
+        concurrency_limit=None,
+        api_visibility="private",
+    )
     return ExtrasTab(image, run, gallery, info)

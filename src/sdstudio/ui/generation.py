@@ -17,9 +17,9 @@ from typing import Any
 
 import gradio as gr
 
+from sdstudio.engine.job_queue import submit_generation
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.engine.job_queue import submit_generation
 from sdstudio.ui.jobs import follow_job, status_html
 from sdstudio.ui.paste import USE_SAME_SAMPLER, USE_SAME_SCHEDULER
 
@@ -27,9 +27,25 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLER = "DPM++ 2M"
 DEFAULT_STEPS = 20  # A1111's UI default (the API's is 50)
-INT_FIELDS = {"steps", "width", "height", "n_iter", "batch_size", "seed", "subseed", "seed_resize_from_w",
-              "seed_resize_from_h", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y", "mask_blur",
-              "inpaint_full_res_padding", "resize_mode", "inpainting_fill", "inpainting_mask_invert"}
+INT_FIELDS = {
+    "steps",
+    "width",
+    "height",
+    "n_iter",
+    "batch_size",
+    "seed",
+    "subseed",
+    "seed_resize_from_w",
+    "seed_resize_from_h",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "mask_blur",
+    "inpaint_full_res_padding",
+    "resize_mode",
+    "inpainting_fill",
+    "inpainting_mask_invert",
+}
 
 
 def sampler_choices() -> tuple[list[str], list[str]]:
@@ -96,22 +112,47 @@ def build_prompt_row(kind: str, backend: UiBackend) -> PromptRow:
     """The top row: prompts on the left, Generate and styles on the right (A1111's layout)."""
     with gr.Row(elem_id=f"{kind}_toprow", equal_height=False):
         with gr.Column(scale=6, min_width=400):
-            prompt = gr.Textbox(label="Prompt", lines=3, max_lines=12, elem_id=f"{kind}_prompt",
-                                placeholder="Prompt (Ctrl+Enter to generate)")
-            prompt_tokens = gr.HTML(_counter_html("0/75"), elem_id=f"{kind}_token_counter", elem_classes="sdstudio-token-counter",
-                                    padding=False)
-            negative_prompt = gr.Textbox(label="Negative prompt", lines=2, max_lines=8, elem_id=f"{kind}_neg_prompt",
-                                         placeholder="Negative prompt")
-            negative_tokens = gr.HTML(_counter_html("0/75"), elem_id=f"{kind}_negative_token_counter",
-                                      elem_classes="sdstudio-token-counter", padding=False)
+            prompt = gr.Textbox(
+                label="Prompt",
+                lines=3,
+                max_lines=12,
+                elem_id=f"{kind}_prompt",
+                placeholder="Prompt (Ctrl+Enter to generate)",
+            )
+            prompt_tokens = gr.HTML(
+                _counter_html("0/75"),
+                elem_id=f"{kind}_token_counter",
+                elem_classes="sdstudio-token-counter",
+                padding=False,
+            )
+            negative_prompt = gr.Textbox(
+                label="Negative prompt",
+                lines=2,
+                max_lines=8,
+                elem_id=f"{kind}_neg_prompt",
+                placeholder="Negative prompt",
+            )
+            negative_tokens = gr.HTML(
+                _counter_html("0/75"),
+                elem_id=f"{kind}_negative_token_counter",
+                elem_classes="sdstudio-token-counter",
+                padding=False,
+            )
         with gr.Column(scale=1, min_width=220):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{kind}_generate", size="lg")
             with gr.Row():
                 interrupt = gr.Button("Interrupt", elem_id=f"{kind}_interrupt", size="sm", variant="stop")
                 skip = gr.Button("Skip", elem_id=f"{kind}_skip", size="sm")
-            styles = gr.Dropdown(label="Styles", choices=backend.style_names(), value=[], multiselect=True,
-                                 elem_id=f"{kind}_styles", allow_custom_value=False)
+            styles = gr.Dropdown(
+                label="Styles",
+                choices=backend.style_names(),
+                value=[],
+                multiselect=True,
+                elem_id=f"{kind}_styles",
+                allow_custom_value=False,
+            )
             reload_styles = gr.Button("Reload styles.csv", elem_id=f"{kind}_reload_styles", size="sm")
+
     def on_reload_styles(chosen):
         try:
             names = backend.style_names(reload=True)
@@ -120,7 +161,9 @@ def build_prompt_row(kind: str, backend: UiBackend) -> PromptRow:
             return gr.skip()
         return gr.Dropdown(choices=names, value=[n for n in chosen or [] if n in names])
 
-    reload_styles.click(on_reload_styles, inputs=styles, outputs=styles, show_progress="hidden", api_visibility="private")
+    reload_styles.click(
+        on_reload_styles, inputs=styles, outputs=styles, show_progress="hidden", api_visibility="private"
+    )
     return PromptRow(prompt, negative_prompt, prompt_tokens, negative_tokens, styles, generate, interrupt, skip)
 
 
@@ -128,39 +171,79 @@ def _counter_html(text: str) -> str:
     return f'<span class="sdstudio-token-count">{html.escape(text)}</span>'
 
 
-def build_sampling_fields(kind: str, samplers: list[str], schedules: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_sampling_fields(
+    kind: str, samplers: list[str], schedules: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Sampler, steps, size, batch, CFG and seed controls; returns (fields, seed buttons)."""
     fields: dict[str, Any] = {}
     with gr.Row():
-        fields["sampler_name"] = gr.Dropdown(label="Sampling method", choices=samplers, value=DEFAULT_SAMPLER,
-                                             elem_id=f"{kind}_sampling")
-        fields["scheduler"] = gr.Dropdown(label="Schedule type", choices=schedules, value="Automatic",
-                                          elem_id=f"{kind}_scheduler")
-    fields["steps"] = gr.Slider(1, 150, value=DEFAULT_STEPS, step=1, precision=0, label="Sampling steps", elem_id=f"{kind}_steps")
+        fields["sampler_name"] = gr.Dropdown(
+            label="Sampling method", choices=samplers, value=DEFAULT_SAMPLER, elem_id=f"{kind}_sampling"
+        )
+        fields["scheduler"] = gr.Dropdown(
+            label="Schedule type", choices=schedules, value="Automatic", elem_id=f"{kind}_scheduler"
+        )
+    fields["steps"] = gr.Slider(
+        1, 150, value=DEFAULT_STEPS, step=1, precision=0, label="Sampling steps", elem_id=f"{kind}_steps"
+    )
     with gr.Row():
         fields["width"] = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Width", elem_id=f"{kind}_width")
         fields["height"] = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Height", elem_id=f"{kind}_height")
     with gr.Row():
-        fields["n_iter"] = gr.Slider(1, 100, value=1, step=1, precision=0, label="Batch count", elem_id=f"{kind}_batch_count")
-        fields["batch_size"] = gr.Slider(1, 8, value=1, step=1, precision=0, label="Batch size", elem_id=f"{kind}_batch_size")
+        fields["n_iter"] = gr.Slider(
+            1, 100, value=1, step=1, precision=0, label="Batch count", elem_id=f"{kind}_batch_count"
+        )
+        fields["batch_size"] = gr.Slider(
+            1, 8, value=1, step=1, precision=0, label="Batch size", elem_id=f"{kind}_batch_size"
+        )
     fields["cfg_scale"] = gr.Slider(1.0, 30.0, value=7.0, step=0.5, label="CFG Scale", elem_id=f"{kind}_cfg_scale")
     buttons: dict[str, Any] = {}
     with gr.Row(equal_height=True):
         fields["seed"] = gr.Number(label="Seed", value=-1, precision=0, elem_id=f"{kind}_seed", scale=4, min_width=120)
-        buttons["random_seed"] = gr.Button("Random", elem_id=f"{kind}_random_seed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool")
-        buttons["reuse_seed"] = gr.Button("Reuse", elem_id=f"{kind}_reuse_seed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool")
+        buttons["random_seed"] = gr.Button(
+            "Random", elem_id=f"{kind}_random_seed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool"
+        )
+        buttons["reuse_seed"] = gr.Button(
+            "Reuse", elem_id=f"{kind}_reuse_seed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool"
+        )
     with gr.Accordion("Variation seed", open=False, elem_id=f"{kind}_subseed_accordion"):
         with gr.Row(equal_height=True):
-            fields["subseed"] = gr.Number(label="Variation seed", value=-1, precision=0, elem_id=f"{kind}_subseed", scale=4)
-            buttons["random_subseed"] = gr.Button("Random", elem_id=f"{kind}_random_subseed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool")
-            buttons["reuse_subseed"] = gr.Button("Reuse", elem_id=f"{kind}_reuse_subseed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool")
-        fields["subseed_strength"] = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Variation strength",
-                                               elem_id=f"{kind}_subseed_strength")
+            fields["subseed"] = gr.Number(
+                label="Variation seed", value=-1, precision=0, elem_id=f"{kind}_subseed", scale=4
+            )
+            buttons["random_subseed"] = gr.Button(
+                "Random",
+                elem_id=f"{kind}_random_subseed",
+                size="sm",
+                scale=1,
+                min_width=70,
+                elem_classes="sdstudio-tool",
+            )
+            buttons["reuse_subseed"] = gr.Button(
+                "Reuse", elem_id=f"{kind}_reuse_subseed", size="sm", scale=1, min_width=70, elem_classes="sdstudio-tool"
+            )
+        fields["subseed_strength"] = gr.Slider(
+            0.0, 1.0, value=0.0, step=0.01, label="Variation strength", elem_id=f"{kind}_subseed_strength"
+        )
         with gr.Row():
-            fields["seed_resize_from_w"] = gr.Slider(0, 2048, value=0, step=8, precision=0, label="Resize seed from width",
-                                                     elem_id=f"{kind}_seed_resize_from_w")
-            fields["seed_resize_from_h"] = gr.Slider(0, 2048, value=0, step=8, precision=0, label="Resize seed from height",
-                                                     elem_id=f"{kind}_seed_resize_from_h")
+            fields["seed_resize_from_w"] = gr.Slider(
+                0,
+                2048,
+                value=0,
+                step=8,
+                precision=0,
+                label="Resize seed from width",
+                elem_id=f"{kind}_seed_resize_from_w",
+            )
+            fields["seed_resize_from_h"] = gr.Slider(
+                0,
+                2048,
+                value=0,
+                step=8,
+                precision=0,
+                label="Resize seed from height",
+                elem_id=f"{kind}_seed_resize_from_h",
+            )
     return fields, buttons
 
 
@@ -170,34 +253,65 @@ def build_hires_fields(kind: str, samplers: list[str], schedules: list[str], ups
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{kind}_hires_fix"):
         fields["enable_hr"] = gr.Checkbox(label="Enable hires. fix", value=False, elem_id=f"{kind}_enable_hr")
         with gr.Row():
-            fields["hr_upscaler"] = gr.Dropdown(label="Upscaler", choices=upscalers, value="Latent", elem_id=f"{kind}_hr_upscaler")
-            fields["hr_second_pass_steps"] = gr.Slider(0, 150, value=0, step=1, precision=0, label="Hires steps",
-                                                       elem_id=f"{kind}_hires_steps")
-            fields["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Denoising strength",
-                                                     elem_id=f"{kind}_denoising_strength")
+            fields["hr_upscaler"] = gr.Dropdown(
+                label="Upscaler", choices=upscalers, value="Latent", elem_id=f"{kind}_hr_upscaler"
+            )
+            fields["hr_second_pass_steps"] = gr.Slider(
+                0, 150, value=0, step=1, precision=0, label="Hires steps", elem_id=f"{kind}_hires_steps"
+            )
+            fields["denoising_strength"] = gr.Slider(
+                0.0, 1.0, value=0.7, step=0.01, label="Denoising strength", elem_id=f"{kind}_denoising_strength"
+            )
         with gr.Row():
-            fields["hr_scale"] = gr.Slider(1.0, 4.0, value=2.0, step=0.05, label="Upscale by", elem_id=f"{kind}_hr_scale")
-            fields["hr_resize_x"] = gr.Slider(0, 2048, value=0, step=8, precision=0, label="Resize width to", elem_id=f"{kind}_hr_resize_x")
-            fields["hr_resize_y"] = gr.Slider(0, 2048, value=0, step=8, precision=0, label="Resize height to", elem_id=f"{kind}_hr_resize_y")
+            fields["hr_scale"] = gr.Slider(
+                1.0, 4.0, value=2.0, step=0.05, label="Upscale by", elem_id=f"{kind}_hr_scale"
+            )
+            fields["hr_resize_x"] = gr.Slider(
+                0, 2048, value=0, step=8, precision=0, label="Resize width to", elem_id=f"{kind}_hr_resize_x"
+            )
+            fields["hr_resize_y"] = gr.Slider(
+                0, 2048, value=0, step=8, precision=0, label="Resize height to", elem_id=f"{kind}_hr_resize_y"
+            )
         with gr.Row():
-            fields["hr_sampler_name"] = gr.Dropdown(label="Hires sampling method", choices=[USE_SAME_SAMPLER, *samplers],
-                                                    value=USE_SAME_SAMPLER, elem_id=f"{kind}_hr_sampler")
-            fields["hr_scheduler"] = gr.Dropdown(label="Hires schedule type", choices=[USE_SAME_SCHEDULER, *schedules],
-                                                 value=USE_SAME_SCHEDULER, elem_id=f"{kind}_hr_scheduler")
-        fields["hr_prompt"] = gr.Textbox(label="Hires prompt", lines=2, placeholder="Leave empty to use the same prompt",
-                                         elem_id=f"{kind}_hr_prompt")
-        fields["hr_negative_prompt"] = gr.Textbox(label="Hires negative prompt", lines=2,
-                                                  placeholder="Leave empty to use the same negative prompt",
-                                                  elem_id=f"{kind}_hr_negative_prompt")
+            fields["hr_sampler_name"] = gr.Dropdown(
+                label="Hires sampling method",
+                choices=[USE_SAME_SAMPLER, *samplers],
+                value=USE_SAME_SAMPLER,
+                elem_id=f"{kind}_hr_sampler",
+            )
+            fields["hr_scheduler"] = gr.Dropdown(
+                label="Hires schedule type",
+                choices=[USE_SAME_SCHEDULER, *schedules],
+                value=USE_SAME_SCHEDULER,
+                elem_id=f"{kind}_hr_scheduler",
+            )
+        fields["hr_prompt"] = gr.Textbox(
+            label="Hires prompt", lines=2, placeholder="Leave empty to use the same prompt", elem_id=f"{kind}_hr_prompt"
+        )
+        fields["hr_negative_prompt"] = gr.Textbox(
+            label="Hires negative prompt",
+            lines=2,
+            placeholder="Leave empty to use the same negative prompt",
+            elem_id=f"{kind}_hr_negative_prompt",
+        )
     return fields
 
 
 def build_output_panel(kind: str) -> OutputPanel:
     """Progress bar above the gallery, send-to buttons and infotext below it."""
     progress = gr.HTML("", elem_id=f"{kind}_progress", elem_classes="sdstudio-progress-area", padding=False)
-    gallery = gr.Gallery(label="Output", show_label=False, elem_id=f"{kind}_gallery", columns=2, height=420,
-                         format="png", object_fit="contain", type="filepath", interactive=False,
-                         buttons=["download", "fullscreen"])
+    gallery = gr.Gallery(
+        label="Output",
+        show_label=False,
+        elem_id=f"{kind}_gallery",
+        columns=2,
+        height=420,
+        format="png",
+        object_fit="contain",
+        type="filepath",
+        interactive=False,
+        buttons=["download", "fullscreen"],
+    )
     with gr.Row():
         send_img2img = gr.Button("Send to img2img", elem_id=f"{kind}_send_to_img2img", size="sm")
         send_inpaint = gr.Button("Send to inpaint", elem_id=f"{kind}_send_to_inpaint", size="sm")
@@ -232,7 +346,10 @@ def clean_field_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def saving_fields(backend: UiBackend) -> dict[str, Any]:
     """Whether to save samples and grids, from the Settings (A1111 samples_save / grid_save)."""
-    return {"do_not_save_samples": not backend.settings.samples_save, "do_not_save_grid": not backend.settings.grid_save}
+    return {
+        "do_not_save_samples": not backend.settings.samples_save,
+        "do_not_save_grid": not backend.settings.grid_save,
+    }
 
 
 def result_state(result) -> dict[str, Any]:
@@ -282,8 +399,14 @@ def _done_message(result) -> str:
     return f"Done: {made} image(s)"
 
 
-def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: gr.Dropdown,
-                    extra_inputs: list[Any], make_request: Callable[[dict[str, Any], list[Any]], Any]) -> None:
+def wire_generation(
+    tab: GenerationTab,
+    backend: UiBackend,
+    queue,
+    checkpoint: gr.Dropdown,
+    extra_inputs: list[Any],
+    make_request: Callable[[dict[str, Any], list[Any]], Any],
+) -> None:
     """Connect Generate, Interrupt, Skip, seed buttons, token counters and gallery selection."""
     names = tab.field_names()
     row, out = tab.row, tab.output
@@ -294,7 +417,7 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
     def generate(checkpoint_title, prompt, negative_prompt, styles, *rest):
         values = dict(zip(names, rest[: len(names)]))
         values.update(prompt=prompt or "", negative_prompt=negative_prompt or "", styles=list(styles or []))
-        extra = list(rest[len(names):])
+        extra = list(rest[len(names) :])
         if backend.engine is None:
             yield skip(), "", status_html("Generation is not available: no engine was built", "error"), skip(), skip()
             return
@@ -326,17 +449,40 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
         first = int(result.index_of_first_image) if len(result.images) > result.index_of_first_image else 0
         message = _done_message(result)
         warnings = "".join(status_html(w, "warning") for w in getattr(result, "warnings", []) or [])
-        text = infotext_html(infotext_for_index(state, first)) + warnings + status_html(message, "interrupted" if result.interrupted else "done")
+        text = (
+            infotext_html(infotext_for_index(state, first))
+            + warnings
+            + status_html(message, "interrupted" if result.interrupted else "done")
+        )
         yield list(result.images), "", text, state, first
 
     inputs = [checkpoint, row.prompt, row.negative_prompt, row.styles, *tab.field_components(), *extra_inputs]
-    row.generate.click(generate, inputs=inputs, outputs=gen_outputs, concurrency_limit=None,
-                       show_progress="hidden", api_name=f"{kind}_generate", api_visibility="private")
+    row.generate.click(
+        generate,
+        inputs=inputs,
+        outputs=gen_outputs,
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_name=f"{kind}_generate",
+        api_visibility="private",
+    )
 
-    row.interrupt.click(lambda: queue.interrupt() and None, inputs=None, outputs=None, concurrency_limit=None,
-                        show_progress="hidden", api_visibility="private")
-    row.skip.click(lambda: queue.skip() and None, inputs=None, outputs=None, concurrency_limit=None,
-                   show_progress="hidden", api_visibility="private")
+    row.interrupt.click(
+        lambda: queue.interrupt() and None,
+        inputs=None,
+        outputs=None,
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    row.skip.click(
+        lambda: queue.skip() and None,
+        inputs=None,
+        outputs=None,
+        concurrency_limit=None,
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
     def count(text, steps):
         try:
@@ -347,27 +493,53 @@ def wire_generation(tab: GenerationTab, backend: UiBackend, queue, checkpoint: g
 
     steps = tab.fields["steps"]
     for box, counter in ((row.prompt, row.prompt_tokens), (row.negative_prompt, row.negative_tokens)):
-        box.change(count, inputs=[box, steps], outputs=counter, trigger_mode="always_last",
-                   show_progress="hidden", concurrency_limit=None, api_visibility="private")
+        box.change(
+            count,
+            inputs=[box, steps],
+            outputs=counter,
+            trigger_mode="always_last",
+            show_progress="hidden",
+            concurrency_limit=None,
+            api_visibility="private",
+        )
 
     def on_select(info, evt: gr.SelectData):
         return infotext_html(infotext_for_index(info or {}, evt.index)), evt.index
 
-    out.gallery.select(on_select, inputs=[out.info], outputs=[out.infotext, out.selected],
-                       show_progress="hidden", api_visibility="private")
+    out.gallery.select(
+        on_select,
+        inputs=[out.info],
+        outputs=[out.infotext, out.selected],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
 
 def wire_seed_buttons(tab: GenerationTab, buttons: dict[str, Any]) -> None:
     """Random sets -1; Reuse takes the seed (or variation seed) of the selected image."""
     out = tab.output
-    buttons["random_seed"].click(lambda: -1, outputs=tab.fields["seed"], show_progress="hidden", api_visibility="private")
-    buttons["random_subseed"].click(lambda: -1, outputs=tab.fields["subseed"], show_progress="hidden", api_visibility="private")
+    buttons["random_seed"].click(
+        lambda: -1, outputs=tab.fields["seed"], show_progress="hidden", api_visibility="private"
+    )
+    buttons["random_subseed"].click(
+        lambda: -1, outputs=tab.fields["subseed"], show_progress="hidden", api_visibility="private"
+    )
 
     def reuse(info, index, key):
         seed = seed_for_index(info or {}, index, key)
         return gr.skip() if seed is None else seed
 
-    buttons["reuse_seed"].click(lambda info, index: reuse(info, index, "seeds"), inputs=[out.info, out.selected],
-                                outputs=tab.fields["seed"], show_progress="hidden", api_visibility="private")
-    buttons["reuse_subseed"].click(lambda info, index: reuse(info, index, "subseeds"), inputs=[out.info, out.selected],
-                                   outputs=tab.fields["subseed"], show_progress="hidden", api_visibility="private")
+    buttons["reuse_seed"].click(
+        lambda info, index: reuse(info, index, "seeds"),
+        inputs=[out.info, out.selected],
+        outputs=tab.fields["seed"],
+        show_progress="hidden",
+        api_visibility="private",
+    )
+    buttons["reuse_subseed"].click(
+        lambda info, index: reuse(info, index, "subseeds"),
+        inputs=[out.info, out.selected],
+        outputs=tab.fields["subseed"],
+        show_progress="hidden",
+        api_visibility="private",
+    )

@@ -47,7 +47,9 @@ def mask_from_editor(value: dict[str, Any] | None):
     return flat, mask
 
 
-def make_img2img_request(backend: UiBackend, values: dict[str, Any], mode: str, init_image, editor, upload_image, upload_mask):
+def make_img2img_request(
+    backend: UiBackend, values: dict[str, Any], mode: str, init_image, editor, upload_image, upload_mask
+):
     """An Img2ImgRequest from the tab's values and the images of the active mode."""
     from sdstudio.engine.request import Img2ImgRequest
 
@@ -65,12 +67,20 @@ def make_img2img_request(backend: UiBackend, values: dict[str, Any], mode: str, 
         if init_image is None:
             raise InvalidRequest("init_images", "drop an image into the img2img box first")
         image, mask = init_image, None
-        for name in ("mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding", "inpainting_mask_invert"):
+        for name in (
+            "mask_blur",
+            "inpainting_fill",
+            "inpaint_full_res",
+            "inpaint_full_res_padding",
+            "inpainting_mask_invert",
+        ):
             fields.pop(name, None)
     return Img2ImgRequest(**fields, init_images=[image.convert("RGB")], mask=mask, **saving_fields(backend))
 
 
-def build_img2img_tab(backend: UiBackend, queue, checkpoint: gr.Dropdown, samplers: list[str], schedules: list[str]) -> GenerationTab:
+def build_img2img_tab(
+    backend: UiBackend, queue, checkpoint: gr.Dropdown, samplers: list[str], schedules: list[str]
+) -> GenerationTab:
     """Build the tab's components (inside an open gr.Tab) and wire its events."""
     row = build_prompt_row(KIND, backend)
     extra: dict[str, Any] = {}
@@ -79,48 +89,99 @@ def build_img2img_tab(backend: UiBackend, queue, checkpoint: gr.Dropdown, sample
             mode = gr.State("img2img")
             with gr.Tabs(elem_id="img2img_mode_tabs") as mode_tabs:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
-                    extra["init_image"] = gr.Image(label="Image for img2img", type="pil", image_mode="RGBA",
-                                                   sources=["upload", "clipboard"], height=300, elem_id="img2img_image")
-                with gr.Tab("Inpaint", id="inpaint", elem_id="img2img_inpaint_tab", render_children=True) as tab_inpaint:
+                    extra["init_image"] = gr.Image(
+                        label="Image for img2img",
+                        type="pil",
+                        image_mode="RGBA",
+                        sources=["upload", "clipboard"],
+                        height=300,
+                        elem_id="img2img_image",
+                    )
+                with gr.Tab(
+                    "Inpaint", id="inpaint", elem_id="img2img_inpaint_tab", render_children=True
+                ) as tab_inpaint:
                     extra["inpaint_editor"] = gr.ImageEditor(
-                        label="Image for inpainting: paint the area to change", type="pil", image_mode="RGBA",
-                        sources=["upload", "clipboard"], height=300, elem_id="img2img_inpaint_editor",
-                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), layers=False,
+                        label="Image for inpainting: paint the area to change",
+                        type="pil",
+                        image_mode="RGBA",
+                        sources=["upload", "clipboard"],
+                        height=300,
+                        elem_id="img2img_inpaint_editor",
+                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                        layers=False,
                         transforms=(),
                     )
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as tab_upload:
                     with gr.Row():
-                        extra["upload_image"] = gr.Image(label="Image", type="pil", image_mode="RGB",
-                                                         sources=["upload", "clipboard"], height=300, elem_id="img2img_upload_image")
-                        extra["upload_mask"] = gr.Image(label="Mask (white = repaint)", type="pil", image_mode="L",
-                                                        sources=["upload", "clipboard"], height=300, elem_id="img2img_upload_mask")
-            for tab_component, name in ((tab_img2img, "img2img"), (tab_inpaint, "inpaint"), (tab_upload, "inpaint_upload")):
+                        extra["upload_image"] = gr.Image(
+                            label="Image",
+                            type="pil",
+                            image_mode="RGB",
+                            sources=["upload", "clipboard"],
+                            height=300,
+                            elem_id="img2img_upload_image",
+                        )
+                        extra["upload_mask"] = gr.Image(
+                            label="Mask (white = repaint)",
+                            type="pil",
+                            image_mode="L",
+                            sources=["upload", "clipboard"],
+                            height=300,
+                            elem_id="img2img_upload_mask",
+                        )
+            for tab_component, name in (
+                (tab_img2img, "img2img"),
+                (tab_inpaint, "inpaint"),
+                (tab_upload, "inpaint_upload"),
+            ):
                 tab_component.select(lambda n=name: n, outputs=mode, show_progress="hidden", api_visibility="private")
             fields: dict[str, Any] = {}
-            fields["resize_mode"] = gr.Radio(RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode",
-                                             elem_id="img2img_resize_mode")
-            fields["denoising_strength"] = gr.Slider(0.0, 1.0, value=0.75, step=0.01, label="Denoising strength",
-                                                     elem_id="img2img_denoising_strength")
+            fields["resize_mode"] = gr.Radio(
+                RESIZE_MODES, value=RESIZE_MODES[0], type="index", label="Resize mode", elem_id="img2img_resize_mode"
+            )
+            fields["denoising_strength"] = gr.Slider(
+                0.0, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id="img2img_denoising_strength"
+            )
             sampling, seed_buttons = build_sampling_fields(KIND, samplers, schedules)
             fields.update(sampling)
             with gr.Accordion("Inpainting", open=False, elem_id="img2img_inpaint_controls"):
-                fields["mask_blur"] = gr.Slider(0, 64, value=4, step=1, precision=0, label="Mask blur", elem_id="img2img_mask_blur")
-                fields["inpainting_mask_invert"] = gr.Radio(MASK_MODES, value=MASK_MODES[0], type="index", label="Mask mode",
-                                                            elem_id="img2img_mask_mode")
-                fields["inpainting_fill"] = gr.Radio(MASKED_CONTENT, value="original", type="index", label="Masked content",
-                                                     elem_id="img2img_inpainting_fill")
+                fields["mask_blur"] = gr.Slider(
+                    0, 64, value=4, step=1, precision=0, label="Mask blur", elem_id="img2img_mask_blur"
+                )
+                fields["inpainting_mask_invert"] = gr.Radio(
+                    MASK_MODES, value=MASK_MODES[0], type="index", label="Mask mode", elem_id="img2img_mask_mode"
+                )
+                fields["inpainting_fill"] = gr.Radio(
+                    MASKED_CONTENT,
+                    value="original",
+                    type="index",
+                    label="Masked content",
+                    elem_id="img2img_inpainting_fill",
+                )
                 with gr.Row():
-                    fields["inpaint_full_res"] = gr.Radio(INPAINT_AREAS, value=INPAINT_AREAS[0], type="index",
-                                                          label="Inpaint area", elem_id="img2img_inpaint_full_res")
-                    fields["inpaint_full_res_padding"] = gr.Slider(0, 256, value=32, step=4, precision=0,
-                                                                   label="Only masked padding, pixels",
-                                                                   elem_id="img2img_inpaint_full_res_padding")
+                    fields["inpaint_full_res"] = gr.Radio(
+                        INPAINT_AREAS,
+                        value=INPAINT_AREAS[0],
+                        type="index",
+                        label="Inpaint area",
+                        elem_id="img2img_inpaint_full_res",
+                    )
+                    fields["inpaint_full_res_padding"] = gr.Slider(
+                        0,
+                        256,
+                        value=32,
+                        step=4,
+                        precision=0,
+                        label="Only masked padding, pixels",
+                        elem_id="img2img_inpaint_full_res_padding",
+                    )
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)
     extra["mode"], extra["mode_tabs"] = mode, mode_tabs
     tab = GenerationTab(KIND, row, fields, output, extra)
     inputs = [mode, extra["init_image"], extra["inpaint_editor"], extra["upload_image"], extra["upload_mask"]]
-    wire_generation(tab, backend, queue, checkpoint, inputs,
-                    lambda values, images: make_img2img_request(backend, values, *images))
+    wire_generation(
+        tab, backend, queue, checkpoint, inputs, lambda values, images: make_img2img_request(backend, values, *images)
+    )
     wire_seed_buttons(tab, seed_buttons)
     return tab

@@ -49,9 +49,17 @@ def snapshot(queue, job, last_preview_id: int = 0) -> tuple[ProgressSnapshot, in
     preview = None
     if p.preview is not None and p.preview_id != last_preview_id:
         preview, last_preview_id = p.preview, p.preview_id
-    snap = ProgressSnapshot(position=position, fraction=fraction, eta_seconds=eta, step=p.sampling_step,
-                            steps=p.sampling_steps, job_no=p.job_no, job_count=p.job_count, preview=preview,
-                            interrupting=job.cancel.interrupted)
+    snap = ProgressSnapshot(
+        position=position,
+        fraction=fraction,
+        eta_seconds=eta,
+        step=p.sampling_step,
+        steps=p.sampling_steps,
+        job_no=p.job_no,
+        job_count=p.job_count,
+        preview=preview,
+        interrupting=job.cancel.interrupted,
+    )
     return snap, last_preview_id
 
 
@@ -95,9 +103,11 @@ def progress_html(snap: ProgressSnapshot) -> str:
         if snap.interrupting:
             parts.append("interrupting…")
         label = " · ".join(parts)
-    return (f'<div class="sdstudio-progress" role="progressbar" aria-valuenow="{percent}">'
-            f'<div class="sdstudio-progress-fill" style="width:{percent}%"></div>'
-            f'<span class="sdstudio-progress-text">{html.escape(label)}</span></div>')
+    return (
+        f'<div class="sdstudio-progress" role="progressbar" aria-valuenow="{percent}">'
+        f'<div class="sdstudio-progress-fill" style="width:{percent}%"></div>'
+        f'<span class="sdstudio-progress-text">{html.escape(label)}</span></div>'
+    )
 
 
 def status_html(message: str, kind: str = "info") -> str:

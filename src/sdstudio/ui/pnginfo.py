@@ -33,9 +33,16 @@ def read_image_info(path: str | None) -> tuple[str, str]:
     try:
         with Image.open(path) as image:
             infotext = read_infotext(image) or ""
-            items = {k: v for k, v in image.info.items() if isinstance(k, str) and isinstance(v, str) and k not in ("parameters", "exif")}
+            items = {
+                k: v
+                for k, v in image.info.items()
+                if isinstance(k, str) and isinstance(v, str) and k not in ("parameters", "exif")
+            }
     except OSError as exc:
-        return "", f'<div class="sdstudio-status sdstudio-status-error">{html.escape(f"could not read the image: {exc}")}</div>'
+        return (
+            "",
+            f'<div class="sdstudio-status sdstudio-status-error">{html.escape(f"could not read the image: {exc}")}</div>',
+        )
     parts = []
     if infotext:
         lines = "".join(f"<p>{html.escape(line)}</p>" for line in infotext.split("\n"))
@@ -52,8 +59,14 @@ def build_pnginfo_tab() -> PngInfoTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
             # filepath with no mode conversion: Gradio hands over the uploaded file untouched, text chunks included.
-            image = gr.Image(label="Source", type="filepath", image_mode=None, sources=["upload", "clipboard"],
-                             height=420, elem_id="pnginfo_image")
+            image = gr.Image(
+                label="Source",
+                type="filepath",
+                image_mode=None,
+                sources=["upload", "clipboard"],
+                height=420,
+                elem_id="pnginfo_image",
+            )
         with gr.Column(scale=1, min_width=380):
             info_html = gr.HTML("", elem_id="pnginfo_html")
             infotext = gr.State("")
@@ -62,6 +75,7 @@ def build_pnginfo_tab() -> PngInfoTab:
                 to_img2img = gr.Button("Send to img2img", elem_id="pnginfo_send_to_img2img", size="sm")
                 to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint", size="sm")
                 to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras", size="sm")
-    image.change(read_image_info, inputs=image, outputs=[infotext, info_html], show_progress="hidden",
-                 api_visibility="private")
+    image.change(
+        read_image_info, inputs=image, outputs=[infotext, info_html], show_progress="hidden", api_visibility="private"
+    )
     return PngInfoTab(image, infotext, info_html, to_txt2img, to_img2img, to_inpaint, to_extras)

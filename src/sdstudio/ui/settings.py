@@ -15,16 +15,50 @@ from sdstudio.ui.jobs import status_html
 # listed here (new ones, extensions' keys kept in config.json) land in "Other".
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Stable Diffusion", ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")),
-    ("Saving images", ("samples_save", "samples_format", "grid_save", "grid_format", "return_grid",
-                       "save_images_add_number", "save_to_dirs", "directories_filename_pattern",
-                       "samples_filename_pattern", "enable_pnginfo", "jpeg_quality", "webp_lossless")),
-    ("Paths for saving", ("outdir_samples", "outdir_txt2img_samples", "outdir_img2img_samples", "outdir_extras_samples",
-                          "outdir_grids", "outdir_txt2img_grids", "outdir_img2img_grids")),
-    ("Sampler parameters", ("eta_noise_seed_delta", "eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax",
-                            "s_noise", "randn_source")),
+    (
+        "Saving images",
+        (
+            "samples_save",
+            "samples_format",
+            "grid_save",
+            "grid_format",
+            "return_grid",
+            "save_images_add_number",
+            "save_to_dirs",
+            "directories_filename_pattern",
+            "samples_filename_pattern",
+            "enable_pnginfo",
+            "jpeg_quality",
+            "webp_lossless",
+        ),
+    ),
+    (
+        "Paths for saving",
+        (
+            "outdir_samples",
+            "outdir_txt2img_samples",
+            "outdir_img2img_samples",
+            "outdir_extras_samples",
+            "outdir_grids",
+            "outdir_txt2img_grids",
+            "outdir_img2img_grids",
+        ),
+    ),
+    (
+        "Sampler parameters",
+        ("eta_noise_seed_delta", "eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise", "randn_source"),
+    ),
     ("Live previews", ("show_progress_every_n_steps", "live_previews_enable")),
-    ("Postprocessing", ("face_restoration_model", "code_former_weight", "ESRGAN_tile", "ESRGAN_tile_overlap",
-                        "enable_invisible_watermark")),
+    (
+        "Postprocessing",
+        (
+            "face_restoration_model",
+            "code_former_weight",
+            "ESRGAN_tile",
+            "ESRGAN_tile_overlap",
+            "enable_invisible_watermark",
+        ),
+    ),
     ("Device and precision", ("device", "precision", "no_half_vae", "vae_tiling", "attention_slicing", "cpu_offload")),
 )
 
@@ -112,7 +146,9 @@ def build_settings_tab(backend: UiBackend) -> None:
         now = {n: getattr(backend.settings, n) for n in names}
         if not changed:
             return status_html("No settings changed"), now
-        return status_html(f"{len(changed)} setting(s) changed and saved to config.json: {', '.join(changed)}", "done"), now
+        return status_html(
+            f"{len(changed)} setting(s) changed and saved to config.json: {', '.join(changed)}", "done"
+        ), now
 
     def on_reload():
         now = {n: getattr(backend.settings, n) for n in names}

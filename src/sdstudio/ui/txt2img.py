@@ -33,8 +33,14 @@ def make_txt2img_request(backend: UiBackend, values: dict[str, Any]):
     return Txt2ImgRequest(**fields, **saving_fields(backend))
 
 
-def build_txt2img_tab(backend: UiBackend, queue, checkpoint: gr.Dropdown, samplers: list[str],
-                      schedules: list[str], hires_upscalers: list[str]) -> GenerationTab:
+def build_txt2img_tab(
+    backend: UiBackend,
+    queue,
+    checkpoint: gr.Dropdown,
+    samplers: list[str],
+    schedules: list[str],
+    hires_upscalers: list[str],
+) -> GenerationTab:
     """Build the tab's components (inside an open gr.Tab) and wire its events."""
     row = build_prompt_row(KIND, backend)
     with gr.Row(equal_height=False):

@@ -93,9 +93,16 @@ def build_ui(backend, queue, title: str = "sdstudio"):
         with gr.Row(elem_id="quicksettings", equal_height=False):
             titles = backend.checkpoint_titles()
             gr.HTML("<b>Checkpoint</b>", scale=0, min_width=90, elem_classes="sdstudio-bar-label")
-            checkpoint = gr.Dropdown(titles, value=backend.current_checkpoint(), label="Stable Diffusion checkpoint",
-                                     elem_id="setting_sd_model_checkpoint", scale=3, allow_custom_value=True,
-                                     min_width=300, container=False)
+            checkpoint = gr.Dropdown(
+                titles,
+                value=backend.current_checkpoint(),
+                label="Stable Diffusion checkpoint",
+                elem_id="setting_sd_model_checkpoint",
+                scale=3,
+                allow_custom_value=True,
+                min_width=300,
+                container=False,
+            )
             refresh = gr.Button("Refresh", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=80)
             gr.HTML("", scale=4)
         with gr.Tabs(elem_id="tabs") as main_tabs:
@@ -115,7 +122,9 @@ def build_ui(backend, queue, title: str = "sdstudio"):
         def on_checkpoint(title):
             backend.select_checkpoint(title)
 
-        checkpoint.change(on_checkpoint, inputs=checkpoint, outputs=None, show_progress="hidden", api_visibility="private")
+        checkpoint.change(
+            on_checkpoint, inputs=checkpoint, outputs=None, show_progress="hidden", api_visibility="private"
+        )
 
         def on_refresh():
             return gr.Dropdown(choices=backend.refresh_checkpoints(), value=backend.current_checkpoint())
@@ -159,7 +168,7 @@ def _paste_targets(tab) -> tuple[list[str], list[Any]]:
 
 
 def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
-    """"Send to ..." buttons: image and parameters go to the target tab, which is then shown."""
+    """ "Send to ..." buttons: image and parameters go to the target tab, which is then shown."""
     import gradio as gr
 
     from sdstudio.ui.generation import infotext_for_index
@@ -188,26 +197,42 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
     for source in (t2i, i2i):
         out = source.output
         for button, target_mode in ((out.send_to_img2img, "img2img"), (out.send_to_inpaint, "inpaint")):
+
             def send(gallery_value, index, info, target_mode=target_mode):
                 image = _open_gallery_image(gallery_value, index)
                 return to_img2img_values(image, infotext_for_index(info or {}, index), target_mode)
 
-            button.click(send, inputs=[out.gallery, out.selected, out.info], outputs=img2img_outputs,
-                         show_progress="hidden", api_visibility="private")
+            button.click(
+                send,
+                inputs=[out.gallery, out.selected, out.info],
+                outputs=img2img_outputs,
+                show_progress="hidden",
+                api_visibility="private",
+            )
 
         def send_extras(gallery_value, index):
             image = _open_gallery_image(gallery_value, index)
             return (gr.skip() if image is None else image), gr.Tabs(selected="extras")
 
-        out.send_to_extras.click(send_extras, inputs=[out.gallery, out.selected], outputs=[ext.image, main_tabs],
-                                 show_progress="hidden", api_visibility="private")
+        out.send_to_extras.click(
+            send_extras,
+            inputs=[out.gallery, out.selected],
+            outputs=[ext.image, main_tabs],
+            show_progress="hidden",
+            api_visibility="private",
+        )
 
     def png_to_txt2img(infotext):
         fields = fields_from_infotext(infotext, "txt2img")
         return [gr.Tabs(selected="txt2img"), *values_for_components(fields, t2i_names, gr.skip())]
 
-    png.send_to_txt2img.click(png_to_txt2img, inputs=png.infotext, outputs=[main_tabs, *t2i_targets],
-                              show_progress="hidden", api_visibility="private")
+    png.send_to_txt2img.click(
+        png_to_txt2img,
+        inputs=png.infotext,
+        outputs=[main_tabs, *t2i_targets],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
     def open_path(path):
         from PIL import Image
@@ -219,15 +244,25 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
             return image.convert("RGB")
 
     for button, target_mode in ((png.send_to_img2img, "img2img"), (png.send_to_inpaint, "inpaint")):
+
         def png_send(path, infotext, target_mode=target_mode):
             return to_img2img_values(open_path(path), infotext, target_mode)
 
-        button.click(png_send, inputs=[png.image, png.infotext], outputs=img2img_outputs,
-                     show_progress="hidden", api_visibility="private")
+        button.click(
+            png_send,
+            inputs=[png.image, png.infotext],
+            outputs=img2img_outputs,
+            show_progress="hidden",
+            api_visibility="private",
+        )
 
-    png.send_to_extras.click(lambda path: (open_path(path) or gr.skip(), gr.Tabs(selected="extras")),
-                             inputs=png.image, outputs=[ext.image, main_tabs], show_progress="hidden",
-                             api_visibility="private")
+    png.send_to_extras.click(
+        lambda path: (open_path(path) or gr.skip(), gr.Tabs(selected="extras")),
+        inputs=png.image,
+        outputs=[ext.image, main_tabs],
+        show_progress="hidden",
+        api_visibility="private",
+    )
 
 
 def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str = "/"):
@@ -236,7 +271,18 @@ def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str =
 
     blocks.queue(default_concurrency_limit=None)
     return gr.mount_gradio_app(
-        api, blocks, path=path, auth=auth or None, footer_links=["settings"], run_history=False,
-        ssr_mode=False, mcp_server=False, theme=ui_theme(), css=UI_CSS, head=UI_HEAD, enable_monitoring=False,
-        show_error=True, pwa=False,
+        api,
+        blocks,
+        path=path,
+        auth=auth or None,
+        footer_links=["settings"],
+        run_history=False,
+        ssr_mode=False,
+        mcp_server=False,
+        theme=ui_theme(),
+        css=UI_CSS,
+        head=UI_HEAD,
+        enable_monitoring=False,
+        show_error=True,
+        pwa=False,
     )

@@ -6,9 +6,9 @@ Public API (what the engine, server and UI use):
 """
 
 from sdstudio.extensions.lora.library import (
+    LoraActivation,
     LoraBatchHook,
     LoraInfotext,
-    LoraActivation,
     LoraLibrary,
     LoraReport,
     activations_from_prompt,

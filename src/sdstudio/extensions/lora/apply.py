@@ -70,7 +70,11 @@ def _fits_peft(module: ModuleNetwork, layer: torch.nn.Module) -> bool:
         return False
     down, up = module.tensors["down"], module.tensors["up"]
     if isinstance(layer, torch.nn.Linear):
-        return down.flatten(1).shape[1] == layer.in_features and up.flatten(1).shape[0] == layer.out_features and down.numel() == down.shape[0] * layer.in_features
+        return (
+            down.flatten(1).shape[1] == layer.in_features
+            and up.flatten(1).shape[0] == layer.out_features
+            and down.numel() == down.shape[0] * layer.in_features
+        )
     if isinstance(layer, torch.nn.Conv2d):
         return (
             down.dim() == 4
@@ -164,8 +168,10 @@ class _Attachment:
         """Put back the original layers and weights."""
         # Found by scanning rather than from peft_paths, so a half-finished injection is undone too.
         ours = [
-            path for path, layer in self.model.named_modules()
-            if hasattr(layer, "get_base_layer") and any(str(n).startswith(ADAPTER_PREFIX) for n in getattr(layer, "lora_A", {}))
+            path
+            for path, layer in self.model.named_modules()
+            if hasattr(layer, "get_base_layer")
+            and any(str(n).startswith(ADAPTER_PREFIX) for n in getattr(layer, "lora_A", {}))
         ]
         for path in reversed(ours):
             parent_path, _, child = path.rpartition(".")
@@ -218,7 +224,13 @@ def apply_loras(
             on_text_encoders_changed()
 
 
-def _attach(models: dict[str, torch.nn.Module], networks: Sequence[LoadedNetwork], strategy: str, attachments: dict[str, _Attachment], stats: ApplyStats) -> bool:
+def _attach(
+    models: dict[str, torch.nn.Module],
+    networks: Sequence[LoadedNetwork],
+    strategy: str,
+    attachments: dict[str, _Attachment],
+    stats: ApplyStats,
+) -> bool:
     indexes: dict[str, ModuleIndex] = {}
     merged: dict[str, dict[str, list[tuple[ModuleNetwork, float]]]] = {}
     te_touched = False
@@ -235,7 +247,9 @@ def _attach(models: dict[str, torch.nn.Module], networks: Sequence[LoadedNetwork
                 missing_models.add(model_key)
                 continue
             if model_key not in indexes:
-                indexes[model_key] = ModuleIndex.for_unet(model) if model_key == "unet" else ModuleIndex.for_text_encoder(model)
+                indexes[model_key] = (
+                    ModuleIndex.for_unet(model) if model_key == "unet" else ModuleIndex.for_text_encoder(model)
+                )
             path = _resolve(indexes[model_key], module)
             if path is None:
                 unmatched += 1
@@ -251,9 +265,13 @@ def _attach(models: dict[str, torch.nn.Module], networks: Sequence[LoadedNetwork
                 merged.setdefault(model_key, {}).setdefault(path, []).append((module, multiplier))
             te_touched = te_touched or model_key != "unet"
         if unmatched:
-            stats.skipped.append(f"{net.name}: {unmatched} layer(s) match no module of this model (LoRA made for another model family?)")
+            stats.skipped.append(
+                f"{net.name}: {unmatched} layer(s) match no module of this model (LoRA made for another model family?)"
+            )
         if missing_models:
-            stats.skipped.append(f"{net.name}: has weights for {', '.join(sorted(missing_models))} which this model does not have")
+            stats.skipped.append(
+                f"{net.name}: has weights for {', '.join(sorted(missing_models))} which this model does not have"
+            )
         for model_key, chosen in adapters.items():
             attachment = attachments.setdefault(model_key, _Attachment(models[model_key]))
             attachment.inject(f"{ADAPTER_PREFIX}{number}", chosen)

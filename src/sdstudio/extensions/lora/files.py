@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from sdstudio.models.state_dict import load_state_dict
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.hashes import addnet_hash_safetensors, sha256_of_file
+from sdstudio.models.state_dict import load_state_dict
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -89,7 +89,7 @@ class LoraOnDisk:
 
     @property
     def sd_version(self) -> str:
-        """"SDXL", "SD2", "SD1" or "Unknown" from the training metadata (A1111's detect_version)."""
+        """ "SDXL", "SD2", "SD1" or "Unknown" from the training metadata (A1111's detect_version)."""
         if str(self.metadata.get("ss_base_model_version", "")).startswith("sdxl_"):
             return "SDXL"
         if str(self.metadata.get("ss_v2", "")) == "True":
@@ -97,7 +97,7 @@ class LoraOnDisk:
         return "SD1" if self.metadata else "Unknown"
 
     @classmethod
-    def from_path(cls, path: Path, name: str | None = None) -> "LoraOnDisk":
+    def from_path(cls, path: Path, name: str | None = None) -> LoraOnDisk:
         """Read the metadata of one file (tensors are not loaded)."""
         path = Path(path)
         return cls(name=name or path.stem, path=path, metadata=read_lora_metadata(path))

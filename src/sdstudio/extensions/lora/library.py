@@ -116,7 +116,9 @@ class LoraLibrary:
                 path = Path(getattr(entry, "path", getattr(entry, "filename", "")))
                 found.append((str(getattr(entry, "name", None) or path.stem), path, entry))
         else:
-            found += [(path.stem, path, None) for folder in self.folders for path in MODEL_KINDS["lora"].files_in(folder)]
+            found += [
+                (path.stem, path, None) for folder in self.folders for path in MODEL_KINDS["lora"].files_in(folder)
+            ]
         return sorted(found, key=lambda item: str(item[1]).lower())
 
     def available(self) -> list[LoraOnDisk]:
@@ -169,8 +171,9 @@ class LoraLibrary:
     def load(self, entry: LoraOnDisk) -> ParsedLora:
         """The file's networks, parsed (kept by the memory owner, keyed by path and modification time)."""
         key = f"{MEMORY_KIND}:{entry.path}:{entry.path.stat().st_mtime_ns}"
-        return self.memory.get_or_load(key, MEMORY_KIND, lambda: parse_lora_state_dict(load_lora_tensors(entry.path)),
-                                       size_of=parsed_lora_bytes)
+        return self.memory.get_or_load(
+            key, MEMORY_KIND, lambda: parse_lora_state_dict(load_lora_tensors(entry.path)), size_of=parsed_lora_bytes
+        )
 
     def resolve(self, activations: Sequence[LoraActivation], report: LoraReport) -> list[LoadedNetwork]:
         """Files for the requested names; unknown or unreadable ones become warnings."""
@@ -189,10 +192,16 @@ class LoraLibrary:
                 report.warnings.append(f"LoRA {activation.name!r}: {exc}; generated without it")
                 continue
             if activation.dyn_dim is not None:
-                report.warnings.append(f"LoRA {activation.name!r}: dyn={activation.dyn_dim} is not supported; the full rank is used")
+                report.warnings.append(
+                    f"LoRA {activation.name!r}: dyn={activation.dyn_dim} is not supported; the full rank is used"
+                )
             if parsed.unknown_keys:
-                report.warnings.append(f"LoRA {activation.name!r}: {len(parsed.unknown_keys)} key(s) in no known layout were ignored (e.g. {parsed.unknown_keys[0]})")
-            networks.append(LoadedNetwork(activation.name, parsed, activation.te_multiplier, activation.unet_multiplier))
+                report.warnings.append(
+                    f"LoRA {activation.name!r}: {len(parsed.unknown_keys)} key(s) in no known layout were ignored (e.g. {parsed.unknown_keys[0]})"
+                )
+            networks.append(
+                LoadedNetwork(activation.name, parsed, activation.te_multiplier, activation.unet_multiplier)
+            )
             report.applied.append(activation.name)
             try:
                 report.hashes[activation.name] = entry.shorthash
@@ -218,6 +227,7 @@ class LoraLibrary:
 
     def restore_names(self, prompt: str, hashes: dict[str, str]) -> str:
         """Rewrite `<lora:ALIAS:` to the local name of the file with the recorded hash (A1111 infotext_pasted)."""
+
         def replace(match: re.Match) -> str:
             short = hashes.get(match.group(1))
             entry = self.find_by_shorthash(short) if short else None
@@ -287,11 +297,15 @@ class LoraBatchHook:
         self.add_hashes_to_infotext = add_hashes_to_infotext  # A1111 option lora_add_hashes_to_infotext
 
     @contextmanager
-    def __call__(self, model: GenerationModel, prompts: list[str], negative_prompts: list[str]) -> Iterator[LoraInfotext | None]:
+    def __call__(
+        self, model: GenerationModel, prompts: list[str], negative_prompts: list[str]
+    ) -> Iterator[LoraInfotext | None]:
         activations = activations_from_prompt(prompts[0]) if prompts else []
         if not activations:
             yield None
             return
-        with self.library.apply(model.unet, model.encoder.text_encoders, activations, model.encoder.clear_cache) as report:
+        with self.library.apply(
+            model.unet, model.encoder.text_encoders, activations, model.encoder.clear_cache
+        ) as report:
             params = report.infotext_params() if self.add_hashes_to_infotext else {}
             yield LoraInfotext(params, report.warnings, report)

@@ -40,7 +40,7 @@ class ModuleIndex:
                 self.by_kohya.setdefault(kohya_name(ldm), name)
 
     @classmethod
-    def for_text_encoder(cls, encoder: torch.nn.Module) -> "ModuleIndex":
+    def for_text_encoder(cls, encoder: torch.nn.Module) -> ModuleIndex:
         """Index a transformers CLIP text model; kohya writes its paths from `text_model.` down.
 
         transformers 5 puts CLIPTextModel's layers at the top (`encoder.layers.0...`), older
@@ -54,7 +54,7 @@ class ModuleIndex:
         return index
 
     @classmethod
-    def for_unet(cls, unet: torch.nn.Module) -> "ModuleIndex":
+    def for_unet(cls, unet: torch.nn.Module) -> ModuleIndex:
         """Index with the LDM spellings too (when the model has diffusers' UNet block layout)."""
         try:
             ldm = ldm_unet_module_names(unet)

@@ -36,7 +36,9 @@ def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dic
     return fields
 
 
-def generation_response(result, body: m.StableDiffusionTxt2ImgProcessingAPI | m.StableDiffusionImg2ImgProcessingAPI) -> dict[str, Any]:
+def generation_response(
+    result, body: m.StableDiffusionTxt2ImgProcessingAPI | m.StableDiffusionImg2ImgProcessingAPI
+) -> dict[str, Any]:
     """A1111's txt2img/img2img answer: base64 images, the request echoed, info as JSON text."""
     images: list[str] = []
     if body.send_images:
@@ -89,15 +91,17 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     image = None
     if p.preview is not None and not skip_current_image:
         image = encode_image_base64(p.preview)
-    return m.ProgressResponse(progress=progress, eta_relative=eta, state=state, current_image=image,
-                              textinfo=p.textinfo)
+    return m.ProgressResponse(
+        progress=progress, eta_relative=eta, state=state, current_image=image, textinfo=p.textinfo
+    )
 
 
 @router.post("/txt2img", response_model=m.TextToImageResponse)
 async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: QueueDep):
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
-    job = submit_generation(queue, "txt2img", lambda control: app.engine.txt2img(request, control),
-                            job_id=body.force_task_id)
+    job = submit_generation(
+        queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
+    )
     return generation_response(await wait_for(job), body)
 
 
@@ -106,8 +110,9 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
-    job = submit_generation(queue, "img2img", lambda control: app.engine.img2img(request, control),
-                            job_id=body.force_task_id)
+    job = submit_generation(
+        queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id
+    )
     return generation_response(await wait_for(job), body)
 
 

@@ -35,8 +35,14 @@ def _token_embedding_width(encoder: torch.nn.Module) -> int:
 @router.get("/sd-models", response_model=list[m.SDModelItem])
 def get_sd_models(app: AppDep):
     return [
-        m.SDModelItem(title=e.title, model_name=e.model_name, hash=e.shorthash, sha256=e.sha256,
-                      filename=str(e.path), config=str(e.config) if e.config else None)
+        m.SDModelItem(
+            title=e.title,
+            model_name=e.model_name,
+            hash=e.shorthash,
+            sha256=e.sha256,
+            filename=str(e.path),
+            config=str(e.config) if e.config else None,
+        )
         for e in app.models.list("checkpoint")
     ]
 

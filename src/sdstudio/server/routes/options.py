@@ -7,8 +7,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdstudio.app import App
+from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, OptionsDep, QueueDep, wait_for
 
@@ -45,10 +45,22 @@ def memory_response(app: App) -> m.MemoryResponse:
             stats = torch.cuda.memory_stats()
             cuda = {
                 "system": {"free": free, "used": total - free, "total": total},
-                "active": {"current": stats.get("active_bytes.all.current", 0), "peak": stats.get("active_bytes.all.peak", 0)},
-                "allocated": {"current": stats.get("allocated_bytes.all.current", 0), "peak": stats.get("allocated_bytes.all.peak", 0)},
-                "reserved": {"current": stats.get("reserved_bytes.all.current", 0), "peak": stats.get("reserved_bytes.all.peak", 0)},
-                "inactive": {"current": stats.get("inactive_split_bytes.all.current", 0), "peak": stats.get("inactive_split_bytes.all.peak", 0)},
+                "active": {
+                    "current": stats.get("active_bytes.all.current", 0),
+                    "peak": stats.get("active_bytes.all.peak", 0),
+                },
+                "allocated": {
+                    "current": stats.get("allocated_bytes.all.current", 0),
+                    "peak": stats.get("allocated_bytes.all.peak", 0),
+                },
+                "reserved": {
+                    "current": stats.get("reserved_bytes.all.current", 0),
+                    "peak": stats.get("reserved_bytes.all.peak", 0),
+                },
+                "inactive": {
+                    "current": stats.get("inactive_split_bytes.all.current", 0),
+                    "peak": stats.get("inactive_split_bytes.all.peak", 0),
+                },
                 "events": {"retries": stats.get("num_alloc_retries", 0), "oom": stats.get("num_ooms", 0)},
             }
     except Exception as exc:  # memory stats are informative only
@@ -98,8 +110,10 @@ def get_cmd_flags(app: AppDep, options: OptionsDep):
 @router.get("/prompt-styles", response_model=list[m.PromptStyleItem])
 def get_prompt_styles(app: AppDep):
     app.styles.reload()
-    return [m.PromptStyleItem(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt)
-            for s in app.styles.styles.values()]
+    return [
+        m.PromptStyleItem(name=s.name, prompt=s.prompt, negative_prompt=s.negative_prompt)
+        for s in app.styles.styles.values()
+    ]
 
 
 @router.get("/samplers", response_model=list[m.SamplerItem])
@@ -110,9 +124,13 @@ def get_samplers():
 @router.get("/schedulers", response_model=list[m.SchedulerItem])
 def get_schedulers():
     return [
-        m.SchedulerItem(name=row.name, label=row.label, aliases=list(row.aliases) or None,
-                        default_rho=row.default_rho if row.default_rho is not None else -1,
-                        need_inner_model=False)
+        m.SchedulerItem(
+            name=row.name,
+            label=row.label,
+            aliases=list(row.aliases) or None,
+            default_rho=row.default_rho if row.default_rho is not None else -1,
+            need_inner_model=False,
+        )
         for row in SCHEDULE_TYPES
     ]
 

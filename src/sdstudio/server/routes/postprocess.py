@@ -39,7 +39,9 @@ async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queu
     image = result.images[0] if result.images else None
     return m.ExtrasSingleImageResponse(
         html_info=result.html_info,
-        image=encode_image_base64(image.image, image.infotext) if image is not None and body.show_extras_results else None,
+        image=encode_image_base64(image.image, image.infotext)
+        if image is not None and body.show_extras_results
+        else None,
     )
 
 
@@ -50,7 +52,9 @@ async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queu
     request = ExtrasBatchImagesRequest(**body.model_dump())
     job = queue.submit("extras", lambda job: app.postprocess.run_batch(request, save=False))
     result = await wait_for(job)
-    images = [encode_image_base64(item.image, item.infotext) for item in result.images] if body.show_extras_results else []
+    images = (
+        [encode_image_base64(item.image, item.infotext) for item in result.images] if body.show_extras_results else []
+    )
     return m.ExtrasBatchImagesResponse(html_info=result.html_info, images=images)
 
 

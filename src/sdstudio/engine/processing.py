@@ -331,12 +331,10 @@ class GenerationJob:
             request.height,
         )
 
-    def prepare_latents(self, batch: Batch) -> None:
-        """Step 3b: per-image noise; img2img: the init latents, inpainting masks and an inpainting UNet's channels."""
-        request, model, init = self.request, self.model, self.init
-        f = model.latent_factor
-        latent_hw = (request.height // f, request.width // f)
-        batch.noise = ImageNoise(
+    def batch_noise(self, batch: Batch, latent_hw: tuple[int, int]) -> ImageNoise:
+        """The batch's per-image noise at a latent size (A1111: seeds, variation seeds, resize-seed-from, ENSD)."""
+        request, model = self.request, self.model
+        return ImageNoise(
             (model.latent_channels, *latent_hw),
             batch.seeds,
             batch.subseeds,
@@ -344,9 +342,16 @@ class GenerationJob:
             request.seed_resize_from_h,
             request.seed_resize_from_w,
             self.plan.settings.eta_noise_seed_delta,
-            latent_factor=f,
+            latent_factor=model.latent_factor,
             device=model.device,
         )
+
+    def prepare_latents(self, batch: Batch) -> None:
+        """Step 3b: per-image noise; img2img: the init latents, inpainting masks and an inpainting UNet's channels."""
+        request, model, init = self.request, self.model, self.init
+        f = model.latent_factor
+        latent_hw = (request.height // f, request.width // f)
+        batch.noise = self.batch_noise(batch, latent_hw)
         initial = batch.initial_noise = batch.noise.first()
         if init is not None:
             assert isinstance(request, Img2ImgRequest)  # step 2 makes init images for img2img only
@@ -486,17 +491,7 @@ class GenerationJob:
             hr_prompts, hr_negatives, sampler.total_model_evaluations(steps), plan.clip_skip, target_w, target_h
         )
         latent_hw = (target_h // f, target_w // f)
-        noise = ImageNoise(
-            (model.latent_channels, *latent_hw),
-            batch.seeds,
-            batch.subseeds,
-            request.subseed_strength,
-            request.seed_resize_from_h,
-            request.seed_resize_from_w,
-            plan.settings.eta_noise_seed_delta,
-            latent_factor=f,
-            device=model.device,
-        )
+        noise = self.batch_noise(batch, latent_hw)
         image_conditioning = None
         if model.is_inpainting:
             image_conditioning = init_images.inpainting_image_conditioning(

@@ -6,7 +6,7 @@ from typing import Any
 
 import gradio as gr
 
-from sdstudio.config import Settings
+from sdstudio.config import PATH_OPTIONS, Settings
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import status_html
@@ -34,15 +34,7 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "Paths for saving",
-        (
-            "outdir_samples",
-            "outdir_txt2img_samples",
-            "outdir_img2img_samples",
-            "outdir_extras_samples",
-            "outdir_grids",
-            "outdir_txt2img_grids",
-            "outdir_img2img_grids",
-        ),
+        PATH_OPTIONS,
     ),
     (
         "Sampler parameters",

@@ -162,11 +162,13 @@ def main() -> None:
             )
         )
     print(
-        f"LoRA per-job cost, {args.size} UNet + CLIP text encoder, rank {args.rank}, {modules} modules, {torch.get_num_threads()} threads, job = {args.steps} steps"
+        f"LoRA per-job cost, {args.size} UNet + CLIP text encoder, rank {args.rank}, {modules} modules, "
+        f"{torch.get_num_threads()} threads, job = {args.steps} steps"
     )
     print(f"base step (TE + UNet, batch 1): {base_step:.3f}s")
     print(
-        f"{'strategy':<10}{'apply s':>9}{'remove s':>10}{'step s':>9}{'job overhead s':>16}{'ratio to job':>14}{'exact restore':>15}{'modules':>9}"
+        f"{'strategy':<10}{'apply s':>9}{'remove s':>10}{'step s':>9}"
+        f"{'job overhead s':>16}{'ratio to job':>14}{'exact restore':>15}{'modules':>9}"
     )
     for strategy, apply_s, remove_s, step_s, overhead, ratio, restored, count in rows:
         print(

@@ -216,14 +216,16 @@ def main() -> None:
         best = {impl: {key: min(r[key] for r in found) for key in found[0]} for impl, found in runs.items()}
         rows.append((dtype, best["diffusers"], best["sdstudio"]))
     print(
-        f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, CPU, best of {args.repeats}"
+        f"txt2img {args.size}x{args.size}, {args.steps} steps, Euler, CFG 7, random SD1.5-sized weights, "
+        f"CPU, best of {args.repeats}"
     )
     print(f"{'dtype':6} {'impl':10} {'s/step':>8} {'total s':>8} {'peak RSS MiB':>13}")
     for dtype, base, ours in rows:
         for name, m in (("diffusers", base), ("sdstudio", ours)):
             print(f"{dtype:6} {name:10} {m['s_per_step']:8.2f} {m['total_s']:8.1f} {m['peak_rss_mib']:13.0f}")
         print(
-            f"{dtype:6} {'ratio':10} {ours['s_per_step'] / base['s_per_step']:8.2f}x {ours['total_s'] / base['total_s']:7.2f}x {ours['peak_rss_mib'] / base['peak_rss_mib']:12.2f}x"
+            f"{dtype:6} {'ratio':10} {ours['s_per_step'] / base['s_per_step']:8.2f}x "
+            f"{ours['total_s'] / base['total_s']:7.2f}x {ours['peak_rss_mib'] / base['peak_rss_mib']:12.2f}x"
         )
 
 

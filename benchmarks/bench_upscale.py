@@ -32,7 +32,8 @@ import numpy as np, torch
 from PIL import Image
 from pathlib import Path
 
-mode, root, size, tile, overlap, repeats, threads = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+mode, root = sys.argv[1], Path(sys.argv[2])
+size, tile, overlap, repeats, threads = (int(arg) for arg in sys.argv[3:8])
 if threads > 0:
     torch.set_num_threads(threads)
 rng = np.random.default_rng(0)
@@ -60,7 +61,8 @@ else:
         out = np.empty((size * scale, size * scale, 3), np.uint8)
         for y in tile_starts(size, th, overlap):
             for x in tile_starts(size, tw, overlap):
-                patch = source[..., y:y + th, x:x + tw].to(dtype=torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+                patch = source[..., y:y + th, x:x + tw]
+                patch = patch.to(dtype=torch.float32, memory_format=torch.contiguous_format).div_(255.0)
                 with torch.inference_mode():
                     result = descriptor(patch)
                     values = result[0].clamp(0, 1).permute(1, 2, 0).numpy()
@@ -132,7 +134,8 @@ def main() -> int:
         write_model(root, args.blocks, args.filters)
         print(
             f"ESRGAN 4x random weights, {args.blocks} blocks x {args.filters} filters; input {args.size}x{args.size}, "
-            f"tile {args.tile}, overlap {args.overlap}, best of {args.repeats}; torch threads {args.threads or 'default'}",
+            f"tile {args.tile}, overlap {args.overlap}, best of {args.repeats}; "
+            f"torch threads {args.threads or 'default'}",
             flush=True,
         )
         started = time.perf_counter()
@@ -157,7 +160,8 @@ def main() -> int:
         print(f"| {'spandrel, same tiles':<28} | {direct['seconds']:>9.2f} | {direct['peak_rss_mib']:>12.0f} |")
         print(f"| {'sdstudio UpscalerRegistry':<28} | {ours['seconds']:>9.2f} | {ours['peak_rss_mib']:>12.0f} |")
         print(
-            f"| {'ratio sdstudio / spandrel':<28} | {ours['seconds'] / direct['seconds']:>8.3f}x | {ours['peak_rss_mib'] / direct['peak_rss_mib']:>11.3f}x |"
+            f"| {'ratio sdstudio / spandrel':<28} | {ours['seconds'] / direct['seconds']:>8.3f}x | "
+            f"{ours['peak_rss_mib'] / direct['peak_rss_mib']:>11.3f}x |"
         )
 
         if args.big_size:

@@ -105,7 +105,10 @@ def is_star(image: np.ndarray, classifier) -> bool:
 
 
 def classifier_check(classifier, count: int = 60) -> tuple[float, float]:
-    """(share of rendered stars called stars, share of rendered circles/squares/triangles called stars), on unseen seeds."""
+    """(share of rendered stars called stars, share of rendered circles/squares/triangles called stars).
+
+    Both on unseen seeds.
+    """
     from sdstudio.training import scenes
 
     stars = [render_star(s) for s in star_scenes(count, seed=99)]
@@ -119,7 +122,7 @@ def classifier_check(classifier, count: int = 60) -> tuple[float, float]:
 
 
 def load_base(args, paths):
-    """(TrainingBase, GenerationModel) over the same modules: the bundled checkpoint, or a random micro model for --smoke."""
+    """(TrainingBase, GenerationModel) sharing modules: the bundled checkpoint, or a random micro model for --smoke."""
     from sdstudio.engine.job_context import GenerationModel
     from sdstudio.training.lora_training import TrainingBase
 
@@ -150,7 +153,8 @@ def load_base(args, paths):
     path = Path(args.base)
     if not path.is_file():
         sys.exit(
-            f"not runnable yet: no base checkpoint at {path} (the bundled tiny model lands in src/sdstudio/assets/tiny/)"
+            f"not runnable yet: no base checkpoint at {path} "
+            "(the bundled tiny model lands in src/sdstudio/assets/tiny/)"
         )
     from sdstudio.engine.checkpoints import generation_model_from_checkpoint
     from sdstudio.engine.conditioning import encoder_for_checkpoint
@@ -204,7 +208,8 @@ def main() -> None:
     classifier = star_classifier()
     star_hit, other_hit = classifier_check(classifier)
     print(
-        f"classifier on rendered shapes: stars called star {star_hit:.0%}, circles/squares/triangles called star {other_hit:.0%}"
+        f"classifier on rendered shapes: stars called star {star_hit:.0%}, "
+        f"circles/squares/triangles called star {other_hit:.0%}"
     )
 
     base, model = load_base(args, paths)
@@ -263,7 +268,8 @@ def main() -> None:
     total = time.monotonic() - began
     print()
     print(
-        f"LoRA demo: star shape on {model.name}, {args.images} training images, {result.steps} steps, {torch.get_num_threads()} threads"
+        f"LoRA demo: star shape on {model.name}, {args.images} training images, {result.steps} steps, "
+        f"{torch.get_num_threads()} threads"
     )
     print(f"{'':<28}{'stars':>8}{'of':>5}{'share':>8}")
     print(f"{'with <lora:star:1>':<28}{counts['with']:>8}{args.eval:>5}{counts['with'] / args.eval:>8.0%}")

@@ -127,7 +127,8 @@ def main() -> None:
     truth_readings = scene_metrics.read_scenes([s.render() for s in truth], classifier)
     truth_score = score(truth_readings, [s.combo for s in truth])
     print(
-        f"scorer on 600 rendered scenes: object {truth_score['object']:.1%}, background {truth_score['background']:.1%}, "
+        f"scorer on 600 rendered scenes: object {truth_score['object']:.1%}, "
+        f"background {truth_score['background']:.1%}, "
         f"shape {truth_score['shape']:.1%} (trained in {time.perf_counter() - began:.1f} s)"
     )
 
@@ -166,16 +167,18 @@ def main() -> None:
     per_image = sum(timings.values()) / sum(row["images"] for row in rows.values())
 
     print(
-        f"\n{checkpoint.name}: {args.steps} steps {args.sampler}, CFG {args.cfg:g}, {args.seeds} seeds per combination, "
-        f"64x64, {torch.get_num_threads()} threads"
+        f"\n{checkpoint.name}: {args.steps} steps {args.sampler}, CFG {args.cfg:g}, "
+        f"{args.seeds} seeds per combination, 64x64, {torch.get_num_threads()} threads"
     )
     print(
-        f"{'split':<9} {'combos':>6} {'images':>6} {'object colour':>13} {'background':>10} {'shape':>6} {'all three':>9}"
+        f"{'split':<9} {'combos':>6} {'images':>6} {'object colour':>13} "
+        f"{'background':>10} {'shape':>6} {'all three':>9}"
     )
     for split, combos in (("held-out", held_out), ("seen", seen)):
         row = rows[split]
         print(
-            f"{split:<9} {len(combos):>6} {row['images']:>6} {row['object']:>13.1%} {row['background']:>10.1%} {row['shape']:>6.1%} {row['all']:>9.1%}"
+            f"{split:<9} {len(combos):>6} {row['images']:>6} {row['object']:>13.1%} "
+            f"{row['background']:>10.1%} {row['shape']:>6.1%} {row['all']:>9.1%}"
         )
     for split in rows:
         print(
@@ -210,7 +213,8 @@ def main() -> None:
         }
         print(
             f"; same held-out prompts back to back: sdstudio {sdstudio_seconds / count * 1000:.0f} ms, "
-            f"plain diffusers {diffusers_seconds / count * 1000:.0f} ms, ratio {sdstudio_seconds / diffusers_seconds:.2f}"
+            f"plain diffusers {diffusers_seconds / count * 1000:.0f} ms, "
+            f"ratio {sdstudio_seconds / diffusers_seconds:.2f}"
         )
     else:
         print()

@@ -1,4 +1,4 @@
-"""Tiny random-weight models for tests, built on the fly (no files, no hub) and seeded without touching the caller's RNG.
+"""Tiny random-weight models for tests, built on the fly (no files, no hub), seeded without touching the caller's RNG.
 
 Every builder takes a `seed`: the same seed gives the same weights whatever ran before, and
 building never changes the global RNG a test (or the code under test) draws from afterwards.
@@ -146,7 +146,7 @@ def tiny_clip(
     act: str = "quick_gelu",
     layer_norm_noise: float = 0.0,
 ):
-    """A random CLIP text encoder with the real vocabulary and 77 positions (with a projection head when `projection`)."""
+    """A random CLIP text encoder with the real vocabulary and 77 positions (plus a projection head if `projection`)."""
     with seeded_rng(seed):
         return _clip(hidden, layers, heads, projection, act, layer_norm_noise)
 
@@ -189,7 +189,10 @@ class HashTextEncoder:
 
 
 def tiny_generation_model(unet=None, vae=None, encoder=None, seed: int = 0, **fields):
-    """A GenerationModel over the given parts; a missing UNet/VAE is built from `seed`, a missing encoder is a HashTextEncoder."""
+    """A GenerationModel over the given parts.
+
+    A missing UNet/VAE is built from `seed`; a missing encoder is a HashTextEncoder.
+    """
     from sdstudio.engine.job_context import GenerationModel
 
     return GenerationModel(

@@ -129,8 +129,8 @@ def _announce_when_ready(server, options: LaunchOptions, started: float, app: Ap
     cpu = os.times()
     # CPU seconds say what the start costs on an idle machine when other work shares the cores.
     print(
-        f"sdstudio {what}; started in {time.perf_counter() - started:.1f} s (process CPU {cpu.user + cpu.system:.1f} s); "
-        f"data dir {app.paths.root}",
+        f"sdstudio {what}; started in {time.perf_counter() - started:.1f} s "
+        f"(process CPU {cpu.user + cpu.system:.1f} s); data dir {app.paths.root}",
         file=sys.stderr,
         flush=True,
     )

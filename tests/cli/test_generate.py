@@ -113,7 +113,10 @@ def test_compvis_aliases_parse_to_the_same_request():
 
 def test_pnginfo_prints_text_and_json(tmp_path, capsys):
     paths = DataPaths(tmp_path / "data").ensure()
-    text = "a cat\nNegative prompt: dog\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 9, Size: 64x64"
+    text = (
+        "a cat\nNegative prompt: dog\n"
+        "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 9, Size: 64x64"
+    )
     saved = ImageSaver(paths, Settings()).save_image(Image.new("RGB", (8, 8)), tmp_path, 9, "a cat", text)
     assert main(["pnginfo", str(saved)]) == 0
     assert capsys.readouterr().out.strip() == text

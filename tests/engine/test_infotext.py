@@ -51,7 +51,10 @@ def test_old_combined_sampler_name_is_split():
 
 
 def test_img2img_fields():
-    text = "cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, Denoising strength: 0.4, Mask blur: 8"
+    text = (
+        "cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, "
+        "Denoising strength: 0.4, Mask blur: 8"
+    )
     request = Img2ImgRequest(
         init_images=[__import__("PIL.Image").Image.new("RGB", (8, 8))], **request_fields_from_infotext(text, "img2img")
     )

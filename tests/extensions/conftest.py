@@ -1,4 +1,4 @@
-"""LoRA file builders and a probe over the tiny random UNet / CLIP text encoder (tests/tiny_models.py) for the LoRA tests."""
+"""LoRA file builders and a probe over the tiny random UNet / CLIP text encoder (tiny_models.py) for the LoRA tests."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Through the generation service: `<lora:NAME:W>` changes the image; the next untagged job is the base image exactly."""
+"""Via the generation service: `<lora:NAME:W>` changes the image; the next untagged job is the base image exactly."""
 
 from __future__ import annotations
 

@@ -176,7 +176,8 @@ model:
       target: sgm.models.autoencoder.AutoencoderKLInferenceWrapper
       params:
         embed_dim: 4
-        ddconfig: {{double_z: true, z_channels: 4, resolution: 32, in_channels: 3, out_ch: 3, ch: 32, ch_mult: [1, 1], num_res_blocks: 1, attn_resolutions: [], dropout: 0.0}}
+        ddconfig: {{double_z: true, z_channels: 4, resolution: 32, in_channels: 3, out_ch: 3, ch: 32,
+          ch_mult: [1, 1], num_res_blocks: 1, attn_resolutions: [], dropout: 0.0}}
 """
 
 

@@ -92,7 +92,7 @@ def save_swinir(path: Path, scale: int = 2, seed: int = 0) -> Path:
 
 
 def save_gfpgan(path: Path, seed: int = 0) -> Path:
-    """GFPGAN v1.3/1.4 (GFPGANv1Clean, full size: spandrel does not read its size from the weights) under `params_ema`."""
+    """GFPGAN v1.3/1.4 (GFPGANv1Clean, full size: spandrel cannot read its size from the weights) under `params_ema`."""
     from spandrel.architectures.GFPGAN import GFPGAN
 
     with seeded_rng(seed):

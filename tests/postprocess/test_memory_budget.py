@@ -30,7 +30,7 @@ def test_switching_models_under_a_small_budget_stays_within_it(data_dir_with_mod
     ]
     # Measure each model once without a budget, then allow only the largest one at a time.
     sizes = {}
-    for kind, load in loads:
+    for _kind, load in loads:
         load()
         sizes.update({row["key"]: row["bytes"] for row in app.memory.report()["models"]})
     for kind in ("checkpoint", "upscaler", "face_restorer"):

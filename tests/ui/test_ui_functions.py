@@ -18,7 +18,8 @@ HIRES_INFOTEXT = (
     "Negative prompt: blurry, text\n"
     "Steps: 12, Sampler: Euler a, Schedule type: Karras, CFG scale: 5.5, Seed: 42, Size: 64x96, "
     "Model hash: 0123456789, Model: tiny, Denoising strength: 0.45, Hires upscale: 1.5, "
-    "Hires steps: 3, Hires upscaler: Latent (nearest), Variation seed: 7, Variation seed strength: 0.25, Version: sdstudio"
+    "Hires steps: 3, Hires upscaler: Latent (nearest), "
+    "Variation seed: 7, Variation seed strength: 0.25, Version: sdstudio"
 )
 
 

@@ -63,7 +63,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run saved in --out (given more --decoder-steps or --refine-steps, a finished run continues too)",
+        help=(
+            "continue the run saved in --out "
+            "(given more --decoder-steps or --refine-steps, a finished run continues too)"
+        ),
     )
     parser.set_defaults(handler=run)
 

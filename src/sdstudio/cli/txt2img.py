@@ -83,7 +83,10 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
         dest="width",
         type=int,
         default=None,
-        help="image width, a multiple of 8 (default: the checkpoint's native size, 512 for SD 1.x, 64 for the bundled model)",
+        help=(
+            "image width, a multiple of 8 "
+            "(default: the checkpoint's native size, 512 for SD 1.x, 64 for the bundled model)"
+        ),
     )
     parser.add_argument(
         "--height",

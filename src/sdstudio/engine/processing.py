@@ -69,7 +69,7 @@ def plan_job(
     settings: Settings,
     apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
 ) -> Plan:
-    """Step 1: resolve sampler, seeds and the per-image prompts (`settings` is the job's snapshot, overrides included)."""
+    """Step 1: resolve sampler, seeds and the per-image prompts (`settings`: the job's snapshot, overrides included)."""
     resolved = resolve_sampler_and_schedule(request.sampler_name, request.scheduler)
     assert resolved is not None  # the request validated it
     sampler, schedule = resolved
@@ -281,7 +281,7 @@ class GenerationJob:
     # Step 3: per batch
 
     def start_batches(self) -> None:
-        """Before the first batch: progress over both passes, the model's sigmas, the shared infotext, the output folder."""
+        """Before the first batch: progress over both passes, model sigmas, the shared infotext, the output folder."""
         request = self.request
         if isinstance(request, Img2ImgRequest):  # img2img runs int(strength * steps)
             self.first_pass_steps = img2img_steps(request.steps, request.denoising_strength)[1]

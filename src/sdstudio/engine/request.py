@@ -47,7 +47,7 @@ INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothi
 
 
 def decode_base64_image(encoded: str, field_name: str) -> Image.Image:
-    """A PIL image from a base64 string (data-URL prefix accepted); a clear error naming the field when it is not one."""
+    """A PIL image from a base64 string (data-URL prefix accepted); an error naming the field when it is not one."""
     if not isinstance(encoded, str) or not encoded.strip():
         raise InvalidRequest(field_name, "expected a base64-encoded image")
     text = encoded.strip()

@@ -247,7 +247,10 @@ class SamplerOptions:
 
 
 class SigmaSampler(Protocol):
-    """`sample(model, x, sigmas, noise, callback, opts) -> the latent at the last sigma`: every sigma sampler's signature."""
+    """Every sigma sampler's signature.
+
+    `sample(model, x, sigmas, noise, callback, opts)` returns the latent at the last sigma.
+    """
 
     def __call__(
         self,

@@ -1,1 +1,4 @@
-"""Model files: discovery, A1111 hashes, metadata, architecture detection, single-file load/save, safe unpickling, model cache."""
+"""Model files: discovery, A1111 hashes, metadata and architecture detection.
+
+Also single-file load/save, safe unpickling and the model cache.
+"""

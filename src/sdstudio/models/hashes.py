@@ -112,6 +112,6 @@ class HashCache:
 
 
 def addnet_hash_safetensors_bytes(data: bytes) -> str:
-    """The addnet hash of a safetensors file held in memory (e.g. `safetensors.torch.save(...)`), before it is written."""
+    """The addnet hash of an in-memory safetensors file (e.g. `safetensors.torch.save(...)`), before it is written."""
     header_length = int.from_bytes(data[:8], "little")
     return hashlib.sha256(data[8 + header_length :]).hexdigest()

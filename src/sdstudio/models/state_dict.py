@@ -85,4 +85,6 @@ def load_state_dict(
             }
         return tensors
     except ModelLoadError as exc:
-        raise ModelLoadError(f"{path.name}: {exc}") if str(exc).startswith("expected") else exc
+        if str(exc).startswith("expected"):
+            raise ModelLoadError(f"{path.name}: {exc}") from exc
+        raise

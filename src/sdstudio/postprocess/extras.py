@@ -290,7 +290,7 @@ class PostprocessService:
     # -- saving ------------------------------------------------------------------------
 
     def _output_folder(self, outdir) -> Path:
-        """--outdir (the local user's choice) if given, else outdir_samples or outdir_extras_samples inside the data dir."""
+        """--outdir (the local user's choice) if given, else outdir_samples or outdir_extras_samples in the data dir."""
         if outdir:
             return Path(outdir).expanduser().resolve()
         chosen = self.settings.outdir_samples or self.settings.outdir_extras_samples

@@ -42,7 +42,7 @@ FEATHER_FRACTION = 0.12
 
 @dataclass(frozen=True)
 class FaceRestorerKind:
-    """A face restorer row: A1111's name, the name of its face_restorer folder and the spandrel architecture expected there."""
+    """A face restorer row: A1111's name, its face_restorer folder's name, the spandrel architecture expected there."""
 
     name: str
     folder: str

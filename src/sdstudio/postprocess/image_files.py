@@ -90,7 +90,10 @@ def unquote(text: str) -> str:
 
 
 def format_infotext_parameters(params: dict[str, Any]) -> str:
-    """`key: value, ...` as A1111 joins infotext parameters: values quoted, None left out, a key alone when its value is itself."""
+    """`key: value, ...` as A1111 joins infotext parameters.
+
+    Values are quoted, None is left out, and a key stands alone when its value is itself.
+    """
     return ", ".join(k if k == v else f"{k}: {quote(v)}" for k, v in params.items() if v is not None)
 
 

@@ -231,7 +231,8 @@ def upscale_array_tiled(
                 result = run_model(patch)
                 if tuple(result.shape[-2:]) != (tile_h * scale, tile_w * scale):
                     raise ModelLoadError(
-                        f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile, expected scale {scale}"
+                        f"model returned {tuple(result.shape[-2:])} for a {tile_h}x{tile_w} tile, "
+                        f"expected scale {scale}"
                     )
                 values = result[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             values *= weights_y[row][:, None, None]

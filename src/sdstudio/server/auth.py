@@ -27,7 +27,9 @@ def basic_auth_dependency(credentials: dict[str, str]):
     """A FastAPI dependency that admits only the given users (constant-time compare)."""
     security = HTTPBasic(auto_error=False)
 
-    def check(given: HTTPBasicCredentials | None = Depends(security)) -> str:
+    # FastAPI's documented idiom: under postponed annotations, Annotated[..., Depends(security)] cannot see the
+    # local `security` and FastAPI would silently read `given` as a query parameter.
+    def check(given: HTTPBasicCredentials | None = Depends(security)) -> str:  # noqa: B008
         if given is not None:
             expected = credentials.get(given.username)
             # Compare against something even for unknown users so timing says nothing.

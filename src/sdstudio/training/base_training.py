@@ -513,7 +513,8 @@ def train_base(
             reopened = run.extend_finished()
             if reopened:
                 log_line(
-                    f"extending the finished run: {reopened} from step {run.step} to {getattr(config, reopened + '_steps')}"
+                    f"extending the finished run: {reopened} from step {run.step} "
+                    f"to {getattr(config, reopened + '_steps')}"
                 )
             log_line(f"resuming at {run.phase} step {run.step}")
         else:

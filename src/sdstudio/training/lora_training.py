@@ -222,7 +222,10 @@ def inject_lora(
     conv_rank: int = 0,
     conv_alpha: float = 1.0,
 ) -> list[torch.nn.Parameter]:
-    """peft LoRA adapters on `targets`; down ~ kaiming-uniform from `generator`, up = 0. Returns the trainable params."""
+    """peft LoRA adapters on `targets`; down ~ kaiming-uniform from `generator`, up = 0.
+
+    Returns the trainable params.
+    """
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
@@ -254,7 +257,10 @@ def inject_lora(
 
 
 def kohya_state_dict(model: torch.nn.Module, prefix: str, add_text_model: bool = False) -> dict[str, torch.Tensor]:
-    """The injected adapters as kohya keys: `{prefix}{path_with_underscores}.lora_down.weight` / `.lora_up.weight` / `.alpha`."""
+    """The injected adapters as kohya keys.
+
+    `{prefix}{path_with_underscores}.lora_down.weight` / `.lora_up.weight` / `.alpha`.
+    """
     tensors: dict[str, torch.Tensor] = {}
     for name, layer in model.named_modules():
         lora_a = getattr(layer, "lora_A", None)
@@ -382,7 +388,7 @@ def sample_images(
     cfg_scale: float = 7.0,
     sampler_name: str = "Euler",
 ) -> list[Image.Image]:
-    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance; prompt i uses seed + i."""
+    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance, seed + i for prompt i."""
     resolved = resolve_sampler_and_schedule(sampler_name, None)
     if resolved is None:
         raise InvalidRequest("sampler", f"unknown sampler {sampler_name!r}")

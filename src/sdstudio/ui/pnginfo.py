@@ -41,7 +41,8 @@ def read_image_info(path: str | None) -> tuple[str, str]:
     except OSError as exc:
         return (
             "",
-            f'<div class="sdstudio-status sdstudio-status-error">{html.escape(f"could not read the image: {exc}")}</div>',
+            '<div class="sdstudio-status sdstudio-status-error">'
+            f"{html.escape(f'could not read the image: {exc}')}</div>",
         )
     parts = []
     if infotext:

@@ -28,8 +28,8 @@ UI_CSS = """
   opacity: 0.55; transition: width 0.3s; }
 .sdstudio-progress-text { position: relative; padding: 0 8px; font-size: 13px; line-height: 22px; }
 /* Token counters sit in the bottom right corner of their prompt box. */
-.sdstudio-token-counter { height: 0 !important; min-height: 0 !important; overflow: visible !important; padding: 0 !important;
-  border: none !important; z-index: 20; margin-top: calc(-1 * var(--layout-gap, 12px)); }
+.sdstudio-token-counter { height: 0 !important; min-height: 0 !important; overflow: visible !important;
+  padding: 0 !important; border: none !important; z-index: 20; margin-top: calc(-1 * var(--layout-gap, 12px)); }
 .sdstudio-token-count { position: relative; float: right; top: -26px; right: 14px;
   font-size: 12px; opacity: 0.75; }
 .sdstudio-infotext p { margin: 0 0 4px 0; font-size: 13px; word-break: break-word; }

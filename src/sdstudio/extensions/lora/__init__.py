@@ -1,8 +1,8 @@
 """LoRA / LyCORIS networks: read A1111/kohya/diffusers files, apply them per job, list them.
 
 Public API (what the engine, server and UI use):
-`LoraLibrary`, `LoraBatchHook` (the engine's batch hook), `LoraActivation`, `LoraReport`, `activations_from_prompt`, `lora_applied`,
-`list_loras`, `lora_card`, `format_lora_hashes`, `parse_lora_hashes`.
+`LoraLibrary`, `LoraBatchHook` (the engine's batch hook), `LoraActivation`, `LoraReport`, `activations_from_prompt`,
+`lora_applied`, `list_loras`, `lora_card`, `format_lora_hashes`, `parse_lora_hashes`.
 """
 
 from sdstudio.extensions.lora.library import (

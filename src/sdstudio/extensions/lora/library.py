@@ -197,7 +197,8 @@ class LoraLibrary:
                 )
             if parsed.unknown_keys:
                 report.warnings.append(
-                    f"LoRA {activation.name!r}: {len(parsed.unknown_keys)} key(s) in no known layout were ignored (e.g. {parsed.unknown_keys[0]})"
+                    f"LoRA {activation.name!r}: {len(parsed.unknown_keys)} key(s) in no known layout were ignored "
+                    f"(e.g. {parsed.unknown_keys[0]})"
                 )
             networks.append(
                 LoadedNetwork(activation.name, parsed, activation.te_multiplier, activation.unet_multiplier)

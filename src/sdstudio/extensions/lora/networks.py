@@ -165,12 +165,11 @@ class ParsedLora:
 
 def split_key(key: str) -> tuple[str, str, bool, str | None, str] | None:
     """`lora_unet_x.lora_down.weight` -> ("unet", "x", True, "lora", "down"); None for foreign keys."""
-    for suffix, kind, role in _SUFFIXES_LONGEST_FIRST:
-        if key.endswith(suffix):
-            module = key[: -len(suffix)]
-            break
-    else:
+    matched = next((row for row in _SUFFIXES_LONGEST_FIRST if key.endswith(row[0])), None)
+    if matched is None:
         return None
+    suffix, kind, role = matched
+    module = key[: -len(suffix)]
     for prefix, model, kohya_style in MODEL_PREFIXES:
         if module.startswith(prefix):
             return model, module[len(prefix) :], kohya_style, kind, role

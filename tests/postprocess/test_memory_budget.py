@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from postprocess_networks import save_codeformer, save_compact, save_esrgan, save_gfpgan
+from postprocess_networks import save_compact, save_esrgan, save_gfpgan
 from tiny_models import write_tiny_checkpoint
 
 from sdstudio.app import open_app
@@ -17,7 +17,6 @@ def test_switching_models_under_a_small_budget_stays_within_it(data_dir_with_mod
     save_compact(paths_root / "models" / "RealESRGAN" / "compact-2x.pth", scale=2)
     save_esrgan(paths_root / "models" / "ESRGAN" / "4x-Tiny.pth", scale=4)
     save_gfpgan(paths_root / "models" / "GFPGAN" / "GFPGANv1.4.pth")
-    save_codeformer(paths_root / "models" / "Codeformer" / "codeformer.pth")
     app = open_app(paths_root)
 
     loads = [
@@ -26,7 +25,7 @@ def test_switching_models_under_a_small_budget_stays_within_it(data_dir_with_mod
         ("face_restorer", lambda: app.postprocess.face_restorers.load_model("GFPGAN").descriptor.model),
         ("checkpoint", lambda: app.engine.model_source("second.safetensors").unet),
         ("upscaler", lambda: app.postprocess.upscalers.load_model("4x-Tiny").descriptor.model),
-        ("face_restorer", lambda: app.postprocess.face_restorers.load_model("CodeFormer").descriptor.model),
+        ("checkpoint", lambda: app.engine.model_source("random-tiny.safetensors").unet),
     ]
     # Measure each model once without a budget, then allow only the largest one at a time.
     sizes = {}

@@ -232,10 +232,10 @@ def inject_lora(
     all_targets = list(targets) + list(conv_targets)
     config = LoraConfig(
         r=rank,
-        lora_alpha=alpha,
+        lora_alpha=alpha,  # type: ignore[arg-type]  # peft types lora_alpha int; it only divides it by r
         target_modules=all_targets,
         lora_dropout=0.0,
-        bias="none",  # type: ignore[arg-type]  # peft types lora_alpha int; it only divides it by r
+        bias="none",
         rank_pattern={t: conv_rank for t in conv_targets},
         alpha_pattern={t: conv_alpha for t in conv_targets},
     )

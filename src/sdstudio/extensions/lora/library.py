@@ -94,14 +94,12 @@ class LoraLibrary:
     def __init__(
         self,
         folders: str | os.PathLike | Iterable[str | os.PathLike] | None,
-        entries: Callable[[], Iterable[Any]] | None = None,
         memory: ModelMemory | None = None,
         strategy: str = "adapters",
     ):
         if isinstance(folders, (str, os.PathLike)):
             folders = [folders]
         self.folders = [Path(folder) for folder in folders or ()]
-        self.entries_source = entries  # e.g. the model registry's LoRA listing (objects with .name/.path)
         self.memory = memory if memory is not None else ModelMemory(limits={MEMORY_KIND: 4})
         self.strategy = strategy
         self._lock = threading.Lock()
@@ -109,24 +107,16 @@ class LoraLibrary:
 
     # -- finding files -----------------------------------------------------------------------
 
-    def _paths(self) -> list[tuple[str, Path, Any]]:
-        found: list[tuple[str, Path, Any]] = []
-        if self.entries_source is not None:
-            for entry in self.entries_source():
-                path = Path(getattr(entry, "path", getattr(entry, "filename", "")))
-                found.append((str(getattr(entry, "name", None) or path.stem), path, entry))
-        else:
-            found += [
-                (path.stem, path, None) for folder in self.folders for path in MODEL_KINDS["lora"].files_in(folder)
-            ]
-        return sorted(found, key=lambda item: str(item[1]).lower())
+    def _paths(self) -> list[Path]:
+        found = [path for folder in self.folders for path in MODEL_KINDS["lora"].files_in(folder)]
+        return sorted(found, key=lambda path: str(path).lower())
 
     def available(self) -> list[LoraOnDisk]:
         """Every LoRA file, read afresh when it changed (metadata only; hashes are computed when needed)."""
         result = []
         with self._lock:
             seen = set()
-            for name, path, registry_entry in self._paths():
+            for path in self._paths():
                 try:
                     stamp = path.stat().st_mtime_ns
                 except OSError:
@@ -135,12 +125,9 @@ class LoraLibrary:
                 known = self._known.get(path)
                 if known is None or known[0] != stamp:
                     try:
-                        entry = LoraOnDisk.from_path(path, name)
+                        entry = LoraOnDisk.from_path(path, path.stem)
                     except SdStudioError:
-                        entry = LoraOnDisk(name=name, path=path)
-                    given = getattr(registry_entry, "addnet_hash", None) or getattr(registry_entry, "sha256", None)
-                    if given and path.suffix.lower() == ".safetensors" and getattr(registry_entry, "addnet_hash", None):
-                        entry.hash = str(given)
+                        entry = LoraOnDisk(name=path.stem, path=path)
                     self._known[path] = (stamp, entry)
                 result.append(self._known[path][1])
             for path in list(self._known):

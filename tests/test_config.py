@@ -126,6 +126,15 @@ def test_saved_outside_folder_falls_back_to_default_with_a_notice(data_dir):
     assert any("outdir_txt2img_samples" in notice for notice in app.notices)
 
 
+def test_saved_checkpoint_path_outside_falls_back_to_default_with_a_notice(data_dir, tmp_path):
+    data_dir.mkdir(parents=True)
+    (data_dir / "config.json").write_text(json.dumps({"sd_model_checkpoint": str(tmp_path / "x.safetensors")}))
+    app = open_app()
+    assert app.settings.sd_model_checkpoint == ""
+    assert any("sd_model_checkpoint" in notice for notice in app.notices)
+    app.settings_store.change({"sd_model_checkpoint": "sub/model.safetensors [0123456789]"})  # names still work
+
+
 def test_job_snapshot_does_not_change_under_a_running_job(data_dir):
     app = open_app()
     snapshot = app.settings_store.snapshot({"samples_format": "webp"})

@@ -283,10 +283,35 @@ def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None
         ) from None
 
 
+# Options that name a model file: a name, title or hash from the data dir's model folders,
+# never a path to a file elsewhere on the machine (the CLI's --ckpt is not a setting).
+MODEL_NAME_OPTIONS = ("sd_model_checkpoint", "sd_vae")
+
+
+def check_model_name_option(paths: DataPaths, name: str, value: Any, field: str | None = None) -> None:
+    """Refuse a model option that names a file outside the data dir (absolute, `~` or `..` paths)."""
+    if not isinstance(value, str):
+        raise option_error(name, "must be a model name", field)
+    text = value.split(" [", 1)[0].strip()  # A1111 titles: "name.safetensors [abcdef1234]"
+    candidate = Path(text)
+    escapes = text.startswith("~") or ".." in candidate.parts
+    if candidate.is_absolute():
+        try:
+            paths.resolve_inside(candidate)
+        except ValueError:
+            escapes = True
+    if escapes:
+        raise option_error(
+            name, f"{value!r} is not a model in the data dir; use a name from `sdstudio models list`", field
+        )
+
+
 def check_path_options(settings: Settings, paths: DataPaths, field: str | None = None) -> None:
-    """Refuse settings whose path options lead outside the data dir."""
+    """Refuse settings whose folders or model files lead outside the data dir."""
     for name in PATH_OPTIONS:
         check_path_option(paths, name, getattr(settings, name, ""), field)
+    for name in MODEL_NAME_OPTIONS:
+        check_model_name_option(paths, name, getattr(settings, name, ""), field)
 
 
 @dataclass
@@ -371,12 +396,14 @@ class SettingsStore:
         return cls(paths, loaded.settings, [loaded.notice] if loaded.notice else [])
 
     def _confined(self, settings: Settings) -> Settings:
-        """Saved path options outside the data dir (an old or hand-edited config.json) fall back to defaults."""
+        """Saved options leading outside the data dir (an old or hand-edited config.json) fall back to defaults."""
         defaults = Settings()
         reset: dict[str, Any] = {}
-        for name in PATH_OPTIONS:
+        checks = [(name, check_path_option) for name in PATH_OPTIONS]
+        checks += [(name, check_model_name_option) for name in MODEL_NAME_OPTIONS]
+        for name, check in checks:
             try:
-                check_path_option(self.paths, name, getattr(settings, name, ""))
+                check(self.paths, name, getattr(settings, name, ""))
             except InvalidRequest as exc:
                 reset[name] = getattr(defaults, name)
                 self.notices.append(f"config.json: {exc}; the default {reset[name]!r} is used")
@@ -416,6 +443,12 @@ class SettingsStore:
             self._overlay, self._current = overlay, current
             return current
 
+    def check(self, changes: dict[str, Any], field: str | None = None) -> Settings:
+        """The saved settings `changes` would give, validated and confined; nothing is applied or written."""
+        settings = self._saved.merged(changes, field=field)
+        check_path_options(settings, self.paths, field=field)
+        return settings
+
     def change(self, changes: dict[str, Any], field: str | None = None) -> list[str]:
         """Validate, apply and save option changes; returns the names that changed.
 
@@ -428,8 +461,7 @@ class SettingsStore:
             changed = {k: v for k, v in changes.items() if k not in current or current[k] != v}
             if not changed:
                 return []
-            saved = self._saved.merged(changed, field=field)
-            check_path_options(saved, self.paths, field=field)
+            saved = self.check(changed, field=field)
             overlay = {k: v for k, v in self._overlay.items() if k not in changed}
             current_settings = saved.merged(overlay)
             save_settings(saved, self.paths.config_file)

@@ -142,3 +142,31 @@ def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
         if op.get("security") != [{"HTTPBasic": []}]
     ]
     assert unguarded == [], "with --api-auth every endpoint asks for credentials"
+
+
+def test_checkpoint_or_vae_outside_the_data_dir_is_refused_and_not_opened(api_server, tmp_path):
+    """A settings value names a model in the data dir; a path to a file elsewhere is a 422, before any read."""
+    outside = tmp_path / "elsewhere" / "model.safetensors"
+    outside.parent.mkdir()
+    outside.write_bytes(b"not read")
+    with api_server.client() as client:
+        for option, value in (
+            ("sd_model_checkpoint", str(outside)),
+            ("sd_vae", str(outside)),
+            ("sd_model_checkpoint", "../../elsewhere/model.safetensors"),
+            ("sd_vae", "~/model.pt"),
+        ):
+            answer = client.post("/sdapi/v1/options", json={option: value})
+            assert answer.status_code == 422, (option, value, answer.text)
+            assert option in answer.json()["errors"]
+        body = {
+            "prompt": "x",
+            "steps": 1,
+            "width": 64,
+            "height": 64,
+            "override_settings": {"sd_model_checkpoint": str(outside)},
+        }
+        answer = client.post("/sdapi/v1/txt2img", json=body)
+        assert answer.status_code == 422 and "sd_model_checkpoint" in answer.json()["errors"]
+        options = client.get("/sdapi/v1/options").json()
+        assert options["sd_model_checkpoint"] == "" and options["sd_vae"] == "Automatic"

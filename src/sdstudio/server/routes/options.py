@@ -75,6 +75,7 @@ def get_options(app: AppDep):
 
 @router.post("/options")
 async def set_options(changes: dict[str, Any], app: AppDep, queue: QueueDep):
+    app.settings_store.check(changes)  # refused values (a path outside the data dir...) fail before any lookup
     checkpoint = changes.get("sd_model_checkpoint")
     if checkpoint:
         entry = app.models.find_checkpoint(str(checkpoint))  # NotFound -> 404 naming it

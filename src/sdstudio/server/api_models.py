@@ -128,9 +128,10 @@ class ExtrasBaseRequest(BaseModel):
     gfpgan_visibility: float = Field(default=0, ge=0, le=1, allow_inf_nan=False)
     codeformer_visibility: float = Field(default=0, ge=0, le=1, allow_inf_nan=False)
     codeformer_weight: float = Field(default=0, ge=0, le=1, allow_inf_nan=False)
-    upscaling_resize: float = Field(default=2, gt=0)
-    upscaling_resize_w: int = Field(default=512, ge=1)
-    upscaling_resize_h: int = Field(default=512, ge=1)
+    # Bounds as postprocess.extras.ExtrasOptions: out of range is a 422 here, not a 500 there.
+    upscaling_resize: float = Field(default=2, gt=0, le=16, allow_inf_nan=False)
+    upscaling_resize_w: int = Field(default=512, ge=1, le=16384)
+    upscaling_resize_h: int = Field(default=512, ge=1, le=16384)
     upscaling_crop: bool = True
     upscaler_1: str = "None"
     upscaler_2: str = "None"

@@ -130,4 +130,4 @@ def interrupt(queue: QueueDep):
 @router.post("/skip")
 def skip(queue: QueueDep):
     queue.skip()
-    return {}
+    return None  # A1111 answers skip with null, interrupt with {}

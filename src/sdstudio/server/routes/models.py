@@ -68,14 +68,14 @@ def refresh_vae(app: AppDep):
 async def unload_checkpoint(app: AppDep, queue: QueueDep):
     job = queue.submit("unload-checkpoint", lambda job: app.checkpoints.unload())
     await wait_for(job)
-    return None
+    return {}  # A1111's answer
 
 
 @router.post("/reload-checkpoint")
 async def reload_checkpoint(app: AppDep, queue: QueueDep):
     job = queue.submit("reload-checkpoint", lambda job: app.checkpoints(None) and None)
     await wait_for(job)
-    return None
+    return {}  # A1111's answer
 
 
 @router.get("/loras")

@@ -33,23 +33,30 @@ def get_latent_upscale_modes():
 async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: QueueDep):
     from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
-    request = ExtrasSingleImageRequest(**body.model_dump())
+    # A1111 decodes at the API edge (extras_single_image_api); the service takes PIL images.
+    image = decode_base64_image(body.image, "image")
+    request = ExtrasSingleImageRequest(**body.model_dump(exclude={"image"}), image=image)
     job = queue.submit("extras", lambda job: app.postprocess.run_single(request, save=False))
     result = await wait_for(job)
-    image = result.images[0] if result.images else None
+    processed = result.images[0] if result.images else None
     return m.ExtrasSingleImageResponse(
         html_info=result.html_info,
-        image=encode_image_base64(image.image, image.infotext)
-        if image is not None and body.show_extras_results
+        image=encode_image_base64(processed.image, processed.infotext)
+        if processed is not None and body.show_extras_results
         else None,
     )
 
 
 @router.post("/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
 async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: QueueDep):
-    from sdstudio.postprocess.extras import ExtrasBatchImagesRequest
+    from sdstudio.postprocess.extras import ExtrasBatchImagesRequest, NamedImage
 
-    request = ExtrasBatchImagesRequest(**body.model_dump())
+    # A1111's FileData items: base64 `data` and a file `name`, decoded here as A1111 does.
+    decoded = [
+        NamedImage(image=decode_base64_image(item.data, f"imageList[{index}].data"), name=item.name)
+        for index, item in enumerate(body.imageList)
+    ]
+    request = ExtrasBatchImagesRequest(**body.model_dump(exclude={"imageList"}), imageList=decoded)
     job = queue.submit("extras", lambda job: app.postprocess.run_batch(request, save=False))
     result = await wait_for(job)
     images = (

@@ -1,0 +1,284 @@
+"""Replay: one request per /sdapi/v1 route, with the body an A1111 client sends, over real HTTP.
+
+Bodies follow A1111's own API tests (test/test_txt2img.py, test_img2img.py, test_extras.py)
+and the `webuiapi` client's payloads; answers are checked for A1111's keys. A route added
+to the server without a row here fails `test_every_route_has_a_replay`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sdstudio.app import open_app
+from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.app import create_api
+
+from .conftest import start_server
+from .test_api_extras import A1111_EXTRAS_OPTIONS, png_base64
+
+Check = Callable[[Any], None]
+
+
+def keys(*names: str) -> Check:
+    """The answer is an object with at least these keys."""
+
+    def check(answer: Any) -> None:
+        assert isinstance(answer, dict), answer
+        assert set(names) <= set(answer), sorted(set(names) - set(answer))
+
+    return check
+
+
+def items(*names: str, may_be_empty: bool = False) -> Check:
+    """The answer is a list of objects, each with at least these keys."""
+
+    def check(answer: Any) -> None:
+        assert isinstance(answer, list), answer
+        assert may_be_empty or answer, "expected a non-empty list"
+        for item in answer:
+            keys(*names)(item)
+
+    return check
+
+
+def exactly(expected: Any) -> Check:
+    """The answer is this value (A1111's `{}` or `null` acknowledgements)."""
+
+    def check(answer: Any) -> None:
+        assert answer == expected
+
+    return check
+
+
+def images_of_size(field: str, size: tuple[int, int], count: int) -> Check:
+    """`field` holds `count` base64 PNGs of `size` (a str field holds one)."""
+
+    def check(answer: Any) -> None:
+        encoded = answer[field] if isinstance(answer[field], list) else [answer[field]]
+        assert len(encoded) == count
+        for b64 in encoded:
+            assert Image.open(io.BytesIO(base64.b64decode(b64))).size == size
+
+    return check
+
+
+def generation_info(**expected: Any) -> Check:
+    """txt2img/img2img's `info` is JSON text holding these values."""
+
+    def check(answer: Any) -> None:
+        info = json.loads(answer["info"])
+        assert {name: info[name] for name in expected} == expected
+
+    return check
+
+
+@dataclass(frozen=True)
+class Replay:
+    """One request as an A1111 client sends it and what its answer must hold."""
+
+    method: str
+    route: str  # under /sdapi/v1
+    body: dict[str, Any] | None = None
+    checks: tuple[Check, ...] = ()
+    label: str = ""
+
+    @property
+    def path(self) -> str:
+        return f"/sdapi/v1/{self.route}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.route}{' ' + self.label if self.label else ''}"
+
+
+def _mask_base64() -> str:
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+INIT_IMAGE = png_base64(64, 64, "green")
+
+# webuiapi's txt2img payload (WebUIApi.txt2img), tiny sizes.
+WEBUIAPI_TXT2IMG = {
+    "enable_hr": False,
+    "hr_scale": 2,
+    "hr_upscaler": "Latent",
+    "hr_second_pass_steps": 0,
+    "hr_resize_x": 0,
+    "hr_resize_y": 0,
+    "denoising_strength": 0.7,
+    "firstphase_width": 0,
+    "firstphase_height": 0,
+    "prompt": "a red circle",
+    "styles": [],
+    "seed": 11,
+    "subseed": -1,
+    "subseed_strength": 0.0,
+    "seed_resize_from_h": 0,
+    "seed_resize_from_w": 0,
+    "sampler_name": "Euler a",
+    "batch_size": 2,
+    "n_iter": 1,
+    "steps": 2,
+    "cfg_scale": 7.0,
+    "width": 64,
+    "height": 64,
+    "restore_faces": False,
+    "tiling": False,
+    "do_not_save_samples": False,
+    "do_not_save_grid": False,
+    "negative_prompt": "",
+    "eta": 1.0,
+    "s_churn": 0,
+    "s_tmax": 0,
+    "s_tmin": 0,
+    "s_noise": 1,
+    "override_settings": {},
+    "override_settings_restore_afterwards": True,
+    "script_args": [],
+    "script_name": None,
+    "send_images": True,
+    "save_images": False,
+    "alwayson_scripts": {},
+    "sampler_index": "Euler a",
+}
+
+# A1111 test/test_img2img.py's body, tiny sizes.
+A1111_IMG2IMG = {
+    "batch_size": 1,
+    "cfg_scale": 7,
+    "denoising_strength": 0.75,
+    "eta": 0,
+    "height": 64,
+    "include_init_images": False,
+    "init_images": [INIT_IMAGE],
+    "inpaint_full_res": False,
+    "inpaint_full_res_padding": 0,
+    "inpainting_fill": 0,
+    "inpainting_mask_invert": False,
+    "mask": None,
+    "mask_blur": 4,
+    "n_iter": 1,
+    "negative_prompt": "",
+    "override_settings": {},
+    "prompt": "example prompt",
+    "resize_mode": 0,
+    "restore_faces": False,
+    "s_churn": 0,
+    "s_noise": 1,
+    "s_tmax": 0,
+    "s_tmin": 0,
+    "sampler_index": "Euler a",
+    "seed": 5,
+    "seed_resize_from_h": -1,
+    "seed_resize_from_w": -1,
+    "steps": 2,
+    "styles": [],
+    "subseed": -1,
+    "subseed_strength": 0,
+    "tiling": False,
+    "width": 64,
+}
+
+GENERATION_ANSWER = keys("images", "parameters", "info")
+
+REPLAYS = (
+    Replay("get", "sd-models", checks=(items("title", "model_name", "hash", "sha256", "filename", "config"),)),
+    Replay(
+        "post", "options", {"sd_model_checkpoint": "sdstudio-tiny", "CLIP_stop_at_last_layers": 1}, (exactly(None),)
+    ),
+    Replay(
+        "get", "options", checks=(keys("sd_model_checkpoint", "sd_vae", "samples_format", "CLIP_stop_at_last_layers"),)
+    ),
+    Replay(
+        "post",
+        "txt2img",
+        WEBUIAPI_TXT2IMG,
+        (GENERATION_ANSWER, images_of_size("images", (64, 64), 2), generation_info(seed=11, sampler_name="Euler a")),
+    ),
+    Replay(
+        "post",
+        "img2img",
+        A1111_IMG2IMG,
+        (GENERATION_ANSWER, images_of_size("images", (64, 64), 1), generation_info(seed=5, denoising_strength=0.75)),
+    ),
+    Replay(
+        "post",
+        "img2img",
+        {**A1111_IMG2IMG, "mask": _mask_base64(), "inpainting_fill": 1, "inpaint_full_res": True, "mask_blur": 2},
+        (GENERATION_ANSWER, images_of_size("images", (64, 64), 1)),
+        label="inpaint",
+    ),
+    Replay(
+        "post",
+        "extra-single-image",
+        {**A1111_EXTRAS_OPTIONS, "image": png_base64(32, 32)},
+        (keys("html_info", "image"), images_of_size("image", (64, 64), 1)),
+    ),
+    Replay(
+        "post",
+        "extra-batch-images",
+        {**A1111_EXTRAS_OPTIONS, "imageList": [{"data": png_base64(16, 16), "name": "a.png"}] * 2},
+        (keys("html_info", "images"), images_of_size("images", (32, 32), 2)),
+    ),
+    Replay("post", "png-info", {"image": png_base64(8, 8)}, (keys("info", "items", "parameters"),)),
+    Replay("get", "progress", checks=(keys("progress", "eta_relative", "state", "current_image", "textinfo"),)),
+    Replay("post", "interrupt", checks=(exactly({}),)),
+    Replay("post", "skip", checks=(exactly(None),)),
+    Replay("get", "samplers", checks=(items("name", "aliases", "options"),)),
+    Replay("get", "schedulers", checks=(items("name", "label", "aliases", "default_rho", "need_inner_model"),)),
+    Replay("get", "upscalers", checks=(items("name", "model_name", "model_path", "model_url", "scale"),)),
+    Replay("get", "latent-upscale-modes", checks=(items("name"),)),
+    Replay("get", "sd-vae", checks=(items("model_name", "filename", may_be_empty=True),)),
+    Replay("get", "face-restorers", checks=(items("name", "cmd_dir"),)),
+    Replay("get", "prompt-styles", checks=(items("name", "prompt", "negative_prompt", may_be_empty=True),)),
+    Replay("get", "embeddings", checks=(keys("loaded", "skipped"),)),
+    Replay("get", "loras", checks=(items("name", "alias", "path", "metadata", may_be_empty=True),)),
+    Replay("post", "refresh-checkpoints", checks=(exactly(None),)),
+    Replay("post", "refresh-vae", checks=(exactly(None),)),
+    Replay("post", "refresh-loras", checks=(exactly(None),)),
+    Replay("get", "memory", checks=(keys("ram", "cuda"),)),
+    Replay("get", "cmd-flags", checks=(keys("listen", "port", "api", "api_auth", "ckpt_dir", "lora_dir"),)),
+    Replay("get", "scripts", checks=(keys("txt2img", "img2img"),)),
+    Replay("get", "script-info", checks=(items("name", "is_alwayson", "is_img2img", "args", may_be_empty=True),)),
+    Replay("get", "extensions", checks=(items("name", "remote", "branch", "enabled", may_be_empty=True),)),
+    Replay("post", "unload-checkpoint", checks=(exactly({}),)),
+    Replay("post", "reload-checkpoint", checks=(exactly({}),)),
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the whole replay (the bundled tiny model is listed with no model files)."""
+    running = start_server(open_app(tmp_path_factory.mktemp("replay") / "data"))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("replay", REPLAYS, ids=lambda replay: replay.id)
+def test_replay(server, replay: Replay):
+    with server.client() as client:
+        answer = client.request(replay.method.upper(), replay.path, json=replay.body)
+    assert answer.status_code == 200, answer.text
+    for check in replay.checks:
+        check(answer.json())
+
+
+def test_every_route_has_a_replay(tmp_path):
+    """A route the API serves (per its OpenAPI schema) without a row in REPLAYS fails here."""
+    paths = create_api(open_app(tmp_path / "data"), JobQueue()).openapi()["paths"]
+    served = {(method, path) for path, operations in paths.items() for method in operations}
+    replayed = {(replay.method, replay.path) for replay in REPLAYS}
+    assert served - replayed == set(), "add a replay row for each new route"
+    assert replayed - served == set(), "replay rows for routes the server does not serve"

@@ -97,6 +97,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         upscale_image=lambda image, name, width, height: postprocess.upscalers.upscale(
             image, target=(width, height), name=name
         ),
+        upscaler_names=postprocess.upscalers.names,
         restore_faces=lambda image: (
             postprocess.face_restorers.restore(image, store.current.face_restoration_model).image
         ),

@@ -216,3 +216,21 @@ def test_loading_flags_pick_a_vae_and_memory_switches_for_this_run(tmp_path, cap
     assert saved.sd_vae == "Automatic" and not saved.attention_slicing  # flags are for this run only
     assert main(["--data-dir", str(data), "txt2img", "a cat", "--vae", "nope.safetensors", "--steps", "2"]) != 0
     assert "sd_vae: no VAE named 'nope.safetensors'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fixed_code", [[], ["--fixed_code"]])  # --fixed_code: one job per batch
+def test_img2img_makes_one_image_per_init_image_at_batch_size_one(tmp_path, capsys, fixed_code):
+    from pathlib import Path
+
+    import numpy as np
+
+    red, blue = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (64, 64), (230, 20, 20)).save(red)
+    Image.new("RGB", (64, 64), (20, 20, 230)).save(blue)
+    argv = ["--data-dir", str(tmp_path / "data"), "img2img", "--init-image", str(red), "--init-image", str(blue)]
+    argv += ["--denoising-strength", "0.05", "--steps", "2", "--seed", "3", "--skip_grid", "--no-progress", "x"]
+    assert main([*argv, *fixed_code, "--outdir", str(tmp_path / "out")]) == 0
+    printed = [Path(line) for line in capsys.readouterr().out.split("\n") if line.strip()]
+    assert len(printed) == 2  # b.png is not dropped: two batches of one
+    means = [np.asarray(Image.open(path).convert("RGB"), dtype=float).mean(axis=(0, 1)) for path in printed]
+    assert means[0][0] > means[0][2] and means[1][2] > means[1][0]  # first from a.png (red), second from b.png

@@ -34,7 +34,11 @@ def register(subparsers) -> None:
         action="append",
         metavar="PATH",
         default=[],
-        help="starting image (repeat for several)",
+        help=(
+            "starting image; repeat for several: image i of the job starts from init image i mod N "
+            "(A1111's order), and --n-iter is raised so that each init image is used at least once "
+            "(two init images at batch size 1 make two batches)"
+        ),
     )
     parser.add_argument("--mask", metavar="PATH", default=None, help="inpainting mask: white = repaint, black = keep")
     parser.add_argument(
@@ -90,11 +94,14 @@ def run_img2img(args: argparse.Namespace) -> int:
 
     if not args.init_images:
         raise InvalidRequest("init_images", "give a starting image with --init-image PATH")
+    init = [Path(p).expanduser() for p in args.init_images]
     requests: list[Img2ImgRequest] = []
     for prompt in prompts_from_args(args):
         fields = common_request_fields(args, prompt)
         fields.update(
-            init_images=[Path(p).expanduser() for p in args.init_images],
+            # image i starts from init[i % N] (engine); enough batches that every init image gets one
+            n_iter=max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"]))),
+            init_images=init,
             mask=Path(args.mask).expanduser() if args.mask else None,
             denoising_strength=args.denoising_strength,
             resize_mode=args.resize_mode,
@@ -104,5 +111,8 @@ def run_img2img(args: argparse.Namespace) -> int:
             inpaint_full_res_padding=args.inpaint_full_res_padding,
             inpainting_mask_invert=int(args.inpainting_mask_invert),
         )
-        requests.extend(Img2ImgRequest(**f) for f in split_fixed_code(fields, args.fixed_code))
+        for number, part in enumerate(split_fixed_code(fields, args.fixed_code)):
+            # --fixed_code runs each batch as its own job: start it at the init image its batch has in one job
+            first = number * part["batch_size"] % len(init)
+            requests.append(Img2ImgRequest(**{**part, "init_images": init[first:] + init[:first]}))
     return run_requests(args, requests, "img2img")

@@ -89,33 +89,14 @@ def native_size(args: argparse.Namespace) -> int:
     """
     import yaml
 
-    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
     from sdstudio.errors import SdStudioError
-    from sdstudio.models.registry import ModelRegistry
 
     cached = getattr(args, "_native_size", None)
     if cached:
         return cached
     size = 512
     try:
-        paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
-        if getattr(args, "ckpt", None):
-            checkpoint = Path(args.ckpt).expanduser()
-        else:
-            # Look up by name only, without hashing: this runs before validation, which must
-            # leave the data dir untouched when a request is refused.
-            configured = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
-            entries = ModelRegistry(paths).list("checkpoint", with_hashes=False)
-            wanted = str(configured).split(" [")[0] if configured else None
-            matches = [
-                e
-                for e in entries
-                if wanted is None or wanted in (e.name, Path(e.name).stem, Path(e.name).with_suffix("").as_posix())
-            ]
-            if not matches:
-                raise OSError("no matching checkpoint")
-            checkpoint = matches[0].path
-        config_file = checkpoint.with_suffix(".yaml")
+        config_file = _chosen_checkpoint(args).with_suffix(".yaml")
         if config_file.is_file():
             params = yaml.safe_load(config_file.read_text(encoding="utf-8"))["model"]["params"]
             factor = 2 ** (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
@@ -124,3 +105,29 @@ def native_size(args: argparse.Namespace) -> int:
         size = 512
     args._native_size = size
     return size
+
+
+def _chosen_checkpoint(args: argparse.Namespace) -> Path:
+    """The checkpoint file this run will use, looked up as generation does (name, title, hash).
+
+    This runs before the request is validated, which must leave the data dir untouched when
+    the request is refused: hashes computed here stay in memory (args._pending_hashes) until
+    `save_pending_hashes` writes them once the request is accepted.
+    """
+    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
+    from sdstudio.models.registry import ModelRegistry
+
+    if getattr(args, "ckpt", None):
+        return Path(args.ckpt).expanduser()
+    paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
+    registry = ModelRegistry(paths, save_hashes=False)
+    args._pending_hashes = registry.hash_cache
+    wanted = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
+    return registry.default_checkpoint(wanted or "", with_hashes=False).path
+
+
+def save_pending_hashes(args: argparse.Namespace) -> None:
+    """Cache the hashes the checkpoint lookup computed before validation (the request is accepted now)."""
+    pending = getattr(args, "_pending_hashes", None)
+    if pending is not None:
+        pending.save()

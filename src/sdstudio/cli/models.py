@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
+from sdstudio.cli.common import open_app_from_args
 from sdstudio.config import MODEL_KINDS
 
 
@@ -35,27 +37,30 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
 
-def _registry(args):
-    from sdstudio.cli.common import open_app_from_args
-    from sdstudio.models.registry import ModelRegistry
-
-    app = open_app_from_args(args)
-    return ModelRegistry(app.paths)
-
-
-def _entries(args, with_hashes: bool):
-    registry = _registry(args)
-    for note in registry.cleanup_stray_checkpoints():
+def _entries(app, args, with_hashes: bool):
+    for note in app.models.cleanup_stray_checkpoints():
         print(f"note: {note}", file=sys.stderr)
     kinds = [args.type] if args.type else list(MODEL_KINDS)
-    return [entry for kind in kinds for entry in registry.list(kind, with_hashes=with_hashes)]
+    return [entry for kind in kinds for entry in app.models.list(kind, with_hashes=with_hashes)]
+
+
+def _unusable_upscalers(app) -> dict[Path, str]:
+    """Upscaler files that cannot be used, by path, with the reason (each new file is probed once)."""
+    infos = app.postprocess.upscalers.list(include_unusable=True)
+    return {Path(i.model_path).resolve(): i.reason or "unusable" for i in infos if not i.usable and i.model_path}
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print the models as a table or JSON."""
-    entries = _entries(args, with_hashes=True)
+    """Print the models as a table or JSON; an upscaler file that cannot be used says why."""
+    app = open_app_from_args(args)
+    entries = _entries(app, args, with_hashes=True)
+    unusable = _unusable_upscalers(app) if any(e.type == "upscaler" for e in entries) else {}
     if args.json:
-        print(json.dumps([e.to_json() for e in entries], indent=2))
+        rows = [e.to_json() for e in entries]
+        for row, entry in zip(rows, entries, strict=True):
+            if entry.type == "upscaler":
+                row.update(usable=entry.path not in unusable, reason=unusable.get(entry.path))
+        print(json.dumps(rows, indent=2))
         return 0
     if not entries:
         print("no models found")
@@ -63,19 +68,20 @@ def run_list(args: argparse.Namespace) -> int:
     width = max(len(e.type) for e in entries)
     for entry in entries:
         extra = " (bundled)" if entry.bundled else ""
-        print(f"{entry.type:<{width}}  {entry.title}{extra}  {entry.path}")
+        reason = f"  unusable: {unusable[entry.path]}" if entry.path in unusable else ""
+        print(f"{entry.type:<{width}}  {entry.title}{extra}  {entry.path}{reason}")
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
     """Print one model's details as JSON."""
-    entry = _registry(args).find(args.type, args.name)
+    entry = open_app_from_args(args).models.find(args.type, args.name)
     print(json.dumps(entry.to_json(), indent=2))
     return 0
 
 
 def run_hash(args: argparse.Namespace) -> int:
     """Hash every model (cached afterwards)."""
-    for entry in _entries(args, with_hashes=True):
+    for entry in _entries(open_app_from_args(args), args, with_hashes=True):
         print(f"{entry.sha256}  {entry.type}  {entry.name}")
     return 0

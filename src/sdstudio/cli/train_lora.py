@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdstudio.config import MODEL_KINDS
 from sdstudio.errors import InvalidRequest, NotFound
 
 
@@ -21,7 +20,11 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--data", required=True, help="folder of training images and captions")
-    parser.add_argument("--base", required=True, help="base checkpoint: a file, or a name in models/Stable-diffusion")
+    parser.add_argument(
+        "--base",
+        required=True,
+        help="base checkpoint: a file, or a name, title or hash as `sdstudio models list` shows it",
+    )
     parser.add_argument("--output", required=True, help="name of the LoRA file to write (without extension)")
     parser.add_argument(
         "--resolution", type=int, default=512, help="training image size in pixels (square; default 512)"
@@ -75,17 +78,6 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
-def find_checkpoint(value: str, folder: Path) -> Path:
-    """A checkpoint file from a path or a name inside models/Stable-diffusion."""
-    candidate = Path(value).expanduser()
-    if candidate.is_file():
-        return candidate.resolve()
-    for path in [folder / value, *(folder / (value + ext) for ext in MODEL_KINDS["checkpoint"].suffixes)]:
-        if path.is_file():
-            return path.resolve()
-    raise NotFound(f"base: checkpoint {value!r} not found (as a file or in {folder}); pass a .safetensors/.ckpt file")
-
-
 def load_training_base(path: Path):
     """The base checkpoint through the model manager's loader, as a TrainingBase."""
     from sdstudio.models.loader import load_checkpoint
@@ -127,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
             "resume",
             f"no saved state for {args.output!r} in {state_dir}; run without --resume (use --save-every to keep state)",
         )
-    base = load_training_base(find_checkpoint(args.base, app.paths.folder("checkpoint")))
+    try:
+        base_entry = app.models.find_checkpoint(args.base)
+    except NotFound as exc:
+        raise NotFound(f"base: {exc}") from None
+    base = load_training_base(base_entry.path)
     result = train_lora(
         base,
         images,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.cli.common import open_app_from_args
-from sdstudio.cli.model_args import add_model_arguments, native_size
+from sdstudio.cli.model_args import add_model_arguments, native_size, save_pending_hashes
 
 
 def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -277,6 +277,7 @@ def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
     """Open the app, run each request with a progress bar, print the saved paths."""
     from sdstudio.engine.service import GenerationControl
 
+    save_pending_hashes(args)  # every request passed validation: the data dir may be written now
     app = open_app_from_args(args)
     engine = app.engine
     select = getattr(engine, "select_model", None)

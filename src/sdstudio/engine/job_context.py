@@ -138,6 +138,7 @@ class JobContext:
     on_progress: Callable[[ProgressEvent], None] | None = None
     preview_every: int = 0  # 0 = no previews
     upscale_image: ImageUpscaler | None = None
+    upscaler_names: Callable[[], list[str]] | None = None  # what upscale_image knows, to check hr_upscaler early
     restore_faces: Callable[[Image.Image], Image.Image] | None = None
     batch_hooks: list[BatchHook] = field(default_factory=list)
     watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark

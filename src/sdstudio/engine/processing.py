@@ -37,7 +37,14 @@ from sdstudio.engine.generation_params import extra_parameters, generation_param
 from sdstudio.engine.infotext import format_infotext
 from sdstudio.engine.job_context import JobContext, Plan, ProgressEvent
 from sdstudio.engine.previews import cheap_preview
-from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, GenerationResult, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.request import (
+    HIRES_IMAGE_UPSCALERS,
+    HIRES_LATENT_UPSCALERS,
+    GenerationResult,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    hires_upscaler_names,
+)
 from sdstudio.engine.samplers import (
     DiscreteSigmas,
     SamplerOptions,
@@ -258,19 +265,25 @@ class GenerationJob:
         if request.restore_faces and ctx.restore_faces is None:
             self.result.warnings.append("face restoration is not available; images are saved without it")
         self.hires = isinstance(request, Txt2ImgRequest) and request.enable_hr
-        if (
-            self.hires
-            and isinstance(request, Txt2ImgRequest)
-            and request.hr_upscaler not in HIRES_LATENT_UPSCALERS
-            and request.hr_upscaler not in ("None", "Lanczos", "Nearest")
-            and ctx.upscale_image is None
-        ):
-            raise NotFound(
-                f"hr_upscaler: upscaler {request.hr_upscaler!r} is not available; use Latent, Lanczos or Nearest"
-            )
+        if self.hires and isinstance(request, Txt2ImgRequest):
+            self.check_hr_upscaler(request.hr_upscaler)
         f = self.model.latent_factor
         if request.width % f or request.height % f:
             raise InvalidRequest("width", f"width and height must be multiples of {f} for this model")
+
+    def check_hr_upscaler(self, name: str) -> None:
+        """Refuse an unknown hr_upscaler before the first pass, naming every choice (latent modes included)."""
+        if name in HIRES_LATENT_UPSCALERS or name in HIRES_IMAGE_UPSCALERS:
+            return
+        ctx = self.ctx
+        models: list[str] = []
+        if ctx.upscale_image is not None:
+            if ctx.upscaler_names is None:
+                return  # unchecked here: the upscaler refuses an unknown name when the second pass asks for it
+            models = ctx.upscaler_names()
+        if name not in models:
+            choices = ", ".join(hires_upscaler_names(models))
+            raise NotFound(f"hr_upscaler: unknown upscaler {name!r}; available: {choices}")
 
     # Step 2: init images
 

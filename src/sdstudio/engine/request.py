@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -41,6 +42,12 @@ HIRES_LATENT_UPSCALERS = {
 
 HIRES_IMAGE_UPSCALERS = ("None", "Lanczos", "Nearest")
 """Built-in pixel upscalers; model upscalers (ESRGAN...) come from an injected registry."""
+
+
+def hires_upscaler_names(model_upscalers: Iterable[str] = ()) -> list[str]:
+    """Every hr_upscaler choice in A1111's order: the latent modes, then None/Lanczos/Nearest and the models."""
+    return list(dict.fromkeys([*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS, *model_upscalers]))
+
 
 RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}

@@ -55,6 +55,7 @@ class GenerationService:
         model_source: ModelSource,
         apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
         upscale_image: ImageUpscaler | None = None,
+        upscaler_names: Callable[[], list[str]] | None = None,
         restore_faces: Callable[[Any], Any] | None = None,
         batch_hooks: list[BatchHook] | None = None,
         watermark: Callable[[Any], Any] | None = None,
@@ -65,6 +66,7 @@ class GenerationService:
         self.model_source = model_source
         self.apply_styles = apply_styles
         self.upscale_image = upscale_image
+        self.upscaler_names = upscaler_names  # the usable names upscale_image takes (None: not checked early)
         self.restore_faces = restore_faces
         self.watermark = watermark
         self.batch_hooks = batch_hooks if batch_hooks is not None else []  # extensions append (LoRA...)
@@ -118,6 +120,7 @@ class GenerationService:
                 on_progress=control.on_progress,
                 preview_every=max(0, int(preview_every)),
                 upscale_image=self.upscale_image,
+                upscaler_names=self.upscaler_names,
                 restore_faces=self.restore_faces,
                 batch_hooks=list(self.batch_hooks),
                 watermark=self.watermark,

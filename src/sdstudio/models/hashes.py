@@ -68,13 +68,19 @@ class FileHashes:
 
 
 class HashCache:
-    """Hashes by absolute path, valid while size and mtime are unchanged; stored as JSON."""
+    """Hashes by absolute path, valid while size and mtime are unchanged; stored as JSON.
 
-    def __init__(self, cache_file: Path):
+    With `autosave=False` new hashes stay in memory until `save()`: a lookup made before a
+    request is validated must not create files in the data dir if the request is refused.
+    """
+
+    def __init__(self, cache_file: Path, autosave: bool = True):
         self.cache_file = cache_file
+        self.autosave = autosave
         self._lock = threading.Lock()
         # absolute path -> FileHashes as a dict (its JSON form)
         self._entries: dict[str, dict[str, Any]] | None = None
+        self._unsaved = False
 
     def _load(self) -> dict[str, dict[str, Any]]:
         if self._entries is None:
@@ -106,9 +112,19 @@ class HashCache:
         result = FileHashes(stat.st_size, stat.st_mtime, sha256_of_file(path), legacy_model_hash(path), addnet)
         with self._lock:
             self._load()[str(path.resolve())] = asdict(result)
-            text = json.dumps(self._entries, indent=1, sort_keys=True)
-        atomic_write_bytes(self.cache_file, text.encode("utf-8"))
+            self._unsaved = True
+        if self.autosave:
+            self.save()
         return result
+
+    def save(self) -> None:
+        """Write hashes computed since the last save to the cache file (nothing to write: no file touched)."""
+        with self._lock:
+            if not self._unsaved:
+                return
+            text = json.dumps(self._entries, indent=1, sort_keys=True)
+            self._unsaved = False
+        atomic_write_bytes(self.cache_file, text.encode("utf-8"))
 
 
 def addnet_hash_safetensors_bytes(data: bytes) -> str:

@@ -97,9 +97,10 @@ class ModelEntry:
 class ModelRegistry:
     """Lists and finds model files under one data dir."""
 
-    def __init__(self, paths: DataPaths, hash_cache: HashCache | None = None):
+    def __init__(self, paths: DataPaths, hash_cache: HashCache | None = None, save_hashes: bool = True):
         self.paths = paths
-        self.hash_cache = hash_cache or HashCache(paths.cache_dir / "hashes.json")
+        # save_hashes=False: new hashes wait in memory for hash_cache.save() (nothing written before that)
+        self.hash_cache = hash_cache or HashCache(paths.cache_dir / "hashes.json", autosave=save_hashes)
 
     def cleanup_stray_checkpoints(self) -> list[str]:
         """Move checkpoint files lying directly in models/ into models/Stable-diffusion/; returns notes."""
@@ -169,28 +170,32 @@ class ModelRegistry:
         """Every model of every kind."""
         return [entry for kind in MODEL_KINDS for entry in self.list(kind, with_hashes)]
 
-    def find(self, kind: str, query: str) -> ModelEntry:
-        """A model by name (with or without extension), title, short hash, sha256, legacy hash or path."""
+    def find(self, kind: str, query: str, with_hashes: bool = True) -> ModelEntry:
+        """A model by name (with or without extension), title, short hash, sha256, legacy hash or path.
+
+        `with_hashes=False` hashes only when the query is not a name or path (the entry found
+        by name then has just its cached hashes, if any).
+        """
         query = query.strip()
         as_path = Path(query).expanduser()
         if as_path.suffix and as_path.is_file():
             resolved = as_path.resolve()
             for entry in self.list(kind, with_hashes=False):
                 if entry.path == resolved:
-                    return self._with_hashes(entry)
-            return self._entry(kind, resolved.parent, resolved, True)
+                    return self._with_hashes(entry) if with_hashes else entry
+            return self._entry(kind, resolved.parent, resolved, with_hashes)
         entries = self.list(kind, with_hashes=False)
         by_name = [
             e for e in entries if query in (e.name, e.stem, e.model_name, Path(e.name).with_suffix("").as_posix())
         ]
         if by_name:
-            return self._with_hashes(by_name[0])
+            return self._with_hashes(by_name[0]) if with_hashes else by_name[0]
         hashed = [self._with_hashes(e) for e in entries]
         for entry in hashed:
             if query in (entry.title, entry.sha256, entry.shorthash) or (entry.hashes and query == entry.hashes.legacy):
                 return entry
         if query.endswith("]") and "[" in query:  # a title whose hash changed: match the name part
-            return self.find(kind, query[: query.rindex("[")].strip())
+            return self.find(kind, query[: query.rindex("[")].strip(), with_hashes)
         names = ", ".join(e.name for e in entries) or "none"
         raise NotFound(f"no {kind.replace('_', ' ')} named {query!r} (available: {names})")
 
@@ -199,9 +204,9 @@ class ModelRegistry:
             entry.hashes = self.hash_cache.hashes(entry.path)
         return entry
 
-    def find_checkpoint(self, query: str) -> ModelEntry:
+    def find_checkpoint(self, query: str, with_hashes: bool = True) -> ModelEntry:
         """A checkpoint by name, title, hash or path."""
-        return self.find("checkpoint", query)
+        return self.find("checkpoint", query, with_hashes)
 
     def vae_for(self, sd_vae: str, checkpoint: Path) -> ModelEntry | None:
         """The external VAE the `sd_vae` setting picks for `checkpoint` (None: the checkpoint's own VAE).
@@ -227,11 +232,11 @@ class ModelRegistry:
                 f"or use {SD_VAE_AUTOMATIC!r} / {SD_VAE_NONE!r})"
             ) from None
 
-    def default_checkpoint(self, configured: str = "") -> ModelEntry:
+    def default_checkpoint(self, configured: str = "", with_hashes: bool = True) -> ModelEntry:
         """The configured checkpoint, else the first one found, else the bundled tiny model."""
         if configured:
-            return self.find_checkpoint(configured)
+            return self.find_checkpoint(configured, with_hashes)
         entries = self.list("checkpoint", with_hashes=False)
         if not entries:
             raise NotFound(f"no checkpoint found: put a .safetensors file into {self.paths.folder('checkpoint')}")
-        return self._with_hashes(entries[0])
+        return self._with_hashes(entries[0]) if with_hashes else entries[0]

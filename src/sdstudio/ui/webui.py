@@ -136,14 +136,12 @@ def build_ui(backend, queue, title: str = "sdstudio"):
 
 
 def _hires_upscalers(backend) -> list[str]:
-    from sdstudio.engine.request import HIRES_LATENT_UPSCALERS
+    from sdstudio.engine.request import hires_upscaler_names
 
-    names = list(HIRES_LATENT_UPSCALERS)
     try:
-        names += [n for n in backend.upscaler_names() if n not in names]
+        return hires_upscaler_names(backend.upscaler_names())
     except Exception:  # a broken model folder must not keep the UI from starting
-        pass
-    return names
+        return hires_upscaler_names()
 
 
 def _open_gallery_image(gallery_value, index: int | None):

@@ -211,6 +211,7 @@ class Settings(BaseModel):
     s_tmin: float = 0.0
     s_tmax: float = 0.0
     s_noise: float = 1.0
+    initial_noise_multiplier: float = 1.0  # img2img: scales the noise added to the init latent
     randn_source: str = "CPU"
     # Progress / previews
     show_progress_every_n_steps: int = 10

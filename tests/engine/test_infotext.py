@@ -75,3 +75,26 @@ def test_schedule_type_names_what_automatic_resolved_to_as_a1111_writes():
     assert infotext_schedule_label(find_sampler("Euler a"), automatic) == "Automatic"
     assert infotext_schedule_label(find_sampler("DDIM"), automatic) == "Automatic"
     assert infotext_schedule_label(find_sampler("Euler"), find_schedule_type("Karras")) == "Karras"
+
+
+A1111_SIGMA_SAMPLE = (
+    "a cat\nNegative prompt: easynegative\n"
+    "Steps: 20, Sampler: Euler, Schedule type: Karras, CFG scale: 7, Seed: 1, Size: 512x512, Denoising strength: 0.5, "
+    "Sigma churn: 0.5, Sigma tmin: 0.1, Sigma tmax: 10, Sigma noise: 0.9, Hires upscale: 2, Hires upscaler: Latent, "
+    "Hires sampler: Euler a, Hires CFG Scale: 4, Hires schedule type: Exponential, Noise multiplier: 0.5, "
+    'TI hashes: "easynegative: c74b4e810b03, my style: 0123456789ab", Version: v1.10.1'
+)
+
+
+def test_sigma_and_hires_keys_paste_into_request_fields_and_ti_hashes_do_not_get_in_the_way():
+    params = parse_generation_parameters(A1111_SIGMA_SAMPLE)
+    assert params["TI hashes"] == "easynegative: c74b4e810b03, my style: 0123456789ab"
+    assert params["Version"] == "v1.10.1" and params["Negative prompt"] == "easynegative"
+    request = Txt2ImgRequest(**request_fields_from_infotext(A1111_SIGMA_SAMPLE))
+    assert (request.s_churn, request.s_tmin, request.s_tmax, request.s_noise) == (0.5, 0.1, 10.0, 0.9)
+    assert (request.hr_sampler_name, request.hr_scheduler, request.hr_cfg) == ("Euler a", "Exponential", 4.0)
+    assert request.enable_hr and request.steps == 20
+    # "Noise multiplier" is img2img's: it pastes there only.
+    image = __import__("PIL.Image").Image.new("RGB", (8, 8))
+    img2img = Img2ImgRequest(init_images=[image], **request_fields_from_infotext(A1111_SIGMA_SAMPLE, "img2img"))
+    assert img2img.initial_noise_multiplier == 0.5 and img2img.s_churn == 0.5

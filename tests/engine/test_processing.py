@@ -78,6 +78,48 @@ def test_infotext_round_trips_to_the_same_request(service):
     assert parsed.model_dump() == request.model_dump()
 
 
+HIRES = dict(enable_hr=True, hr_scale=1.5, hr_second_pass_steps=2, denoising_strength=0.6)
+
+
+def test_hires_schedule_type_alone_changes_the_hires_pass_and_is_written(service):
+    same = service.txt2img(Txt2ImgRequest(seed=3, sampler_name="Euler", **HIRES, **SMALL))
+    exponential = service.txt2img(
+        Txt2ImgRequest(seed=3, sampler_name="Euler", hr_scheduler="Exponential", **HIRES, **SMALL)
+    )
+    assert not np.array_equal(_pixels(same.images[0]), _pixels(exponential.images[0]))
+    assert "Hires schedule type: Exponential" in exponential.infotexts[0]
+    assert "Hires sampler" not in exponential.infotexts[0]
+    with pytest.raises(InvalidRequest) as info:
+        Txt2ImgRequest(hr_scheduler="Sideways", **HIRES, **SMALL)
+    assert info.value.field == "hr_scheduler"
+
+
+def test_options_at_their_defaults_are_left_out_of_the_infotext(service):
+    result = service.txt2img(
+        Txt2ImgRequest(seed=3, sampler_name="Euler", cfg_scale=6.0, hr_cfg=6.0, s_noise=1.0, **HIRES, **SMALL)
+    )
+    for key in ("Sigma", "Hires CFG Scale", "Hires sampler", "Hires schedule type", "TI hashes", "Noise multiplier"):
+        assert key not in result.infotexts[0]
+    # A sampler that does not read an option leaves it out too (DPM++ 2M has no churn and no fresh noise).
+    plain = service.txt2img(Txt2ImgRequest(seed=3, s_churn=0.5, s_noise=0.9, **SMALL))
+    assert "Sigma" not in plain.infotexts[0]
+
+
+def test_img2img_noise_multiplier_zero_and_the_setting_are_honoured(service):
+    init = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+
+    def run(**fields):
+        request = Img2ImgRequest(init_images=[init], seed=2, denoising_strength=0.7, **fields, **SMALL)
+        return service.img2img(request)
+
+    default, zero, half = run(), run(initial_noise_multiplier=0.0), run(initial_noise_multiplier=0.5)
+    assert not np.array_equal(_pixels(default.images[0]), _pixels(zero.images[0]))
+    assert "Noise multiplier: 0," in zero.infotexts[0] and "Noise multiplier" not in default.infotexts[0]
+    from_setting = run(override_settings={"initial_noise_multiplier": 0.5})
+    assert np.array_equal(_pixels(from_setting.images[0]), _pixels(half.images[0]))
+    assert "Noise multiplier: 0.5" in from_setting.infotexts[0]
+
+
 def test_hires_fix_doubles_the_size(service):
     for upscaler in ("Latent", "Lanczos", "Nearest"):
         result = service.txt2img(
@@ -226,7 +268,22 @@ def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_mod
     result = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
     assert len(result.images) == 1 and len(result.saved_paths) == 1
     assert any("CodeFormer" in w for w in result.warnings)
-    assert "Face restoration: CodeFormer" in result.infotexts[0]
+    # Skipped, so the infotext must not claim it: pasting it back would ask for a restoration never done.
+    assert "Face restoration" not in result.infotexts[0]
+
+
+def test_infotext_names_face_restoration_only_when_it_ran(paths, service, tiny_model):
+    inverted = GenerationService(
+        SettingsStore(paths, Settings()),
+        paths,
+        lambda name, settings: tiny_model,
+        restore_faces=lambda image: Image.eval(image, lambda v: 255 - v),
+    )
+    restored = inverted.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
+    assert "Face restoration: CodeFormer" in restored.infotexts[0]
+    unavailable = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))  # no restorer at all
+    assert any("face restoration" in w for w in unavailable.warnings)
+    assert "Face restoration" not in unavailable.infotexts[0]
 
 
 def test_batch_hooks_wrap_each_batch_and_add_infotext(paths, tiny_model):

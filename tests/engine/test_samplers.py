@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -56,6 +57,35 @@ def test_every_sampler_and_schedule_runs_and_is_repeatable(tiny_components, samp
     assert steps and steps[0] == 0
     if not sampler.name == "DPM adaptive":
         assert len(steps) <= 3 + (sampler.name == "PLMS")  # diffusers PLMS repeats its first timestep
+
+
+# noise_split stops the deterministic part at t_next where k-diffusion uses t_end, so these add no noise at all.
+_NOISELESS = {"DPM fast", "DPM adaptive"}
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="DPM fast/adaptive add no noise"))
+        if s.name in _NOISELESS
+        else s
+        for s in SAMPLERS
+    ],
+    ids=lambda s: s.name,
+)
+def test_sigma_options_a_sampler_lists_are_the_ones_that_change_its_image(tiny_components, sampler):
+    """The infotext writes "Sigma churn/noise" for the samplers listing them: exactly those they change."""
+    unet, karras = tiny_components[0], find_schedule_type("Karras")
+
+    def run(**options):
+        job = _job(unet, sampler, karras, 4)
+        job.options = dataclasses.replace(job.options, **options)
+        return run_sampler(job)
+
+    plain, churned = run(), run(s_churn=1.0)
+    assert (not torch.equal(churned, plain)) == ("s_churn" in sampler.sigma_options)
+    # s_noise scales the churn noise of Euler/Heun/DPM2, and the fresh noise of the others.
+    assert (not torch.equal(run(s_churn=1.0, s_noise=0.5), churned)) == ("s_noise" in sampler.sigma_options)
 
 
 def test_deterministic_samplers_converge_to_the_same_image(tiny_components):

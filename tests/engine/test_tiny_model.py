@@ -12,7 +12,11 @@ import pytest
 from PIL import Image, ImageDraw
 
 import sdstudio
-from sdstudio.engine.infotext import request_fields_from_infotext
+from sdstudio.engine.infotext import (
+    parse_generation_parameters,
+    request_fields_from_infotext,
+    request_fields_from_parameters,
+)
 from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
 from sdstudio.engine.saving import read_infotext
@@ -192,3 +196,91 @@ def test_bundled_model_draws_what_the_prompt_says(engine):
     # eval_tiny.py measures ~92% on both for seen prompts; an untrained or miswired model scores ~20%.
     assert background_hits >= 19, f"background colour right in {background_hits}/24 images"
     assert object_hits >= 17, f"object colour right in {object_hits}/24 images"
+
+
+@pytest.fixture(scope="module")
+def engine_with_embeddings(tmp_path_factory):
+    """The bundled model with two textual-inversion embeddings (128-wide, as its text encoder) in the data dir."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sdstudio.app import open_app
+
+    app = open_app(tmp_path_factory.mktemp("data-ti"))
+    folder = app.paths.folder("embedding")
+    generator = torch.Generator().manual_seed(3)
+    for name in ("glowstyle", "badhands"):
+        save_file({"emb_params": torch.randn(2, 128, generator=generator)}, str(folder / f"{name}.safetensors"))
+    app.engine.select_model(ckpt=str(TINY))
+    return app.engine, folder
+
+
+def test_infotext_keeps_hires_and_sigma_options_and_ti_hashes_so_pasting_regenerates_the_image(
+    engine_with_embeddings,
+):
+    from sdstudio.models.hashes import sha256_of_file
+
+    engine, folder = engine_with_embeddings
+    request = Txt2ImgRequest(
+        prompt="a glowstyle house",
+        negative_prompt="badhands, blurry",
+        seed=3,
+        sampler_name="Euler",
+        scheduler="Karras",
+        s_churn=0.8,
+        s_tmin=0.05,
+        s_tmax=20.0,
+        s_noise=0.9,
+        enable_hr=True,
+        hr_scale=1.5,
+        hr_second_pass_steps=2,
+        denoising_strength=0.6,
+        hr_cfg=3.5,
+        hr_sampler_name="Euler a",
+        hr_scheduler="Exponential",
+        **SMALL,
+    )
+    result = engine.txt2img(request)
+    with Image.open(result.saved_paths[0]) as saved:
+        infotext = read_infotext(saved)
+    glow, bad = (sha256_of_file(folder / f"{n}.safetensors")[:12] for n in ("glowstyle", "badhands"))
+    for written in (
+        "Sigma churn: 0.8",
+        "Sigma tmin: 0.05",
+        "Sigma tmax: 20",
+        "Sigma noise: 0.9",
+        "Hires sampler: Euler a",
+        "Hires CFG Scale: 3.5",
+        "Hires schedule type: Exponential",
+        f'TI hashes: "glowstyle: {glow}, badhands: {bad}"',
+    ):
+        assert written in infotext
+
+    params = parse_generation_parameters(infotext)
+    assert params["TI hashes"] == f"glowstyle: {glow}, badhands: {bad}"
+    assert params["Prompt"] == request.prompt and params["Negative prompt"] == request.negative_prompt
+    pasted = Txt2ImgRequest(**request_fields_from_parameters(params))
+    wanted = ("s_churn", "s_tmin", "s_tmax", "s_noise", "hr_cfg", "hr_sampler_name", "hr_scheduler")
+    assert {k: getattr(pasted, k) for k in wanted} == {k: getattr(request, k) for k in wanted}
+    again = engine.txt2img(pasted)
+    assert np.array_equal(_pixels(again.images[0]), _pixels(result.images[0]))
+
+
+def test_img2img_noise_multiplier_is_written_and_pasting_regenerates_the_image(engine):
+    init = Image.linear_gradient("L").resize((64, 64)).convert("RGB")
+    request = Img2ImgRequest(
+        prompt="a cat",
+        init_images=[init],
+        denoising_strength=0.7,
+        initial_noise_multiplier=0.5,
+        sampler_name="Euler a",
+        s_noise=0.8,
+        seed=2,
+        **SMALL,
+    )
+    result = engine.img2img(request)
+    assert "Noise multiplier: 0.5" in result.infotexts[0] and "Sigma noise: 0.8" in result.infotexts[0]
+    fields = request_fields_from_infotext(result.infotexts[0], "img2img")
+    pasted = Img2ImgRequest(init_images=[init], **fields)
+    assert (pasted.initial_noise_multiplier, pasted.s_noise) == (0.5, 0.8)
+    assert np.array_equal(_pixels(engine.img2img(pasted).images[0]), _pixels(result.images[0]))

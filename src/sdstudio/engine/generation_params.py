@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sdstudio.engine.job_context import JobContext, Plan
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.samplers import infotext_schedule_label
 
+# SamplerOptions field -> (infotext key, the value that leaves it out); A1111 KDiffusionSampler.initialize.
+_SIGMA_PARAMETERS = {
+    "s_churn": ("Sigma churn", 0.0),
+    "s_tmin": ("Sigma tmin", 0.0),
+    "s_tmax": ("Sigma tmax", 0.0),  # 0 (or less) = infinity
+    "s_noise": ("Sigma noise", 1.0),
+}
+
 
 def generation_parameters(
-    request: Txt2ImgRequest | Img2ImgRequest, plan: Plan, index: int, ctx: JobContext, extra: dict[str, Any]
+    request: Txt2ImgRequest | Img2ImgRequest,
+    plan: Plan,
+    index: int,
+    ctx: JobContext,
+    extra: dict[str, Any],
+    faces_restored: bool = False,
 ) -> dict[str, Any]:
-    """The infotext parameters of image `index`, in A1111's order (create_infotext)."""
+    """The infotext parameters of image `index`, in A1111's order (create_infotext).
+
+    `faces_restored`: face restoration ran on this image (asked for but unavailable or failed, it is not named).
+    """
     s = plan.settings
     sampler = plan.sampler
     default_eta = sampler.default_eta
@@ -22,7 +39,7 @@ def generation_parameters(
         "Schedule type": infotext_schedule_label(sampler, plan.schedule),
         "CFG scale": request.cfg_scale,
         "Seed": plan.seeds[index],
-        "Face restoration": s.face_restoration_model if request.restore_faces else None,
+        "Face restoration": s.face_restoration_model if faces_restored else None,
         "Size": f"{request.width}x{request.height}",
         "Model hash": ctx.model.short_hash or None,
         "Model": ctx.model.name or None,
@@ -42,9 +59,32 @@ def generation_parameters(
         # A1111's samplers add "Eta" to extra_generation_params when it is not their default.
         "Eta": plan.options.eta if sampler.uses_eta and plan.options.eta != default_eta else None,
     }
+    params.update(sigma_parameters(request, plan))
     params.update(extra)
     params["Version"] = ctx.version or None
     return params
+
+
+def sigma_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> dict[str, Any]:
+    """The "Sigma churn/tmin/tmax/noise" not at their default and read by a sampler of the job (hires pass included)."""
+    samplers = [plan.sampler]
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        samplers.append(request.hires_sampler_and_schedule()[0])
+    read = {option for sampler in samplers for option in sampler.sigma_options}
+    params: dict[str, Any] = {}
+    for option, (key, default) in _SIGMA_PARAMETERS.items():
+        value = getattr(plan.options, option)
+        if option == "s_tmax" and not 0 < value < math.inf:
+            continue
+        if option in read and value != default:
+            params[key] = value
+    return params
+
+
+def textual_inversion_hashes(hashes: dict[str, str]) -> dict[str, Any]:
+    """A1111's "TI hashes": `name: shorthash` of the embeddings used, ':' and ',' taken out of names."""
+    text = ", ".join(f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in hashes.items() if short)
+    return {"TI hashes": text} if text else {}
 
 
 def extra_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> dict[str, Any]:
@@ -59,12 +99,19 @@ def extra_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> di
         if request.hr_second_pass_steps:
             extra["Hires steps"] = request.hr_second_pass_steps
         extra["Hires upscaler"] = request.hr_upscaler
-        if request.hr_sampler_name and request.hr_sampler_name != "Use same sampler":
-            extra["Hires sampler"] = request.hr_sampler_name
+        hires_sampler, hires_schedule = request.hires_sampler_and_schedule()
+        if hires_sampler.name != plan.sampler.name:
+            extra["Hires sampler"] = hires_sampler.name
         if request.hr_prompt and request.hr_prompt != request.prompt:
             extra["Hires prompt"] = request.hr_prompt
         if request.hr_negative_prompt and request.hr_negative_prompt != request.negative_prompt:
             extra["Hires negative prompt"] = request.hr_negative_prompt
+        if request.hr_cfg is not None and request.hr_cfg != request.cfg_scale:
+            extra["Hires CFG Scale"] = request.hr_cfg  # Forge's key (A1111 has no hires CFG)
+        # A1111 names the hires schedule when it is not the first pass's (sd_samplers_kdiffusion.get_sigmas).
+        hires_label = infotext_schedule_label(hires_sampler, hires_schedule)
+        if hires_label != infotext_schedule_label(plan.sampler, plan.schedule):
+            extra["Hires schedule type"] = hires_label
     if isinstance(request, Img2ImgRequest):
         extra["Denoising strength"] = request.denoising_strength
         if request.mask is not None:
@@ -77,6 +124,8 @@ def extra_parameters(request: Txt2ImgRequest | Img2ImgRequest, plan: Plan) -> di
             extra["Masked content"] = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}[
                 request.inpainting_fill
             ]
+        if plan.initial_noise_multiplier != 1.0:
+            extra["Noise multiplier"] = plan.initial_noise_multiplier
     return extra
 
 

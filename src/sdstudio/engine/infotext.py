@@ -96,6 +96,11 @@ _FIELD_MAP: dict[str, tuple[str, Any]] = {
     "Seed resize from-2": ("seed_resize_from_h", int),
     "Denoising strength": ("denoising_strength", float),
     "Eta": ("eta", float),
+    "Sigma churn": ("s_churn", float),
+    "Sigma tmin": ("s_tmin", float),
+    "Sigma tmax": ("s_tmax", float),
+    "Sigma noise": ("s_noise", float),
+    "Noise multiplier": ("initial_noise_multiplier", float),
     "Mask blur": ("mask_blur", int),
     "Masked area padding": ("inpaint_full_res_padding", int),
     "Hires upscale": ("hr_scale", float),
@@ -116,6 +121,7 @@ _SETTING_MAP: dict[str, tuple[str, Any]] = {
     "ENSD": ("eta_noise_seed_delta", int),
 }
 # "RNG" is not pasted: sdstudio draws initial noise on the CPU generator whatever it says.
+# "Lora hashes" and "TI hashes" are not pasted either: they identify files, the prompt names them.
 
 _HIRES_FIELDS = {
     "hr_scale",
@@ -129,7 +135,7 @@ _HIRES_FIELDS = {
     "hr_prompt",
     "hr_negative_prompt",
 }
-_IMG2IMG_FIELDS = {"mask_blur", "inpaint_full_res_padding"}
+_IMG2IMG_FIELDS = {"mask_blur", "inpaint_full_res_padding", "initial_noise_multiplier"}
 
 
 def request_fields_from_parameters(params: dict[str, Any], kind: str = "txt2img") -> dict[str, Any]:

@@ -159,4 +159,5 @@ class Plan:
     settings: Settings
     clip_skip: int
     options: SamplerOptions
+    initial_noise_multiplier: float = 1.0  # img2img's noise scale (A1111 "Noise multiplier")
     warnings: list[str] = field(default_factory=list)

@@ -33,7 +33,12 @@ from PIL import Image
 from sdstudio.config import Settings
 from sdstudio.engine import images as imaging
 from sdstudio.engine import init_images
-from sdstudio.engine.generation_params import extra_parameters, generation_parameters, job_info
+from sdstudio.engine.generation_params import (
+    extra_parameters,
+    generation_parameters,
+    job_info,
+    textual_inversion_hashes,
+)
 from sdstudio.engine.infotext import format_infotext
 from sdstudio.engine.job_context import JobContext, Plan, ProgressEvent
 from sdstudio.engine.previews import cheap_preview
@@ -100,6 +105,10 @@ def plan_job(
         s_tmax=request.s_tmax if request.s_tmax is not None else js.s_tmax,
         s_noise=request.s_noise if request.s_noise is not None else js.s_noise,
     )
+    noise_multiplier = 1.0
+    if isinstance(request, Img2ImgRequest):
+        given = request.initial_noise_multiplier
+        noise_multiplier = given if given is not None else js.initial_noise_multiplier
     return Plan(
         sampler=sampler,
         schedule=schedule,
@@ -110,6 +119,7 @@ def plan_job(
         settings=js,
         clip_skip=int(js.CLIP_stop_at_last_layers),
         options=options,
+        initial_noise_multiplier=noise_multiplier,
         warnings=warnings,
     )
 
@@ -193,6 +203,7 @@ class Batch:
     negative_prompts: list[str]
     extra: dict[str, Any] = field(default_factory=dict)  # infotext parameters: the job's and the batch hooks'
     conditioning: StepConditioning | None = None  # 3a
+    embedding_hashes: dict[str, str] = field(default_factory=dict)  # 3a, 3d: textual inversions used, for the infotext
     noise: ImageNoise | None = None  # 3b
     initial_noise: torch.Tensor | None = None
     init_latent: torch.Tensor | None = None  # img2img
@@ -343,6 +354,7 @@ class GenerationJob:
             request.width,
             request.height,
         )
+        batch.embedding_hashes.update(batch.conditioning.embedding_hashes)
 
     def batch_noise(self, batch: Batch, latent_hw: tuple[int, int]) -> ImageNoise:
         """The batch's per-image noise at a latent size (A1111: seeds, variation seeds, resize-seed-from, ENSD)."""
@@ -428,9 +440,7 @@ class GenerationJob:
             options=plan.options,
             init_latent=batch.init_latent,
             denoising_strength=request.denoising_strength,
-            initial_noise_multiplier=(request.initial_noise_multiplier or 1.0)
-            if isinstance(request, Img2ImgRequest)
-            else 1.0,
+            initial_noise_multiplier=plan.initial_noise_multiplier,
             blend=batch.blend,
             control=self.ctx.cancel,
             callback=self.progress,
@@ -485,16 +495,7 @@ class GenerationJob:
                         image = imaging.resize_image(1, image, target_w, target_h)
                 upscaled.append(image)
             samples = model.encode_images(imaging.pil_to_tensor(upscaled))
-        sampler, schedule = plan.sampler, plan.schedule
-        if request.hr_sampler_name and request.hr_sampler_name != "Use same sampler":
-            scheduler_name = (
-                request.hr_scheduler
-                if request.hr_scheduler not in (None, "Use same scheduler")
-                else plan.schedule.label
-            )
-            resolved = resolve_sampler_and_schedule(request.hr_sampler_name, scheduler_name)
-            assert resolved is not None  # the request validated it
-            sampler, schedule = resolved
+        sampler, schedule = request.hires_sampler_and_schedule()
         steps = request.hr_second_pass_steps or request.steps
         hr_prompts = [request.hr_prompt] * batch.size if request.hr_prompt else batch.prompts
         hr_negatives = (
@@ -503,6 +504,7 @@ class GenerationJob:
         conditioning = model.encoder.encode(
             hr_prompts, hr_negatives, sampler.total_model_evaluations(steps), plan.clip_skip, target_w, target_h
         )
+        batch.embedding_hashes.update(conditioning.embedding_hashes)
         latent_hw = (target_h // f, target_w // f)
         noise = self.batch_noise(batch, latent_hw)
         image_conditioning = None
@@ -547,9 +549,11 @@ class GenerationJob:
         request, plan, ctx, init, result = self.request, self.plan, self.ctx, self.init, self.result
         for i, image in enumerate(batch.images):
             index = batch.start + i
+            faces_restored = False
             if request.restore_faces and ctx.restore_faces is not None:
                 try:
                     image = ctx.restore_faces(image)
+                    faces_restored = True
                 except SdStudioError as exc:  # a missing face model must not lose the image
                     self._warn_once(f"face restoration skipped: {exc}")
             if init is not None and init.overlays:
@@ -564,7 +568,14 @@ class GenerationJob:
             infotext = format_infotext(
                 plan.prompts[index],
                 plan.negative_prompts[index],
-                generation_parameters(request, plan, index, ctx, batch.extra),
+                generation_parameters(
+                    request,
+                    plan,
+                    index,
+                    ctx,
+                    {**batch.extra, **textual_inversion_hashes(batch.embedding_hashes)},
+                    faces_restored,
+                ),
             )
             if plan.settings.samples_save and not request.do_not_save_samples:
                 result.saved_paths.append(

@@ -21,7 +21,14 @@ from typing import Any, Self
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from sdstudio.engine.samplers import resolve_sampler_and_schedule, sampler_names, schedule_type_labels
+from sdstudio.engine.samplers import (
+    SamplerDef,
+    ScheduleType,
+    find_schedule_type,
+    resolve_sampler_and_schedule,
+    sampler_names,
+    schedule_type_labels,
+)
 from sdstudio.errors import InvalidRequest
 
 MAX_SIZE = 8192
@@ -48,6 +55,9 @@ def hires_upscaler_names(model_upscalers: Iterable[str] = ()) -> list[str]:
     """Every hr_upscaler choice in A1111's order: the latent modes, then None/Lanczos/Nearest and the models."""
     return list(dict.fromkeys([*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS, *model_upscalers]))
 
+# What A1111's UI sends for "same as the first pass" (None: the API's default).
+_SAME_SAMPLER = (None, "", "Use same sampler")
+_SAME_SCHEDULER = (None, "", "Use same scheduler")
 
 RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
@@ -214,8 +224,6 @@ class _Request(BaseModel):
     def _sampler(self) -> Self:
         resolved = resolve_sampler_and_schedule(self.sampler_name, self.scheduler)
         if resolved is None:
-            from sdstudio.engine.samplers import find_schedule_type
-
             if find_schedule_type(self.scheduler) is None:
                 raise InvalidRequest(
                     "scheduler", f"unknown schedule type {self.scheduler!r}; known: {', '.join(schedule_type_labels())}"
@@ -272,18 +280,29 @@ class Txt2ImgRequest(_Request):
 
     @model_validator(mode="after")
     def _hr_sampler(self) -> Self:
-        if self.hr_sampler_name and self.hr_sampler_name != "Use same sampler":
-            resolved = resolve_sampler_and_schedule(
-                self.hr_sampler_name,
-                self.hr_scheduler if self.hr_scheduler not in (None, "Use same scheduler") else None,
+        if self.hr_scheduler not in _SAME_SCHEDULER and find_schedule_type(self.hr_scheduler) is None:
+            raise InvalidRequest(
+                "hr_scheduler",
+                f"unknown schedule type {self.hr_scheduler!r}; known: {', '.join(schedule_type_labels())}",
             )
-            if resolved is None:
-                raise InvalidRequest(
-                    "hr_sampler_name", f"unknown sampler {self.hr_sampler_name!r}; known: {', '.join(sampler_names())}"
-                )
+        if (
+            self.hr_sampler_name not in _SAME_SAMPLER
+            and resolve_sampler_and_schedule(self.hr_sampler_name or "", None) is None
+        ):
+            raise InvalidRequest(
+                "hr_sampler_name", f"unknown sampler {self.hr_sampler_name!r}; known: {', '.join(sampler_names())}"
+            )
         if not self.hr_upscaler:
             object.__setattr__(self, "hr_upscaler", "Latent")
         return self
+
+    def hires_sampler_and_schedule(self) -> tuple[SamplerDef, ScheduleType]:
+        """The hires pass's sampler and schedule type: the first pass's unless hr_sampler_name/hr_scheduler differ."""
+        sampler = self.sampler_name if self.hr_sampler_name in _SAME_SAMPLER else self.hr_sampler_name
+        scheduler = self.scheduler if self.hr_scheduler in _SAME_SCHEDULER else self.hr_scheduler
+        resolved = resolve_sampler_and_schedule(sampler or self.sampler_name, scheduler)
+        assert resolved is not None  # the validators checked both names
+        return resolved
 
     def hires_size(self) -> tuple[int, int]:
         """Target (width, height) of the hires pass (A1111 Txt2Img.init hr sizing)."""

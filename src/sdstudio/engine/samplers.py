@@ -881,6 +881,8 @@ class SamplerDef:
     default_eta: float = 1.0
     uses_noise: bool = False  # draws fresh noise during sampling (ENSD applies)
     takes_step_count: bool = False  # DPM fast/adaptive: use sigma range, not a schedule
+    # The SamplerOptions noise knobs the algorithm reads (A1111 sampler_extra_params); the infotext names them.
+    sigma_options: tuple[str, ...] = ()
 
     @property
     def is_timestep_sampler(self) -> bool:
@@ -889,6 +891,10 @@ class SamplerDef:
     def total_model_evaluations(self, steps: int) -> int:
         """Denoiser calls per image, A1111's `total_steps` (prompt schedules are over these)."""
         return steps * 2 if self.second_order else steps
+
+
+CHURN_OPTIONS = ("s_churn", "s_tmin", "s_tmax", "s_noise")  # Karras et al. 2022 stochastic sampling
+NOISE_OPTIONS = ("s_noise",)  # samplers that add fresh noise each step
 
 
 def _sig(
@@ -918,6 +924,7 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         second_order=True,
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
     _sig(
         "DPM++ 2M SDE",
@@ -927,6 +934,7 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         default_schedule="exponential",
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
     _sig(
         "DPM++ 3M SDE",
@@ -937,6 +945,7 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         discard_next_to_last_sigma=True,
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
     _sig(
         "DPM++ 2S a",
@@ -947,6 +956,7 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         second_order=True,
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
     _sig(
         "Euler a",
@@ -955,10 +965,13 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         ("EulerAncestralDiscreteScheduler", {}),
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
-    _sig("Euler", ["k_euler"], sample_euler, ("EulerDiscreteScheduler", {})),
+    _sig("Euler", ["k_euler"], sample_euler, ("EulerDiscreteScheduler", {}), sigma_options=CHURN_OPTIONS),
     _sig("LMS", ["k_lms"], sample_lms, ("LMSDiscreteScheduler", {})),
-    _sig("Heun", ["k_heun"], sample_heun, ("HeunDiscreteScheduler", {}), second_order=True),
+    _sig(
+        "Heun", ["k_heun"], sample_heun, ("HeunDiscreteScheduler", {}), second_order=True, sigma_options=CHURN_OPTIONS
+    ),
     _sig(
         "DPM2",
         ["k_dpm_2"],
@@ -966,6 +979,7 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         ("KDPM2DiscreteScheduler", {}),
         discard_next_to_last_sigma=True,
         second_order=True,
+        sigma_options=CHURN_OPTIONS,
     ),
     _sig(
         "DPM2 a",
@@ -976,10 +990,27 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         second_order=True,
         uses_eta=True,
         uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
     ),
-    _sig("DPM fast", ["k_dpm_fast"], sample_dpm_fast, None, uses_eta=True, uses_noise=True, takes_step_count=True),
     _sig(
-        "DPM adaptive", ["k_dpm_ad"], sample_dpm_adaptive, None, uses_eta=True, uses_noise=True, takes_step_count=True
+        "DPM fast",
+        ["k_dpm_fast"],
+        sample_dpm_fast,
+        None,
+        uses_eta=True,
+        uses_noise=True,
+        takes_step_count=True,
+        sigma_options=NOISE_OPTIONS,
+    ),
+    _sig(
+        "DPM adaptive",
+        ["k_dpm_ad"],
+        sample_dpm_adaptive,
+        None,
+        uses_eta=True,
+        uses_noise=True,
+        takes_step_count=True,
+        sigma_options=NOISE_OPTIONS,
     ),
     _sig("LCM", ["k_lcm"], sample_lcm, ("LCMScheduler", {}), uses_noise=True),
     SamplerDef(

@@ -58,11 +58,15 @@ class StepConditioning(Protocol):
     `at_step(step)` gives (cond [N, T, D], conds_list) where conds_list[i] lists the
     (row in cond, weight) pairs of image i's AND-ed sub-prompts; `uncond_at_step(step)`
     gives [B, T, D]. Models with pooled text embeddings (SDXL) also expose `unet_kwargs`.
+    `embedding_hashes` names the textual-inversion embeddings the prompts used (for the infotext).
     """
 
     def at_step(self, step: int) -> tuple[torch.Tensor, ConditionRows]: ...
 
     def uncond_at_step(self, step: int) -> torch.Tensor: ...
+
+    @property
+    def embedding_hashes(self) -> dict[str, str]: ...
 
 
 @dataclass
@@ -79,6 +83,11 @@ class FixedConditioning:
 
     def uncond_at_step(self, step: int) -> torch.Tensor:
         return self.uncond
+
+    @property
+    def embedding_hashes(self) -> dict[str, str]:
+        """No textual-inversion embeddings: the prompts were encoded as plain text."""
+        return {}
 
 
 def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:

@@ -90,7 +90,12 @@ class Conditioning:
 
     hidden: torch.Tensor
     pooled: torch.Tensor | None = None
-    used_embeddings: tuple[str, ...] = ()
+    embeddings: tuple[Embedding, ...] = ()  # the textual inversions the texts used, in order of appearance
+
+    @property
+    def used_embeddings(self) -> tuple[str, ...]:
+        """Names of the textual-inversion embeddings the texts used."""
+        return tuple(e.name for e in self.embeddings)
 
     @property
     def chunk_count(self) -> int:
@@ -388,7 +393,7 @@ class PromptEncoder:
 
         hidden_parts: list[torch.Tensor] = []
         pooled: torch.Tensor | None = None
-        used: dict[str, None] = {}
+        used: dict[str, Embedding] = {}
         with torch.no_grad():
             for encoder, spec, tokenizer, lookup in zip(self.text_encoders, self.specs, self.tokenizers, lookups):
                 per_text: dict[str, list[PromptChunk]] = {}
@@ -401,7 +406,7 @@ class PromptEncoder:
                 for index in range(max(len(c) for c in batch_chunks)):
                     column = [c[index] if index < len(c) else empty_chunk() for c in batch_chunks]
                     for chunk in column:
-                        used.update((embedding.name, None) for _, embedding in chunk.fixes)
+                        used.update((embedding.name, embedding) for _, embedding in chunk.fixes)
                     z, chunk_pooled = encode_chunk_batch(encoder, spec, column, clip_skip)
                     zs.append(z)
                     if index == 0 and chunk_pooled is not None:
@@ -412,7 +417,7 @@ class PromptEncoder:
         if is_negative and self.architecture.startswith("sdxl") and all(t == "" for t in texts):
             hidden = torch.zeros_like(hidden)
             pooled = torch.zeros_like(pooled) if pooled is not None else None
-        result = Conditioning(hidden=hidden, pooled=pooled, used_embeddings=tuple(used))
+        result = Conditioning(hidden=hidden, pooled=pooled, embeddings=tuple(used.values()))
         self._cache[key] = result
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -517,10 +522,15 @@ class ScheduledConditioning:
     @property
     def used_embeddings(self) -> tuple[str, ...]:
         """Names of the textual-inversion embeddings any prompt of the batch used."""
-        names: dict[str, None] = {}
+        return tuple(self.embedding_hashes)
+
+    @property
+    def embedding_hashes(self) -> dict[str, str]:
+        """Name -> short hash of the embeddings the batch used, prompts' before negative prompts' (A1111 TI hashes)."""
+        hashes: dict[str, str] = {}
         for text in [t for item in self.items for t, _ in item] + self.negatives:
-            names.update((n, None) for n in text.conditioning.used_embeddings)
-        return tuple(names)
+            hashes.update((e.name, e.shorthash) for e in text.conditioning.embeddings)
+        return hashes
 
     def _at(self, step: int) -> _StepTensors:
         if self._memo is not None and self._memo[0] == step:

@@ -13,6 +13,7 @@ read only through a restricted unpickler: nothing in an embedding file executes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 
 from sdstudio.config import MODEL_KINDS
 from sdstudio.errors import SdStudioError
+from sdstudio.models.hashes import sha256_of_file
 from sdstudio.models.safe_pickle import safe_load
 
 logger = logging.getLogger(__name__)
@@ -49,6 +51,12 @@ class Embedding:
     step: int | None = None
     sd_checkpoint: str | None = None
     sd_checkpoint_name: str | None = None
+    sha256: str = ""  # of the file; "" when not read from one
+
+    @property
+    def shorthash(self) -> str:
+        """A1111's short hash of an embedding: the first 12 hex digits of the file's sha256 ("TI hashes")."""
+        return self.sha256[:12]
 
     @property
     def architecture(self) -> str:
@@ -139,7 +147,7 @@ def load_embedding_file(path: Path, pickle_loader: PickleLoader = default_pickle
         raise
     except Exception as exc:  # a corrupt or refused file must not stop the others from loading
         raise EmbeddingFileError(f"{path.name}: cannot be read as an embedding ({type(exc).__name__}: {exc})") from exc
-    return embedding_from_data(path.stem, path, data)
+    return dataclasses.replace(embedding_from_data(path.stem, path, data), sha256=sha256_of_file(path))
 
 
 class EmbeddingDatabase:

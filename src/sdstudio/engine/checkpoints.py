@@ -82,6 +82,11 @@ class CheckpointModels:
         self.memory = memory if memory is not None else ModelMemory(limits={"checkpoint": 1})
         self._lock = threading.Lock()
 
+    def locate(self, name_or_path: str | None, settings: Settings | None = None) -> Path:
+        """The file a checkpoint name or path means (None: the settings' `sd_model_checkpoint`), without loading it."""
+        settings = settings or self.settings_store.current
+        return self._locate(name_or_path or settings.sd_model_checkpoint)[0]
+
     def _locate(self, name_or_path: str) -> tuple[Path, str, str]:
         candidate = Path(name_or_path).expanduser() if name_or_path else None
         if candidate is not None and candidate.suffix in CHECKPOINT_FILE_SUFFIXES and candidate.is_file():

@@ -110,11 +110,11 @@ class ProgressEvent:
 
 
 class BatchHook(Protocol):
-    """Wraps one batch's sampling (e.g. LoRA from `<lora:...>` tags): patch on enter, unpatch on exit.
+    """An extra network around one batch's sampling (e.g. LoRA's `<lora:...>` tags): patch on enter, unpatch on exit.
 
     Called with the model and the batch's prompts; the context manager may yield a dict of
     infotext parameters to add (e.g. {"Lora hashes": ...}) or None; a `.warnings` list on
-    it goes into the result's warnings.
+    it goes into the result's warnings. A request with `disable_extra_networks` runs without any.
     """
 
     def __call__(

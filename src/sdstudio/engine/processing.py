@@ -90,13 +90,16 @@ def plan_job(
     seed = fixed_seed(request.seed)
     subseed = fixed_seed(request.subseed)
     seeds, subseeds = image_seeds(seed, subseed, request.subseed_strength, total)
-    prompt, negative = request.prompt, request.negative_prompt
+    prompts, negatives = request.all_prompts(), request.all_negative_prompts()
     warnings: list[str] = []
     if request.styles:
         if apply_styles is None:
             warnings.append("styles were given but no style database is configured; ignored")
         else:
-            prompt, negative = apply_styles(prompt, negative, list(request.styles))
+            pairs = list(zip(prompts, negatives))
+            styled = {pair: apply_styles(*pair, list(request.styles)) for pair in set(pairs)}  # each distinct once
+            prompts = [styled[pair][0] for pair in pairs]
+            negatives = [styled[pair][1] for pair in pairs]
     eta = request.eta if request.eta is not None else (js.eta_ddim if sampler.name == "DDIM" else js.eta_ancestral)
     options = SamplerOptions(
         eta=eta,
@@ -114,8 +117,8 @@ def plan_job(
         schedule=schedule,
         seeds=seeds,
         subseeds=subseeds,
-        prompts=[prompt] * total,
-        negative_prompts=[negative] * total,
+        prompts=prompts,
+        negative_prompts=negatives,
         settings=js,
         clip_skip=int(js.CLIP_stop_at_last_layers),
         options=options,
@@ -334,9 +337,14 @@ class GenerationJob:
             )
 
     def apply_batch_hooks(self, batch: Batch) -> ExitStack:
-        """Enter the batch hooks (LoRA...) for this batch; leaving the returned stack undoes them."""
+        """Enter the batch hooks (LoRA...) for this batch; leaving the returned stack undoes them.
+
+        The hooks are the extra networks: with `disable_extra_networks` none is entered (A1111
+        still removes the tags from the prompt, which the prompt encoder does anyway).
+        """
+        hooks_on = [] if self.request.disable_extra_networks else self.ctx.batch_hooks
         with ExitStack() as hooks:  # a hook that fails to enter undoes the ones before it
-            for hook in self.ctx.batch_hooks:
+            for hook in hooks_on:
                 added = hooks.enter_context(hook(self.model, batch.prompts, batch.negative_prompts))
                 batch.extra.update(added or {})
                 for warning in getattr(added, "warnings", None) or []:

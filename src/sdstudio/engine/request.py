@@ -129,8 +129,8 @@ class _Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
 
-    prompt: str = ""
-    negative_prompt: str = ""
+    prompt: str | list[str] = ""  # a list: one prompt per image (batch_size * n_iter of them)
+    negative_prompt: str | list[str] = ""
     styles: list[str] = []
     seed: int = -1
     subseed: int = -1
@@ -157,6 +157,7 @@ class _Request(BaseModel):
     s_noise: float | None = None
     override_settings: dict[str, Any] = {}
     override_settings_restore_afterwards: bool = True  # False: the overrides stay in force afterwards (not saved)
+    disable_extra_networks: bool = False  # True: <lora:...> tags are removed from the prompt but not applied
     outpath_samples: str | None = None  # overrides the settings' output folder (CLI --outdir)
     outpath_grids: str | None = None
 
@@ -237,9 +238,30 @@ class _Request(BaseModel):
         object.__setattr__(self, "scheduler", schedule.label)
         return self
 
+    @model_validator(mode="after")
+    def _prompt_lists(self) -> Self:
+        for name in ("prompt", "negative_prompt"):
+            value = getattr(self, name)
+            if isinstance(value, list) and len(value) != self.total_images:
+                raise InvalidRequest(
+                    name,
+                    f"a list of prompts needs one per image: batch_size * n_iter = {self.total_images}, "
+                    f"got {len(value)}",
+                )
+        return self
+
     @property
     def total_images(self) -> int:
         return self.batch_size * self.n_iter
+
+    def all_prompts(self) -> list[str]:
+        """One prompt per image (A1111 `all_prompts`): the list as given, or the one prompt repeated."""
+        return list(self.prompt) if isinstance(self.prompt, list) else [self.prompt] * self.total_images
+
+    def all_negative_prompts(self) -> list[str]:
+        """One negative prompt per image, as `all_prompts`."""
+        negative = self.negative_prompt
+        return list(negative) if isinstance(negative, list) else [negative] * self.total_images
 
 
 class Txt2ImgRequest(_Request):
@@ -320,7 +342,6 @@ class Img2ImgRequest(_Request):
 
     init_images: list[Any] = []
     resize_mode: int = 0
-    image_cfg_scale: float | None = None
     mask: Any = None
     mask_blur_x: int = 4
     mask_blur_y: int = 4

@@ -78,6 +78,10 @@ class GenerationService:
         """Use this checkpoint (a file path or a registry name/hash) for the following jobs."""
         self.checkpoint = str(ckpt) if ckpt else model
 
+    def checkpoint_for(self, override_settings: dict[str, Any] | None) -> str | None:
+        """The checkpoint a job with these overrides runs on (None: the settings' `sd_model_checkpoint`)."""
+        return (override_settings or {}).get("sd_model_checkpoint") or self.checkpoint
+
     def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
         """Generate images from text."""
         if not isinstance(request, Txt2ImgRequest):
@@ -103,7 +107,7 @@ class GenerationService:
     ) -> GenerationResult:
         control = control or GenerationControl()
         overrides = request.override_settings or {}
-        checkpoint = overrides.get("sd_model_checkpoint") or self.checkpoint
+        checkpoint = self.checkpoint_for(overrides)
         with self.device_lock:
             # The job's one view of the settings, taken when it starts on the device.
             settings = self.settings_store.snapshot(overrides)

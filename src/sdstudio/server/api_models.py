@@ -110,6 +110,32 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingFields):
     include_init_images: bool | None = Field(default=False, exclude=True)
 
 
+IGNORED_FIELDS: dict[str, str] = {
+    "s_min_uncond": "NGMS (skipping the negative prompt at low sigmas) is not implemented; every step is guided",
+    "refiner_checkpoint": "the SDXL refiner is not implemented; the whole job runs on one checkpoint",
+    "refiner_switch_at": "the SDXL refiner is not implemented",
+    "firstpass_image": "a hires fix over a given first-pass image is not implemented; the first pass is generated",
+    "comments": "A1111 shows comments on its web page only; they never reach the images",
+    "distilled_cfg_scale": "Forge's distilled guidance for Flux; sdstudio runs no Flux model",
+    "hr_distilled_cfg": "Forge's distilled guidance for Flux; sdstudio runs no Flux model",
+    "firstphase_width": "pre-1.0 hires-fix sizing; use width/height with hr_scale or hr_resize_x/hr_resize_y",
+    "firstphase_height": "pre-1.0 hires-fix sizing; use width/height with hr_scale or hr_resize_x/hr_resize_y",
+    "image_cfg_scale": "only instruct-pix2pix models use it, and sdstudio runs none",
+    "latent_mask": "a separate mask for the latent is not implemented; `mask` is used for both",
+}
+"""The A1111 txt2img/img2img body fields sdstudio accepts without effect, and why: the one list of them.
+
+Every other field of the two bodies reaches the engine request or is acted on by the route
+(routes/generation.py ROUTE_FIELDS); the endpoints' OpenAPI descriptions show this list.
+"""
+
+
+def ignored_fields_description(body: type[BaseModel]) -> str:
+    """An endpoint's OpenAPI description: the body's fields in IGNORED_FIELDS, one line each."""
+    lines = [f"- `{name}`: {why}" for name, why in IGNORED_FIELDS.items() if name in body.model_fields]
+    return "A1111 fields accepted without effect:\n\n" + "\n".join(lines)
+
+
 class TextToImageResponse(BaseModel):
     images: list[str] | None = Field(default=None, description="The generated images in base64 format.")
     parameters: dict

@@ -4,26 +4,51 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from sdstudio.app import App
+from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.job_queue import JobQueue, submit_generation
 from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
-from sdstudio.errors import InvalidRequest
+from sdstudio.errors import InvalidRequest, NotFound
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, QueueDep, wait_for
 from sdstudio.server.images import encode_image_base64
+from sdstudio.server.routes.scripts import installed_scripts
 
 router = APIRouter()
+
+ROUTE_FIELDS = frozenset(
+    {
+        "sampler_index",  # sampler_name's fallback
+        "save_images",  # decides do_not_save_samples/do_not_save_grid
+        "send_images",
+        "force_task_id",
+        "seed_enable_extras",
+        "infotext",
+        "script_name",
+        "script_args",  # the arguments of script_name, refused with it
+        "alwayson_scripts",
+        "hr_checkpoint_name",
+        "include_init_images",
+    }
+)
+"""A1111 body fields this module acts on itself; the others reach the engine request or are m.IGNORED_FIELDS."""
+
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"
+
+GenerationBody = TypeVar("GenerationBody", m.StableDiffusionTxt2ImgProcessingAPI, m.StableDiffusionImg2ImgProcessingAPI)
 
 
 def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dict[str, Any]:
     """The A1111 body's fields that the engine request knows, None meaning 'default'.
 
     A1111 semantics kept: `sampler_index` is the fallback for `sampler_name` (default
-    "Euler"); `save_images` decides whether samples and grid are written to disk.
+    "Euler"); `save_images` decides whether samples and grid are written to disk;
+    `seed_enable_extras: false` turns variation seed and resize-seed-from off.
     """
     values = body.model_dump()
     fields = {k: v for k, v in values.items() if k in request_type.model_fields and v is not None}
@@ -31,9 +56,58 @@ def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dic
     save = bool(values.get("save_images"))
     fields["do_not_save_samples"] = not save or bool(values.get("do_not_save_samples"))
     fields["do_not_save_grid"] = not save or bool(values.get("do_not_save_grid"))
-    if isinstance(fields.get("prompt"), list) or isinstance(fields.get("negative_prompt"), list):
-        raise InvalidRequest("prompt", "lists of prompts are not supported; send one prompt string")
+    if values.get("seed_enable_extras") is False:
+        fields.update(subseed=-1, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0)
     return fields
+
+
+def apply_infotext(body: GenerationBody, kind: str) -> GenerationBody:
+    """A1111's `apply_infotext`: a pasted infotext fills the fields the body leaves unset.
+
+    Fields sent in the body win; the infotext's settings (Clip skip, ENSD) join
+    `override_settings` where the body does not override the same setting.
+    """
+    if not body.infotext:
+        return body
+    pasted = request_fields_from_infotext(body.infotext, kind)
+    settings = pasted.pop("override_settings", {})
+    update = {name: value for name, value in pasted.items() if name not in body.model_fields_set}
+    if settings:
+        update["override_settings"] = {**settings, **(body.override_settings or {})}
+    return body.model_copy(update=update)
+
+
+def refuse_scripts(body: GenerationBody, kind: str) -> None:
+    """A request naming a script that is not installed is refused, never run without it."""
+    installed = installed_scripts(kind)
+    if body.script_name and body.script_name not in installed:
+        raise InvalidRequest("script_name", f"script {body.script_name!r} is not installed")
+    unknown = [name for name in body.alwayson_scripts or {} if name not in installed]
+    if unknown:
+        raise InvalidRequest("alwayson_scripts", f"script {unknown[0]!r} is not installed")
+
+
+def refuse_other_hires_checkpoint(body: m.StableDiffusionTxt2ImgProcessingAPI, app: App) -> None:
+    """The hires pass runs on the job's checkpoint; naming another one is refused (A1111 would switch)."""
+    name = body.hr_checkpoint_name
+    if not body.enable_hr or not name or name == SAME_CHECKPOINT:
+        return  # as in A1111, the field only counts with the hires fix on
+    try:
+        wanted = app.checkpoints.locate(name)
+    except NotFound:
+        raise InvalidRequest("hr_checkpoint_name", f"no checkpoint named {name!r}") from None
+    if wanted != app.checkpoints.locate(app.engine.checkpoint_for(body.override_settings)):
+        raise InvalidRequest(
+            "hr_checkpoint_name",
+            f"a hires pass on another checkpoint ({name!r}) is not supported; send {SAME_CHECKPOINT!r}",
+        )
+
+
+def accepted_body(body: GenerationBody, kind: str) -> GenerationBody:
+    """The body with its infotext applied, once nothing in it asks for what sdstudio cannot do."""
+    body = apply_infotext(body, kind)
+    refuse_scripts(body, kind)
+    return body
 
 
 def generation_response(
@@ -48,10 +122,9 @@ def generation_response(
             if 0 <= offset < len(result.infotexts):
                 infotext = result.infotexts[offset]
             images.append(encode_image_base64(image, infotext))
-    parameters = body.model_dump(exclude={"init_images", "mask"} if hasattr(body, "init_images") else set())
-    if hasattr(body, "init_images"):
-        parameters["init_images"] = None
-        parameters["mask"] = None
+    parameters = body.model_dump()
+    if isinstance(body, m.StableDiffusionImg2ImgProcessingAPI) and not body.include_init_images:
+        parameters.update(init_images=None, mask=None)  # A1111 echoes the images only when asked to
     return {"images": images, "parameters": parameters, "info": json.dumps(result.js())}
 
 
@@ -96,8 +169,14 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     )
 
 
-@router.post("/txt2img", response_model=m.TextToImageResponse)
+@router.post(
+    "/txt2img",
+    response_model=m.TextToImageResponse,
+    description=m.ignored_fields_description(m.StableDiffusionTxt2ImgProcessingAPI),
+)
 async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: QueueDep):
+    body = accepted_body(body, "txt2img")
+    refuse_other_hires_checkpoint(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
     job = submit_generation(
         queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
@@ -105,8 +184,13 @@ async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queu
     return generation_response(await wait_for(job), body)
 
 
-@router.post("/img2img", response_model=m.ImageToImageResponse)
+@router.post(
+    "/img2img",
+    response_model=m.ImageToImageResponse,
+    description=m.ignored_fields_description(m.StableDiffusionImg2ImgProcessingAPI),
+)
 async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: QueueDep):
+    body = accepted_body(body, "img2img")
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))

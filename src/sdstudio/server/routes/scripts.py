@@ -9,9 +9,14 @@ from sdstudio.server import api_models as m
 router = APIRouter()
 
 
+def installed_scripts(kind: str) -> list[str]:
+    """The scripts a txt2img or img2img request may name (`script_name`, `alwayson_scripts`): none yet."""
+    return []
+
+
 @router.get("/scripts", response_model=m.ScriptsList)
 def get_scripts():
-    return m.ScriptsList(txt2img=[], img2img=[])
+    return m.ScriptsList(txt2img=installed_scripts("txt2img"), img2img=installed_scripts("img2img"))
 
 
 @router.get("/script-info")

@@ -50,6 +50,21 @@ def test_old_combined_sampler_name_is_split():
     assert (params["Sampler"], params["Schedule type"]) == ("DPM++ 2M", "Karras")
 
 
+def test_a1111_v1_10_sampler_and_schedule_names_are_read():
+    def read(sampler, schedule=None):
+        line = f"Steps: 20, Sampler: {sampler}, " + (f"Schedule type: {schedule}, " if schedule else "")
+        params = parse_generation_parameters("cat\n" + line + "CFG scale: 7, Seed: 1, Size: 512x512")
+        return params["Sampler"], params["Schedule type"]
+
+    assert read("DPM++ 2M SDE Heun Karras") == ("DPM++ 2M SDE Heun", "Karras")  # A1111's old combined name
+    assert read("DPM++ 2M SDE Heun Exponential") == ("DPM++ 2M SDE Heun", "Exponential")
+    assert read("k_dpmpp_2m_sde_heun", "Align Your Steps") == ("DPM++ 2M SDE Heun", "Align Your Steps")
+    assert read("Restart", "KL Optimal") == ("Restart", "KL Optimal")
+    assert read("ddim_cfgpp", "Beta") == ("DDIM CFG++", "Beta")
+    assert read("DDIM", "DDIM") == ("DDIM", "DDIM")  # a sampler and a schedule type of the same name
+    assert read("Euler", "simple") == ("Euler", "Simple")
+
+
 def test_img2img_fields():
     text = (
         "cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, "

@@ -5,18 +5,23 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import SCHEDULER_CONFIG
 
+from sdstudio.engine.infotext import request_fields_from_infotext
+from sdstudio.engine.request import Txt2ImgRequest
 from sdstudio.engine.samplers import (
     SAMPLERS,
     SCHEDULE_TYPES,
     DiscreteSigmas,
     SamplerOptions,
+    effective_schedule,
     find_sampler,
     find_schedule_type,
     karras_sigmas,
+    resolve_sampler_and_schedule,
     sigmas_for,
 )
 from sdstudio.engine.sampling import FixedConditioning, GuidedUNet, SamplingJob, run_sampler
@@ -133,9 +138,11 @@ def test_karras_sigmas_follow_eq5():
 def test_schedules_span_the_models_sigma_range_and_discard_for_dpm2():
     for schedule in SCHEDULE_TYPES[1:]:
         s = sigmas_for(find_sampler("Euler"), schedule, 8, DISCRETE)
-        assert len(s) == 9 and s[-1] == 0
-        assert s[0].item() == pytest.approx(DISCRETE.sigma_max, rel=1e-3)
-        assert bool((s[:-1][1:] < s[:-1][:-1]).all())
+        assert len(s) == 9 and bool((s[1:] < s[:-1]).all()), schedule.label
+        # As in A1111: KL Optimal stops at the smallest sigma, DDIM starts at timestep 876's.
+        last = DISCRETE.sigma_min if schedule.name == "kl_optimal" else 0.0
+        first = DISCRETE.sigmas[876].item() if schedule.name == "ddim" else DISCRETE.sigma_max
+        assert s[-1].item() == pytest.approx(last, rel=1e-5) and s[0].item() == pytest.approx(first, rel=1e-3)
     assert len(sigmas_for(find_sampler("DPM2"), SCHEDULE_TYPES[0], 8, DISCRETE)) == 9
 
 
@@ -174,3 +181,163 @@ def test_and_composition_weights_add_per_subprompt(tiny_components):
     uncond = GuidedUNet(unet, FixedConditioning(u, u), 1.0)(x, t, 0)
     expected = uncond + 2.0 * (only_a - uncond) + 2.0 * 0.5 * (only_b - uncond)
     assert torch.allclose(composed, expected, atol=1e-4)
+
+
+def _dpm_multistep_in_diffusers(unet, steps, solver_type):
+    """DPM-Solver++(2M) (eta 0) through diffusers' own scheduler: the reference for the 2M SDE variants."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        {**SCHEDULER_CONFIG, "algorithm_type": "dpmsolver++", "solver_type": solver_type, "use_karras_sigmas": True}
+    )
+    scheduler.set_timesteps(steps)
+    job = _job(unet, find_sampler("Euler"), SCHEDULE_TYPES[0], steps, cfg=1.0)
+    x = job.initial_noise * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        eps = job.guided(scheduler.scale_model_input(x, t), t.reshape(1).float(), 0)
+        x = scheduler.step(eps, t, x).prev_sample
+    return x
+
+
+def test_dpmpp_2m_sde_heun_at_eta_0_is_diffusers_dpm_solver_with_heun_correction(tiny_components):
+    unet, karras = tiny_components[0], find_schedule_type("Karras")
+    ours = {}
+    for name in ("DPM++ 2M SDE", "DPM++ 2M SDE Heun"):
+        job = _job(unet, find_sampler(name), karras, 8, cfg=1.0)
+        job.options = SamplerOptions(eta=0.0)
+        ours[name] = run_sampler(job)
+    heun, midpoint = _dpm_multistep_in_diffusers(unet, 8, "heun"), _dpm_multistep_in_diffusers(unet, 8, "midpoint")
+    assert (ours["DPM++ 2M SDE Heun"] - heun).abs().max() < 0.3 * (heun - midpoint).abs().max()
+    assert (ours["DPM++ 2M SDE"] - midpoint).abs().max() < 0.3 * (heun - midpoint).abs().max()
+
+
+class _GaussianData:
+    """Data ~ N(mean, std^2): the exact denoiser E[x0 | x] and how many times it was asked."""
+
+    def __init__(self, mean: float, std: float) -> None:
+        self.mean, self.std, self.calls = mean, std, 0
+
+    def __call__(self, x, sigma):
+        self.calls += 1
+        return self.mean + self.std**2 / (self.std**2 + sigma**2) * (x - self.mean)
+
+
+def _toy_noise(seed):
+    gen = torch.Generator().manual_seed(seed)
+    return lambda x: lambda sigma, sigma_next: torch.randn(x.shape, generator=gen, dtype=x.dtype)
+
+
+def test_restart_below_20_steps_is_heun():
+    data, sigmas = _GaussianData(0.5, 0.2), sigmas_for(find_sampler("Heun"), find_schedule_type("Karras"), 12, DISCRETE)
+    x = torch.randn(64, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    restart = find_sampler("Restart").function(data, x, sigmas, _toy_noise(1)(x), None, SamplerOptions())
+    heun = find_sampler("Heun").function(data, x, sigmas, _toy_noise(1)(x), None, SamplerOptions())
+    assert torch.equal(restart, heun)
+
+
+def test_restart_goes_back_up_once_at_20_steps_and_keeps_the_data_distribution():
+    data = _GaussianData(0.5, 0.2)
+    sigmas = sigmas_for(find_sampler("Restart"), SCHEDULE_TYPES[0], 20, DISCRETE)
+    smin, smax = sigmas[-2].item(), sigmas[0].item()
+
+    def karras(n, low, high):  # Karras et al. 2022 eq. 5, written out here as the reference
+        return [(high ** (1 / 7) + k / (n - 1) * (low ** (1 / 7) - high ** (1 / 7))) ** 7 for k in range(n)]
+
+    # A1111's plan: 11 Karras steps, and after the step landing nearest sigma 0.1 one restart that climbs
+    # back to the sigma nearest 2 and comes down again in 9 Karras steps.
+    base = karras(11, smin, smax) + [0.0]
+    low = min(range(12), key=lambda k: abs(base[k] - 0.1))
+    high = min(range(12), key=lambda k: abs(base[k] - 2.0))
+    expected = base[:low] + karras(10, base[low], base[high])[:-1] + base[low:-1]
+
+    seen = []
+    x = torch.randn(20000, generator=torch.Generator().manual_seed(0)) * smax
+    out = find_sampler("Restart").function(
+        data, x, sigmas, _toy_noise(1)(x), lambda info: seen.append(info.sigma), SamplerOptions()
+    )
+    assert seen == pytest.approx(expected, rel=1e-5)
+    assert data.calls == 2 * 20 - 1  # Heun everywhere but the last step to sigma 0
+    # Restarting adds exactly the noise between the two levels, so the samples keep the data's law.
+    assert out.mean().item() == pytest.approx(0.5, abs=0.01) and out.std().item() == pytest.approx(0.2, rel=0.03)
+
+
+def _ddim_cfgpp_by_hand(unet, cfg, steps):
+    """A1111's DDIM CFG++ written from the paper: x0 from eps_u + cfg/12.5 (eps_c - eps_u), step along eps_u."""
+    job = _job(unet, find_sampler("DDIM"), SCHEDULE_TYPES[0], steps, cfg=1.0)
+    cond, uncond = job.guided.conditioning.cond, job.guided.conditioning.uncond
+    only_uncond = GuidedUNet(unet, FixedConditioning(uncond, uncond), 1.0)
+    only_cond = GuidedUNet(unet, FixedConditioning(cond, uncond), 1.0)
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    abar = torch.cumprod(1 - betas, 0)
+    timesteps = list(range(1, 1000, 1000 // steps))[::-1]  # CompVis DDIM: 1, 1 + c, ...
+    x = job.initial_noise
+    for i, t in enumerate(timesteps):
+        a, a_prev = abar[t].item(), abar[timesteps[i + 1] if i + 1 < len(timesteps) else 0].item()
+        t_in = torch.tensor([float(t)])
+        eps_u, eps_c = only_uncond(x, t_in, i), only_cond(x, t_in, i)
+        x0 = (x - (1 - a) ** 0.5 * (eps_u + cfg / 12.5 * (eps_c - eps_u))) / a**0.5
+        x = a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * eps_u
+    return x
+
+
+def test_ddim_cfgpp_follows_cfgpp_with_the_scale_divided_by_12_5(tiny_components):
+    unet = tiny_components[0]
+    ours = run_sampler(_job(unet, find_sampler("DDIM CFG++"), SCHEDULE_TYPES[0], 3, cfg=7.0))
+    assert torch.allclose(ours, _ddim_cfgpp_by_hand(unet, 7.0, 3), atol=1e-4)
+    assert not torch.allclose(ours, run_sampler(_job(unet, find_sampler("DDIM"), SCHEDULE_TYPES[0], 3, cfg=7.0)))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_ddim_cfgpp_without_guidance_is_ddim(tiny_components, prediction_type):
+    # With the negative prompt equal to the prompt every guidance scale gives eps_uncond: CFG++ is plain DDIM,
+    # here driven by diffusers' DDIMScheduler (which also converts v-predictions independently of ours).
+    unet = tiny_components[0]
+    results = []
+    for name in ("DDIM CFG++", "DDIM"):
+        job = _job(unet, find_sampler(name), SCHEDULE_TYPES[0], 4, cfg=7.0)
+        job.guided.conditioning.uncond = job.guided.conditioning.cond
+        job.prediction_type = prediction_type
+        job.options = SamplerOptions(eta=0.5)  # noise too: both draw it once per step
+        results.append(run_sampler(job))
+    assert torch.allclose(results[0], results[1], atol=1e-4)
+
+
+def test_every_pair_makes_an_image_whose_infotext_names_the_same_pair(service):
+    # One test over the whole table, on one service: a tiny model, 3 steps, 32 px.
+    for sampler in SAMPLERS:
+        for schedule in SCHEDULE_TYPES:
+            pair = f"{sampler.name} / {schedule.label}"
+            request = Txt2ImgRequest(
+                prompt="a cube",
+                seed=3,
+                steps=3,
+                width=32,
+                height=32,
+                sampler_name=sampler.name,
+                scheduler=schedule.label,
+                do_not_save_samples=True,
+                do_not_save_grid=True,
+            )
+            result = service.txt2img(request)
+            image = np.asarray(result.images[0], dtype=np.float32)
+            assert image.shape == (32, 32, 3) and np.isfinite(image).all(), pair
+            parsed = Txt2ImgRequest(**request_fields_from_infotext(result.infotexts[0]))
+            parsed_sampler, parsed_schedule = resolve_sampler_and_schedule(parsed.sampler_name, parsed.scheduler)
+            assert parsed_sampler is sampler, pair
+            # "Automatic" comes back as what it ran (DPM++ 2M: Karras), as A1111 writes it.
+            assert effective_schedule(sampler, parsed_schedule) is effective_schedule(sampler, schedule), pair
+            assert parsed_schedule is schedule or schedule.name == "automatic", pair
+            # Each sampler ran at its own default eta (DDIM's and DDIM CFG++'s: the eta_ddim setting, 0).
+            assert "Eta:" not in result.infotexts[0], pair
+
+
+def test_beta_schedule_writes_its_shape_as_a1111s_k_diffusion_samplers_do(service):
+    def infotext(sampler, schedule):
+        request = Txt2ImgRequest(
+            prompt="a", steps=2, width=32, height=32, sampler_name=sampler, scheduler=schedule, do_not_save_samples=True
+        )
+        return service.txt2img(request).infotexts[0]
+
+    assert "Beta schedule alpha: 0.6, Beta schedule beta: 0.6" in infotext("Euler", "Beta")
+    assert "Beta schedule" not in infotext("Euler", "Karras")
+    assert "Beta schedule" not in infotext("DDIM", "Beta")  # timestep samplers do not use schedule types

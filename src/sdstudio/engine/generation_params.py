@@ -7,7 +7,12 @@ from typing import Any
 
 from sdstudio.engine.job_context import JobContext, Plan
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
-from sdstudio.engine.samplers import infotext_schedule_label
+from sdstudio.engine.samplers import (
+    BETA_SCHEDULE_ALPHA,
+    BETA_SCHEDULE_BETA,
+    effective_schedule,
+    infotext_schedule_label,
+)
 
 # SamplerOptions field -> (infotext key, the value that leaves it out); A1111 KDiffusionSampler.initialize.
 _SIGMA_PARAMETERS = {
@@ -33,6 +38,7 @@ def generation_parameters(
     s = plan.settings
     sampler = plan.sampler
     default_eta = sampler.default_eta
+    runs_beta = sampler.function is not None and effective_schedule(sampler, plan.schedule).name == "beta"
     params: dict[str, Any] = {
         "Steps": request.steps,
         "Sampler": sampler.name,
@@ -56,6 +62,9 @@ def generation_parameters(
         "ENSD": s.eta_noise_seed_delta if (s.eta_noise_seed_delta and sampler.uses_noise) else None,
         "RNG": s.randn_source if s.randn_source != "GPU" else None,
         "Tiling": "True" if request.tiling else None,
+        # A1111's k-diffusion samplers write the Beta schedule's shape whenever they run it.
+        "Beta schedule alpha": BETA_SCHEDULE_ALPHA if runs_beta else None,
+        "Beta schedule beta": BETA_SCHEDULE_BETA if runs_beta else None,
         # A1111's samplers add "Eta" to extra_generation_params when it is not their default.
         "Eta": plan.options.eta if sampler.uses_eta and plan.options.eta != default_eta else None,
     }

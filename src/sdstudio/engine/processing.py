@@ -100,7 +100,8 @@ def plan_job(
             styled = {pair: apply_styles(*pair, list(request.styles)) for pair in set(pairs)}  # each distinct once
             prompts = [styled[pair][0] for pair in pairs]
             negatives = [styled[pair][1] for pair in pairs]
-    eta = request.eta if request.eta is not None else (js.eta_ddim if sampler.name == "DDIM" else js.eta_ancestral)
+    # A1111: timestep samplers (DDIM, DDIM CFG++...) default to the eta_ddim setting, the others to eta_ancestral.
+    eta = request.eta if request.eta is not None else (js.eta_ddim if sampler.is_timestep_sampler else js.eta_ancestral)
     options = SamplerOptions(
         eta=eta,
         s_churn=request.s_churn if request.s_churn is not None else js.s_churn,
@@ -317,7 +318,9 @@ class GenerationJob:
             self.first_pass_steps = request.steps
             hires_steps = (request.hr_second_pass_steps or request.steps) if self.hires else 0
         self.progress = Progress(self.ctx, request.n_iter, self.first_pass_steps + hires_steps)
-        self.discrete = DiscreteSigmas.from_scheduler_config(self.model.scheduler_config)
+        self.discrete = DiscreteSigmas.from_scheduler_config(
+            self.model.scheduler_config, is_sdxl=self.model.family.startswith("sdxl")
+        )
         self.extra = extra_parameters(request, self.plan)
         self.outdir = self.ctx.saver.output_folder(self.ctx.kind, override=request.outpath_samples)
 

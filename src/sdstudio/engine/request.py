@@ -55,6 +55,7 @@ def hires_upscaler_names(model_upscalers: Iterable[str] = ()) -> list[str]:
     """Every hr_upscaler choice in A1111's order: the latent modes, then None/Lanczos/Nearest and the models."""
     return list(dict.fromkeys([*HIRES_LATENT_UPSCALERS, *HIRES_IMAGE_UPSCALERS, *model_upscalers]))
 
+
 # What A1111's UI sends for "same as the first pass" (None: the API's default).
 _SAME_SAMPLER = (None, "", "Use same sampler")
 _SAME_SCHEDULER = (None, "", "Use same scheduler")

@@ -3,14 +3,17 @@
 Two kinds of sampler, as in A1111:
 
 * sigma samplers (Euler, Euler a, LMS, Heun, DPM2, DPM2 a, DPM++ 2S a, DPM++ 2M, DPM++ SDE,
-  DPM++ 2M SDE, DPM++ 3M SDE, DPM fast, DPM adaptive, LCM) are functions of
-  (denoiser, x, sigmas, noise, callback) written from the k-diffusion algorithms (Karras
-  et al. 2022; Lu et al. DPM-Solver / DPM-Solver++ 2022). They work on any schedule type,
+  DPM++ 2M SDE (midpoint and Heun), DPM++ 3M SDE, DPM fast, DPM adaptive, Restart, LCM) are
+  functions of (denoiser, x, sigmas, noise, callback) written from the k-diffusion algorithms
+  (Karras et al. 2022; Lu et al. DPM-Solver / DPM-Solver++ 2022; Xu et al. 2023 for Restart,
+  as A1111's sd_samplers_extra does it). They work on any schedule type,
   which is why they are not diffusers scheduler objects: diffusers' classes each support a
   different subset of schedules (EulerAncestral has no Karras, LMS needs scipy, none has
   Polyexponential), and A1111's images come from these exact algorithms.
-* timestep samplers (DDIM, PLMS, UniPC) are diffusers scheduler classes driven over
-  integer timesteps, as A1111 drives its own DDIM/PLMS/UniPC implementations.
+* timestep samplers (DDIM, DDIM CFG++, PLMS, UniPC) are diffusers scheduler classes driven over
+  integer timesteps, as A1111 drives its own DDIM/PLMS/UniPC implementations; DDIM CFG++ takes
+  DDIM's timesteps and does its own step (ddim_cfgpp_step), which needs the unconditional
+  prediction as well as the guided one.
 
 Every row also names its nearest diffusers equivalent (`diffusers_equivalent`), used by
 the benchmark and by tests that check our algorithm against diffusers'.
@@ -97,13 +100,15 @@ def _sigma_of(t: torch.Tensor) -> torch.Tensor:
 class DiscreteSigmas:
     """The 1000 training noise levels of a DDPM-trained model, with sigma<->t interpolation."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor) -> None:
+    def __init__(self, alphas_cumprod: torch.Tensor, is_sdxl: bool = False) -> None:
         self.alphas_cumprod = alphas_cumprod.double()
         self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt().float()
         self.log_sigmas = self.sigmas.log()
+        # SD1 and SDXL share their noise levels; Align Your Steps still has a table for each.
+        self.is_sdxl = is_sdxl
 
     @classmethod
-    def from_scheduler_config(cls, config: dict[str, Any]) -> DiscreteSigmas:
+    def from_scheduler_config(cls, config: dict[str, Any], is_sdxl: bool = False) -> DiscreteSigmas:
         """Build from a diffusers scheduler config (beta_start, beta_end, beta_schedule)."""
         n = int(config.get("num_train_timesteps", 1000))
         start, end = float(config.get("beta_start", 0.00085)), float(config.get("beta_end", 0.012))
@@ -114,7 +119,7 @@ class DiscreteSigmas:
             betas = torch.linspace(start, end, n, dtype=torch.float64)
         else:  # "scaled_linear", the SD1/SD2/SDXL schedule
             betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float64) ** 2
-        return cls(torch.cumprod(1.0 - betas, dim=0))
+        return cls(torch.cumprod(1.0 - betas, dim=0), is_sdxl)
 
     @property
     def sigma_min(self) -> float:
@@ -144,7 +149,8 @@ class DiscreteSigmas:
 
 
 # --------------------------------------------------------------------------------------
-# Schedule types (A1111 modules/sd_schedulers.py); each returns n sigmas plus a final 0
+# Schedule types (A1111 modules/sd_schedulers.py); each returns n sigmas plus a final 0,
+# except where A1111's does not (KL Optimal, DDIM: see their docstrings)
 # --------------------------------------------------------------------------------------
 
 
@@ -161,14 +167,140 @@ def uniform_sigmas(
     return _append_zero(model.t_to_sigma(t))
 
 
+def _timestep_range_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, sgm: bool
+) -> torch.Tensor:
+    """Timesteps evenly spaced from sigma_max's to sigma_min's (A1111 normal_scheduler); sgm: over n+1, last dropped."""
+    start = float(model.sigma_to_t(torch.tensor(sigma_max)))
+    end = float(model.sigma_to_t(torch.tensor(sigma_min)))
+    ts = torch.linspace(start, end, n + 1)[:-1] if sgm else torch.linspace(start, end, n)
+    return _append_zero(model.t_to_sigma(ts))
+
+
 def sgm_uniform_sigmas(
     n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
 ) -> torch.Tensor:
     """Evenly spaced timesteps over n+1 points, last dropped (A1111 sgm_uniform, SDXL-Turbo/LCM)."""
-    start = model.sigma_to_t(torch.tensor(sigma_max))
-    end = model.sigma_to_t(torch.tensor(sigma_min))
-    ts = torch.linspace(float(start), float(end), n + 1)[:-1]
-    return _append_zero(model.t_to_sigma(ts))
+    return _timestep_range_sigmas(n, sigma_min, sigma_max, model, sgm=True)
+
+
+def normal_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
+    """Evenly spaced timesteps, both ends included (A1111 normal_scheduler; ComfyUI's "normal")."""
+    return _timestep_range_sigmas(n, sigma_min, sigma_max, model, sgm=False)
+
+
+def simple_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
+    """Every (1000/n)-th training sigma from the top, indices truncated (A1111 simple_scheduler)."""
+    stride = len(model.sigmas) / n
+    return _append_zero(model.sigmas[[-(1 + int(i * stride)) for i in range(n)]])
+
+
+def ddim_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
+    """The training sigmas at timesteps 1, 1+c, 1+2c... (c = 1000 // n), highest first (A1111 ddim_scheduler).
+
+    Like A1111's, it starts below sigma_max and can hold one sigma more than n when c does not divide 999.
+    """
+    stride = max(len(model.sigmas) // n, 1)
+    return _append_zero(model.sigmas[1::stride].flip(0))
+
+
+def _beta_cdf(x: float, a: float, b: float) -> float:
+    """The regularized incomplete beta function I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below the mean; use I_x(a,b) = 1 - I_1-x(b,a)
+        return 1.0 - _beta_cdf(1.0 - x, b, a)
+    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 300):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def beta_ppf(q: float, a: float, b: float) -> float:
+    """The Beta(a, b) quantile of q (scipy.stats.beta.ppf, which A1111 uses), by bisection on the CDF."""
+    low, high = 0.0, 1.0
+    if q <= 0.0 or q >= 1.0:
+        return low if q <= 0.0 else high
+    for _ in range(200):
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        low, high = (mid, high) if _beta_cdf(mid, a, b) < q else (low, mid)
+    return (low + high) / 2
+
+
+BETA_SCHEDULE_ALPHA = 0.6  # A1111's beta_dist_alpha / beta_dist_beta defaults
+BETA_SCHEDULE_BETA = 0.6
+
+
+def beta_sigmas(
+    n: int,
+    sigma_min: float,
+    sigma_max: float,
+    model: DiscreteSigmas | None = None,
+    rho: float | None = None,
+    alpha: float = BETA_SCHEDULE_ALPHA,
+    beta: float = BETA_SCHEDULE_BETA,
+) -> torch.Tensor:
+    """Beta(alpha, beta) quantiles of a falling ramp, mapped linearly onto [sigma_min, sigma_max].
+
+    "Beta Sampling is All You Need" (Lee et al. 2024, arXiv:2407.12173) as A1111's beta_scheduler
+    does it: linear in sigma, not in timestep as ComfyUI's.
+    """
+    ramp = np.linspace(0, 1, n)
+    quantiles = [beta_ppf(1.0 - float(r), alpha, beta) for r in ramp]
+    return _append_zero(torch.tensor([sigma_min + q * (sigma_max - sigma_min) for q in quantiles]))
+
+
+def kl_optimal_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas | None = None, rho: float | None = None
+) -> torch.Tensor:
+    """Sigmas evenly spaced in arctan(sigma) (Sabour et al. 2024, "Align Your Steps" appendix, KL-optimal).
+
+    As in A1111's kl_optimal, n+1 sigmas from sigma_max down to sigma_min and no final 0: the last
+    step ends at the model's smallest sigma.
+    """
+    atan_min, atan_max = math.atan(sigma_min), math.atan(sigma_max)
+    ramp = torch.arange(n + 1, dtype=torch.float64) / n
+    return torch.tan(ramp * atan_min + (1.0 - ramp) * atan_max).float()
+
+
+# NVIDIA's optimized 10-step schedules (https://research.nvidia.com/labs/toronto-ai/AlignYourSteps/howto.html),
+# as A1111 tabulates them in sd_schedulers.get_align_your_steps_sigmas.
+AYS_SIGMAS_SD1 = (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029)
+AYS_SIGMAS_SDXL = (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029)
+
+
+def align_your_steps_sigmas(
+    n: int, sigma_min: float, sigma_max: float, model: DiscreteSigmas, rho: float | None = None
+) -> torch.Tensor:
+    """Align Your Steps (Sabour et al. 2024): the model family's table, log-linearly resampled to n sigmas."""
+    table = np.array(AYS_SIGMAS_SDXL if model.is_sdxl else AYS_SIGMAS_SD1, dtype=np.float64)
+    if n != len(table):
+        # Interpolate log sigma over an evenly spaced [0, 1] parameter, lowest sigma first as np.interp needs.
+        log_rising = np.log(table[::-1])
+        table = np.exp(np.interp(np.linspace(0, 1, n), np.linspace(0, 1, len(table)), log_rising))[::-1]
+    return _append_zero(torch.tensor(table.copy(), dtype=torch.float32))
 
 
 def karras_sigmas(
@@ -227,6 +359,13 @@ SCHEDULE_TYPES: tuple[ScheduleType, ...] = (
         aliases=("SGMUniform",),
         diffusers_config={"timestep_spacing": "trailing"},
     ),
+    # A1111 v1.10 additions, in its order. Timestep samplers (DDIM, PLMS, UniPC) ignore these, as in A1111.
+    ScheduleType("kl_optimal", "KL Optimal", kl_optimal_sigmas),
+    ScheduleType("align_your_steps", "Align Your Steps", align_your_steps_sigmas),
+    ScheduleType("simple", "Simple", simple_sigmas),
+    ScheduleType("normal", "Normal", normal_sigmas),
+    ScheduleType("ddim", "DDIM", ddim_sigmas),
+    ScheduleType("beta", "Beta", beta_sigmas),
 )
 
 
@@ -331,14 +470,20 @@ def sample_heun(
     """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
     for i in range(len(sigmas) - 1):
         x, sigma_hat, d = _churned_derivative(model, x, sigmas, i, noise, callback, opts)
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            d_2 = _to_d(x_2, sigmas[i + 1], model(x_2, sigmas[i + 1] * _ones(x)))
-            x = x + (d + d_2) / 2 * dt
+        x = _heun_step(model, x, d, sigma_hat, sigmas[i + 1])
     return x
+
+
+def _heun_step(
+    model: Denoiser, x: torch.Tensor, d: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor
+) -> torch.Tensor:
+    """From sigma (where dx/dsigma is d) to sigma_next: Heun's trapezoid, or Euler when sigma_next is 0."""
+    dt = sigma_next - sigma
+    if sigma_next == 0:
+        return x + d * dt
+    x_2 = x + d * dt
+    d_2 = _to_d(x_2, sigma_next, model(x_2, sigma_next * _ones(x)))
+    return x + (d + d_2) / 2 * dt
 
 
 def sample_dpm_2(
@@ -517,6 +662,30 @@ def sample_dpmpp_2m_sde(
     opts: SamplerOptions,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) SDE, midpoint variant (k-diffusion sample_dpmpp_2m_sde)."""
+    return _dpmpp_2m_sde(model, x, sigmas, noise, callback, opts, heun=False)
+
+
+def sample_dpmpp_2m_sde_heun(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
+    """DPM-Solver++(2M) SDE, Heun variant (k-diffusion sample_dpmpp_2m_sde, solver_type="heun")."""
+    return _dpmpp_2m_sde(model, x, sigmas, noise, callback, opts, heun=True)
+
+
+def _dpmpp_2m_sde(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+    heun: bool,
+) -> torch.Tensor:
     old_denoised, h_last = None, None
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * _ones(x))
@@ -530,7 +699,11 @@ def sample_dpmpp_2m_sde(
             x = sigmas[i + 1] / sigmas[i] * (-eta_h).exp() * x + (-h - eta_h).expm1().neg() * denoised
             if old_denoised is not None and h_last is not None:  # h_last: set with it on every step above sigma 0
                 r = h_last / h
-                x = x + 0.5 * (-h - eta_h).expm1().neg() * (1 / r) * (denoised - old_denoised)
+                # The second-order correction's weight: phi_1 / 2 (midpoint) or 1 - phi_1 / (h + eta h) (Heun),
+                # phi_1 = 1 - exp(-(h + eta h)).
+                phi_1 = (-h - eta_h).expm1().neg()
+                weight = 1 - phi_1 / (h + eta_h) if heun else 0.5 * phi_1
+                x = x + weight * (1 / r) * (denoised - old_denoised)
             if opts.eta:
                 x = (
                     x
@@ -605,6 +778,51 @@ def sample_lcm(
         x = denoised
         if sigmas[i + 1] > 0:
             x = x + sigmas[i + 1] * noise(sigmas[i], sigmas[i + 1])
+    return x
+
+
+def _restart_plan(sigmas: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (from, to) sigma pairs Restart steps through (A1111 sd_samplers_extra.restart_sampler).
+
+    From 20 steps on, the schedule is replaced by a Karras one with fewer steps and the freed steps
+    go to restart segments: 1 restart of 9 steps (2 of steps // 4 from 36 steps on), each going back
+    up from the sigma nearest 0.1 to the one nearest 2 and down again on a Karras schedule.
+    """
+    steps = len(sigmas) - 1
+    restart_at: dict[int, tuple[int, int, float]] = {}
+    if steps >= 20:
+        restart_steps, restart_times = (steps // 4, 2) if steps >= 36 else (9, 1)
+        sigmas = karras_sigmas(steps - restart_steps * restart_times, float(sigmas[-2]), float(sigmas[0])).to(sigmas)
+        restart_at = {int((sigmas - 0.1).abs().argmin()): (restart_steps + 1, restart_times, 2.0)}
+    plan: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for i in range(len(sigmas) - 1):
+        plan.append((sigmas[i], sigmas[i + 1]))
+        if i + 1 in restart_at:
+            n, times, restart_max = restart_at[i + 1]
+            low, high = i + 1, int((sigmas - restart_max).abs().argmin())
+            if high < low:
+                segment = karras_sigmas(n, float(sigmas[low]), float(sigmas[high])).to(sigmas)[:-1]
+                plan += list(zip(segment[:-1], segment[1:])) * times
+    return plan
+
+
+def sample_restart(
+    model: Denoiser,
+    x: torch.Tensor,
+    sigmas: torch.Tensor,
+    noise: NoiseSource,
+    callback: StepCallback | None,
+    opts: SamplerOptions,
+) -> torch.Tensor:
+    """Restart sampling (Xu et al. 2023): Heun steps, with fresh noise wherever the plan goes back up in sigma."""
+    last_sigma: torch.Tensor | None = None
+    for i, (sigma, sigma_next) in enumerate(_restart_plan(sigmas)):
+        if last_sigma is not None and last_sigma < sigma:
+            x = x + noise(last_sigma, sigma) * opts.s_noise * (sigma**2 - last_sigma**2) ** 0.5
+        denoised = model(x, sigma * _ones(x))
+        _report(callback, i, x, sigma, denoised)
+        x = _heun_step(model, x, _to_d(x, sigma, denoised), sigma, sigma_next)
+        last_sigma = sigma_next
     return x
 
 
@@ -842,6 +1060,35 @@ class TimestepScheduler(Protocol):
     ) -> SchedulerStepOutput: ...
 
 
+# CFG++ (Chung et al. 2024, "Manifold-constrained Classifier Free Guidance") guides with lambda in [0, 1];
+# A1111 maps its CFG scale onto it by dividing by 12.5 (sd_samplers_timesteps_impl.ddim_cfgpp).
+CFG_PP_SCALE_MULTIPLIER = 1 / 12.5
+
+
+def ddim_cfgpp_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    eps_uncond: torch.Tensor,
+    alpha: float,
+    alpha_prev: float,
+    eta: float,
+    noise: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM step with CFG++: (x at alpha_prev, predicted x0).
+
+    x0 comes from the guided eps (guidance scale already multiplied by CFG_PP_SCALE_MULTIPLIER) as
+    in DDIM; the step back towards alpha_prev's noise level follows the unconditional eps instead
+    of the guided one. `alpha`s are the cumulative alphas of the two timesteps; eta > 0 adds
+    `noise` (unit normal) as DDIM does (A1111 sd_samplers_timesteps_impl.ddim_cfgpp).
+    """
+    pred_x0 = (x - (1 - alpha) ** 0.5 * eps) / alpha**0.5
+    sigma = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)) ** 0.5
+    x_prev = alpha_prev**0.5 * pred_x0 + (1 - alpha_prev - sigma**2) ** 0.5 * eps_uncond
+    if sigma > 0 and noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev, pred_x0
+
+
 def make_diffusers_scheduler(
     class_name: str, model_scheduler_config: dict[str, Any], overrides: dict[str, Any]
 ) -> TimestepScheduler:
@@ -883,6 +1130,7 @@ class SamplerDef:
     takes_step_count: bool = False  # DPM fast/adaptive: use sigma range, not a schedule
     # The SamplerOptions noise knobs the algorithm reads (A1111 sampler_extra_params); the infotext names them.
     sigma_options: tuple[str, ...] = ()
+    cfg_pp: bool = False  # DDIM CFG++: guidance scale / 12.5, steps along the unconditional prediction
 
     @property
     def is_timestep_sampler(self) -> bool:
@@ -906,6 +1154,15 @@ def _sig(
 ) -> SamplerDef:
     return SamplerDef(name=name, aliases=tuple(aliases), function=fn, diffusers_equivalent=equivalent, **options)
 
+
+# A1111/CompVis DDIM: timesteps 1, 1+c, 1+2c, ... ("leading" + offset 1), alpha_prev of the
+# first step is alphas_cumprod[0].
+_DDIM_CONFIG: dict[str, Any] = {
+    "timestep_spacing": "leading",
+    "steps_offset": 1,
+    "set_alpha_to_one": False,
+    "clip_sample": False,
+}
 
 SAMPLERS: tuple[SamplerDef, ...] = (
     _sig(
@@ -931,6 +1188,16 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         ["k_dpmpp_2m_sde"],
         sample_dpmpp_2m_sde,
         ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+        default_schedule="exponential",
+        uses_eta=True,
+        uses_noise=True,
+        sigma_options=NOISE_OPTIONS,
+    ),
+    _sig(
+        "DPM++ 2M SDE Heun",
+        ["k_dpmpp_2m_sde_heun"],
+        sample_dpmpp_2m_sde_heun,
+        ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_type": "heun"}),
         default_schedule="exponential",
         uses_eta=True,
         uses_noise=True,
@@ -1012,22 +1279,27 @@ SAMPLERS: tuple[SamplerDef, ...] = (
         takes_step_count=True,
         sigma_options=NOISE_OPTIONS,
     ),
+    # A1111 sd_samplers_extra.restart_sampler; two model evaluations per step, so "second order" as there.
+    _sig("Restart", ["restart"], sample_restart, None, default_schedule="karras", second_order=True, uses_noise=True),
     _sig("LCM", ["k_lcm"], sample_lcm, ("LCMScheduler", {}), uses_noise=True),
     SamplerDef(
         name="DDIM",
         aliases=("ddim",),
         diffusers_class="DDIMScheduler",
-        # A1111/CompVis DDIM: timesteps 1, 1+c, 1+2c, ... ("leading" + offset 1), alpha_prev of the
-        # first step is alphas_cumprod[0].
-        diffusers_config={
-            "timestep_spacing": "leading",
-            "steps_offset": 1,
-            "set_alpha_to_one": False,
-            "clip_sample": False,
-        },
+        diffusers_config=dict(_DDIM_CONFIG),
         diffusers_equivalent=("DDIMScheduler", {}),
         uses_eta=True,
         default_eta=0.0,
+    ),
+    # DDIM's timesteps and noise levels (its diffusers scheduler), its step written out in ddim_cfgpp_step.
+    SamplerDef(
+        name="DDIM CFG++",
+        aliases=("ddim_cfgpp",),
+        diffusers_class="DDIMScheduler",
+        diffusers_config=dict(_DDIM_CONFIG),
+        uses_eta=True,
+        default_eta=0.0,
+        cfg_pp=True,
     ),
     SamplerDef(
         name="PLMS",

@@ -23,6 +23,7 @@ import torch
 
 from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.samplers import (
+    CFG_PP_SCALE_MULTIPLIER,
     DiscreteSigmas,
     NoiseSource,
     SamplerDef,
@@ -31,6 +32,7 @@ from sdstudio.engine.samplers import (
     SigmaSampler,
     StepCallback,
     StepInfo,
+    ddim_cfgpp_step,
     make_diffusers_scheduler,
     sigmas_for,
 )
@@ -122,6 +124,12 @@ class GuidedUNet:
         self.dtype = next(unet.parameters()).dtype
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
+        return self.with_uncond(x, t, step)[0]
+
+    def with_uncond(
+        self, x: torch.Tensor, t: torch.Tensor, step: int, scale_multiplier: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(guided output at cfg_scale * scale_multiplier, the unconditional output) from one UNet call."""
         cond, conds_list = self.conditioning.at_step(step)
         uncond = self.conditioning.uncond_at_step(step)
         batch = x.shape[0]
@@ -144,15 +152,15 @@ class GuidedUNet:
             return_dict=False,
             **extra,
         )[0].float()
-        return self.combine(out, conds_list, batch)
+        return self.combine(out, conds_list, batch, self.cfg_scale * scale_multiplier), out[-batch:]
 
-    def combine(self, out: torch.Tensor, conds_list: ConditionRows, batch: int) -> torch.Tensor:
+    def combine(self, out: torch.Tensor, conds_list: ConditionRows, batch: int, cfg_scale: float) -> torch.Tensor:
         """uncond + sum_k w_k * cfg * (cond_k - uncond) per image (A1111 combine_denoised)."""
         uncond_out = out[-batch:]
         result = uncond_out.clone()
         for i, rows in enumerate(conds_list):
             for row, weight in rows:
-                result[i] += (out[row] - uncond_out[i]) * (weight * self.cfg_scale)
+                result[i] += (out[row] - uncond_out[i]) * (weight * cfg_scale)
         return result
 
 
@@ -315,18 +323,21 @@ def _run_timestep_sampler(job: SamplingJob, diffusers_class: str) -> torch.Tenso
     accepts = scheduler.step.__code__.co_varnames
     for i, t in enumerate(timesteps):
         _check(job.control, latest)
-        model_input = scheduler.scale_model_input(x, t)
-        out = job.guided(model_input, t.reshape(1).float().to(x.device), i)
-        kwargs: dict[str, float | torch.Tensor] = {}
-        if "eta" in accepts:
-            kwargs["eta"] = job.options.eta
-            if job.options.eta > 0 and "variance_noise" in accepts:
-                kwargs["variance_noise"] = job.noise()
-        result = scheduler.step(out, t, x, return_dict=True, **kwargs)
-        x = result.prev_sample
-        latest = getattr(result, "pred_original_sample", None)
-        if latest is None:
-            latest = x
+        if job.sampler.cfg_pp:
+            x, latest = _ddim_cfgpp_step(job, x, t, timesteps[i + 1] if i + 1 < len(timesteps) else None, i)
+        else:
+            model_input = scheduler.scale_model_input(x, t)
+            out = job.guided(model_input, t.reshape(1).float().to(x.device), i)
+            kwargs: dict[str, float | torch.Tensor] = {}
+            if "eta" in accepts:
+                kwargs["eta"] = job.options.eta
+                if job.options.eta > 0 and "variance_noise" in accepts:
+                    kwargs["variance_noise"] = job.noise()
+            result = scheduler.step(out, t, x, return_dict=True, **kwargs)
+            x = result.prev_sample
+            latest = getattr(result, "pred_original_sample", None)
+            if latest is None:
+                latest = x
         if job.blend is not None:
             if i + 1 < len(timesteps):
                 known = scheduler.add_noise(job.blend.init_latent, job.initial_noise, timesteps[i + 1 : i + 2])
@@ -335,3 +346,17 @@ def _run_timestep_sampler(job: SamplingJob, diffusers_class: str) -> torch.Tenso
         if job.callback is not None:
             job.callback(StepInfo(i, x, float(t), latest))
     return x
+
+
+def _ddim_cfgpp_step(
+    job: SamplingJob, x: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor | None, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM CFG++ from timestep t to t_prev (None: the last step, to alphas_cumprod[0] as DDIM's): (x, x0)."""
+    alphas = job.discrete.alphas_cumprod
+    alpha = float(alphas[int(t)])
+    alpha_prev = float(alphas[int(t_prev) if t_prev is not None else 0])
+    guided, uncond = job.guided.with_uncond(x, t.reshape(1).float().to(x.device), step, CFG_PP_SCALE_MULTIPLIER)
+    if job.prediction_type == "v_prediction":  # eps = sqrt(a) v + sqrt(1 - a) x (Salimans & Ho 2022)
+        guided, uncond = (alpha**0.5 * out + (1 - alpha) ** 0.5 * x for out in (guided, uncond))
+    noise = job.noise() if job.options.eta > 0 else None
+    return ddim_cfgpp_step(x, guided, uncond, alpha, alpha_prev, job.options.eta, noise)

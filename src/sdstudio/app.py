@@ -104,6 +104,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         watermark=add_watermark,
         version=f"sdstudio {__version__}",
         batch_hooks=[LoraBatchHook(loras)],
+        locate_checkpoint=checkpoints.locate,
     )
     return App(
         paths=paths,

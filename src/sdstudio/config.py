@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -213,6 +213,9 @@ class Settings(BaseModel):
     s_noise: float = 1.0
     initial_noise_multiplier: float = 1.0  # img2img: scales the noise added to the init latent
     randn_source: str = "CPU"
+    # Refiner (A1111): in a hires job, which pass may switch to the refiner; switch by step count, not noise level
+    hires_fix_refiner_pass: Literal["first pass", "second pass", "both passes"] = "second pass"
+    refiner_switch_by_sample_steps: bool = False
     # Progress / previews
     show_progress_every_n_steps: int = 10
     live_previews_enable: bool = True

@@ -97,31 +97,34 @@ def test_a_list_of_prompts_gives_one_prompt_per_image(server):
     assert refused(wrong_negatives, "negative_prompt", "= 3", "got 4"), brief(wrong_negatives)
 
 
-def test_hr_checkpoint_name_other_than_the_jobs_checkpoint_is_refused(server):
+def test_hr_checkpoint_name_runs_the_hires_pass_on_that_checkpoint(server):
     write_tiny_checkpoint(server.app.paths.folder("checkpoint"), "other-tiny.safetensors", seed=1)
     hires = {**SMALL, "enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_second_pass_steps": 1}
+
+    def image(answer):
+        assert answer.status_code == 200, brief(answer)
+        return png(answer.json()["images"][0])
+
     with server.client() as client:
         client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "random-tiny"}).raise_for_status()
         titles = {item["model_name"]: item["title"] for item in client.get("/sdapi/v1/sd-models").json()}
-        for same in ("Use same checkpoint", titles["random-tiny"]):
-            answer = post(client, "txt2img", **hires, hr_checkpoint_name=same)
-            assert answer.status_code == 200, (same, brief(answer))
-            assert png(answer.json()["images"][0]).size == (96, 96)
-        other = post(client, "txt2img", **hires, hr_checkpoint_name=titles["other-tiny"])
-        assert refused(other, "hr_checkpoint_name", "not supported"), brief(other)
+        same = [image(post(client, "txt2img", **hires, hr_checkpoint_name=n)) for n in ("Use same checkpoint", "")]
+        other = image(post(client, "txt2img", **hires, hr_checkpoint_name=titles["other-tiny"]))
+        pasted = image(post(client, "txt2img", infotext=other.info["parameters"]))
         missing = post(client, "txt2img", **hires, hr_checkpoint_name="nope")
-        assert refused(missing, "hr_checkpoint_name", "'nope'"), brief(missing)
         # Without the hires fix the field has no effect, as in A1111.
-        assert post(client, "txt2img", **SMALL, hr_checkpoint_name="other-tiny").status_code == 200
-        # The job's checkpoint is the overridden one when the request overrides it.
-        overridden = post(
-            client,
-            "txt2img",
-            **hires,
-            hr_checkpoint_name="other-tiny",
-            override_settings={"sd_model_checkpoint": "other-tiny"},
-        )
-        assert overridden.status_code == 200, brief(overridden)
+        unused = post(client, "txt2img", **SMALL, hr_checkpoint_name="nope")
+    assert same[0].size == other.size == (96, 96)
+    assert (
+        np.array_equal(np.asarray(same[0]), np.asarray(same[1]))
+        and "Hires checkpoint" not in same[0].info["parameters"]
+    )
+    short_hash = titles["other-tiny"].rsplit("[", 1)[1].rstrip("]")
+    assert f"Hires checkpoint: other-tiny [{short_hash}]" in other.info["parameters"]
+    assert not np.array_equal(np.asarray(other), np.asarray(same[0])), "the second pass ran on the other model"
+    assert np.array_equal(np.asarray(pasted), np.asarray(other)), "its infotext reproduces it"
+    assert refused(missing, "hr_checkpoint_name", "'nope'"), brief(missing)
+    assert unused.status_code == 200, brief(unused)
 
 
 def test_infotext_fills_the_fields_the_body_does_not_set(server):
@@ -190,3 +193,31 @@ def test_every_body_field_is_honoured_or_listed_as_ignored(body, request_type):
 
     sent = {name: A1111_TXT2IMG_BODY[name] for name in honoured if A1111_TXT2IMG_BODY.get(name) is not None}
     assert set(sent) <= set(engine_request_fields(body(**sent), request_type))
+
+
+def test_refiner_checkpoint_takes_over_part_way_and_its_infotext_reproduces_the_image(server):
+    write_tiny_checkpoint(server.app.paths.folder("checkpoint"), "other-tiny.safetensors", seed=1)
+    body = {**SMALL, "steps": 6, "sampler_name": "DPM++ 2M", "prompt": "a red star"}
+    with server.client() as client:
+        client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "random-tiny"}).raise_for_status()
+        titles = {item["model_name"]: item["title"] for item in client.get("/sdapi/v1/sd-models").json()}
+        plain = post(client, "txt2img", **body)
+        refined = post(client, "txt2img", **body, refiner_checkpoint=titles["other-tiny"], refiner_switch_at=0.5)
+        assert refined.status_code == 200, brief(refined)
+        infotext = png(refined.json()["images"][0]).info["parameters"]
+        pasted = post(client, "txt2img", infotext=infotext)
+        unknown = post(client, "txt2img", **body, refiner_checkpoint="nope", refiner_switch_at=0.5)
+        outside = post(client, "txt2img", **body, refiner_checkpoint="/etc/passwd", refiner_switch_at=0.5)
+        # What A1111 clients send when they use no refiner.
+        unused = post(client, "txt2img", **body, refiner_checkpoint="", refiner_switch_at=0)
+    short_hash = titles["other-tiny"].rsplit("[", 1)[1].rstrip("]")
+    assert f"Refiner: other-tiny [{short_hash}], Refiner switch at: 0.5" in infotext
+    image = np.asarray(png(refined.json()["images"][0]))
+    assert not np.array_equal(image, np.asarray(png(plain.json()["images"][0])))
+    assert pasted.status_code == 200, brief(pasted)
+    assert np.array_equal(np.asarray(png(pasted.json()["images"][0])), image), "pasted infotext: the same image"
+    assert refused(unknown, "refiner_checkpoint", "'nope'"), brief(unknown)
+    assert refused(outside, "refiner_checkpoint", "not a model in the data dir"), brief(outside)
+    assert unused.status_code == 200 and np.array_equal(
+        np.asarray(png(unused.json()["images"][0])), np.asarray(png(plain.json()["images"][0]))
+    )

@@ -113,12 +113,17 @@ _FIELD_MAP: dict[str, tuple[str, Any]] = {
     "Hires CFG Scale": ("hr_cfg", float),
     "Hires prompt": ("hr_prompt", str),
     "Hires negative prompt": ("hr_negative_prompt", str),
+    "Hires checkpoint": ("hr_checkpoint_name", str),
+    "Refiner": ("refiner_checkpoint", str),
+    "Refiner switch at": ("refiner_switch_at", float),
 }
 
 # Infotext key -> settings option, pasted into override_settings (A1111 infotext_to_setting_name_mapping).
 _SETTING_MAP: dict[str, tuple[str, Any]] = {
     "Clip skip": ("CLIP_stop_at_last_layers", int),
     "ENSD": ("eta_noise_seed_delta", int),
+    "Hires refiner": ("hires_fix_refiner_pass", str),
+    "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", lambda value: str(value) == "True"),
 }
 # "RNG" is not pasted: sdstudio draws initial noise on the CPU generator whatever it says.
 # "Lora hashes" and "TI hashes" are not pasted either: they identify files, the prompt names them.
@@ -134,6 +139,7 @@ _HIRES_FIELDS = {
     "hr_cfg",
     "hr_prompt",
     "hr_negative_prompt",
+    "hr_checkpoint_name",
 }
 _IMG2IMG_FIELDS = {"mask_blur", "inpaint_full_res_padding", "initial_noise_multiplier"}
 

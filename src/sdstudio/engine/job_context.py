@@ -65,6 +65,11 @@ class GenerationModel:
         return parameter.device
 
     @property
+    def title(self) -> str:
+        """A1111's short title, "name [short hash]" (how infotexts name a refiner or hires checkpoint)."""
+        return f"{self.name} [{self.short_hash}]" if self.short_hash else self.name
+
+    @property
     def latent_channels(self) -> int:
         return int(self.vae.config.latent_channels)
 
@@ -141,6 +146,7 @@ class JobContext:
     upscaler_names: Callable[[], list[str]] | None = None  # what upscale_image knows, to check hr_upscaler early
     restore_faces: Callable[[Image.Image], Image.Image] | None = None
     batch_hooks: list[BatchHook] = field(default_factory=list)
+    load_checkpoint: Callable[[str], GenerationModel] | None = None  # another checkpoint by name (the refiner)
     watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark
     version: str = ""
     clock: Callable[[], float] = time.monotonic

@@ -40,8 +40,9 @@ from sdstudio.engine.generation_params import (
     textual_inversion_hashes,
 )
 from sdstudio.engine.infotext import format_infotext
-from sdstudio.engine.job_context import JobContext, Plan, ProgressEvent
+from sdstudio.engine.job_context import GenerationModel, JobContext, Plan, ProgressEvent
 from sdstudio.engine.previews import cheap_preview
+from sdstudio.engine.refiner import RefinerSwitch, SwitchingGuidance
 from sdstudio.engine.request import (
     HIRES_IMAGE_UPSCALERS,
     HIRES_LATENT_UPSCALERS,
@@ -52,11 +53,13 @@ from sdstudio.engine.request import (
 )
 from sdstudio.engine.samplers import (
     DiscreteSigmas,
+    SamplerDef,
     SamplerOptions,
     StepInfo,
     resolve_sampler_and_schedule,
 )
 from sdstudio.engine.sampling import (
+    Guidance,
     GuidedUNet,
     InpaintBlend,
     SamplingInterrupted,
@@ -215,6 +218,8 @@ class Batch:
     image_conditioning: torch.Tensor | None = None  # an inpainting UNet's extra channels
     samples: torch.Tensor | None = None  # 3c, 3d: latents
     images: list[Image.Image] = field(default_factory=list)  # 3e
+    hooks: ExitStack = field(default_factory=ExitStack)  # what undoes the batch hooks (the refiner's included)
+    models: list[GenerationModel] = field(default_factory=list)  # the models the batch hooks were entered for
 
     @property
     def size(self) -> int:
@@ -224,9 +229,10 @@ class Batch:
 class GenerationJob:
     """One txt2img or img2img job: the module docstring's steps as methods, the job's state as attributes."""
 
-    plan: Plan  # step 1 sets plan, result and hires
+    plan: Plan  # step 1 sets plan, result, hires and other_models
     result: GenerationResult
     hires: bool
+    other_models: dict[str, GenerationModel]  # refiner and hires checkpoints by name, loaded when first used
     init: init_images.InitImages | None  # step 2; None for txt2img
     first_pass_steps: int  # start_batches sets the rest
     progress: Progress
@@ -257,6 +263,7 @@ class GenerationJob:
                     break
                 self.ctx.cancel.clear_skip()
                 self.progress.begin(batch.number, self.first_pass_steps)
+                self.model = self.ctx.model  # every batch starts on the job's checkpoint (a refiner may take over)
                 with self.apply_batch_hooks(batch):
                     self.encode_prompt(batch)
                     self.prepare_latents(batch)
@@ -285,6 +292,10 @@ class GenerationJob:
         f = self.model.latent_factor
         if request.width % f or request.height % f:
             raise InvalidRequest("width", f"width and height must be multiples of {f} for this model")
+        self.other_models = {}
+        for name in ("refiner_checkpoint", "hr_checkpoint_name"):
+            if getattr(request, name, None) and ctx.load_checkpoint is None:
+                raise InvalidRequest(name, "no other checkpoint can be loaded here")
 
     def check_hr_upscaler(self, name: str) -> None:
         """Refuse an unknown hr_upscaler before the first pass, naming every choice (latent modes included)."""
@@ -345,14 +356,18 @@ class GenerationJob:
         The hooks are the extra networks: with `disable_extra_networks` none is entered (A1111
         still removes the tags from the prompt, which the prompt encoder does anyway).
         """
-        hooks_on = [] if self.request.disable_extra_networks else self.ctx.batch_hooks
         with ExitStack() as hooks:  # a hook that fails to enter undoes the ones before it
-            for hook in hooks_on:
-                added = hooks.enter_context(hook(self.model, batch.prompts, batch.negative_prompts))
-                batch.extra.update(added or {})
-                for warning in getattr(added, "warnings", None) or []:
-                    self._warn_once(warning)
-            return hooks.pop_all()
+            self._enter_hooks(hooks, self.model, batch)
+            batch.models.append(self.model)
+            batch.hooks = hooks.pop_all()
+            return batch.hooks
+
+    def _enter_hooks(self, hooks: ExitStack, model: GenerationModel, batch: Batch) -> None:
+        for hook in [] if self.request.disable_extra_networks else self.ctx.batch_hooks:
+            added = hooks.enter_context(hook(model, batch.prompts, batch.negative_prompts))
+            batch.extra.update(added or {})
+            for warning in getattr(added, "warnings", None) or []:
+                self._warn_once(warning)
 
     def encode_prompt(self, batch: Batch) -> None:
         """Step 3a: the batch's conditioning, with prompt schedules and AND."""
@@ -456,6 +471,15 @@ class GenerationJob:
             control=self.ctx.cancel,
             callback=self.progress,
         )
+        job.guided = self.with_refiner(
+            batch,
+            job,
+            hires_pass=False,
+            prompts=(batch.prompts, batch.negative_prompts),
+            cfg_scale=request.cfg_scale,
+            size=(request.width, request.height),
+            image_conditioning=batch.image_conditioning,
+        )
         finished = True
         try:
             samples = run_sampler(job)
@@ -494,7 +518,10 @@ class GenerationJob:
             )
         else:
             upscaled = []
-            for image in imaging.tensor_to_pil(model.decode_latents(samples)):
+            first_pass_images = imaging.tensor_to_pil(model.decode_latents(samples))
+            # A1111: the first pass is decoded by the model that made it; the hires model encodes the upscale.
+            model = self.use_model(batch, self.hires_model(batch), "hr_checkpoint_name")
+            for image in first_pass_images:
                 if request.hr_upscaler in ("None", "Lanczos"):
                     image = image.resize((target_w, target_h), Image.Resampling.LANCZOS)
                 elif request.hr_upscaler == "Nearest":
@@ -506,6 +533,7 @@ class GenerationJob:
                         image = imaging.resize_image(1, image, target_w, target_h)
                 upscaled.append(image)
             samples = model.encode_images(imaging.pil_to_tensor(upscaled))
+        model = self.use_model(batch, self.hires_model(batch), "hr_checkpoint_name")
         sampler, schedule = request.hires_sampler_and_schedule()
         steps = request.hr_second_pass_steps or request.steps
         hr_prompts = [request.hr_prompt] * batch.size if request.hr_prompt else batch.prompts
@@ -547,8 +575,108 @@ class GenerationJob:
             control=ctx.cancel,
             callback=self.progress,
         )
+        job.guided = self.with_refiner(
+            batch,
+            job,
+            hires_pass=True,
+            prompts=(hr_prompts, hr_negatives),
+            cfg_scale=guided.cfg_scale,
+            size=(target_w, target_h),
+            image_conditioning=image_conditioning,
+        )
         self.progress.begin(self.progress.job_no, planned_steps(job))
         return run_sampler(job)
+
+    def with_refiner(
+        self,
+        batch: Batch,
+        job: SamplingJob,
+        *,
+        hires_pass: bool,
+        prompts: tuple[list[str], list[str]],
+        cfg_scale: float,
+        size: tuple[int, int],
+        image_conditioning: torch.Tensor | None,
+    ) -> Guidance:
+        """The pass's guidance, handing over to `refiner_checkpoint` when due (A1111 apply_refiner).
+
+        In a hires job the `hires_fix_refiner_pass` setting says which pass may switch; once
+        switched, the rest of the batch (a later pass, the decode) runs on the refiner.
+        """
+        request, settings = self.request, self.plan.settings
+        name = request.refiner_checkpoint
+        if name is None or self.model is self.other_models.get(name):
+            return job.guided
+        passes = settings.hires_fix_refiner_pass
+        if self.hires and (passes == "first pass" and hires_pass or passes == "second pass" and not hires_pass):
+            return job.guided
+        switch = RefinerSwitch(request.refiner_switch_at, settings.refiner_switch_by_sample_steps)
+        sampler: SamplerDef = job.sampler
+
+        unswitched = job.guided
+
+        def take_over() -> Guidance:
+            refiner = self.named_model(name, "refiner_checkpoint")
+            if refiner is self.model:  # the refiner is the model running now: nothing to switch (A1111)
+                return unswitched
+            self.use_model(batch, refiner, "refiner_checkpoint")
+            conditioning = refiner.encoder.encode(
+                *prompts, sampler.total_model_evaluations(job.steps), self.plan.clip_skip, *size
+            )
+            batch.embedding_hashes.update(conditioning.embedding_hashes)
+            batch.extra.update({"Refiner": refiner.title, "Refiner switch at": request.refiner_switch_at})
+            if self.hires and passes != "second pass":
+                batch.extra["Hires refiner"] = passes
+            if switch.by_sampling_steps:
+                batch.extra["Refiner switch by sampling steps"] = True
+            return GuidedUNet(
+                refiner.unet, conditioning, cfg_scale, image_conditioning, getattr(conditioning, "unet_kwargs", None)
+            )
+
+        total = sampler.total_model_evaluations(planned_steps(job))
+        return SwitchingGuidance(job.guided, switch, self.discrete, total, take_over)
+
+    def hires_model(self, batch: Batch) -> GenerationModel:
+        """The hires pass's model: hr_checkpoint_name's, else the job's (A1111 reloads it after a refiner)."""
+        request = self.request
+        assert isinstance(request, Txt2ImgRequest)  # only txt2img has a hires pass
+        if request.hr_checkpoint_name is None:
+            return self.ctx.model
+        model = self.named_model(request.hr_checkpoint_name, "hr_checkpoint_name")
+        batch.extra["Hires checkpoint"] = model.title
+        return model
+
+    def named_model(self, name: str, field: str) -> GenerationModel:
+        """Another checkpoint for part of the job (refiner, hires), loaded once per job."""
+        if name not in self.other_models:
+            if self.ctx.load_checkpoint is None:
+                raise InvalidRequest(field, "no other checkpoint can be loaded here")
+            self.other_models[name] = self.ctx.load_checkpoint(name)
+        return self.other_models[name]
+
+    def use_model(self, batch: Batch, model: GenerationModel, field: str) -> GenerationModel:
+        """Make `model` the batch's current model; the first time in a batch its tiling and batch hooks start.
+
+        It must continue the job's latents: same latent space, prediction type and inpainting-ness.
+        """
+        if model is self.model:
+            return model
+        if not any(model is seen for seen in batch.models):
+            base = self.ctx.model
+            mismatch = ""
+            if (model.latent_channels, model.latent_factor) != (base.latent_channels, base.latent_factor):
+                mismatch = "its latent space differs"
+            elif model.prediction_type != base.prediction_type:
+                mismatch = f"it predicts {model.prediction_type}, not {base.prediction_type}"
+            elif model.is_inpainting != base.is_inpainting:
+                mismatch = "one of the two is an inpainting model and the other is not"
+            if mismatch:
+                raise InvalidRequest(field, f"{model.name} cannot take over from {base.name}: {mismatch}")
+            batch.hooks.enter_context(_Tiling([model.unet, model.vae], self.request.tiling))
+            self._enter_hooks(batch.hooks, model, batch)
+            batch.models.append(model)
+        self.model = model
+        return model
 
     def decode(self, batch: Batch) -> None:
         """Step 3e: VAE decode (still under the batch hooks: a LoRA may patch the VAE)."""

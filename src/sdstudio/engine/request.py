@@ -159,6 +159,8 @@ class _Request(BaseModel):
     override_settings: dict[str, Any] = {}
     override_settings_restore_afterwards: bool = True  # False: the overrides stay in force afterwards (not saved)
     disable_extra_networks: bool = False  # True: <lora:...> tags are removed from the prompt but not applied
+    refiner_checkpoint: str | None = None  # A1111's refiner: the checkpoint that takes over part-way
+    refiner_switch_at: float | None = None  # ... when this fraction of the denoising is done (None: at once)
     outpath_samples: str | None = None  # overrides the settings' output folder (CLI --outdir)
     outpath_grids: str | None = None
 
@@ -215,6 +217,19 @@ class _Request(BaseModel):
             raise ValueError(f"must be between 0 and 1, got {value:g}")
         return value
 
+    @field_validator("refiner_switch_at")
+    @classmethod
+    def _switch_at(cls, value: float | None) -> float | None:
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"must be between 0 and 1, got {value:g}")
+        return value
+
+    @field_validator("refiner_checkpoint")
+    @classmethod
+    def _refiner(cls, value: str | None) -> str | None:
+        # A1111 reads "", "None" and "none" as "no refiner".
+        return None if value is None or value.strip() in ("", "None", "none") else value
+
     @field_validator("seed", "subseed")
     @classmethod
     def _seed(cls, value: int) -> int:
@@ -265,6 +280,9 @@ class _Request(BaseModel):
         return list(negative) if isinstance(negative, list) else [negative] * self.total_images
 
 
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"
+
+
 class Txt2ImgRequest(_Request):
     """A text-to-image request (A1111 StableDiffusionProcessingTxt2Img)."""
 
@@ -274,6 +292,7 @@ class Txt2ImgRequest(_Request):
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
     hr_resize_y: int = 0
+    hr_checkpoint_name: str | None = None  # the hires pass on another checkpoint (None: the job's)
     hr_sampler_name: str | None = None
     hr_scheduler: str | None = None
     hr_prompt: str = ""
@@ -318,6 +337,11 @@ class Txt2ImgRequest(_Request):
         if not self.hr_upscaler:
             object.__setattr__(self, "hr_upscaler", "Latent")
         return self
+
+    @field_validator("hr_checkpoint_name")
+    @classmethod
+    def _hires_checkpoint(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip() in ("", SAME_CHECKPOINT) else value
 
     def hires_sampler_and_schedule(self) -> tuple[SamplerDef, ScheduleType]:
         """The hires pass's sampler and schedule type: the first pass's unless hr_sampler_name/hr_scheduler differ."""

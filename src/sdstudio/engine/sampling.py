@@ -105,6 +105,16 @@ def _pad_tokens(tensor: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([tensor, chunk.repeat(1, reps, 1)], dim=1)[:, :length]
 
 
+class Guidance(Protocol):
+    """What the sampler loop calls each step: a `GuidedUNet`, or one that may hand over to another model."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor: ...
+
+    def with_uncond(
+        self, x: torch.Tensor, t: torch.Tensor, step: int, scale_multiplier: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class GuidedUNet:
     """The UNet with classifier-free guidance: `(x_scaled, t, step) -> guided model output`."""
 
@@ -181,7 +191,7 @@ class KarrasDenoiser:
 
     def __init__(
         self,
-        guided: GuidedUNet,
+        guided: Guidance,
         discrete: DiscreteSigmas,
         prediction_type: str,
         control: CancelToken,
@@ -239,7 +249,7 @@ class SamplingJob:
     sampler: SamplerDef
     schedule: ScheduleType
     steps: int
-    guided: GuidedUNet
+    guided: Guidance
     discrete: DiscreteSigmas
     prediction_type: str
     scheduler_config: dict[str, Any]

@@ -22,7 +22,7 @@ from sdstudio.engine.job_context import BatchHook, GenerationModel, ImageUpscale
 from sdstudio.engine.processing import run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import ImageSaver
-from sdstudio.errors import InvalidRequest
+from sdstudio.errors import InvalidRequest, NotFound
 
 ModelSource = Callable[[str | None, Settings], GenerationModel]
 """`model_source(checkpoint_name_or_None, job_settings) -> GenerationModel`; None = the settings' checkpoint."""
@@ -60,6 +60,7 @@ class GenerationService:
         batch_hooks: list[BatchHook] | None = None,
         watermark: Callable[[Any], Any] | None = None,
         version: str = "",
+        locate_checkpoint: Callable[[str], Any] | None = None,
     ):
         self.settings_store = settings
         self.paths = paths
@@ -71,6 +72,7 @@ class GenerationService:
         self.watermark = watermark
         self.batch_hooks = batch_hooks if batch_hooks is not None else []  # extensions append (LoRA...)
         self.version = version
+        self.locate_checkpoint = locate_checkpoint  # name -> file, NotFound when unknown (checks refiner_checkpoint)
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
 
@@ -81,6 +83,15 @@ class GenerationService:
     def checkpoint_for(self, override_settings: dict[str, Any] | None) -> str | None:
         """The checkpoint a job with these overrides runs on (None: the settings' `sd_model_checkpoint`)."""
         return (override_settings or {}).get("sd_model_checkpoint") or self.checkpoint
+
+    def check_checkpoint(self, field: str, name: str | None) -> None:
+        """Refuse an unknown refiner_checkpoint/hr_checkpoint_name before the job starts (A1111 does too)."""
+        if name is None or self.locate_checkpoint is None:
+            return
+        try:
+            self.locate_checkpoint(name)
+        except NotFound as exc:
+            raise InvalidRequest(field, str(exc)) from None
 
     def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
         """Generate images from text."""
@@ -108,6 +119,9 @@ class GenerationService:
         control = control or GenerationControl()
         overrides = request.override_settings or {}
         checkpoint = self.checkpoint_for(overrides)
+        self.check_checkpoint("refiner_checkpoint", request.refiner_checkpoint)
+        if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+            self.check_checkpoint("hr_checkpoint_name", request.hr_checkpoint_name)
         with self.device_lock:
             # The job's one view of the settings, taken when it starts on the device.
             settings = self.settings_store.snapshot(overrides)
@@ -127,6 +141,7 @@ class GenerationService:
                 upscaler_names=self.upscaler_names,
                 restore_faces=self.restore_faces,
                 batch_hooks=list(self.batch_hooks),
+                load_checkpoint=lambda name: self.model_source(name, settings),
                 watermark=self.watermark,
                 version=self.version,
             )

@@ -112,8 +112,6 @@ class StableDiffusionImg2ImgProcessingAPI(_ProcessingFields):
 
 IGNORED_FIELDS: dict[str, str] = {
     "s_min_uncond": "NGMS (skipping the negative prompt at low sigmas) is not implemented; every step is guided",
-    "refiner_checkpoint": "the SDXL refiner is not implemented; the whole job runs on one checkpoint",
-    "refiner_switch_at": "the SDXL refiner is not implemented",
     "firstpass_image": "a hires fix over a given first-pass image is not implemented; the first pass is generated",
     "comments": "A1111 shows comments on its web page only; they never reach the images",
     "distilled_cfg_scale": "Forge's distilled guidance for Flux; sdstudio runs no Flux model",

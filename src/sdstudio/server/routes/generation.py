@@ -10,10 +10,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from sdstudio.app import App
+from sdstudio.config import check_model_name_option
 from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.job_queue import JobQueue, submit_generation
-from sdstudio.engine.request import Img2ImgRequest, Txt2ImgRequest
-from sdstudio.errors import InvalidRequest, NotFound
+from sdstudio.engine.request import SAME_CHECKPOINT, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, QueueDep, wait_for
 from sdstudio.server.images import encode_image_base64
@@ -32,13 +33,11 @@ ROUTE_FIELDS = frozenset(
         "script_name",
         "script_args",  # the arguments of script_name, refused with it
         "alwayson_scripts",
-        "hr_checkpoint_name",
         "include_init_images",
     }
 )
 """A1111 body fields this module acts on itself; the others reach the engine request or are m.IGNORED_FIELDS."""
 
-SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"
 
 GenerationBody = TypeVar("GenerationBody", m.StableDiffusionTxt2ImgProcessingAPI, m.StableDiffusionImg2ImgProcessingAPI)
 
@@ -87,20 +86,19 @@ def refuse_scripts(body: GenerationBody, kind: str) -> None:
         raise InvalidRequest("alwayson_scripts", f"script {unknown[0]!r} is not installed")
 
 
-def refuse_other_hires_checkpoint(body: m.StableDiffusionTxt2ImgProcessingAPI, app: App) -> None:
-    """The hires pass runs on the job's checkpoint; naming another one is refused (A1111 would switch)."""
-    name = body.hr_checkpoint_name
-    if not body.enable_hr or not name or name == SAME_CHECKPOINT:
-        return  # as in A1111, the field only counts with the hires fix on
-    try:
-        wanted = app.checkpoints.locate(name)
-    except NotFound:
-        raise InvalidRequest("hr_checkpoint_name", f"no checkpoint named {name!r}") from None
-    if wanted != app.checkpoints.locate(app.engine.checkpoint_for(body.override_settings)):
-        raise InvalidRequest(
-            "hr_checkpoint_name",
-            f"a hires pass on another checkpoint ({name!r}) is not supported; send {SAME_CHECKPOINT!r}",
-        )
+def refuse_unknown_checkpoints(body: GenerationBody, app: App) -> None:
+    """`refiner_checkpoint` and (with the hires fix) `hr_checkpoint_name` must name checkpoints in the data dir.
+
+    Checked before the job queues; a path to a file elsewhere is refused like in the settings.
+    """
+    named = {"refiner_checkpoint": body.refiner_checkpoint}
+    if isinstance(body, m.StableDiffusionTxt2ImgProcessingAPI) and body.enable_hr:
+        named["hr_checkpoint_name"] = body.hr_checkpoint_name  # as in A1111, only with the hires fix on
+    for field, name in named.items():
+        if not name or name.strip() in ("None", "none", SAME_CHECKPOINT):
+            continue
+        check_model_name_option(app.paths, field, name)
+        app.engine.check_checkpoint(field, name)
 
 
 def accepted_body(body: GenerationBody, kind: str) -> GenerationBody:
@@ -176,7 +174,7 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
 )
 async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: QueueDep):
     body = accepted_body(body, "txt2img")
-    refuse_other_hires_checkpoint(body, app)
+    refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
     job = submit_generation(
         queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
@@ -193,6 +191,7 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     body = accepted_body(body, "img2img")
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
+    refuse_unknown_checkpoints(body, app)
     request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
     job = submit_generation(
         queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from sdstudio.errors import InvalidRequest
 
@@ -33,6 +33,8 @@ class LaunchOptions:
     ui: bool = False
     api_auth: str | None = None
     ui_auth: str | None = None
+    api_server_stop: bool = False
+    """Serve /sdapi/v1/server-stop, -restart and -kill (A1111's --api-server-stop)."""
 
     @property
     def host(self) -> str:
@@ -76,6 +78,7 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
             port=options.port,
             api_auth=options.api_auth,
             api=True,
+            api_server_stop=options.api_server_stop,
             flags={"gradio_auth": "***" if options.ui_auth else None} if options.ui else {},
         )
         fastapi_app = create_api(app, queue, server_options)
@@ -106,13 +109,28 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
     fastapi_app, queue = build_server(app, options)
     server = uvicorn.Server(uvicorn.Config(fastapi_app, host=options.host, port=options.port, log_level="warning"))
     announce = threading.Thread(target=_announce_when_ready, args=(server, options, started, app), daemon=True)
+    server_exit = fastapi_app.state.server_exit if options.api else None
+    if server_exit is not None:
+        server_exit.attach(server)
     queue.start()
     announce.start()
     try:
         server.run()
     finally:
         queue.stop()
+    if server_exit is not None and server_exit.restart:
+        restart_process()
     return 0
+
+
+def restart_process() -> NoReturn:
+    """Run this process's command line again in its place (same pid), for /sdapi/v1/server-restart.
+
+    The server has shut down and the port is free; exec frees everything else (models, GPU memory).
+    """
+    print("sdstudio: restarting", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def _announce_when_ready(server, options: LaunchOptions, started: float, app: App) -> None:

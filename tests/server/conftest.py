@@ -46,6 +46,7 @@ def start_server(app: App, options: ServerOptions | None = None) -> RunningServe
     api = create_api(app, queue, options or ServerOptions(port=port))
     config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
+    api.state.server_exit.attach(server)  # as `launch` does: /server-stop ends this server
     thread = threading.Thread(target=server.run, daemon=True)
     queue.start()
     thread.start()
@@ -55,6 +56,17 @@ def start_server(app: App, options: ServerOptions | None = None) -> RunningServe
             raise RuntimeError("server did not start")
         time.sleep(0.02)
     return RunningServer(app, queue, f"http://127.0.0.1:{port}", server, thread)
+
+
+def wait_until_sampling(client: httpx.Client, step: int = 2, timeout: float = 60) -> dict:
+    """Poll /progress until the running job reaches sampling step `step`; returns that progress state."""
+    deadline, state = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        state = client.get("/sdapi/v1/progress").json()["state"]
+        if state["sampling_step"] >= step:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"no job reached sampling step {step} within {timeout} s: {state}")
 
 
 @pytest.fixture

@@ -103,6 +103,7 @@ A1111_ENDPOINTS = {
         "options",
         "progress",
         "prompt-styles",
+        "realesrgan-models",
         "samplers",
         "schedulers",
         "script-info",
@@ -119,6 +120,7 @@ A1111_ENDPOINTS = {
         "options",
         "png-info",
         "refresh-checkpoints",
+        "refresh-embeddings",
         "refresh-loras",
         "refresh-vae",
         "reload-checkpoint",
@@ -134,7 +136,11 @@ def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
     expected = {(method, f"/sdapi/v1/{name}") for method, names in A1111_ENDPOINTS.items() for name in names}
     open_paths = create_api(app, JobQueue()).openapi()["paths"]
     assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
-    guarded_paths = create_api(app, JobQueue(), ServerOptions(api_auth="alice:s3cret")).openapi()["paths"]
+    # --api-server-stop adds A1111's server-kill/-restart/-stop, guarded like the rest.
+    guarded_options = ServerOptions(api_auth="alice:s3cret", api_server_stop=True)
+    guarded_paths = create_api(app, JobQueue(), guarded_options).openapi()["paths"]
+    server_control = {("post", f"/sdapi/v1/{name}") for name in ("server-kill", "server-restart", "server-stop")}
+    assert {(method, path) for path, ops in guarded_paths.items() for method in ops} == expected | server_control
     unguarded = [
         (method, path)
         for path, ops in guarded_paths.items()

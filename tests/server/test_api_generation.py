@@ -12,7 +12,7 @@ from PIL import Image
 
 from sdstudio.app import open_app
 
-from .conftest import start_server
+from .conftest import start_server, wait_until_sampling
 
 # A body as A1111's docs and common clients send it: every field, some unknown to sdstudio.
 A1111_TXT2IMG_BODY = {
@@ -197,8 +197,6 @@ def test_img2img_png_info_and_listings(server):
 
 
 def test_interrupt_stops_a_long_job_and_the_next_one_runs(server):
-    import time
-
     with server.client() as client:
         outcome: dict = {}
 
@@ -208,13 +206,7 @@ def test_interrupt_stops_a_long_job_and_the_next_one_runs(server):
 
         thread = threading.Thread(target=long_job)
         thread.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = client.get("/sdapi/v1/progress").json()["state"]
-            if state["sampling_step"] >= 2:
-                break
-            time.sleep(0.05)
-        assert state["sampling_step"] >= 2, state
+        wait_until_sampling(client)
         assert client.post("/sdapi/v1/interrupt").status_code == 200
         thread.join(60)
         answer = outcome["answer"]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sdstudio.app import open_app
 from sdstudio.engine.job_queue import JobQueue
-from sdstudio.server.app import create_api
+from sdstudio.server.app import ServerOptions, create_api
 
 from .conftest import start_server
 from .test_api_extras import A1111_EXTRAS_OPTIONS, png_base64
@@ -244,6 +244,8 @@ REPLAYS = (
     Replay("get", "face-restorers", checks=(items("name", "cmd_dir"),)),
     Replay("get", "prompt-styles", checks=(items("name", "prompt", "negative_prompt", may_be_empty=True),)),
     Replay("get", "embeddings", checks=(keys("loaded", "skipped"),)),
+    Replay("post", "refresh-embeddings", checks=(exactly(None),)),
+    Replay("get", "realesrgan-models", checks=(items("name", "path", "scale", may_be_empty=True),)),
     Replay("get", "loras", checks=(items("name", "alias", "path", "metadata", may_be_empty=True),)),
     Replay("post", "refresh-checkpoints", checks=(exactly(None),)),
     Replay("post", "refresh-vae", checks=(exactly(None),)),
@@ -256,6 +258,18 @@ REPLAYS = (
     Replay("post", "unload-checkpoint", checks=(exactly({}),)),
     Replay("post", "reload-checkpoint", checks=(exactly({}),)),
 )
+
+# Served only with --api-server-stop, and each ends its server: one server per row.
+SERVER_CONTROL_REPLAYS = (
+    Replay("post", "server-stop", checks=(exactly("Stopping."),)),
+    Replay("post", "server-restart", checks=(exactly("Restarting."),)),
+    Replay("post", "server-kill", checks=(exactly(None),)),
+)
+
+
+def decoded(answer) -> Any:
+    """The answer's JSON, or its text when it is not JSON (A1111's `Stopping.`)."""
+    return answer.json() if answer.headers.get("content-type", "").startswith("application/json") else answer.text
 
 
 @pytest.fixture(scope="module")
@@ -272,13 +286,29 @@ def test_replay(server, replay: Replay):
         answer = client.request(replay.method.upper(), replay.path, json=replay.body)
     assert answer.status_code == 200, answer.text
     for check in replay.checks:
-        check(answer.json())
+        check(decoded(answer))
+
+
+@pytest.mark.parametrize("replay", SERVER_CONTROL_REPLAYS, ids=lambda replay: replay.id)
+def test_server_control_replay(tmp_path, replay: Replay):
+    running = start_server(open_app(tmp_path / "data"), ServerOptions(api_server_stop=True))
+    try:
+        with running.client() as client:
+            answer = client.request(replay.method.upper(), replay.path, json=replay.body)
+        assert answer.status_code == 200, answer.text
+        for check in replay.checks:
+            check(decoded(answer))
+        running.thread.join(30)
+        assert not running.thread.is_alive(), "the server shut down"
+    finally:
+        running.stop()
 
 
 def test_every_route_has_a_replay(tmp_path):
     """A route the API serves (per its OpenAPI schema) without a row in REPLAYS fails here."""
-    paths = create_api(open_app(tmp_path / "data"), JobQueue()).openapi()["paths"]
+    options = ServerOptions(api_server_stop=True)
+    paths = create_api(open_app(tmp_path / "data"), JobQueue(), options).openapi()["paths"]
     served = {(method, path) for path, operations in paths.items() for method in operations}
-    replayed = {(replay.method, replay.path) for replay in REPLAYS}
+    replayed = {(replay.method, replay.path) for replay in REPLAYS + SERVER_CONTROL_REPLAYS}
     assert served - replayed == set(), "add a replay row for each new route"
     assert replayed - served == set(), "replay rows for routes the server does not serve"

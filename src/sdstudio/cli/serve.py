@@ -14,6 +14,11 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-auth", metavar="USER:PASS[,USER2:PASS2]", default=None, help="require HTTP basic auth for the API"
     )
+    parser.add_argument(
+        "--api-server-stop",
+        action="store_true",
+        help="let API clients stop or restart the server (POST /sdapi/v1/server-stop, -restart, -kill)",
+    )
     from sdstudio.cli.model_args import add_load_arguments
 
     add_load_arguments(parser)
@@ -35,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from sdstudio.cli.common import open_app_from_args
     from sdstudio.launch import LaunchOptions, check_credentials, check_port_free, launch
 
-    options = LaunchOptions(listen=args.listen, port=args.port, api=True, ui=False, api_auth=args.api_auth)
+    options = LaunchOptions(
+        listen=args.listen,
+        port=args.port,
+        api=True,
+        ui=False,
+        api_auth=args.api_auth,
+        api_server_stop=args.api_server_stop,
+    )
     check_credentials(options)  # fail early, with a clear line, on a malformed spec
     check_port_free(options.host, options.port)
     return launch(open_app_from_args(args), options)

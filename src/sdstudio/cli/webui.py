@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         ui=True,
         api_auth=args.api_auth or args.auth,
         ui_auth=args.auth,
+        api_server_stop=args.api_server_stop,
     )
     check_credentials(options)  # fail early, with a clear line, on a malformed spec
     check_port_free(options.host, options.port)

@@ -248,6 +248,12 @@ class SDVaeItem(BaseModel):
     filename: str
 
 
+class RealesrganItem(BaseModel):
+    name: str
+    path: str | None = None
+    scale: int | None = None
+
+
 class FaceRestorerItem(BaseModel):
     name: str
     cmd_dir: str | None = None

@@ -16,7 +16,7 @@ from sdstudio.engine.job_queue import JobQueue
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, models, postprocess, scripts
+from sdstudio.server.routes import generation, models, postprocess, scripts, server_control
 from sdstudio.server.routes import options as options_routes
 
 __all__ = ["ServerOptions", "create_api"]
@@ -36,8 +36,11 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
     api.state.sdstudio = app
     api.state.queue = queue
     api.state.options = options
+    api.state.server_exit = server_control.ServerExit()
     credentials = parse_credentials(options.api_auth)
     dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
     for router in ROUTERS:
         api.include_router(router, prefix=A1111_PREFIX, dependencies=dependencies)
+    if options.api_server_stop:  # A1111 serves these only with --api-server-stop (404 otherwise)
+        api.include_router(server_control.router, prefix=A1111_PREFIX, dependencies=dependencies)
     return api

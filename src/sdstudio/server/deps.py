@@ -24,6 +24,8 @@ class ServerOptions:
     port: int = 7860
     api_auth: str | None = None
     api: bool = True
+    api_server_stop: bool = False
+    """A1111's --api-server-stop: serve /server-stop, /server-restart and /server-kill."""
     flags: dict[str, Any] = field(default_factory=dict)
 
 

@@ -96,3 +96,22 @@ def get_embeddings(app: AppDep):
 
     database = EmbeddingDatabase(app.paths.folder("embedding"), expected_width=loaded_text_width(app))
     return database.api_listing()
+
+
+@router.post("/refresh-embeddings")
+async def refresh_embeddings(app: AppDep, queue: QueueDep):
+    """Rescan the embeddings folder so files added since the model loaded can be used in prompts."""
+    # In line with the queue: a generation running now keeps the embeddings it started with.
+    await wait_for(queue.submit("refresh-embeddings", lambda job: reload_loaded_embeddings(app)))
+    return None
+
+
+def reload_loaded_embeddings(app: App) -> None:
+    """Rescan the embeddings the loaded model's prompt encoder uses (a model loaded later reads the folder)."""
+    from sdstudio.prompts.conditioning import PromptConditioner
+
+    model = app.checkpoints.current_model
+    if model is not None and isinstance(model.encoder, PromptConditioner):
+        database = model.encoder.prompt_encoder.embeddings
+        if database is not None:
+            database.reload()

@@ -94,6 +94,7 @@ def get_cmd_flags(app: AppDep, options: OptionsDep):
         "port": options.port,
         "api": options.api,
         "api_auth": "***" if options.api_auth else None,
+        "api_server_stop": options.api_server_stop,
         "data_dir": str(app.paths.root),
         "ckpt_dir": str(app.paths.folder("checkpoint")),
         "vae_dir": str(app.paths.folder("vae")),

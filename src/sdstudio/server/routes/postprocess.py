@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter
 
 from sdstudio.engine.infotext import parse_generation_parameters
@@ -17,6 +19,19 @@ router = APIRouter()
 @router.get("/upscalers", response_model=list[m.UpscalerItem])
 def get_upscalers(app: AppDep):
     return [m.UpscalerItem(**info.to_api_dict()) for info in app.postprocess.upscalers.list(include_unusable=False)]
+
+
+@router.get("/realesrgan-models", response_model=list[m.RealesrganItem])
+def get_realesrgan_models(app: AppDep):
+    """The usable model files in models/RealESRGAN (A1111 lists the published ones by download URL)."""
+    from sdstudio.postprocess.upscalers import REALESRGAN_FOLDER
+
+    folder = app.paths.folder("upscaler", REALESRGAN_FOLDER)
+    return [
+        m.RealesrganItem(name=info.name, path=info.model_path, scale=round(info.scale) if info.scale else None)
+        for info in app.postprocess.upscalers.list(include_unusable=False)
+        if info.model_path is not None and Path(info.model_path).is_relative_to(folder)
+    ]
 
 
 @router.get("/face-restorers", response_model=list[m.FaceRestorerItem])

@@ -221,3 +221,62 @@ def write_tiny_checkpoint(folder, name: str = "random-tiny.safetensors", seed: i
         text_encoder=text_encoder,
         yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.5),
     )
+
+
+# A word-level BERT vocabulary for the tiny BLIP's tokenizer (special tokens first, as BERT's).
+BLIP_WORDS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "picture", "of", "cat", "dog", "red", "blue", "house")
+# One 32-wide transformer layer: the text and vision towers of the tiny BLIP and CLIP.
+TINY_LAYERS = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+TINY_VISION = dict(TINY_LAYERS, image_size=32, patch_size=8)
+
+
+def write_tiny_blip(folder, seed: int = 0) -> Path:
+    """A random BLIP captioning model in the Hugging Face layout (weights, config, processor, tokenizer)."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    config = BlipConfig(
+        vision_config=TINY_VISION,
+        text_config=dict(
+            TINY_LAYERS,
+            vocab_size=len(BLIP_WORDS),
+            encoder_hidden_size=32,
+            max_position_embeddings=64,
+            pad_token_id=0,
+            bos_token_id=2,
+            sep_token_id=3,
+            eos_token_id=3,
+        ),
+        projection_dim=32,
+        image_text_hidden_size=32,
+    )
+    with seeded_rng(seed):
+        model = BlipForConditionalGeneration(config)
+    tokenizer = BertTokenizer(vocab={word: index for index, word in enumerate(BLIP_WORDS)})
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def write_tiny_clip_model(folder, seed: int = 0, with_tokenizer: bool = True) -> Path:
+    """A random CLIPModel (text and vision) in the Hugging Face layout; the tokenizer is sdstudio's shipped vocab."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sdstudio.prompts.tokenizer import clip_tokenizer
+
+    config = CLIPConfig(
+        text_config=dict(TINY_LAYERS, vocab_size=49408, max_position_embeddings=77),
+        vision_config=TINY_VISION,
+        projection_dim=16,
+    )
+    with seeded_rng(seed):
+        model = CLIPModel(config)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if with_tokenizer:
+        CLIPProcessor(image_processor=image_processor, tokenizer=clip_tokenizer("sd1")).save_pretrained(folder)
+    else:
+        image_processor.save_pretrained(folder)
+    return folder

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
+    from sdstudio.postprocess.interrogate import Interrogator
     from sdstudio.prompts.styles import StyleDatabase
 
 
@@ -38,6 +39,7 @@ class App:
     postprocess: PostprocessService
     engine: GenerationService
     checkpoints: CheckpointModels  # the engine's model source, for unload/reload and the loaded model
+    interrogator: Interrogator
 
     @property
     def settings(self) -> Settings:
@@ -64,8 +66,10 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
+    from sdstudio.postprocess.interrogate import Interrogator
     from sdstudio.postprocess.watermark import add_watermark
     from sdstudio.prompts.styles import StyleDatabase
+    from sdstudio.prompts.tokenizer import clip_tokenizer
 
     paths = DataPaths(resolve_data_dir(data_dir)).ensure()
     store = SettingsStore.open(paths)
@@ -116,6 +120,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         postprocess=postprocess,
         engine=engine,
         checkpoints=checkpoints,
+        interrogator=Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1")),
     )
 
 

@@ -116,6 +116,7 @@ A1111_ENDPOINTS = {
         "extra-batch-images",
         "extra-single-image",
         "img2img",
+        "interrogate",
         "interrupt",
         "options",
         "png-info",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from tiny_models import write_tiny_blip, write_tiny_clip_model
 
 from sdstudio.app import open_app
 from sdstudio.engine.job_queue import JobQueue
@@ -233,6 +234,7 @@ REPLAYS = (
         (keys("html_info", "images"), images_of_size("images", (32, 32), 2)),
     ),
     Replay("post", "png-info", {"image": png_base64(8, 8)}, (keys("info", "items", "parameters"),)),
+    Replay("post", "interrogate", {"image": png_base64(32, 32), "model": "clip"}, (keys("caption"),)),
     Replay("get", "progress", checks=(keys("progress", "eta_relative", "state", "current_image", "textinfo"),)),
     Replay("post", "interrupt", checks=(exactly({}),)),
     Replay("post", "skip", checks=(exactly(None),)),
@@ -275,7 +277,10 @@ def decoded(answer) -> Any:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the whole replay (the bundled tiny model is listed with no model files)."""
-    running = start_server(open_app(tmp_path_factory.mktemp("replay") / "data"))
+    root = tmp_path_factory.mktemp("replay") / "data"
+    write_tiny_blip(root / "models" / "BLIP" / "blip-tiny")  # for interrogate
+    write_tiny_clip_model(root / "models" / "CLIP" / "clip-tiny")
+    running = start_server(open_app(root))
     yield running
     running.stop()
 

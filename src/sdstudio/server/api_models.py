@@ -197,6 +197,16 @@ class PNGInfoResponse(BaseModel):
     parameters: dict
 
 
+class InterrogateRequest(BaseModel):
+    model_config = _LENIENT
+    image: str = Field(default="", description="Image to work on, must be a Base64 string containing the image's data.")
+    model: str = Field(default="clip", description='The interrogate model used: "clip" or "deepdanbooru".')
+
+
+class InterrogateResponse(BaseModel):
+    caption: str | None = Field(default=None, description="The generated caption for the image.")
+
+
 class ProgressResponse(BaseModel):
     progress: float
     eta_relative: float

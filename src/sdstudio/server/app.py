@@ -16,13 +16,20 @@ from sdstudio.engine.job_queue import JobQueue
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, models, postprocess, scripts, server_control
+from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control
 from sdstudio.server.routes import options as options_routes
 
 __all__ = ["ServerOptions", "create_api"]
 
 A1111_PREFIX = "/sdapi/v1"
-ROUTERS = (generation.router, models.router, postprocess.router, options_routes.router, scripts.router)
+ROUTERS = (
+    generation.router,
+    models.router,
+    postprocess.router,
+    options_routes.router,
+    scripts.router,
+    interrogate.router,
+)
 
 
 def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) -> FastAPI:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sdstudio.cli.txt2img import (
     add_common_generation_options,
@@ -84,7 +85,75 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--mask-invert", dest="inpainting_mask_invert", action="store_true", help="repaint the black area instead"
     )
+    add_batch_options(parser)
     parser.set_defaults(handler=run_img2img)
+
+
+def add_batch_options(parser: argparse.ArgumentParser) -> None:
+    """A1111's img2img Batch tab: every image of a folder with the same settings."""
+    from sdstudio.engine.batch_directory import PNG_INFO_PROPS
+
+    batch = parser.add_argument_group("batch from a folder (instead of --init-image)")
+    batch.add_argument(
+        "--input-dir",
+        "--img2img-batch-input-dir",
+        "--img2img_batch_input_dir",
+        dest="input_dir",
+        metavar="DIR",
+        default=None,
+        help="process every image in DIR (.png .jpg .jpeg .webp .tif .tiff, subfolders too); unreadable files "
+        "are skipped with a warning",
+    )
+    batch.add_argument(
+        "--output-dir",
+        "--img2img-batch-output-dir",
+        "--img2img_batch_output_dir",
+        dest="output_dir",
+        metavar="DIR",
+        default=None,
+        help="save each result in DIR under its input's name (NAME-1, NAME-2... for several); "
+        "default: the normal img2img output folder and names",
+    )
+    batch.add_argument(
+        "--mask-dir",
+        "--img2img-batch-inpaint-mask-dir",
+        "--img2img_batch_inpaint_mask_dir",
+        dest="mask_dir",
+        metavar="DIR",
+        default=None,
+        help="inpaint with the mask of the same file name (stem) from DIR; one file in DIR masks every image",
+    )
+    batch.add_argument(
+        "--use-png-info",
+        "--img2img-batch-use-png-info",
+        dest="use_png_info",
+        action="store_true",
+        help="take parameters from each input's own infotext (its prompt is appended to --prompt)",
+    )
+    batch.add_argument(
+        "--png-info-props",
+        dest="png_info_props",
+        nargs="+",
+        choices=PNG_INFO_PROPS,
+        default=list(PNG_INFO_PROPS),
+        metavar="NAME",
+        help=f"which parameters --use-png-info takes (default: all of {', '.join(PNG_INFO_PROPS)})",
+    )
+
+
+def img2img_fields(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
+    """Request fields from the options, all but the images."""
+    fields = common_request_fields(args, prompt)
+    fields.update(
+        denoising_strength=args.denoising_strength,
+        resize_mode=args.resize_mode,
+        mask_blur=args.mask_blur,
+        inpainting_fill=args.inpainting_fill,
+        inpaint_full_res=args.inpaint_area == "masked",
+        inpaint_full_res_padding=args.inpaint_full_res_padding,
+        inpainting_mask_invert=int(args.inpainting_mask_invert),
+    )
+    return fields
 
 
 def run_img2img(args: argparse.Namespace) -> int:
@@ -92,27 +161,64 @@ def run_img2img(args: argparse.Namespace) -> int:
     from sdstudio.engine.request import Img2ImgRequest
     from sdstudio.errors import InvalidRequest
 
+    if args.input_dir is not None:
+        return run_img2img_batch(args)
     if not args.init_images:
-        raise InvalidRequest("init_images", "give a starting image with --init-image PATH")
+        raise InvalidRequest(
+            "init_images", "give a starting image with --init-image PATH (or a folder with --input-dir)"
+        )
     init = [Path(p).expanduser() for p in args.init_images]
     requests: list[Img2ImgRequest] = []
     for prompt in prompts_from_args(args):
-        fields = common_request_fields(args, prompt)
+        fields = img2img_fields(args, prompt)
         fields.update(
             # image i starts from init[i % N] (engine); enough batches that every init image gets one
             n_iter=max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"]))),
             init_images=init,
             mask=Path(args.mask).expanduser() if args.mask else None,
-            denoising_strength=args.denoising_strength,
-            resize_mode=args.resize_mode,
-            mask_blur=args.mask_blur,
-            inpainting_fill=args.inpainting_fill,
-            inpaint_full_res=args.inpaint_area == "masked",
-            inpaint_full_res_padding=args.inpaint_full_res_padding,
-            inpainting_mask_invert=int(args.inpainting_mask_invert),
         )
         for number, part in enumerate(split_fixed_code(fields, args.fixed_code)):
             # --fixed_code runs each batch as its own job: start it at the init image its batch has in one job
             first = number * part["batch_size"] % len(init)
             requests.append(Img2ImgRequest(**{**part, "init_images": init[first:] + init[:first]}))
     return run_requests(args, requests, "img2img")
+
+
+def run_img2img_batch(args: argparse.Namespace) -> int:
+    """Handler for --input-dir: check the folders and options, then process the files, printing each saved path."""
+    import sys
+
+    from sdstudio.cli.common import open_app_from_args
+    from sdstudio.cli.model_args import save_pending_hashes
+    from sdstudio.engine.batch_directory import Img2ImgBatch
+    from sdstudio.engine.service import GenerationControl
+    from sdstudio.errors import InvalidRequest
+
+    if args.init_images:
+        raise InvalidRequest("img2img_batch_input_dir", "give either --input-dir (a folder) or --init-image, not both")
+    if args.mask:
+        raise InvalidRequest("mask", "--mask goes with --init-image; give a batch its masks with --mask-dir")
+    if args.fixed_code:
+        raise InvalidRequest("fixed_code", "not supported with --input-dir (every file starts from the same seed)")
+    props = tuple(args.png_info_props) if args.use_png_info else ()
+    batches = [
+        Img2ImgBatch.create(img2img_fields(args, prompt), args.input_dir, args.output_dir, args.mask_dir, props)
+        for prompt in prompts_from_args(args)
+    ]
+    save_pending_hashes(args)  # everything passed validation: the data dir may be written now
+    app = open_app_from_args(args)
+    if getattr(args, "ckpt", None) or getattr(args, "model", None):
+        app.engine.select_model(ckpt=getattr(args, "ckpt", None), model=getattr(args, "model", None))
+    control = GenerationControl(preview_every=0)
+    warned: set[str] = set()
+    for batch in batches:
+        for item in batch.items(app.engine, control):
+            for path in item.saved_paths:
+                print(path, flush=True)
+            for warning in [item.warning, *(item.result.warnings if item.result else [])]:
+                if warning and warning not in warned:
+                    warned.add(warning)
+                    print(f"warning: {warning}", file=sys.stderr)
+            if item.result is not None and item.result.interrupted:
+                return 130
+    return 0

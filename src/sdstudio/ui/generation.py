@@ -406,8 +406,12 @@ def wire_generation(
     checkpoint: gr.Dropdown,
     extra_inputs: list[Any],
     make_request: Callable[[dict[str, Any], list[Any]], Any],
+    run_request: Callable[[Any, Any], Any] | None = None,
 ) -> None:
-    """Connect Generate, Interrupt, Skip, seed buttons, token counters and gallery selection."""
+    """Connect Generate, Interrupt, Skip, seed buttons, token counters and gallery selection.
+
+    `run_request(request, control)` runs what `make_request` built (default: the engine's txt2img/img2img).
+    """
     names = tab.field_names()
     row, out = tab.row, tab.output
     kind = tab.kind
@@ -430,7 +434,7 @@ def wire_generation(
         except SdStudioError as exc:
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
             return
-        run = backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img
+        run = run_request or (backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img)
         job = submit_generation(queue, kind, lambda control: run(request, control))
         yield skip(), "", status_html("Queued…"), skip(), skip()
         for number, snap in enumerate(follow_job(queue, job)):

@@ -1,4 +1,4 @@
-"""The img2img tab: img2img, inpaint (paint the mask) and inpaint upload (image + mask file)."""
+"""The img2img tab: img2img, inpaint (paint the mask), inpaint upload (image + mask file) and batch (folders)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from sdstudio.ui.generation import (
 )
 
 KIND = "img2img"
-MODES = ("img2img", "inpaint", "inpaint_upload")
+MODES = ("img2img", "inpaint", "inpaint_upload", "batch")
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
@@ -78,6 +78,66 @@ def make_img2img_request(
     return Img2ImgRequest(**fields, init_images=[image.convert("RGB")], mask=mask, **saving_fields(backend))
 
 
+def make_img2img_batch(
+    backend: UiBackend,
+    values: dict[str, Any],
+    input_dir: str | None,
+    output_dir: str | None,
+    mask_dir: str | None,
+    use_png_info: bool = False,
+    png_info_props: list[str] | None = None,
+):
+    """An Img2ImgBatch from the tab's values and the Batch tab's folders (on the server's disk, as A1111).
+
+    sdstudio's UI is local: any readable folder is accepted, a missing one is refused by name.
+    """
+    from sdstudio.engine.batch_directory import Img2ImgBatch
+
+    fields = clean_field_values(values)
+    fields["inpaint_full_res"] = bool(fields.get("inpaint_full_res"))
+    props = tuple(png_info_props or ()) if use_png_info else ()
+    return Img2ImgBatch.create({**fields, **saving_fields(backend)}, input_dir or "", output_dir, mask_dir, props)
+
+
+def run_img2img_job(backend: UiBackend, request, control):
+    """Run what the tab built: one request, or a folder batch (through the same engine, file by file)."""
+    from sdstudio.engine.batch_directory import Img2ImgBatch
+
+    if isinstance(request, Img2ImgBatch):
+        return request.run(backend.engine, control)
+    return backend.engine.img2img(request, control)
+
+
+def _build_batch_inputs() -> dict[str, Any]:
+    """The Batch tab's folder boxes and A1111's "PNG info" options."""
+    from sdstudio.engine.batch_directory import PNG_INFO_PROPS
+
+    gr.Markdown(
+        "Process every image in a folder on the machine where sdstudio runs. "
+        "Leave the output folder empty to save images normally in the img2img output folder.",
+        elem_id="img2img_batch_help",
+    )
+    boxes: dict[str, Any] = {}
+    boxes["input_dir"] = gr.Textbox(label="Input directory", elem_id="img2img_batch_input_dir")
+    boxes["output_dir"] = gr.Textbox(label="Output directory", elem_id="img2img_batch_output_dir")
+    boxes["mask_dir"] = gr.Textbox(
+        label="Inpaint batch mask directory (required for inpaint batch processing only)",
+        elem_id="img2img_batch_inpaint_mask_dir",
+    )
+    with gr.Accordion("PNG info", open=False, elem_id="img2img_batch_png_info"):
+        boxes["use_png_info"] = gr.Checkbox(
+            label="Append png info to prompts", value=False, elem_id="img2img_batch_use_png_info"
+        )
+        boxes["png_info_props"] = gr.CheckboxGroup(
+            list(PNG_INFO_PROPS),
+            value=list(PNG_INFO_PROPS),
+            label="Parameters to take from png info",
+            info="Prompts from png info are appended to the prompts set above.",
+            elem_id="img2img_batch_png_info_props",
+        )
+    return boxes
+
+
 def build_img2img_tab(
     backend: UiBackend, queue, checkpoint: gr.Dropdown, samplers: list[str], schedules: list[str]
 ) -> GenerationTab:
@@ -129,10 +189,13 @@ def build_img2img_tab(
                             height=300,
                             elem_id="img2img_upload_mask",
                         )
+                with gr.Tab("Batch", id="batch", elem_id="img2img_batch_tab") as tab_batch:
+                    batch = _build_batch_inputs()
             for tab_component, name in (
                 (tab_img2img, "img2img"),
                 (tab_inpaint, "inpaint"),
                 (tab_upload, "inpaint_upload"),
+                (tab_batch, "batch"),
             ):
                 tab_component.select(lambda n=name: n, outputs=mode, show_progress="hidden", api_visibility="private")
             fields: dict[str, Any] = {}
@@ -178,10 +241,25 @@ def build_img2img_tab(
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)
     extra["mode"], extra["mode_tabs"] = mode, mode_tabs
+    extra.update({f"batch_{name}": box for name, box in batch.items()})
     tab = GenerationTab(KIND, row, fields, output, extra)
     inputs = [mode, extra["init_image"], extra["inpaint_editor"], extra["upload_image"], extra["upload_mask"]]
+    images_count = len(inputs)
+    inputs += list(batch.values())
+
+    def make_request(values: dict[str, Any], extra_values: list[Any]):
+        if extra_values[0] == "batch":
+            return make_img2img_batch(backend, values, *extra_values[images_count:])
+        return make_img2img_request(backend, values, *extra_values[:images_count])
+
     wire_generation(
-        tab, backend, queue, checkpoint, inputs, lambda values, images: make_img2img_request(backend, values, *images)
+        tab,
+        backend,
+        queue,
+        checkpoint,
+        inputs,
+        make_request,
+        run_request=lambda request, control: run_img2img_job(backend, request, control),
     )
     wire_seed_buttons(tab, seed_buttons)
     return tab

@@ -253,6 +253,87 @@ class Settings(BaseModel):
             raise option_error(option, first["msg"], field) from None
 
 
+@dataclass(frozen=True)
+class OptionInfo:
+    """How the Settings page shows an option: its section, A1111's label, and the values it offers."""
+
+    section: str
+    label: str
+    choices: tuple[str, ...] = ()  # a dropdown's values (custom ones still allowed); () = by the value's type
+
+
+_IMAGE_FORMATS = ("png", "jpg", "webp")
+
+# Every option's section and label, A1111's where it has the option; sections come in the
+# order of A1111's settings page, options in the order of their section.
+OPTION_INFO: dict[str, OptionInfo] = {
+    "samples_save": OptionInfo("Saving images/grids", "Always save all generated images"),
+    "samples_format": OptionInfo("Saving images/grids", "File format for images", _IMAGE_FORMATS),
+    "samples_filename_pattern": OptionInfo("Saving images/grids", "Images filename pattern"),
+    "save_images_add_number": OptionInfo("Saving images/grids", "Add number to filename when saving"),
+    "grid_save": OptionInfo("Saving images/grids", "Always save all generated image grids"),
+    "grid_format": OptionInfo("Saving images/grids", "File format for grids", _IMAGE_FORMATS),
+    "enable_pnginfo": OptionInfo(
+        "Saving images/grids", "Save text information about generation parameters as chunks to png files"
+    ),
+    "jpeg_quality": OptionInfo("Saving images/grids", "Quality for saved jpeg images"),
+    "webp_lossless": OptionInfo("Saving images/grids", "Use lossless compression for webp images"),
+    "enable_invisible_watermark": OptionInfo("Saving images/grids", "Add an invisible watermark to saved images"),
+    "outdir_samples": OptionInfo(
+        "Paths for saving", "Output directory for images; if empty, defaults to three directories below"
+    ),
+    "outdir_txt2img_samples": OptionInfo("Paths for saving", "Output directory for txt2img images"),
+    "outdir_img2img_samples": OptionInfo("Paths for saving", "Output directory for img2img images"),
+    "outdir_extras_samples": OptionInfo("Paths for saving", "Output directory for images from extras tab"),
+    "outdir_grids": OptionInfo(
+        "Paths for saving", "Output directory for grids; if empty, defaults to two directories below"
+    ),
+    "outdir_txt2img_grids": OptionInfo("Paths for saving", "Output directory for txt2img grids"),
+    "outdir_img2img_grids": OptionInfo("Paths for saving", "Output directory for img2img grids"),
+    "save_to_dirs": OptionInfo("Saving to a directory", "Save images to a subdirectory"),
+    "directories_filename_pattern": OptionInfo("Saving to a directory", "Directory name pattern"),
+    "ESRGAN_tile": OptionInfo("Upscaling", "Tile size for ESRGAN upscalers (0 = no tiling)"),
+    "ESRGAN_tile_overlap": OptionInfo("Upscaling", "Tile overlap for ESRGAN upscalers, pixels"),
+    "face_restoration_model": OptionInfo("Face restoration", "Face restoration model", ("CodeFormer", "GFPGAN")),
+    "code_former_weight": OptionInfo("Face restoration", "CodeFormer weight (0 = maximum effect, 1 = minimum effect)"),
+    "device": OptionInfo("System", "Device to run on", ("auto", "cpu", "cuda", "mps")),
+    "precision": OptionInfo("System", "Precision of the weights", ("auto", "fp32", "fp16", "bf16")),
+    "no_half_vae": OptionInfo("System", "Keep the VAE in full precision (fp32)"),
+    "sd_model_checkpoint": OptionInfo("Stable Diffusion", "Stable Diffusion checkpoint"),
+    "sd_checkpoints_limit": OptionInfo("Stable Diffusion", "Maximum number of checkpoints loaded at the same time"),
+    "model_memory_budget_mb": OptionInfo("Stable Diffusion", "Memory for all loaded models, MB (0 = no limit)"),
+    "CLIP_stop_at_last_layers": OptionInfo("Stable Diffusion", "Clip skip"),
+    "hires_fix_refiner_pass": OptionInfo(
+        "Stable Diffusion", "Hires fix: which pass to enable refiner for", ("first pass", "second pass", "both passes")
+    ),
+    "refiner_switch_by_sample_steps": OptionInfo(
+        "Stable Diffusion", "Switch to refiner by sampling steps instead of by model timesteps"
+    ),
+    "sd_vae": OptionInfo("VAE", "SD VAE"),
+    "initial_noise_multiplier": OptionInfo("img2img", "Noise multiplier for img2img"),
+    "vae_tiling": OptionInfo("Optimizations", "Encode and decode large images in tiles (less memory)"),
+    "attention_slicing": OptionInfo("Optimizations", "Compute attention in slices (less memory, slower)"),
+    "cpu_offload": OptionInfo("Optimizations", "Move one part of the model at a time to the GPU (small GPUs)"),
+    "return_grid": OptionInfo("User interface", "Show grid in gallery"),
+    "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
+    "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),
+    "eta_ancestral": OptionInfo("Sampler parameters", "Eta for k-diffusion samplers"),
+    "eta_ddim": OptionInfo("Sampler parameters", "Eta for DDIM"),
+    "eta_noise_seed_delta": OptionInfo("Sampler parameters", "Eta noise seed delta"),
+    "s_churn": OptionInfo("Sampler parameters", "sigma churn"),
+    "s_tmin": OptionInfo("Sampler parameters", "sigma tmin"),
+    "s_tmax": OptionInfo("Sampler parameters", "sigma tmax"),
+    "s_noise": OptionInfo("Sampler parameters", "sigma noise"),
+    "randn_source": OptionInfo("Sampler parameters", "Random number generator source", ("CPU", "GPU", "NV")),
+}
+"""Settings page metadata for every `Settings` field (a test keeps the two in step)."""
+
+
+def option_info(name: str) -> OptionInfo:
+    """An option's section and label; options from elsewhere (extensions' keys in config.json) go under "Other"."""
+    return OPTION_INFO.get(name) or OptionInfo("Other", name)
+
+
 def option_error(option: str, message: str, field: str | None = None) -> InvalidRequest:
     """The error for a bad option; inside a request field (override_settings) the field is named first."""
     return InvalidRequest(field, f"option {option}: {message}") if field else InvalidRequest(option, message)

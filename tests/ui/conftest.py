@@ -149,3 +149,27 @@ def browser():
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture
+def write_wide_checkpoint():
+    """Writes a second checkpoint with another native size: the bundled tiny model's weights, 128x128 in its yaml.
+
+    The UNet is convolutional, so the same weights draw at any size; the yaml's latent image_size
+    (32 instead of 16) is what says the model's native size.
+    """
+    from sdstudio.models.registry import bundled_tiny_model
+
+    tiny = bundled_tiny_model()
+    if tiny is None:
+        pytest.skip("bundled tiny model not present")
+
+    def write(folder: Path, name: str = "wide-tiny") -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.safetensors"
+        target.write_bytes(tiny.read_bytes())
+        yaml_text = tiny.with_suffix(".yaml").read_text(encoding="utf-8")
+        target.with_suffix(".yaml").write_text(yaml_text.replace("    image_size: 16\n", "    image_size: 32\n", 1))
+        return target
+
+    return write

@@ -455,3 +455,116 @@ def test_styles_are_read_again_on_reload(backend):
     backend.paths.styles_file.write_text("name,prompt,negative_prompt\nInk,{prompt} in ink,color\n", encoding="utf-8")
     assert backend.style_names() == []  # read once, like A1111, until reloaded
     assert backend.style_names(reload=True) == ["Ink"]
+
+
+# -- checkpoint native size --------------------------------------------------------------------
+
+
+def test_width_and_height_follow_the_checkpoint(backend, write_wide_checkpoint):
+    from sdstudio.engine.job_queue import JobQueue
+    from sdstudio.models.registry import ModelRegistry
+    from sdstudio.ui.webui import build_ui
+
+    backend.registry = ModelRegistry(backend.paths)
+    assert backend.native_size() == 64  # only the bundled tiny model: 64x64
+    blocks = build_ui(backend, JobQueue())
+    sizes = {
+        c["props"]["elem_id"]: c["props"]["value"]
+        for c in blocks.get_config_file()["components"]
+        if c.get("props", {}).get("elem_id") in ("txt2img_width", "txt2img_height", "img2img_width", "img2img_height")
+    }
+    assert sizes == {"txt2img_width": 64, "txt2img_height": 64, "img2img_width": 64, "img2img_height": 64}
+
+    write_wide_checkpoint(backend.paths.folder("checkpoint"))
+    on_checkpoint = next(fn for fn in blocks.fns.values() if fn.name == "on_checkpoint")
+    assert on_checkpoint.fn("wide-tiny.safetensors") == [128, 128, 128, 128]
+    assert backend.settings.sd_model_checkpoint == "wide-tiny.safetensors"
+    assert on_checkpoint.fn("sdstudio-tiny.safetensors") == [64, 64, 64, 64]
+    assert backend.native_size("typed-but-missing") is None  # the sizes stay as they are
+
+
+# -- sketch and inpaint sketch -----------------------------------------------------------------
+
+
+def _sketched_canvas():
+    """A red image with a blue square stroke from (8, 8) to (16, 16), as the ImageEditor sends it."""
+    background = Image.new("RGBA", (32, 32), (200, 0, 0, 255))
+    layer = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    layer.paste((0, 0, 255, 255), (8, 8, 16, 16))
+    return {"background": background, "layers": [layer], "composite": background}
+
+
+def test_sketch_strokes_are_painted_into_the_init_image():
+    from sdstudio.ui.sketch import compose_sketch, editor_layers
+
+    sketched = compose_sketch(*editor_layers(_sketched_canvas(), "sketch"))
+    assert sketched.mode == "RGB" and sketched.size == (32, 32)
+    assert sketched.getpixel((10, 10)) == (0, 0, 255) and sketched.getpixel((0, 0)) == (200, 0, 0)
+
+
+def test_inpaint_sketch_strokes_are_the_new_colours_and_the_mask():
+    from sdstudio.ui.sketch import compose_inpaint_sketch, editor_layers
+
+    image, strokes = editor_layers(_sketched_canvas(), "inpaint sketch")
+    painted, mask = compose_inpaint_sketch(image, strokes)
+    assert painted.getpixel((10, 10)) == (0, 0, 255) and painted.getpixel((0, 0)) == (200, 0, 0)
+    assert mask.mode == "L" and mask.getbbox() == (8, 8, 16, 16) and mask.getpixel((10, 10)) == 255
+    # Mask blur softens the painting into the original (A1111), far pixels stay the original's.
+    blurred, _ = compose_inpaint_sketch(image, strokes, mask_blur=2)
+    red, _green, blue = blurred.getpixel((8, 12))
+    assert 0 < blue < 255 and 0 < red < 200 and blurred.getpixel((0, 0)) == (200, 0, 0)
+    # Mask transparency dims the mask, and so the painting shows through the original only partly.
+    dimmed, half_mask = compose_inpaint_sketch(image, strokes, mask_transparency=50)
+    assert 120 <= half_mask.getpixel((10, 10)) <= 135
+    red, _green, blue = dimmed.getpixel((10, 10))
+    assert 80 <= red <= 120 and 110 <= blue <= 140
+
+
+def test_sketch_modes_make_img2img_requests(backend):
+    from sdstudio.ui.img2img import make_img2img_request
+
+    values = {"prompt": "x", "width": 32, "height": 32, "steps": 4, "mask_blur": 0, "inpainting_fill": 1}
+    values |= {"inpaint_full_res": 0, "inpaint_full_res_padding": 32, "inpainting_mask_invert": 0}
+    args = (None, None, None, None)
+    sketch = make_img2img_request(backend, values, "sketch", *args, _sketched_canvas(), None)
+    assert sketch.mask is None and sketch.init_images[0].getpixel((10, 10)) == (0, 0, 255)
+    inpaint = make_img2img_request(backend, values, "inpaint_sketch", *args, None, _sketched_canvas(), 0)
+    assert inpaint.mask is not None and inpaint.mask.getbbox() == (8, 8, 16, 16)
+    assert inpaint.init_images[0].getpixel((10, 10)) == (0, 0, 255)
+    with pytest.raises(InvalidRequest) as err:
+        make_img2img_request(backend, values, "inpaint_sketch", *args, _sketched_canvas(), None, 0)
+    assert err.value.field == "init_images" and "inpaint sketch" in str(err.value)
+
+
+# -- settings sections and labels --------------------------------------------------------------
+
+
+def test_every_option_has_a_section_and_a_human_label():
+    from sdstudio.config import OPTION_INFO
+
+    assert set(OPTION_INFO) == set(Settings.model_fields)  # a new option needs its label here
+    for name, info in OPTION_INFO.items():
+        assert info.section and info.label and info.label != name, name
+
+
+def test_settings_tab_shows_sections_and_labels_not_option_keys(backend):
+    import gradio as gr
+
+    from sdstudio.ui.settings import build_settings_tab
+
+    with gr.Blocks() as blocks:
+        build_settings_tab(backend)
+    components = blocks.get_config_file()["components"]
+    sections = [c["props"]["label"] for c in components if c["type"] == "accordion"]
+    assert sections[:3] == ["Saving images/grids", "Paths for saving", "Saving to a directory"]
+    assert {"Stable Diffusion", "Sampler parameters", "Face restoration", "Upscaling", "User interface"} <= set(
+        sections
+    )
+    labels = {
+        c["props"]["elem_id"]: c["props"]["label"]
+        for c in components
+        if c["props"].get("elem_id", "").startswith("setting_")
+    }
+    assert labels["setting_samples_save"] == "Always save all generated images"
+    assert labels["setting_CLIP_stop_at_last_layers"] == "Clip skip"
+    assert not any(key.removeprefix("setting_") == label for key, label in labels.items())

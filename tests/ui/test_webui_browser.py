@@ -25,6 +25,26 @@ def set_slider(page, elem_id: str, value: int) -> None:
     box.press("Enter")
 
 
+def open_page(webui_server, browser):
+    """A new page on the web UI, once its txt2img tab is there."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(webui_server.url)
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    return page
+
+
+def draw_stroke(page, editor_id: str) -> None:
+    """Take the brush of an image editor and drag one stroke across the middle of its canvas."""
+    page.wait_for_function(f"document.querySelector('#{editor_id} [aria-label=Brush]') !== null", timeout=30_000)
+    page.locator(f"#{editor_id} [aria-label=Brush]").first.click()
+    box = page.locator(f"#{editor_id} canvas").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 20, y)
+    page.mouse.down()
+    page.mouse.move(x + 20, y + 5, steps=8)
+    page.mouse.up()
+
+
 def gallery_image_count(page, kind: str) -> int:
     return page.locator(f"#{kind}_gallery img").count()
 
@@ -124,17 +144,7 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
 
     # -- inpaint: send the result to the canvas, paint a stroke, generate ------------------
     page.click("#img2img_send_to_inpaint")
-    canvas = page.locator("#img2img_inpaint_editor canvas").first
-    page.wait_for_function(
-        "document.querySelector('#img2img_inpaint_editor [aria-label=Brush]') !== null", timeout=30_000
-    )
-    page.locator("#img2img_inpaint_editor [aria-label=Brush]").first.click()
-    box = canvas.bounding_box()
-    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x - 20, y)
-    page.mouse.down()
-    page.mouse.move(x + 20, y + 5, steps=8)
-    page.mouse.up()
+    draw_stroke(page, "img2img_inpaint_editor")
     page.click("#img2img_generate")
     page.wait_for_function(
         "document.querySelector('#img2img_infotext').innerText.includes('Mask blur: 4')", timeout=GENERATION_TIMEOUT_MS
@@ -148,9 +158,7 @@ def test_generate_then_interrupt_in_the_browser(webui_server, browser, artifacts
 
 
 def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(webui_server.url)
-    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    page = open_page(webui_server, browser)
     # An image the way A1111 writes one: PNG with its infotext in the "parameters" chunk.
     image_path = webui_server.data_dir.parent / "pasted.png"
     _write_png_with_parameters(
@@ -188,9 +196,7 @@ def test_png_info_send_to_txt2img_and_extras(webui_server, browser, artifacts):
 
 
 def test_extra_network_cards_insert_into_the_prompt(webui_server, browser, artifacts):
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.goto(webui_server.url)
-    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    page = open_page(webui_server, browser)
     page.fill("#txt2img_prompt textarea", "a cat")
     page.get_by_role("tab", name="Extra Networks").click()
     page.wait_for_selector("#extra_networks_lora_cards img", timeout=30_000)
@@ -218,3 +224,84 @@ def _write_png_with_parameters(path, infotext: str) -> None:
     meta = PngImagePlugin.PngInfo()
     meta.add_text("parameters", infotext)
     Image.new("RGB", (64, 64), (20, 160, 40)).save(path, pnginfo=meta)
+
+
+def choose_checkpoint(page, name: str) -> None:
+    """Pick a checkpoint in the top bar's dropdown, as a user does."""
+    page.locator("#setting_sd_model_checkpoint input").first.click()
+    page.get_by_role("option", name=name, exact=True).click()
+
+
+def wait_for_size(page, kind: str, size: int) -> None:
+    for field in ("width", "height"):
+        page.wait_for_function(
+            f"document.querySelector('#{kind}_{field} input[type=number]')?.value === '{size}'", timeout=30_000
+        )
+
+
+def test_width_and_height_follow_the_checkpoint(webui_server, browser, write_wide_checkpoint, artifacts):
+    page = open_page(webui_server, browser)
+    # The page opens on the bundled model, which draws 64x64 (A1111's 512 would be slow and off its training).
+    assert page.locator("#txt2img_width input[type=number]").input_value() == "64"
+    assert page.locator("#txt2img_height input[type=number]").input_value() == "64"
+
+    # A second checkpoint, 128x128 native, appears after Refresh; choosing it sets the sizes to its own.
+    write_wide_checkpoint(webui_server.data_dir / "models" / "Stable-diffusion")
+    request = urllib.request.Request(  # keep the bundled model chosen while the list grows
+        webui_server.url + "sdapi/v1/options",
+        data=json.dumps({"sd_model_checkpoint": "sdstudio-tiny"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=120).close()
+    page.click("#refresh_sd_model_checkpoint")
+    choose_checkpoint(page, "wide-tiny.safetensors")
+    wait_for_size(page, "txt2img", 128)
+    page.get_by_role("tab", name="img2img").click()
+    wait_for_size(page, "img2img", 128)
+    page.screenshot(path=str(artifacts / "checkpoint_native_size.png"), full_page=True)
+
+    choose_checkpoint(page, "sdstudio-tiny.safetensors")
+    wait_for_size(page, "img2img", 64)
+    page.get_by_role("tab", name="txt2img").click()
+    wait_for_size(page, "txt2img", 64)
+    page.close()
+
+
+def test_settings_tab_shows_labelled_sections(webui_server, browser, artifacts):
+    page = open_page(webui_server, browser)
+    page.get_by_role("tab", name="Settings").click()
+    page.wait_for_selector("#settings_submit", timeout=30_000)
+    text = page.inner_text("#tab_settings")
+    for heading in ("Saving images/grids", "Paths for saving", "Stable Diffusion", "Sampler parameters"):
+        assert heading in text
+    for heading in ("Face restoration", "Upscaling", "User interface", "Live previews"):
+        assert heading in text
+    assert "Clip skip" in text and "CLIP_stop_at_last_layers" not in text  # the open section: labels, not keys
+    page.get_by_text("Saving images/grids", exact=True).click()
+    page.get_by_text("Always save all generated images").wait_for(timeout=30_000)
+    assert "samples_save" not in page.inner_text("#tab_settings")
+    page.screenshot(path=str(artifacts / "settings.png"), full_page=True)
+    page.close()
+
+
+def test_sketch_tab_generates_from_the_sketched_image(webui_server, browser, artifacts):
+    from PIL import Image
+
+    page = open_page(webui_server, browser)
+    page.get_by_role("tab", name="img2img").click()
+    page.get_by_role("tab", name="Sketch", exact=True).click()
+    image_path = webui_server.data_dir.parent / "to-sketch.png"
+    Image.new("RGB", (64, 64), (40, 90, 200)).save(image_path)
+    page.locator("#img2img_sketch input[type=file]").set_input_files(str(image_path))
+    draw_stroke(page, "img2img_sketch")
+    page.fill("#img2img_prompt textarea", "a white stroke across the sky")
+    set_slider(page, "img2img_steps", 4)
+    page.click("#img2img_generate")
+    page.wait_for_function(
+        "document.querySelector('#img2img_infotext').innerText.includes('Denoising strength')",
+        timeout=GENERATION_TIMEOUT_MS,
+    )
+    info = page.inner_text("#img2img_infotext")
+    assert "a white stroke across the sky" in info and "Mask blur" not in info  # redrawn whole, as img2img
+    page.screenshot(path=str(artifacts / "sketch_generated.png"), full_page=True)
+    page.close()

@@ -82,48 +82,33 @@ def checkpoint_choice(args: argparse.Namespace) -> str | None:
 
 
 def native_size(args: argparse.Namespace) -> int:
-    """The side length the chosen checkpoint was trained at (its LDM yaml), else A1111's 512.
+    """The side length the chosen checkpoint was trained at (models.detect.checkpoint_native_size), else 512.
 
-    The bundled tiny model draws 64x64 scenes; asking it for 512x512 would be slow and off
-    its training distribution, so size options default to what the model says.
+    This runs before the request is validated, which must leave the data dir untouched when
+    the request is refused: hashes computed by the lookup stay in memory (args._pending_hashes)
+    until `save_pending_hashes` writes them once the request is accepted.
     """
-    import yaml
-
+    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
     from sdstudio.errors import SdStudioError
+    from sdstudio.models.detect import DEFAULT_NATIVE_SIZE, checkpoint_native_size
+    from sdstudio.models.registry import ModelRegistry
 
     cached = getattr(args, "_native_size", None)
     if cached:
         return cached
-    size = 512
-    try:
-        config_file = _chosen_checkpoint(args).with_suffix(".yaml")
-        if config_file.is_file():
-            params = yaml.safe_load(config_file.read_text(encoding="utf-8"))["model"]["params"]
-            factor = 2 ** (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
-            size = int(params.get("image_size", 64)) * factor
-    except (SdStudioError, OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        size = 512
+    if getattr(args, "ckpt", None):
+        size = checkpoint_native_size(Path(args.ckpt).expanduser())
+    else:
+        paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
+        registry = ModelRegistry(paths, save_hashes=False)
+        args._pending_hashes = registry.hash_cache
+        try:
+            wanted = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
+            size = registry.native_size(wanted or "")
+        except (SdStudioError, OSError):  # no such checkpoint: validating the request says so
+            size = DEFAULT_NATIVE_SIZE
     args._native_size = size
     return size
-
-
-def _chosen_checkpoint(args: argparse.Namespace) -> Path:
-    """The checkpoint file this run will use, looked up as generation does (name, title, hash).
-
-    This runs before the request is validated, which must leave the data dir untouched when
-    the request is refused: hashes computed here stay in memory (args._pending_hashes) until
-    `save_pending_hashes` writes them once the request is accepted.
-    """
-    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
-    from sdstudio.models.registry import ModelRegistry
-
-    if getattr(args, "ckpt", None):
-        return Path(args.ckpt).expanduser()
-    paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
-    registry = ModelRegistry(paths, save_hashes=False)
-    args._pending_hashes = registry.hash_cache
-    wanted = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
-    return registry.default_checkpoint(wanted or "", with_hashes=False).path
 
 
 def save_pending_hashes(args: argparse.Namespace) -> None:

@@ -23,9 +23,6 @@ import torch
 from sdstudio.engine.samplers import DiscreteSigmas
 from sdstudio.engine.sampling import Guidance
 
-HIRES_REFINER_PASSES = ("first pass", "second pass", "both passes")
-"""A1111's `hires_fix_refiner_pass` choices: which passes of a hires job may switch."""
-
 
 @dataclass(frozen=True)
 class RefinerSwitch:

@@ -124,3 +124,57 @@ def architecture_from_config(config: dict[str, Any], detected: Architecture) -> 
     if detected.family == "sd2" and prediction == "v_prediction" and not inpainting:
         name = "SD2-v"
     return Architecture(name, detected.family, detected.config_name, prediction, inpainting)
+
+
+# The side length a family was trained at when no yaml says otherwise (A1111's and Forge's
+# presets: SD 512, SDXL 1024; SD2's 768 v-models say so in their yaml).
+FAMILY_NATIVE_SIZE = {"sd1": 512, "sd2": 512, "sdxl": 1024, "sdxl_refiner": 1024}
+DEFAULT_NATIVE_SIZE = 512
+
+
+def checkpoint_native_size(checkpoint: Path) -> int:
+    """The side length `checkpoint` was trained at: from its yaml, else its family's, else A1111's 512.
+
+    Size defaults follow the model: the bundled tiny model draws 64x64 scenes, and asking
+    it (or an SDXL model asked for 512) for another size is slow and off its training.
+    """
+    config = config_beside(checkpoint)
+    size = _config_native_size(config) if config is not None else None
+    if size:
+        return size
+    try:
+        return FAMILY_NATIVE_SIZE[architecture_from_header(checkpoint).family]
+    except ModelLoadError:
+        return DEFAULT_NATIVE_SIZE
+
+
+def _config_native_size(path: Path) -> int | None:
+    """The latent image_size times the VAE's down-sampling of an LDM yaml; None when it does not say (SDXL)."""
+    try:
+        params = read_ldm_config(path)["model"]["params"]
+        factor = 1 << (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
+        return int(params["image_size"]) * factor
+    except (ModelLoadError, KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class _HeaderTensor:
+    """A tensor as a safetensors header describes it (the probes need only its shape)."""
+
+    shape: tuple[int, ...]
+
+
+def architecture_from_header(checkpoint: Path) -> Architecture:
+    """The architecture of a .safetensors checkpoint from its header, no tensor read; ModelLoadError otherwise."""
+    if checkpoint.suffix.lower() != ".safetensors":
+        raise ModelLoadError(f"{checkpoint.name}: only a .safetensors header can be read without loading the file")
+    from sdstudio.models.state_dict import read_safetensors_header  # imports torch: only when needed
+
+    header = read_safetensors_header(checkpoint)
+    tensors = {
+        key: _HeaderTensor(tuple(int(n) for n in entry.get("shape") or ()))
+        for key, entry in header.items()
+        if key != "__metadata__" and isinstance(entry, dict)
+    }
+    return detect_architecture(tensors)

@@ -17,6 +17,7 @@ from typing import Any
 
 from sdstudio.config import MODEL_KINDS, DataPaths, find_preview
 from sdstudio.errors import NotFound
+from sdstudio.models.detect import checkpoint_native_size
 from sdstudio.models.hashes import FileHashes, HashCache
 from sdstudio.models.state_dict import read_safetensors_metadata
 
@@ -231,6 +232,13 @@ class ModelRegistry:
                 f"sd_vae: no VAE named {choice!r} in {self.paths.folder('vae')} (available: {names}; "
                 f"or use {SD_VAE_AUTOMATIC!r} / {SD_VAE_NONE!r})"
             ) from None
+
+    def native_size(self, query: str = "") -> int:
+        """The side length the checkpoint `query` (name, title or hash; "" the default) was trained at.
+
+        Hashes only a query that is no name; NotFound when no checkpoint matches.
+        """
+        return checkpoint_native_size(self.default_checkpoint(query, with_hashes=False).path)
 
     def default_checkpoint(self, configured: str = "", with_hashes: bool = True) -> ModelEntry:
         """The configured checkpoint, else the first one found, else the bundled tiny model."""

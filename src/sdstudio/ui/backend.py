@@ -113,6 +113,20 @@ class UiBackend:
                 return name
         return titles[0] if titles else None
 
+    def native_size(self, title: str | None = None) -> int | None:
+        """The side length checkpoint `title` (default: the dropdown's) was trained at; None when there is none.
+
+        Width and height follow it, as A1111's Forge presets do for SD and SDXL.
+        """
+        from sdstudio.models.registry import ModelRegistry
+
+        registry = self.registry if self.registry is not None else ModelRegistry(self.paths, save_hashes=False)
+        title = title or self.current_checkpoint()
+        try:
+            return int(registry.native_size(title)) if title else None
+        except SdStudioError:  # a name typed into the dropdown that matches nothing
+            return None
+
     def select_checkpoint(self, title: str | None) -> None:
         """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
         if title:

@@ -171,10 +171,16 @@ def _counter_html(text: str) -> str:
     return f'<span class="sdstudio-token-count">{html.escape(text)}</span>'
 
 
+# A1111's size when the checkpoint does not say its own.
+DEFAULT_SIZE = 512
+SIZE_FIELDS = ("width", "height")  # follow the checkpoint's native size when it changes
+
+
 def build_sampling_fields(
-    kind: str, samplers: list[str], schedules: list[str]
+    kind: str, samplers: list[str], schedules: list[str], size: int | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Sampler, steps, size, batch, CFG and seed controls; returns (fields, seed buttons)."""
+    """Sampler, steps, size (the checkpoint's native `size`), batch, CFG and seed controls; (fields, seed buttons)."""
+    size = size or DEFAULT_SIZE
     fields: dict[str, Any] = {}
     with gr.Row():
         fields["sampler_name"] = gr.Dropdown(
@@ -187,8 +193,10 @@ def build_sampling_fields(
         1, 150, value=DEFAULT_STEPS, step=1, precision=0, label="Sampling steps", elem_id=f"{kind}_steps"
     )
     with gr.Row():
-        fields["width"] = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Width", elem_id=f"{kind}_width")
-        fields["height"] = gr.Slider(64, 2048, value=512, step=8, precision=0, label="Height", elem_id=f"{kind}_height")
+        fields["width"] = gr.Slider(64, 2048, value=size, step=8, precision=0, label="Width", elem_id=f"{kind}_width")
+        fields["height"] = gr.Slider(
+            64, 2048, value=size, step=8, precision=0, label="Height", elem_id=f"{kind}_height"
+        )
     with gr.Row():
         fields["n_iter"] = gr.Slider(
             1, 100, value=1, step=1, precision=0, label="Batch count", elem_id=f"{kind}_batch_count"

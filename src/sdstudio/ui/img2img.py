@@ -1,4 +1,4 @@
-"""The img2img tab: img2img, inpaint (paint the mask), inpaint upload (image + mask file) and batch (folders)."""
+"""The img2img tab: img2img, sketch, inpaint (paint the mask), inpaint sketch, inpaint upload, batch (folders)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,17 @@ from sdstudio.ui.generation import (
     wire_generation,
     wire_seed_buttons,
 )
+from sdstudio.ui.sketch import (
+    SKETCH_MODES,
+    build_inpaint_sketch_tab,
+    build_sketch_tab,
+    editor_layers,
+    painted_mask,
+    sketch_images,
+)
 
 KIND = "img2img"
-MODES = ("img2img", "inpaint", "inpaint_upload", "batch")
+MODES = ("img2img", "sketch", "inpaint", "inpaint_sketch", "inpaint_upload", "batch")
 RESIZE_MODES = ["Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)"]
 MASK_MODES = ["Inpaint masked", "Inpaint not masked"]
 MASKED_CONTENT = ["fill", "original", "latent noise", "latent nothing"]
@@ -29,33 +37,30 @@ INPAINT_AREAS = ["Whole picture", "Only masked"]
 
 def mask_from_editor(value: dict[str, Any] | None):
     """(image, mask) from the inpaint editor: the background, and white where any layer was painted."""
-    from PIL import Image, ImageChops
-
-    if not value or value.get("background") is None:
-        raise InvalidRequest("init_images", "draw on an image: drop one into the inpaint canvas first")
-    background = value["background"].convert("RGBA")
-    mask = Image.new("L", background.size, 0)
-    for layer in value.get("layers") or []:
-        if layer is None:
-            continue
-        alpha = layer.convert("RGBA").getchannel("A")
-        if alpha.size != mask.size:
-            alpha = alpha.resize(mask.size)
-        mask = ImageChops.lighter(mask, alpha.point(lambda a: 255 if a > 0 else 0))
-    flat = Image.new("RGB", background.size, (255, 255, 255))
-    flat.paste(background, mask=background.getchannel("A"))
-    return flat, mask
+    image, strokes = editor_layers(value, "inpaint")
+    return image.convert("RGB"), painted_mask(strokes)
 
 
 def make_img2img_request(
-    backend: UiBackend, values: dict[str, Any], mode: str, init_image, editor, upload_image, upload_mask
+    backend: UiBackend,
+    values: dict[str, Any],
+    mode: str,
+    init_image,
+    editor,
+    upload_image,
+    upload_mask,
+    sketch=None,
+    inpaint_sketch=None,
+    mask_transparency=0,
 ):
     """An Img2ImgRequest from the tab's values and the images of the active mode."""
     from sdstudio.engine.request import Img2ImgRequest
 
     fields = clean_field_values(values)
     fields["inpaint_full_res"] = bool(fields.get("inpaint_full_res"))
-    if mode == "inpaint":
+    if mode in SKETCH_MODES:
+        image, mask = sketch_images(mode, sketch, inpaint_sketch, fields.get("mask_blur", 0), mask_transparency)
+    elif mode == "inpaint":
         image, mask = mask_from_editor(editor)
     elif mode == "inpaint_upload":
         if upload_image is None:
@@ -67,6 +72,7 @@ def make_img2img_request(
         if init_image is None:
             raise InvalidRequest("init_images", "drop an image into the img2img box first")
         image, mask = init_image, None
+    if mask is None:  # img2img and Sketch: no inpainting fields
         for name in (
             "mask_blur",
             "inpainting_fill",
@@ -157,6 +163,7 @@ def build_img2img_tab(
                         height=300,
                         elem_id="img2img_image",
                     )
+                tab_sketch = build_sketch_tab(extra)
                 with gr.Tab(
                     "Inpaint", id="inpaint", elem_id="img2img_inpaint_tab", render_children=True
                 ) as tab_inpaint:
@@ -171,6 +178,7 @@ def build_img2img_tab(
                         layers=False,
                         transforms=(),
                     )
+                tab_inpaint_sketch = build_inpaint_sketch_tab(extra)
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as tab_upload:
                     with gr.Row():
                         extra["upload_image"] = gr.Image(
@@ -193,7 +201,9 @@ def build_img2img_tab(
                     batch = _build_batch_inputs()
             for tab_component, name in (
                 (tab_img2img, "img2img"),
+                (tab_sketch, "sketch"),
                 (tab_inpaint, "inpaint"),
+                (tab_inpaint_sketch, "inpaint_sketch"),
                 (tab_upload, "inpaint_upload"),
                 (tab_batch, "batch"),
             ):
@@ -205,7 +215,7 @@ def build_img2img_tab(
             fields["denoising_strength"] = gr.Slider(
                 0.0, 1.0, value=0.75, step=0.01, label="Denoising strength", elem_id="img2img_denoising_strength"
             )
-            sampling, seed_buttons = build_sampling_fields(KIND, samplers, schedules)
+            sampling, seed_buttons = build_sampling_fields(KIND, samplers, schedules, backend.native_size())
             fields.update(sampling)
             with gr.Accordion("Inpainting", open=False, elem_id="img2img_inpaint_controls"):
                 fields["mask_blur"] = gr.Slider(
@@ -244,6 +254,7 @@ def build_img2img_tab(
     extra.update({f"batch_{name}": box for name, box in batch.items()})
     tab = GenerationTab(KIND, row, fields, output, extra)
     inputs = [mode, extra["init_image"], extra["inpaint_editor"], extra["upload_image"], extra["upload_mask"]]
+    inputs += [extra["sketch"], extra["inpaint_sketch"], extra["mask_transparency"]]
     images_count = len(inputs)
     inputs += list(batch.values())
 

@@ -1,4 +1,4 @@
-"""The Settings tab: every option under its A1111 name, saved to config.json by Apply."""
+"""The Settings tab: every option under its section and A1111 label, saved to config.json by Apply."""
 
 from __future__ import annotations
 
@@ -6,96 +6,41 @@ from typing import Any
 
 import gradio as gr
 
-from sdstudio.config import PATH_OPTIONS, Settings
+from sdstudio.config import OPTION_INFO, Settings, option_info
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import status_html
 
-# Sections as A1111's settings pages group them; a row is (title, option names). Options not
-# listed here (new ones, extensions' keys kept in config.json) land in "Other".
-SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Stable Diffusion", ("sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers")),
-    (
-        "Saving images",
-        (
-            "samples_save",
-            "samples_format",
-            "grid_save",
-            "grid_format",
-            "return_grid",
-            "save_images_add_number",
-            "save_to_dirs",
-            "directories_filename_pattern",
-            "samples_filename_pattern",
-            "enable_pnginfo",
-            "jpeg_quality",
-            "webp_lossless",
-        ),
-    ),
-    (
-        "Paths for saving",
-        PATH_OPTIONS,
-    ),
-    (
-        "Sampler parameters",
-        ("eta_noise_seed_delta", "eta_ancestral", "eta_ddim", "s_churn", "s_tmin", "s_tmax", "s_noise", "randn_source"),
-    ),
-    ("Live previews", ("show_progress_every_n_steps", "live_previews_enable")),
-    (
-        "Postprocessing",
-        (
-            "face_restoration_model",
-            "code_former_weight",
-            "ESRGAN_tile",
-            "ESRGAN_tile_overlap",
-            "enable_invisible_watermark",
-        ),
-    ),
-    ("Device and precision", ("device", "precision", "no_half_vae", "vae_tiling", "attention_slicing", "cpu_offload")),
-)
-
-
-# Options with a known set of values get a dropdown (custom values still allowed, as
-# config.json may hold anything an older or newer version wrote).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "samples_format": ("png", "jpg", "webp"),
-    "grid_format": ("png", "jpg", "webp"),
-    "randn_source": ("CPU", "GPU", "NV"),
-    "face_restoration_model": ("CodeFormer", "GFPGAN"),
-    "device": ("auto", "cpu", "cuda", "mps"),
-    "precision": ("auto", "fp32", "fp16", "bf16"),
-}
+OPEN_SECTION = "Stable Diffusion"  # shown unfolded, as the page most visits are for
 
 
 def settings_layout(settings: Settings) -> list[tuple[str, list[str]]]:
-    """The sections with the options the Settings object has, unknown ones under "Other"."""
-    known = set(type(settings).model_fields) | set(settings.model_extra or {})
-    placed: set[str] = set()
-    layout = []
-    for title, names in SECTIONS:
-        present = [n for n in names if n in known]
-        placed.update(present)
-        if present:
-            layout.append((title, present))
-    other = sorted(n for n in known - placed if isinstance(getattr(settings, n, None), (bool, int, float, str)))
-    if other:
-        layout.append(("Other", other))
-    return layout
+    """The sections (config.OPTION_INFO's order) with the options the Settings object has; others under "Other"."""
+    fields = type(settings).model_fields
+    extra = settings.model_extra or {}
+    names = [n for n in OPTION_INFO if n in fields] + [n for n in fields if n not in OPTION_INFO]
+    names += sorted(n for n, v in extra.items() if isinstance(v, (bool, int, float, str)))
+    sections: dict[str, list[str]] = {}
+    for name in names:
+        sections.setdefault(option_info(name).section, []).append(name)
+    order = {section: i for i, section in enumerate(dict.fromkeys(info.section for info in OPTION_INFO.values()))}
+    return sorted(sections.items(), key=lambda item: order.get(item[0], len(order)))
 
 
 def component_for(name: str, value: Any):
-    """A checkbox, number or textbox for one option, labelled with its A1111 name."""
+    """A checkbox, number, dropdown or textbox for one option, labelled as A1111 labels it."""
     elem_id = f"setting_{name}"
+    info = option_info(name)
+    label = info.label
     if isinstance(value, bool):
-        return gr.Checkbox(label=name, value=value, elem_id=elem_id)
+        return gr.Checkbox(label=label, value=value, elem_id=elem_id)
     if isinstance(value, int):
-        return gr.Number(label=name, value=value, precision=0, elem_id=elem_id)
+        return gr.Number(label=label, value=value, precision=0, elem_id=elem_id)
     if isinstance(value, float):
-        return gr.Number(label=name, value=value, elem_id=elem_id)
-    if name in CHOICES:
-        choices = list(CHOICES[name])
-        return gr.Dropdown(choices, value=value, label=name, elem_id=elem_id, allow_custom_value=True)
-    return gr.Textbox(label=name, value="" if value is None else str(value), elem_id=elem_id, lines=1)
+        return gr.Number(label=label, value=value, elem_id=elem_id)
+    if info.choices:
+        return gr.Dropdown(list(info.choices), value=value, label=label, elem_id=elem_id, allow_custom_value=True)
+    return gr.Textbox(label=label, value="" if value is None else str(value), elem_id=elem_id, lines=1)
 
 
 def coerce(name: str, value: Any, current: Any) -> Any:
@@ -118,7 +63,7 @@ def build_settings_tab(backend: UiBackend) -> None:
         reload = gr.Button("Show the values in use", elem_id="settings_reload", scale=1, size="md")
     result = gr.HTML("", elem_id="settings_result")
     for title, names in settings_layout(settings):
-        with gr.Accordion(title, open=title == "Stable Diffusion"):
+        with gr.Accordion(title, open=title == OPEN_SECTION, elem_id=f"settings_section_{_slug(title)}"):
             with gr.Row(equal_height=False):
                 for name in names:
                     components[name] = component_for(name, getattr(settings, name))
@@ -148,3 +93,7 @@ def build_settings_tab(backend: UiBackend) -> None:
 
     apply.click(on_apply, inputs=[shown, *components.values()], outputs=[result, shown], api_visibility="private")
     reload.click(on_reload, outputs=[shown, *components.values()], api_visibility="private")
+
+
+def _slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in title.lower())

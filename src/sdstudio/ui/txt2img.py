@@ -45,7 +45,7 @@ def build_txt2img_tab(
     row = build_prompt_row(KIND, backend)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_settings"):
-            fields, seed_buttons = build_sampling_fields(KIND, samplers, schedules)
+            fields, seed_buttons = build_sampling_fields(KIND, samplers, schedules, backend.native_size())
             fields.update(build_hires_fields(KIND, samplers, schedules, hires_upscalers))
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)

@@ -83,7 +83,7 @@ def build_ui(backend, queue, title: str = "sdstudio"):
     import gradio as gr
 
     from sdstudio.ui import extra_networks, extras, img2img, pnginfo, settings, txt2img
-    from sdstudio.ui.generation import sampler_choices
+    from sdstudio.ui.generation import SIZE_FIELDS, sampler_choices
 
     samplers, schedules = sampler_choices()
     hires_upscalers = _hires_upscalers(backend)
@@ -119,11 +119,15 @@ def build_ui(backend, queue, title: str = "sdstudio"):
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build_settings_tab(backend)
 
+        size_fields = [tab.fields[name] for tab in (t2i, i2i) for name in SIZE_FIELDS]
+
         def on_checkpoint(title):
             backend.select_checkpoint(title)
+            size = backend.native_size(title)  # width and height follow the model (SD 512, SDXL 1024...)
+            return [gr.skip() if size is None else size for _ in size_fields]
 
         checkpoint.change(
-            on_checkpoint, inputs=checkpoint, outputs=None, show_progress="hidden", api_visibility="private"
+            on_checkpoint, inputs=checkpoint, outputs=size_fields, show_progress="hidden", api_visibility="private"
         )
 
         def on_refresh():

@@ -9,13 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdstudio.cli.txt2img import (
-    add_common_generation_options,
-    common_request_fields,
-    prompts_from_args,
-    run_requests,
-    split_fixed_code,
-)
+from sdstudio.cli.txt2img import add_common_generation_options, generation_fields, run_requests, split_fixed_code
 
 
 def register(subparsers) -> None:
@@ -95,22 +89,21 @@ def run_img2img(args: argparse.Namespace) -> int:
     if not args.init_images:
         raise InvalidRequest("init_images", "give a starting image with --init-image PATH")
     init = [Path(p).expanduser() for p in args.init_images]
+    own = dict(
+        init_images=init,
+        mask=Path(args.mask).expanduser() if args.mask else None,
+        denoising_strength=args.denoising_strength,
+        resize_mode=args.resize_mode,
+        mask_blur=args.mask_blur,
+        inpainting_fill=args.inpainting_fill,
+        inpaint_full_res=args.inpaint_area == "masked",
+        inpaint_full_res_padding=args.inpaint_full_res_padding,
+        inpainting_mask_invert=int(args.inpainting_mask_invert),
+    )
     requests: list[Img2ImgRequest] = []
-    for prompt in prompts_from_args(args):
-        fields = common_request_fields(args, prompt)
-        fields.update(
-            # image i starts from init[i % N] (engine); enough batches that every init image gets one
-            n_iter=max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"]))),
-            init_images=init,
-            mask=Path(args.mask).expanduser() if args.mask else None,
-            denoising_strength=args.denoising_strength,
-            resize_mode=args.resize_mode,
-            mask_blur=args.mask_blur,
-            inpainting_fill=args.inpainting_fill,
-            inpaint_full_res=args.inpaint_area == "masked",
-            inpaint_full_res_padding=args.inpaint_full_res_padding,
-            inpainting_mask_invert=int(args.inpainting_mask_invert),
-        )
+    for fields in generation_fields(args, "img2img", own):
+        # image i starts from init[i % N] (engine); enough batches that every init image gets one
+        fields["n_iter"] = max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"])))
         for number, part in enumerate(split_fixed_code(fields, args.fixed_code)):
             # --fixed_code runs each batch as its own job: start it at the init image its batch has in one job
             first = number * part["batch_size"] % len(init)

@@ -30,6 +30,11 @@ LOAD_FLAGS = {
 }
 
 
+# CompVis scripts' --precision values -> sdstudio's: "autocast" asks for the device's default
+# mixed precision, which is what "auto" gives (fp16 on CUDA, fp32 on the CPU)
+COMPVIS_PRECISION = {"autocast": "auto", "full": "fp32"}
+
+
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """Precision, VAE and memory flags (A1111's command-line flags); they override the saved settings for this run."""
     group = parser.add_argument_group("model loading")
@@ -41,9 +46,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--precision",
-        choices=["auto", "fp32", "fp16", "bf16"],
+        type=lambda value: COMPVIS_PRECISION.get(value, value),
+        choices=["auto", "autocast", "fp32", "full", "fp16", "bf16"],  # the CompVis names are mapped by `type`
         default=None,
-        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU)",
+        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU; CompVis' autocast = auto, full = fp32)",
     )
     group.add_argument(
         "--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16"
@@ -101,10 +107,17 @@ def native_size(args: argparse.Namespace) -> int:
             params = yaml.safe_load(config_file.read_text(encoding="utf-8"))["model"]["params"]
             factor = 2 ** (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
             size = int(params.get("image_size", 64)) * factor
+            args._latent_factor = factor
     except (SdStudioError, OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
         size = 512
     args._native_size = size
     return size
+
+
+def latent_factor(args: argparse.Namespace) -> int:
+    """How many pixels one latent cell spans in the chosen checkpoint (its LDM yaml), else SD's 8."""
+    native_size(args)  # reads the yaml once for both
+    return int(getattr(args, "_latent_factor", 8))
 
 
 def _chosen_checkpoint(args: argparse.Namespace) -> Path:

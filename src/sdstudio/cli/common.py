@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
-from sdstudio.errors import NotImplementedYet
+from sdstudio.errors import InvalidRequest, NotImplementedYet
 
 
 def not_built_yet(feature: str) -> Callable[[argparse.Namespace], int]:
@@ -28,3 +29,56 @@ def open_app_from_args(args: argparse.Namespace):
     for notice in app.notices:
         print(f"warning: {notice}", file=sys.stderr)
     return app
+
+
+class _NotesGiven(argparse.Action):
+    """Mixin: after the real action stores the value, note that the command line gave this option."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        super().__call__(parser, namespace, values, option_string)  # the real action, next in the MRO
+        if option_string is not None:  # positionals are called even when absent
+            namespace.given_options = frozenset(getattr(namespace, "given_options", ())) | {self.dest}
+
+
+class _StoreGiven(_NotesGiven, argparse._StoreAction):
+    """`--option VALUE`, noted."""
+
+
+class _StoreTrueGiven(_NotesGiven, argparse._StoreTrueAction):
+    """`--switch`, noted."""
+
+
+class _AppendGiven(_NotesGiven, argparse._AppendAction):
+    """`--option VALUE` repeatable, noted."""
+
+
+def record_given_options(parser: argparse.ArgumentParser) -> None:
+    """Options added to `parser` from now on note their dest in `args.given_options` when the command line gives them.
+
+    A value typed equal to its default still counts as given, which comparing with the
+    defaults could not tell (an --infotext fills only the fields the command line left out).
+    """
+    for action in (None, "store"):
+        parser.register("action", action, _StoreGiven)
+    parser.register("action", "store_true", _StoreTrueGiven)
+    parser.register("action", "append", _AppendGiven)
+
+
+def given_options(args: argparse.Namespace) -> frozenset[str]:
+    """The dests of the options the command line gave (see `record_given_options`)."""
+    return frozenset(getattr(args, "given_options", ()))
+
+
+def read_image_infotext(path: Path, field: str) -> str | None:
+    """The generation parameters stored in an image file (as `pnginfo` prints them), or None when it has none."""
+    from PIL import Image, UnidentifiedImageError
+
+    from sdstudio.engine.saving import read_infotext
+
+    try:
+        with Image.open(path) as image:
+            return read_infotext(image)
+    except FileNotFoundError:
+        raise InvalidRequest(field, f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidRequest(field, f"{path}: not a readable image ({exc})") from None

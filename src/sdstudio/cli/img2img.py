@@ -10,13 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sdstudio.cli.txt2img import (
-    add_common_generation_options,
-    common_request_fields,
-    prompts_from_args,
-    run_requests,
-    split_fixed_code,
-)
+from sdstudio.cli.txt2img import add_common_generation_options, generation_fields, run_requests, split_fixed_code
 
 
 def register(subparsers) -> None:
@@ -141,10 +135,9 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def img2img_fields(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
-    """Request fields from the options, all but the images."""
-    fields = common_request_fields(args, prompt)
-    fields.update(
+def img2img_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The img2img request fields its own options give, all but the images."""
+    return dict(
         denoising_strength=args.denoising_strength,
         resize_mode=args.resize_mode,
         mask_blur=args.mask_blur,
@@ -153,7 +146,6 @@ def img2img_fields(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
         inpaint_full_res_padding=args.inpaint_full_res_padding,
         inpainting_mask_invert=int(args.inpainting_mask_invert),
     )
-    return fields
 
 
 def run_img2img(args: argparse.Namespace) -> int:
@@ -168,15 +160,11 @@ def run_img2img(args: argparse.Namespace) -> int:
             "init_images", "give a starting image with --init-image PATH (or a folder with --input-dir)"
         )
     init = [Path(p).expanduser() for p in args.init_images]
+    own = {**img2img_options(args), "init_images": init, "mask": Path(args.mask).expanduser() if args.mask else None}
     requests: list[Img2ImgRequest] = []
-    for prompt in prompts_from_args(args):
-        fields = img2img_fields(args, prompt)
-        fields.update(
-            # image i starts from init[i % N] (engine); enough batches that every init image gets one
-            n_iter=max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"]))),
-            init_images=init,
-            mask=Path(args.mask).expanduser() if args.mask else None,
-        )
+    for fields in generation_fields(args, "img2img", own):
+        # image i starts from init[i % N] (engine); enough batches that every init image gets one
+        fields["n_iter"] = max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"])))
         for number, part in enumerate(split_fixed_code(fields, args.fixed_code)):
             # --fixed_code runs each batch as its own job: start it at the init image its batch has in one job
             first = number * part["batch_size"] % len(init)
@@ -202,8 +190,8 @@ def run_img2img_batch(args: argparse.Namespace) -> int:
         raise InvalidRequest("fixed_code", "not supported with --input-dir (every file starts from the same seed)")
     props = tuple(args.png_info_props) if args.use_png_info else ()
     batches = [
-        Img2ImgBatch.create(img2img_fields(args, prompt), args.input_dir, args.output_dir, args.mask_dir, props)
-        for prompt in prompts_from_args(args)
+        Img2ImgBatch.create(fields, args.input_dir, args.output_dir, args.mask_dir, props)
+        for fields in generation_fields(args, "img2img", img2img_options(args))
     ]
     save_pending_hashes(args)  # everything passed validation: the data dir may be written now
     app = open_app_from_args(args)

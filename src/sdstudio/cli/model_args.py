@@ -30,6 +30,11 @@ LOAD_FLAGS = {
 }
 
 
+# CompVis scripts' --precision values -> sdstudio's: "autocast" asks for the device's default
+# mixed precision, which is what "auto" gives (fp16 on CUDA, fp32 on the CPU)
+COMPVIS_PRECISION = {"autocast": "auto", "full": "fp32"}
+
+
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     """Precision, VAE and memory flags (A1111's command-line flags); they override the saved settings for this run."""
     group = parser.add_argument_group("model loading")
@@ -41,9 +46,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--precision",
-        choices=["auto", "fp32", "fp16", "bf16"],
+        type=lambda value: COMPVIS_PRECISION.get(value, value),
+        choices=["auto", "autocast", "fp32", "full", "fp16", "bf16"],  # the CompVis names are mapped by `type`
         default=None,
-        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU)",
+        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU; CompVis' autocast = auto, full = fp32)",
     )
     group.add_argument(
         "--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16"
@@ -82,7 +88,23 @@ def checkpoint_choice(args: argparse.Namespace) -> str | None:
 
 
 def native_size(args: argparse.Namespace) -> int:
-    """The side length the chosen checkpoint was trained at (models.detect.checkpoint_native_size), else 512.
+    """The side length the chosen checkpoint was trained at (models.detect.checkpoint_native_size), else 512."""
+    from sdstudio.models.detect import DEFAULT_NATIVE_SIZE, checkpoint_native_size
+
+    path = _chosen_checkpoint(args)
+    return checkpoint_native_size(path) if path is not None else DEFAULT_NATIVE_SIZE
+
+
+def latent_factor(args: argparse.Namespace) -> int:
+    """How many pixels one latent cell spans in the chosen checkpoint (its LDM yaml), else SD's 8."""
+    from sdstudio.models.detect import checkpoint_latent_factor
+
+    path = _chosen_checkpoint(args)
+    return checkpoint_latent_factor(path) if path is not None else 8
+
+
+def _chosen_checkpoint(args: argparse.Namespace) -> Path | None:
+    """The checkpoint file this run will use, looked up as generation does (name, title, hash); None if none.
 
     This runs before the request is validated, which must leave the data dir untouched when
     the request is refused: hashes computed by the lookup stay in memory (args._pending_hashes)
@@ -90,25 +112,23 @@ def native_size(args: argparse.Namespace) -> int:
     """
     from sdstudio.config import DataPaths, load_settings, resolve_data_dir
     from sdstudio.errors import SdStudioError
-    from sdstudio.models.detect import DEFAULT_NATIVE_SIZE, checkpoint_native_size
     from sdstudio.models.registry import ModelRegistry
 
-    cached = getattr(args, "_native_size", None)
-    if cached:
-        return cached
+    if "_chosen_checkpoint" in vars(args):
+        return args._chosen_checkpoint
     if getattr(args, "ckpt", None):
-        size = checkpoint_native_size(Path(args.ckpt).expanduser())
+        path: Path | None = Path(args.ckpt).expanduser()
     else:
         paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
         registry = ModelRegistry(paths, save_hashes=False)
         args._pending_hashes = registry.hash_cache
         try:
             wanted = getattr(args, "model", None) or load_settings(paths.config_file).settings.sd_model_checkpoint
-            size = registry.native_size(wanted or "")
+            path = registry.default_checkpoint(wanted or "", with_hashes=False).path
         except (SdStudioError, OSError):  # no such checkpoint: validating the request says so
-            size = DEFAULT_NATIVE_SIZE
-    args._native_size = size
-    return size
+            path = None
+    args._chosen_checkpoint = path
+    return path
 
 
 def save_pending_hashes(args: argparse.Namespace) -> None:

@@ -25,20 +25,11 @@ def run_pnginfo(args: argparse.Namespace) -> int:
     """Handler: print the infotext, or its fields as JSON; exit 1 when the image has none."""
     import sys
 
-    from PIL import Image, UnidentifiedImageError
-
+    from sdstudio.cli.common import read_image_infotext
     from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
-    from sdstudio.engine.saving import read_infotext
-    from sdstudio.errors import InvalidRequest
 
     path = Path(args.image).expanduser()
-    try:
-        with Image.open(path) as image:
-            text = read_infotext(image)
-    except FileNotFoundError:
-        raise InvalidRequest("image", f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidRequest("image", f"{path}: not a readable image ({exc})") from None
+    text = read_image_infotext(path, "image")
     if not text:
         print(f"{path}: no generation parameters found", file=sys.stderr)
         return 1

@@ -1,24 +1,29 @@
 """`sdstudio txt2img`: text-to-image generation.
 
 Long options follow A1111's field names; the CompVis `scripts/txt2img.py` names are
-accepted as aliases (`--H --W --scale --n_samples --n_iter --ddim_steps --plms
---fixed_code --skip_grid --from-file`). The request is validated before any model is
-loaded, so a bad option costs nothing and writes nothing.
+accepted as aliases (`--H --W --C --f --scale --n_samples --n_iter --n_rows --ddim_steps
+--ddim_eta --plms --fixed_code --skip_grid --skip_save --from-file --precision`).
+`--from-file` lines may be A1111 "Prompts from file or textbox" option lines, and
+`--infotext` generates from pasted A1111 parameters. The request is validated before any
+model is loaded, so a bad option costs nothing and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdstudio.cli.common import open_app_from_args
-from sdstudio.cli.model_args import add_model_arguments, native_size, save_pending_hashes
+from sdstudio.cli.common import given_options, open_app_from_args, read_image_infotext, record_given_options
+from sdstudio.cli.model_args import add_model_arguments, latent_factor, native_size, save_pending_hashes
 
 
 def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by txt2img and img2img (A1111 StableDiffusionProcessing fields)."""
+    record_given_options(parser)  # --infotext fills only what the command line leaves out
     parser.add_argument("prompt_arg", nargs="?", metavar="PROMPT", help="the prompt (same as --prompt)")
     parser.add_argument(
         "--prompt", default=None, help="the prompt (A1111 syntax: (emphasis:1.2), [from:to:when], AND, <lora:...>)"
@@ -114,7 +119,15 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="number of batches (default: 1)",
     )
-    parser.add_argument("--eta", type=float, default=None, help="noise multiplier for ancestral samplers / DDIM eta")
+    parser.add_argument(
+        "--eta",
+        "--ddim_eta",
+        "--ddim-eta",
+        dest="eta",
+        type=float,
+        default=None,
+        help="noise multiplier for ancestral samplers / DDIM eta",
+    )
     parser.add_argument(
         "--clip-skip",
         dest="clip_skip",
@@ -129,6 +142,37 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--outdir", metavar="DIR", default=None, help="save images under DIR (grids under DIR/grids)")
     parser.add_argument("--skip-grid", "--skip_grid", dest="skip_grid", action="store_true", help="do not save a grid")
     parser.add_argument(
+        "--skip-save",
+        "--skip_save",
+        dest="skip_save",
+        action="store_true",
+        help="save no single images, only the grid (unless --skip-grid)",
+    )
+    parser.add_argument(
+        "--n-rows",
+        "--n_rows",
+        dest="n_rows",
+        type=int,
+        default=None,
+        help="grid rows (A1111's n_rows: 0 = as many as the batch size, -1 = about square; default: settings, -1)",
+    )
+    parser.add_argument(
+        "--C",
+        dest="latent_channels",
+        metavar="CHANNELS",
+        type=int,
+        default=None,
+        help="CompVis: latent channels; 4, the only value the models have",
+    )
+    parser.add_argument(
+        "--f",
+        dest="downsampling_factor",
+        metavar="FACTOR",
+        type=int,
+        default=None,
+        help="CompVis: downsampling factor; 8, or the checkpoint's own (4 for the bundled model)",
+    )
+    parser.add_argument(
         "--fixed_code",
         "--fixed-code",
         dest="fixed_code",
@@ -141,7 +185,19 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
         dest="from_file",
         metavar="FILE",
         default=None,
-        help="generate for every line of FILE as the prompt",
+        help=(
+            "generate for every line of FILE: a prompt, or A1111's option line "
+            '(--prompt "..." --negative_prompt "..." --steps N --seed N --cfg_scale X --sampler_name "..." ...)'
+        ),
+    )
+    parser.add_argument(
+        "--infotext",
+        metavar="TEXT|IMAGE",
+        default=None,
+        help=(
+            "generate from A1111 generation parameters: the text, or an image that has them (see `pnginfo`); "
+            "options given on the command line override its fields"
+        ),
     )
     parser.add_argument(
         "--format",
@@ -231,11 +287,14 @@ def common_request_fields(args: argparse.Namespace, prompt: str) -> dict[str, An
         eta=args.eta,
         tiling=args.tiling,
         restore_faces=args.restore_faces,
+        do_not_save_samples=args.skip_save,
         do_not_save_grid=args.skip_grid,
     )
     overrides: dict[str, Any] = {}
     if args.clip_skip is not None:
         overrides["CLIP_stop_at_last_layers"] = args.clip_skip
+    if args.n_rows is not None:
+        overrides["n_rows"] = args.n_rows
     if args.samples_format:
         overrides["samples_format"] = args.samples_format
     if overrides:
@@ -247,20 +306,190 @@ def common_request_fields(args: argparse.Namespace, prompt: str) -> dict[str, An
     return fields
 
 
-def prompts_from_args(args: argparse.Namespace) -> list[str]:
-    """The prompts to run: --from-file lines, else --prompt / the positional prompt."""
+def check_compvis_shape(args: argparse.Namespace) -> None:
+    """CompVis' --C and --f describe the latent space; only the values the checkpoint has are accepted."""
     from sdstudio.errors import InvalidRequest
 
-    if args.from_file:
+    if args.latent_channels not in (None, 4):
+        raise InvalidRequest(
+            "C", f"--C {args.latent_channels}: the models have 4 latent channels; leave --C out or give --C 4"
+        )
+    if args.downsampling_factor not in (None, 8) and args.downsampling_factor != latent_factor(args):
+        raise InvalidRequest(
+            "f",
+            f"--f {args.downsampling_factor}: the checkpoint downsamples by {latent_factor(args)}; "
+            "leave --f out or give that (or CompVis' 8)",
+        )
+
+
+def _line_bool(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return value.lower() == "true"
+
+
+def _line_path(value: str) -> str:
+    return str(Path(value).expanduser().resolve())  # as --outdir: relative to where sdstudio runs
+
+
+# A1111 scripts/prompts_from_file.py: the options an option line may give, each as the
+# request field it sets and the type of its value. `sampler_index` picks by position in
+# the sampler list (`/sdapi/v1/samplers` order) when the line names no `sampler_name`.
+LINE_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "prompt": str,
+    "negative_prompt": str,
+    "prompt_for_display": str,  # A1111 shows it instead of the prompt; there is no such display here
+    "styles": lambda value: [value],
+    "seed": int,
+    "subseed": int,
+    "subseed_strength": float,
+    "seed_resize_from_h": int,
+    "seed_resize_from_w": int,
+    "sampler_name": str,
+    "sampler_index": int,
+    "batch_size": int,
+    "n_iter": int,
+    "steps": int,
+    "cfg_scale": float,
+    "width": int,
+    "height": int,
+    "restore_faces": _line_bool,
+    "tiling": _line_bool,
+    "do_not_save_samples": _line_bool,
+    "do_not_save_grid": _line_bool,
+    "outpath_samples": _line_path,
+    "outpath_grids": _line_path,
+}
+_LINE_VALUE_KINDS: dict[Callable[[str], Any], str] = {int: "an integer", float: "a number", _line_bool: "true or false"}
+_PROMPT_OPTIONS = ("prompt", "negative_prompt")  # their value runs on to the next --option, as in A1111
+
+
+def parse_prompt_line(line: str, number: int) -> dict[str, Any]:
+    """Request fields from one --from-file line: a plain prompt, or A1111's `--prompt "..." --steps N ...`."""
+    from sdstudio.engine.samplers import resolve_sampler_and_schedule, sampler_names
+    from sdstudio.errors import InvalidRequest
+
+    def refuse(message: str) -> InvalidRequest:
+        return InvalidRequest("from_file", f"line {number}: {message}")
+
+    if not line.startswith("--"):
+        return {"prompt": line}
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise refuse(f"cannot split the line into options ({exc})") from None
+    fields: dict[str, Any] = {}
+    pos = 0
+    while pos < len(tokens):
+        option = tokens[pos]
+        name = option[2:].replace("-", "_")
+        if not option.startswith("--"):
+            raise refuse(f"expected an --option, got {option!r}")
+        if name == "sd_model":
+            raise refuse("--sd_model cannot change per line; choose the checkpoint with --model or --ckpt")
+        if name not in LINE_OPTIONS:
+            raise refuse(f"unknown option {option} (known: {', '.join('--' + n for n in LINE_OPTIONS)})")
+        if pos + 1 == len(tokens):
+            raise refuse(f"{option} needs a value")
+        end = pos + 2
+        if name in _PROMPT_OPTIONS:
+            while end < len(tokens) and not tokens[end].startswith("--"):
+                end += 1
+        value = " ".join(tokens[pos + 1 : end])
         try:
-            lines = Path(args.from_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise InvalidRequest("from_file", f"cannot read {args.from_file}: {exc.strerror or exc}") from None
-        prompts = [line.strip() for line in lines if line.strip()]
-        if not prompts:
-            raise InvalidRequest("from_file", f"{args.from_file} has no prompts")
-        return prompts
-    return [args.prompt if args.prompt is not None else (args.prompt_arg or "")]
+            fields[name] = LINE_OPTIONS[name](value)
+        except ValueError:
+            expected = _LINE_VALUE_KINDS.get(LINE_OPTIONS[name], "a value")
+            raise refuse(f"{option} expects {expected}, got {value!r}") from None
+        pos = end
+    fields.pop("prompt_for_display", None)
+    if "sampler_name" in fields and resolve_sampler_and_schedule(fields["sampler_name"], None) is None:
+        raise refuse(f"--sampler_name: unknown sampler {fields['sampler_name']!r}")
+    index = fields.pop("sampler_index", None)
+    if index is not None and "sampler_name" not in fields:
+        names = sampler_names()
+        if not 0 <= index < len(names):
+            raise refuse(f"--sampler_index {index}: there are {len(names)} samplers (0..{len(names) - 1})")
+        fields["sampler_name"] = names[index]
+    return fields
+
+
+def lines_from_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """What each job sets itself: one entry per --from-file line (blank lines skipped), else one empty entry."""
+    from sdstudio.errors import InvalidRequest
+
+    if not args.from_file:
+        return [{}]
+    try:
+        lines = Path(args.from_file).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InvalidRequest("from_file", f"cannot read {args.from_file}: {exc.strerror or exc}") from None
+    jobs = [parse_prompt_line(line.strip(), number) for number, line in enumerate(lines, 1) if line.strip()]
+    if not jobs:
+        raise InvalidRequest("from_file", f"{args.from_file} has no prompts")
+    return jobs
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+# request field -> the options (dests) that set it, where the names differ; any other field
+# is set by the option of its own name, or by none (then the infotext's value always counts)
+_FIELD_OPTIONS = {
+    "prompt": ("prompt", "prompt_arg"),
+    "sampler_name": ("sampler_name", "plms"),
+    "seed_resize_from_w": ("seed_resize_from",),
+    "seed_resize_from_h": ("seed_resize_from",),
+    "hr_resize_x": ("hr_resize",),
+    "hr_resize_y": ("hr_resize",),
+}
+
+
+def infotext_argument(args: argparse.Namespace) -> str | None:
+    """The --infotext text: the value itself, or the parameters stored in the image it names."""
+    from sdstudio.errors import InvalidRequest
+
+    value = args.infotext
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    try:
+        is_file = "\n" not in value and path.is_file()
+    except OSError:  # e.g. a long text is no file name
+        is_file = False
+    if not is_file and path.suffix.lower() not in _IMAGE_SUFFIXES:
+        return str(value)
+    text = read_image_infotext(path, "infotext")
+    if not text:
+        raise InvalidRequest("infotext", f"{path}: no generation parameters found")
+    return text
+
+
+def pasted_fields(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The --infotext fields that no option given on the command line sets (A1111 paste, then the flags)."""
+    from sdstudio.engine.infotext import request_fields_from_infotext
+
+    text = infotext_argument(args)
+    if text is None:
+        return {}
+    given = given_options(args) | ({"prompt_arg"} if args.prompt_arg is not None else set())
+    return {
+        name: value
+        for name, value in request_fields_from_infotext(text, kind).items()
+        if name == "override_settings" or not given.intersection(_FIELD_OPTIONS.get(name, (name,)))
+    }
+
+
+def generation_fields(args: argparse.Namespace, kind: str, own: dict[str, Any]) -> list[dict[str, Any]]:
+    """Request fields for each job: the options (shared and the command's `own`) over --infotext, under a line's."""
+    check_compvis_shape(args)
+    prompt = args.prompt if args.prompt is not None else (args.prompt_arg or "")
+    fields = {**common_request_fields(args, prompt), **own}
+    pasted = pasted_fields(args, kind)
+    settings = {**pasted.pop("override_settings", {}), **fields.get("override_settings", {})}
+    fields.update(pasted)
+    if settings:
+        fields["override_settings"] = settings
+    return [{**fields, **line} for line in lines_from_args(args)]
 
 
 def split_fixed_code(fields: dict[str, Any], fixed_code: bool) -> list[dict[str, Any]]:
@@ -339,17 +568,16 @@ def run_txt2img(args: argparse.Namespace) -> int:
     from sdstudio.engine.request import Txt2ImgRequest
 
     hr_x, hr_y = _size(args.hr_resize, "hr_resize_x")
+    own = dict(
+        enable_hr=args.enable_hr,
+        hr_scale=args.hr_scale,
+        hr_upscaler=args.hr_upscaler,
+        hr_second_pass_steps=args.hr_second_pass_steps,
+        hr_resize_x=hr_x,
+        hr_resize_y=hr_y,
+        denoising_strength=args.denoising_strength,
+    )
     requests: list[Txt2ImgRequest] = []
-    for prompt in prompts_from_args(args):
-        fields = common_request_fields(args, prompt)
-        fields.update(
-            enable_hr=args.enable_hr,
-            hr_scale=args.hr_scale,
-            hr_upscaler=args.hr_upscaler,
-            hr_second_pass_steps=args.hr_second_pass_steps,
-            hr_resize_x=hr_x,
-            hr_resize_y=hr_y,
-            denoising_strength=args.denoising_strength,
-        )
+    for fields in generation_fields(args, "txt2img", own):
         requests.extend(Txt2ImgRequest(**f) for f in split_fixed_code(fields, args.fixed_code))
     return run_requests(args, requests, "txt2img")

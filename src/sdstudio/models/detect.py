@@ -148,6 +148,18 @@ def checkpoint_native_size(checkpoint: Path) -> int:
         return DEFAULT_NATIVE_SIZE
 
 
+def checkpoint_latent_factor(checkpoint: Path) -> int:
+    """How many pixels one latent cell spans: from the VAE of the yaml beside `checkpoint`, else SD's 8."""
+    config = config_beside(checkpoint)
+    if config is not None:
+        try:
+            ddconfig = read_ldm_config(config)["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
+            return 1 << (len(ddconfig["ch_mult"]) - 1)
+        except (ModelLoadError, KeyError, TypeError, ValueError):
+            pass
+    return 8
+
+
 def _config_native_size(path: Path) -> int | None:
     """The latent image_size times the VAE's down-sampling of an LDM yaml; None when it does not say (SDXL)."""
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def make_data_dir(root: Path) -> Path:
-    from sdstudio.models.registry import bundled_tiny_model
+    from sdstudio.models.detect import bundled_tiny_model
 
     data = root / "data"
     if bundled_tiny_model() is None:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from sdstudio.cli.main import main
+from sdstudio.models.detect import bundled_tiny_model
 from sdstudio.models.hashes import sha256_of_file
-from sdstudio.models.registry import bundled_tiny_model
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 
 from sdstudio.config import DataPaths
 from sdstudio.errors import NotFound
-from sdstudio.models.detect import checkpoint_native_size
+from sdstudio.models.detect import bundled_tiny_model, checkpoint_native_size
 from sdstudio.models.hashes import sha256_of_file
-from sdstudio.models.registry import ModelRegistry, bundled_tiny_model
+from sdstudio.models.registry import ModelRegistry
 
 
 def _keys_only_checkpoint(path, text_key: str):

@@ -158,7 +158,7 @@ def write_wide_checkpoint():
     The UNet is convolutional, so the same weights draw at any size; the yaml's latent image_size
     (32 instead of 16) is what says the model's native size.
     """
-    from sdstudio.models.registry import bundled_tiny_model
+    from sdstudio.models.detect import bundled_tiny_model
 
     tiny = bundled_tiny_model()
     if tiny is None:

@@ -1,11 +1,11 @@
 """Loading single-file checkpoints (original LDM/CompVis layout) into diffusers components.
 
 Steps: read the tensors (safe unpickling for pickles), detect the architecture, take
-the LDM config (NAME.yaml beside the file, else the shipped one), derive the diffusers
-component configs and convert the weights with diffusers' own single-file functions,
-build the CLIP text encoder(s) with sizes read from the weights. Nothing touches the
-network: every config comes from the yaml or the weights, and the tokenizer belongs to
-the prompt layer.
+the LDM config (NAME.yaml beside the file, else the shipped one with the sizes read from
+the weights), derive the diffusers component configs and convert the weights with
+diffusers' own single-file functions, build the CLIP text encoder(s) with sizes read
+from the weights. Nothing touches the network: every config comes from the yaml or the
+weights, and the tokenizer belongs to the prompt layer.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,14 +26,18 @@ from sdstudio.models.detect import (
     SD2_TEXT_PREFIX,
     SD2_V,
     SDXL_PREFIX,
+    UNET_PREFIX,
     VAE_PREFIX,
     Architecture,
+    UnknownLayout,
     architecture_from_config,
-    config_beside,
     detect_architecture,
+    inferred_ldm_config,
+    known_config,
     read_ldm_config,
-    shipped_config,
+    text_heads,
 )
+from sdstudio.models.ldm_names import ldm_unet_module_names
 from sdstudio.models.state_dict import load_state_dict
 
 if TYPE_CHECKING:
@@ -96,15 +100,23 @@ def _empty_weights() -> Iterator[None]:
 
 
 def _load_into(
-    module: _ModuleT, weights: dict[str, torch.Tensor], what: str, path: Path, ignore: tuple[str, ...] = ()
+    module: _ModuleT,
+    weights: dict[str, torch.Tensor],
+    what: str,
+    path: Path,
+    file_name: Callable[[str], str] = lambda name: name,
 ) -> _ModuleT:
-    """Assign converted weights to a module built on the meta device; every weight must fit."""
+    """Assign converted weights to a module built on the meta device; every weight must fit.
+
+    `file_name` spells a missing weight as the file would (the error names what to look for there).
+    """
     expected = set(module.state_dict().keys())
     given = {k: v for k, v in weights.items() if k in expected}
-    missing = sorted(k for k in expected - set(given) if not k.endswith(ignore + ("position_ids",)))
+    missing = sorted(k for k in expected - set(given) if not k.endswith("position_ids"))
     if missing:
         raise ModelLoadError(
-            f"{path.name}: the {what} weights are incomplete (missing {missing[0]} and {len(missing) - 1} more)"
+            f"{path.name}: the {what} weights are incomplete: {len(missing)} of {len(expected)} are missing"
+            f" ({file_name(missing[0])}{' and more' if len(missing) > 1 else ''})"
         )
     module.load_state_dict(given, strict=False, assign=True)
     # buffers not in the file (e.g. CLIP position_ids) are recreated on the CPU
@@ -168,7 +180,13 @@ def build_unet(
     converted = convert_ldm_unet_checkpoint(state_dict, config)  # type: ignore[no-untyped-call]
     with _empty_weights():
         unet: UNet2DConditionModel = UNet2DConditionModel(**config)
-    return _load_into(unet, converted, "UNet", path)
+    ldm_modules = ldm_unet_module_names(unet)
+
+    def file_name(name: str) -> str:
+        module, _, leaf = name.rpartition(".")
+        return f"{UNET_PREFIX}{ldm_modules[module]}.{leaf}" if module in ldm_modules else name
+
+    return _load_into(unet, converted, "UNet", path, file_name)
 
 
 def build_vae(
@@ -208,7 +226,7 @@ def clip_text_config(
         hidden_size=hidden,
         intermediate_size=intermediate,
         num_hidden_layers=len(layer_ids),
-        num_attention_heads=heads or max(1, hidden // 64),
+        num_attention_heads=heads or text_heads(hidden),
         max_position_embeddings=int(positions.shape[0]),
         hidden_act=hidden_act,
         projection_dim=projection_dim or hidden,
@@ -297,7 +315,7 @@ def build_text_encoders(
             hidden_size=hidden,
             intermediate_size=int(state_dict[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]),
             num_hidden_layers=len(layers),
-            num_attention_heads=max(1, hidden // 64),
+            num_attention_heads=text_heads(hidden),
             max_position_embeddings=int(state_dict[prefix + "positional_embedding"].shape[0]),
             hidden_act="gelu",
             projection_dim=int(proj.shape[1]) if proj is not None else hidden,
@@ -360,9 +378,19 @@ def load_checkpoint(
     # casts wait until each module's own dtype is known (the VAE may stay fp32).
     state_dict = load_state_dict(path, float_dtype=torch.float32 if dtype == torch.float32 else None)
     detected = detect_architecture(state_dict)
-    given_yaml = Path(yaml_path) if yaml_path else config_beside(path)
-    ldm = read_ldm_config(given_yaml) if given_yaml else shipped_config(detected.config_name)
-    architecture = architecture_from_config(ldm, detected) if given_yaml else detected
+    given_yaml = Path(yaml_path) if yaml_path else known_config(path)
+    if given_yaml:
+        ldm = read_ldm_config(given_yaml)
+        architecture = architecture_from_config(ldm, detected)
+    else:
+        try:
+            ldm = inferred_ldm_config(state_dict, detected)
+        except UnknownLayout as exc:
+            raise ModelLoadError(
+                f"{path.name}: no {path.stem}.yaml beside it and its {exc.part} layout is not one sdstudio"
+                f" can infer: {exc.reason}"
+            ) from None
+        architecture = detected
 
     params = ldm["model"]["params"]
     scaling_factor = float(params.get("scale_factor", 0.18215))

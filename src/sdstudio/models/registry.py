@@ -11,13 +11,12 @@ from __future__ import annotations
 import builtins
 import shutil
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sdstudio.config import MODEL_KINDS, DataPaths, find_preview
 from sdstudio.errors import NotFound
-from sdstudio.models.detect import checkpoint_native_size
+from sdstudio.models.detect import bundled_tiny_model, checkpoint_native_size
 from sdstudio.models.hashes import FileHashes, HashCache
 from sdstudio.models.state_dict import read_safetensors_metadata
 
@@ -29,12 +28,6 @@ SD_VAE_NONE = "None"
 
 def _is_vae_beside(path: Path) -> bool:
     return path.name.lower().endswith(VAE_BESIDE_SUFFIXES)
-
-
-def bundled_tiny_model() -> Path | None:
-    """The tiny model shipped inside the package, when present."""
-    path = Path(str(resources.files("sdstudio.assets").joinpath("tiny", "sdstudio-tiny.safetensors")))
-    return path if path.is_file() else None
 
 
 @dataclass

@@ -234,3 +234,30 @@ def test_img2img_makes_one_image_per_init_image_at_batch_size_one(tmp_path, caps
     assert len(printed) == 2  # b.png is not dropped: two batches of one
     means = [np.asarray(Image.open(path).convert("RGB"), dtype=float).mean(axis=(0, 1)) for path in printed]
     assert means[0][0] > means[0][2] and means[1][2] > means[1][0]  # first from a.png (red), second from b.png
+
+
+def test_refiner_and_hires_checkpoint_flags(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from sdstudio.models.detect import bundled_tiny_model
+
+    data = tmp_path / "data"
+    folder = data / "models" / "Stable-diffusion"
+    folder.mkdir(parents=True)
+    for name in ("base-tiny", "second-tiny"):
+        shutil.copyfile(bundled_tiny_model(), folder / f"{name}.safetensors")
+    common = ["--data-dir", str(data), "txt2img", "--model", "base-tiny", "--steps", "4", "--no-progress", "a cat"]
+    refined = [*common, "--refiner", "second-tiny", "--refiner-switch-at", "0.5", "--outdir", str(tmp_path / "a")]
+    assert main(refined) == 0
+    (saved,) = [Path(line) for line in capsys.readouterr().out.split("\n") if line.strip()]
+    with Image.open(saved) as image:
+        infotext = image.info["parameters"]
+    assert "Refiner: second-tiny [" in infotext and "Refiner switch at: 0.5" in infotext
+    hires = [*common, "--hires", "--hr-scale", "1.5", "--hr-checkpoint", "second-tiny", "--outdir", str(tmp_path / "b")]
+    assert main(hires) == 0
+    (saved,) = [Path(line) for line in capsys.readouterr().out.split("\n") if line.strip()]
+    with Image.open(saved) as image:
+        assert "Hires checkpoint: second-tiny [" in image.info["parameters"] and image.size == (96, 96)
+    assert main([*common, "--refiner", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: refiner_checkpoint: no checkpoint named 'nope'")

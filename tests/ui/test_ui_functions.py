@@ -117,6 +117,33 @@ def test_txt2img_request_from_ui_values(backend):
     assert request.do_not_save_samples is False  # samples_save is on by default
 
 
+def test_refiner_and_hires_checkpoint_controls_become_request_fields_and_paste_back(backend):
+    from sdstudio.ui.paste import fields_from_infotext
+    from sdstudio.ui.txt2img import make_txt2img_request
+
+    base = {"prompt": "x", "width": 64, "height": 64, "refiner_switch_at": 0.8}
+    unused = make_txt2img_request(backend, {**base, "refiner_checkpoint": "None"})
+    assert unused.refiner_checkpoint is None
+    chosen = {**base, "refiner_checkpoint": "second.safetensors", "refiner_switch_at": 0.6, "enable_hr": True}
+    request = make_txt2img_request(backend, {**chosen, "hr_checkpoint_name": "Use same checkpoint"})
+    assert (request.refiner_checkpoint, request.refiner_switch_at, request.hr_checkpoint_name) == (
+        "second.safetensors",
+        0.6,
+        None,
+    )
+    assert make_txt2img_request(backend, {**chosen, "hr_checkpoint_name": "other"}).hr_checkpoint_name == "other"
+    pasted = fields_from_infotext(
+        "a cat\nSteps: 4, Seed: 1, Size: 64x64, Denoising strength: 0.5, Hires upscale: 2, "
+        "Hires checkpoint: other [12ab], Refiner: second [34cd], Refiner switch at: 0.6",
+        "txt2img",
+    )
+    assert (pasted["hr_checkpoint_name"], pasted["refiner_checkpoint"], pasted["refiner_switch_at"]) == (
+        "other [12ab]",
+        "second [34cd]",
+        0.6,
+    )
+
+
 def test_txt2img_request_names_the_bad_field(backend):
     from sdstudio.ui.txt2img import make_txt2img_request
 

@@ -137,6 +137,23 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tiling", action="store_true", help="make a seamlessly tiling image")
     parser.add_argument(
+        "--refiner",
+        "--refiner-checkpoint",
+        dest="refiner_checkpoint",
+        metavar="NAME",
+        default=None,
+        help="A1111's refiner: this checkpoint takes over part-way through the denoising",
+    )
+    parser.add_argument(
+        "--refiner-switch-at",
+        "--refiner_switch_at",
+        dest="refiner_switch_at",
+        type=float,
+        default=0.8,
+        metavar="FRACTION",
+        help="how much of the denoising the first checkpoint does before the refiner takes over (default: 0.8)",
+    )
+    parser.add_argument(
         "--restore-faces", dest="restore_faces", action="store_true", help="run face restoration on the results"
     )
     parser.add_argument("--outdir", metavar="DIR", default=None, help="save images under DIR (grids under DIR/grids)")
@@ -239,6 +256,14 @@ def register(subparsers) -> None:
         help="hires steps (0 = same as --steps)",
     )
     parser.add_argument(
+        "--hr-checkpoint",
+        "--hr-checkpoint-name",
+        dest="hr_checkpoint_name",
+        metavar="NAME",
+        default=None,
+        help="run the hires pass on this checkpoint (default: the same one)",
+    )
+    parser.add_argument(
         "--hr-resize", dest="hr_resize", metavar="WxH", default=None, help="hires target size instead of --hr-scale"
     )
     parser.add_argument(
@@ -289,6 +314,8 @@ def common_request_fields(args: argparse.Namespace, prompt: str) -> dict[str, An
         restore_faces=args.restore_faces,
         do_not_save_samples=args.skip_save,
         do_not_save_grid=args.skip_grid,
+        refiner_checkpoint=args.refiner_checkpoint,
+        refiner_switch_at=args.refiner_switch_at if args.refiner_checkpoint else None,
     )
     overrides: dict[str, Any] = {}
     if args.clip_skip is not None:
@@ -575,6 +602,7 @@ def run_txt2img(args: argparse.Namespace) -> int:
         hr_second_pass_steps=args.hr_second_pass_steps,
         hr_resize_x=hr_x,
         hr_resize_y=hr_y,
+        hr_checkpoint_name=args.hr_checkpoint_name,
         denoising_strength=args.denoising_strength,
     )
     requests: list[Txt2ImgRequest] = []

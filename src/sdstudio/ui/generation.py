@@ -21,7 +21,7 @@ from sdstudio.engine.job_queue import submit_generation
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import follow_job, status_html
-from sdstudio.ui.paste import USE_SAME_SAMPLER, USE_SAME_SCHEDULER
+from sdstudio.ui.paste import USE_SAME_CHECKPOINT, USE_SAME_SAMPLER, USE_SAME_SCHEDULER
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,30 @@ def build_sampling_fields(
     return fields, buttons
 
 
-def build_hires_fields(kind: str, samplers: list[str], schedules: list[str], upscalers: list[str]) -> dict[str, Any]:
+NO_REFINER = "None"  # A1111's refiner dropdown value for "no refiner"
+
+
+def build_refiner_fields(kind: str, checkpoints: list[str]) -> dict[str, Any]:
+    """A1111's "Refiner" panel: another checkpoint takes over part-way through sampling."""
+    fields: dict[str, Any] = {}
+    with gr.Accordion("Refiner", open=False, elem_id=f"{kind}_refiner"):
+        with gr.Row():
+            fields["refiner_checkpoint"] = gr.Dropdown(
+                label="Checkpoint",
+                choices=[NO_REFINER, *checkpoints],
+                value=NO_REFINER,
+                allow_custom_value=True,  # a pasted infotext names it "name [hash]"
+                elem_id=f"{kind}_refiner_checkpoint",
+            )
+            fields["refiner_switch_at"] = gr.Slider(
+                0.01, 1.0, value=0.8, step=0.01, label="Switch at", elem_id=f"{kind}_refiner_switch_at"
+            )
+    return fields
+
+
+def build_hires_fields(
+    kind: str, samplers: list[str], schedules: list[str], upscalers: list[str], checkpoints: list[str]
+) -> dict[str, Any]:
     """A1111's "Hires. fix" panel (txt2img), closed by default."""
     fields: dict[str, Any] = {}
     with gr.Accordion("Hires. fix", open=False, elem_id=f"{kind}_hires_fix"):
@@ -281,6 +304,13 @@ def build_hires_fields(kind: str, samplers: list[str], schedules: list[str], ups
                 0, 2048, value=0, step=8, precision=0, label="Resize height to", elem_id=f"{kind}_hr_resize_y"
             )
         with gr.Row():
+            fields["hr_checkpoint_name"] = gr.Dropdown(
+                label="Hires checkpoint",
+                choices=[USE_SAME_CHECKPOINT, *checkpoints],
+                value=USE_SAME_CHECKPOINT,
+                allow_custom_value=True,
+                elem_id=f"{kind}_hr_checkpoint",
+            )
             fields["hr_sampler_name"] = gr.Dropdown(
                 label="Hires sampling method",
                 choices=[USE_SAME_SAMPLER, *samplers],

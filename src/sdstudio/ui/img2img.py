@@ -12,6 +12,7 @@ from sdstudio.ui.generation import (
     GenerationTab,
     build_output_panel,
     build_prompt_row,
+    build_refiner_fields,
     build_sampling_fields,
     clean_field_values,
     saving_fields,
@@ -217,6 +218,7 @@ def build_img2img_tab(
             )
             sampling, seed_buttons = build_sampling_fields(KIND, samplers, schedules, backend.native_size())
             fields.update(sampling)
+            fields.update(build_refiner_fields(KIND, backend.checkpoint_titles()))
             with gr.Accordion("Inpainting", open=False, elem_id="img2img_inpaint_controls"):
                 fields["mask_blur"] = gr.Slider(
                     0, 64, value=4, step=1, precision=0, label="Mask blur", elem_id="img2img_mask_blur"

@@ -13,6 +13,7 @@ from typing import Any
 
 USE_SAME_SAMPLER = "Use same sampler"
 USE_SAME_SCHEDULER = "Use same scheduler"
+USE_SAME_CHECKPOINT = "Use same checkpoint"  # the engine reads these three as "the first pass's"
 
 
 def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
@@ -27,6 +28,7 @@ def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
     if kind == "txt2img":
         fields.setdefault("hr_sampler_name", USE_SAME_SAMPLER)
         fields.setdefault("hr_scheduler", USE_SAME_SCHEDULER)
+        fields.setdefault("hr_checkpoint_name", USE_SAME_CHECKPOINT)
         if not fields.get("enable_hr"):
             # A1111 leaves hires fields alone when the image had no hires pass.
             for name in [n for n in fields if n.startswith("hr_")]:

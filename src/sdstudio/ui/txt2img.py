@@ -12,6 +12,7 @@ from sdstudio.ui.generation import (
     build_hires_fields,
     build_output_panel,
     build_prompt_row,
+    build_refiner_fields,
     build_sampling_fields,
     clean_field_values,
     saving_fields,
@@ -46,7 +47,9 @@ def build_txt2img_tab(
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_settings"):
             fields, seed_buttons = build_sampling_fields(KIND, samplers, schedules, backend.native_size())
-            fields.update(build_hires_fields(KIND, samplers, schedules, hires_upscalers))
+            titles = backend.checkpoint_titles()
+            fields.update(build_hires_fields(KIND, samplers, schedules, hires_upscalers, titles))
+            fields.update(build_refiner_fields(KIND, titles))
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)
     tab = GenerationTab(KIND, row, fields, output)

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.config import DataPaths, Settings, SettingsStore, resolve_data_dir
+from sdstudio.config import (
+    MODEL_KINDS,
+    DataPaths,
+    Settings,
+    SettingsStore,
+    remove_stale_temp_files,
+    resolve_data_dir,
+)
 
 if TYPE_CHECKING:
     from sdstudio.engine.checkpoints import CheckpointModels
@@ -72,6 +79,9 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.prompts.tokenizer import clip_tokenizer
 
     paths = DataPaths(resolve_data_dir(data_dir)).ensure()
+    # Temp files of writes a crash cut short (outputs are swept when a server starts: launch.py).
+    remove_stale_temp_files([paths.root], recursive=False)
+    remove_stale_temp_files([paths.cache_dir, *(folder for kind in MODEL_KINDS for folder in paths.folders(kind))])
     store = SettingsStore.open(paths)
     if run_options:
         store.overlay(run_options)

@@ -13,6 +13,8 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -430,14 +432,26 @@ def load_settings(path: Path) -> SettingsLoad:
         )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never half."""
+TEMP_FILE_SUFFIX = ".tmp"
+STALE_TEMP_AGE_S = 60.0  # a temp file untouched this long belongs to no running write (writes keep touching it)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary file name beside `path` for writers that take a name (torch.save, safetensors, PIL).
+
+    Write to the yielded path inside the block; when the block ends normally the file is
+    synced and moved over `path` in one step, so a crash leaves the old file or the new one,
+    never half of one (and at most a `.NAME.XXXX.tmp` that the next start removes). PIL
+    cannot guess a format from ".tmp": pass `format=` to `Image.save`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_FILE_SUFFIX, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        yield tmp
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         # mkstemp creates 0600; give the file the permissions a plain open() would
         umask = os.umask(0)
@@ -445,8 +459,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never half."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def remove_stale_temp_files(folders: Iterable[Path], recursive: bool = True) -> list[Path]:
+    """Delete the `.NAME.XXXX.tmp` files that killed atomic writes left in `folders`; returns what went.
+
+    A file still being written keeps its modification time fresh, so only files untouched
+    for STALE_TEMP_AGE_S are taken: another sdstudio process writing now is left alone.
+    """
+    removed: list[Path] = []
+    cutoff = time.time() - STALE_TEMP_AGE_S
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for root, _dirs, files in os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]:
+            for name in files:
+                if not (name.startswith(".") and name.endswith(TEMP_FILE_SUFFIX)):
+                    continue
+                candidate = Path(root) / name
+                try:
+                    if candidate.is_file() and candidate.stat().st_mtime < cutoff:
+                        candidate.unlink()
+                        removed.append(candidate)
+                except OSError:  # gone meanwhile, or not ours to delete: leave it
+                    continue
+    return removed
 
 
 def save_settings(settings: Settings, path: Path) -> None:

@@ -105,7 +105,10 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
     """Serve until interrupted; returns the process exit code."""
     import uvicorn
 
+    from sdstudio.config import remove_stale_temp_files
+
     started = time.perf_counter() if started is None else started
+    remove_stale_temp_files([app.paths.outputs])  # images a crash cut short (open_app swept the rest)
     fastapi_app, queue = build_server(app, options)
     server = uvicorn.Server(uvicorn.Config(fastapi_app, host=options.host, port=options.port, log_level="warning"))
     announce = threading.Thread(target=_announce_when_ready, args=(server, options, started, app), daemon=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -74,3 +78,42 @@ def api_server(data_dir):
     running = start_server(open_app(data_dir))
     yield running
     running.stop()
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServeProcess:
+    """`sdstudio serve [FLAGS]` as a subprocess on a free port, its output in a log file."""
+
+    def __init__(self, data_dir: Path, log: Path, *flags: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data_dir)]
+        command += ["serve", "--port", str(self.port), *flags]
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, times: int = 1, timeout: float = 180) -> None:
+        """Until the server has announced itself `times` times and answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"exited with {self.process.returncode}:\n{self.log()}"
+            if self.log().count("API ready") >= times and self.port_open():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"not ready {times} time(s) within {timeout} s:\n{self.log()}")
+
+    def port_open(self) -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)

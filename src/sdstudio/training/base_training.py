@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sdstudio.config import atomic_path
 from sdstudio.errors import InvalidRequest
 from sdstudio.models.devices import resolve_device
 from sdstudio.training import scenes
@@ -177,9 +178,8 @@ class _Run:
             "ema_text_encoder": self.ema_text_encoder.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
         }
-        partial = self.state_path.with_suffix(".pt.partial")
-        torch.save(state, partial)
-        os.replace(partial, self.state_path)
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
 
     def load_state(self) -> None:
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
@@ -417,7 +417,8 @@ class _Run:
         grid = grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST)
         path = self.out / "samples" / f"{self.phase}_{self.step:06d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(path)
+        with atomic_path(path) as tmp:
+            grid.save(tmp, format="PNG")
         self.sample_grids.append(path)
         self.log(f"samples: {path}")
         return path

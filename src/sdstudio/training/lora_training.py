@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sdstudio.config import atomic_path, atomic_write_bytes
 from sdstudio.engine.images import tensor_to_pil
 from sdstudio.engine.samplers import DiscreteSigmas, SamplerOptions, resolve_sampler_and_schedule
 from sdstudio.engine.sampling import FixedConditioning, GuidedUNet, SamplingJob, run_sampler
@@ -587,9 +588,8 @@ class LoraTrainer:
             self.batches_per_epoch,
         )
         metadata["sshs_model_hash"] = addnet_hash_safetensors_bytes(save(tensors))
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     def save_state(self) -> None:
         """Adapter weights, optimizer and state.json into `state_dir` (nothing without one)."""
@@ -598,9 +598,11 @@ class LoraTrainer:
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        save_file(self.network_tensors(), str(self.state_dir / STATE_WEIGHTS))
-        torch.save(self.optimizer.state_dict(), self.state_dir / STATE_OPTIMIZER)
-        (self.state_dir / STATE_INFO).write_text(json.dumps(self.state.to_json(self.config)))
+        with atomic_path(self.state_dir / STATE_WEIGHTS) as tmp:
+            save_file(self.network_tensors(), str(tmp))
+        with atomic_path(self.state_dir / STATE_OPTIMIZER) as tmp:
+            torch.save(self.optimizer.state_dict(), tmp)
+        atomic_write_bytes(self.state_dir / STATE_INFO, json.dumps(self.state.to_json(self.config)).encode("utf-8"))
 
     def load_state(self) -> bool:
         """Continue from the state saved in `state_dir`, if there is one; returns whether there was."""
@@ -636,7 +638,8 @@ class LoraTrainer:
         self.base.unet.train(was_training)
         for i, image in enumerate(images):
             path = self.samples_dir / f"{config.output_name}_{self.state.step:06d}_{i:02d}.png"
-            image.save(path)
+            with atomic_path(path) as tmp:
+                image.save(tmp, format="PNG")
             self.sample_paths.append(path)
 
     # -- training ------------------------------------------------------------------------

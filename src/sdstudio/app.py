@@ -112,8 +112,10 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
             image, target=(width, height), name=name
         ),
         upscaler_names=postprocess.upscalers.names,
-        restore_faces=lambda image: (
-            postprocess.face_restorers.restore(image, store.current.face_restoration_model).image
+        restore_faces=lambda image, settings: (  # the job's model and weight (override_settings included)
+            postprocess.face_restorers.restore(
+                image, settings.face_restoration_model, codeformer_weight=settings.code_former_weight
+            ).image
         ),
         watermark=add_watermark,
         version=f"sdstudio {__version__}",

@@ -259,7 +259,7 @@ def test_tiling_makes_edges_wrap_and_restores_the_model(service, tiny_model):
 def test_failing_face_restoration_keeps_the_image_with_a_warning(paths, tiny_model):
     from sdstudio.errors import ModelLoadError
 
-    def broken(image):
+    def broken(image, settings):
         raise ModelLoadError("CodeFormer: no model file in models/Codeformer")
 
     service = GenerationService(
@@ -277,10 +277,18 @@ def test_infotext_names_face_restoration_only_when_it_ran(paths, service, tiny_m
         SettingsStore(paths, Settings()),
         paths,
         lambda name, settings: tiny_model,
-        restore_faces=lambda image: Image.eval(image, lambda v: 255 - v),
+        restore_faces=lambda image, settings: (
+            used.append(settings.face_restoration_model) or Image.eval(image, lambda v: 255 - v)
+        ),
     )
+    used: list[str] = []
     restored = inverted.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))
     assert "Face restoration: CodeFormer" in restored.infotexts[0]
+    overridden = inverted.txt2img(
+        Txt2ImgRequest(seed=1, restore_faces=True, override_settings={"face_restoration_model": "GFPGAN"}, **SMALL)
+    )
+    assert used == ["CodeFormer", "GFPGAN"], "the job's override picks the restorer that runs"
+    assert "Face restoration: GFPGAN" in overridden.infotexts[0]
     unavailable = service.txt2img(Txt2ImgRequest(seed=1, restore_faces=True, **SMALL))  # no restorer at all
     assert any("face restoration" in w for w in unavailable.warnings)
     assert "Face restoration" not in unavailable.infotexts[0]

@@ -144,7 +144,7 @@ class JobContext:
     preview_every: int = 0  # 0 = no previews
     upscale_image: ImageUpscaler | None = None
     upscaler_names: Callable[[], list[str]] | None = None  # what upscale_image knows, to check hr_upscaler early
-    restore_faces: Callable[[Image.Image], Image.Image] | None = None
+    restore_faces: Callable[[Image.Image, Settings], Image.Image] | None = None  # with the job's settings
     batch_hooks: list[BatchHook] = field(default_factory=list)
     load_checkpoint: Callable[[str], GenerationModel] | None = None  # another checkpoint by name (the refiner)
     watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark

@@ -691,7 +691,7 @@ class GenerationJob:
             faces_restored = False
             if request.restore_faces and ctx.restore_faces is not None:
                 try:
-                    image = ctx.restore_faces(image)
+                    image = ctx.restore_faces(image, plan.settings)
                     faces_restored = True
                 except SdStudioError as exc:  # a missing face model must not lose the image
                     self._warn_once(f"face restoration skipped: {exc}")

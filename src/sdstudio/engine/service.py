@@ -56,7 +56,7 @@ class GenerationService:
         apply_styles: Callable[[str, str, list[str]], tuple[str, str]] | None = None,
         upscale_image: ImageUpscaler | None = None,
         upscaler_names: Callable[[], list[str]] | None = None,
-        restore_faces: Callable[[Any], Any] | None = None,
+        restore_faces: Callable[[Any, Settings], Any] | None = None,
         batch_hooks: list[BatchHook] | None = None,
         watermark: Callable[[Any], Any] | None = None,
         version: str = "",

@@ -74,11 +74,12 @@ def test_corrupt_config_is_backed_up_not_fatal(data_dir):
     assert json.loads((data_dir / "config.json").read_text())["samples_format"] == "jpg"
 
 
-def test_wrongly_typed_option_is_treated_as_corrupt(tmp_path):
+def test_wrongly_typed_option_falls_back_to_its_default_and_the_others_are_kept(tmp_path):
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"CLIP_stop_at_last_layers": "many"}))
+    path.write_text(json.dumps({"CLIP_stop_at_last_layers": "many", "jpeg_quality": 60}))
     loaded = load_settings(path)
-    assert loaded.notice and "CLIP_stop_at_last_layers" in loaded.notice
+    assert loaded.settings.CLIP_stop_at_last_layers == 1 and loaded.settings.jpeg_quality == 60
+    assert len(loaded.notices) == 1 and "CLIP_stop_at_last_layers" in loaded.notices[0]
 
 
 def test_run_overlay_is_in_force_but_never_saved(data_dir):
@@ -144,3 +145,85 @@ def test_job_snapshot_does_not_change_under_a_running_job(data_dir):
     with pytest.raises(InvalidRequest) as refused:
         app.settings_store.snapshot({"outdir_samples": "/tmp"})
     assert refused.value.field == "override_settings" and "outdir_samples" in str(refused.value)
+
+
+# Values that were once saved and then failed every job or every GET /options (issue #19 class 2).
+BAD_SAVED_VALUES = {
+    "code_former_weight": float("nan"),
+    "s_noise": float("inf"),
+    "CLIP_stop_at_last_layers": 40,
+    "samples_format": "../../x",
+    "grid_format": "tiff",
+    "jpeg_quality": 1000,
+    "device": "banana",
+    "some_extension_option": [1, {"deep": float("-inf")}],
+}
+
+
+@pytest.mark.parametrize(("name", "value"), list(BAD_SAVED_VALUES.items()))
+def test_bad_option_is_refused_naming_it(data_dir, name, value):
+    app = open_app()
+    app.settings_store.change({"jpeg_quality": 70})
+    before = (data_dir / "config.json").read_text()
+    with pytest.raises(InvalidRequest) as refused:
+        app.settings_store.change({name: value, "eta_ddim": 0.5})
+    assert refused.value.field == name
+    assert (data_dir / "config.json").read_text() == before, "nothing is saved"
+    with pytest.raises(InvalidRequest) as refused:
+        app.settings_store.snapshot({name: value})
+    assert refused.value.field == "override_settings" and name in str(refused.value)
+
+
+def test_saved_bad_values_fall_back_to_defaults_with_a_notice_each(data_dir):
+    data_dir.mkdir(parents=True)
+    saved = {**BAD_SAVED_VALUES, "device_id": 7, "jpeg_quality": 1000, "eta_ddim": 0.25, "kept_extension_option": 3}
+    (data_dir / "config.json").write_text(json.dumps(saved))  # json writes NaN and Infinity as Python reads them
+    app = open_app()
+    options = app.settings.to_json_dict()
+    json.dumps(options, allow_nan=False)  # what GET /options does: no NaN/Infinity left
+    for name in BAD_SAVED_VALUES:
+        assert any(f"option {name}:" in notice for notice in app.notices), name
+        if name in Settings.model_fields:
+            assert options[name] == Settings.model_fields[name].default, name
+    assert "some_extension_option" not in options and "device_id" not in options
+    assert any("device_id" in notice and "cuda:N" in notice for notice in app.notices)
+    assert options["eta_ddim"] == 0.25 and options["kept_extension_option"] == 3
+
+
+def test_image_format_names_are_read_as_the_saver_reads_them():
+    assert Settings().merged({"samples_format": "PNG", "grid_format": ".JPEG"}).grid_format == "jpeg"
+    assert Settings().merged({"samples_format": "PNG"}).samples_format == "png"
+
+
+def test_device_must_exist_on_this_machine():
+    import torch
+
+    assert Settings().merged({"device": "cpu"}).device == "cpu"
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(InvalidRequest) as refused:
+        Settings().merged({"device": f"cuda:{count}"})
+    assert refused.value.field == "device"
+    with pytest.raises(InvalidRequest) as refused:
+        Settings().merged({"device_id": 0})
+    assert refused.value.field == "device_id" and "cuda:N" in str(refused.value)
+
+
+@pytest.mark.parametrize("folder", ["outputs/afile", "outputs/afile/below", "config.json"])
+def test_output_folder_that_cannot_hold_images_is_refused(data_dir, folder):
+    app = open_app()
+    (data_dir / "outputs" / "afile").write_text("a file, not a folder")
+    app.settings_store.change({"jpeg_quality": 70})
+    with pytest.raises(InvalidRequest) as refused:
+        app.settings_store.change({"outdir_txt2img_samples": folder})
+    assert refused.value.field == "outdir_txt2img_samples" and "is a file" in str(refused.value)
+    assert app.settings.outdir_txt2img_samples == "outputs/txt2img-images"
+    app.settings_store.change({"outdir_txt2img_samples": "outputs/new/deeper"})  # missing folders are made later
+
+
+def test_saved_output_folder_that_became_a_file_falls_back_with_a_notice(data_dir):
+    (data_dir / "outputs").mkdir(parents=True)
+    (data_dir / "outputs" / "afile").write_text("x")
+    (data_dir / "config.json").write_text(json.dumps({"outdir_grids": "outputs/afile"}))
+    app = open_app()
+    assert app.settings.outdir_grids == ""
+    assert any("outdir_grids" in notice and "is a file" in notice for notice in app.notices)

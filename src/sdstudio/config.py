@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from sdstudio.errors import InvalidRequest
 
@@ -170,33 +170,42 @@ class DataPaths:
         return self
 
 
+ImageFormat = Literal["png", "jpg", "jpeg", "webp"]
+"""The file formats images and grids are saved in (engine.saving.encode_image writes these)."""
+RefinerPass = Literal["first pass", "second pass", "both passes"]
+
+
 class Settings(BaseModel):
     """User options, under A1111's option names (shared.opts) where A1111 has one.
 
     Frozen: a Settings object is a value. Changes go through `SettingsStore`, which builds
     a new object, so a job holding a snapshot never sees an option change under it.
+    Every value is checked here (types, ranges, choices, the device on this machine), so a
+    value that would fail every later job or every GET /options is refused before it is saved.
     """
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    # No NaN/Infinity anywhere: JSON cannot carry them, and a saved NaN made GET /options fail for good.
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[str, JsonValue] = Field(init=False)  # unknown keys (extensions'): any JSON value
 
     # Model selection and memory
     sd_model_checkpoint: str = ""
     sd_checkpoints_limit: int = Field(default=1, ge=1)  # checkpoints kept loaded at once (A1111's option)
     model_memory_budget_mb: float = Field(default=0, ge=0)  # all loaded models together; 0 = no byte budget
     sd_vae: str = "Automatic"
-    CLIP_stop_at_last_layers: int = 1
+    CLIP_stop_at_last_layers: int = Field(default=1, ge=1, le=12)  # A1111's slider range
     # Saving
     samples_save: bool = True
-    samples_format: str = "png"
+    samples_format: ImageFormat = "png"
     grid_save: bool = True
-    grid_format: str = "png"
+    grid_format: ImageFormat = "png"
     return_grid: bool = True
     save_images_add_number: bool = True
     save_to_dirs: bool = True
     directories_filename_pattern: str = "[date]"
     samples_filename_pattern: str = ""
     enable_pnginfo: bool = True
-    jpeg_quality: int = 80
+    jpeg_quality: int = Field(default=80, ge=1, le=100)  # WebP refuses anything outside 0..100
     webp_lossless: bool = False
     outdir_samples: str = ""
     outdir_txt2img_samples: str = "outputs/txt2img-images"
@@ -206,7 +215,7 @@ class Settings(BaseModel):
     outdir_txt2img_grids: str = "outputs/txt2img-grids"
     outdir_img2img_grids: str = "outputs/img2img-grids"
     # Sampling
-    eta_noise_seed_delta: int = 0
+    eta_noise_seed_delta: int = Field(default=0, ge=-(2**32), le=2**32)  # seed + delta must fit torch's int64
     eta_ancestral: float = 1.0
     eta_ddim: float = 0.0
     s_churn: float = 0.0
@@ -216,24 +225,38 @@ class Settings(BaseModel):
     initial_noise_multiplier: float = 1.0  # img2img: scales the noise added to the init latent
     randn_source: str = "CPU"
     # Refiner (A1111): in a hires job, which pass may switch to the refiner; switch by step count, not noise level
-    hires_fix_refiner_pass: Literal["first pass", "second pass", "both passes"] = "second pass"
+    hires_fix_refiner_pass: RefinerPass = "second pass"
     refiner_switch_by_sample_steps: bool = False
     # Progress / previews
     show_progress_every_n_steps: int = 10
     live_previews_enable: bool = True
     # Postprocessing
     face_restoration_model: str = "CodeFormer"
-    code_former_weight: float = 0.5
+    code_former_weight: float = Field(default=0.5, ge=0, le=1)
     ESRGAN_tile: int = 192
     ESRGAN_tile_overlap: int = 8
     enable_invisible_watermark: bool = False
     # Device and precision (A1111 has these as command-line flags; here they persist)
-    device: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps: a device this machine has
     precision: str = "auto"
     no_half_vae: bool = False
     vae_tiling: bool = False
     attention_slicing: bool = False
     cpu_offload: bool = False
+
+    @field_validator("samples_format", "grid_format", mode="before")
+    @classmethod
+    def _format_name(cls, value: Any) -> Any:
+        """Read "PNG" and ".png" as png, as the saver always did."""
+        return value.strip().lower().lstrip(".") if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _device_on_this_machine(cls, value: str) -> str:
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def to_json_dict(self) -> dict[str, Any]:
         """All options, the unknown keys from config.json included."""
@@ -247,12 +270,45 @@ class Settings(BaseModel):
         """
         if not changes:
             return self
+        for name in changes:
+            if name in NOT_OPTIONS:
+                raise option_error(name, NOT_OPTIONS[name], field)
         try:
             return Settings.model_validate({**self.to_json_dict(), **changes})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            option = ".".join(str(p) for p in first["loc"])
-            raise option_error(option, first["msg"], field) from None
+            option, message = next(iter(refused_options(exc).items()))
+            raise option_error(option, message, field) from None
+
+
+# A1111 command-line flags that are not options here: saved, they would do nothing, so they are refused.
+NOT_OPTIONS = {"device_id": "is A1111's --device-id flag, not an option; set device to 'cuda:N' instead"}
+
+
+def refused_options(exc: ValidationError) -> dict[str, str]:
+    """The options a validation refused, each with its first message (an option, not a path inside one)."""
+    refused: dict[str, str] = {}
+    for error in exc.errors():
+        refused.setdefault(".".join(str(p) for p in error["loc"][:1]), error["msg"])
+    return refused
+
+
+def device_problem(device: str) -> str | None:
+    """Why `device` is not a torch device this machine has, or None ("auto" and "" always are)."""
+    if device in ("auto", "", "cpu"):
+        return None
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"{device!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)"
+    backend = getattr(torch, parsed.type, None)  # torch.cuda, torch.mps, torch.xpu, torch.cpu
+    if backend is None or not getattr(backend, "is_available", lambda: False)():
+        return f"this machine has no {parsed.type} device (use auto or cpu)"
+    count = backend.device_count() if hasattr(backend, "device_count") else 1
+    if (parsed.index or 0) >= count:
+        return f"this machine has {count} {parsed.type} device(s): {parsed.type}:0 to {parsed.type}:{count - 1}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -264,7 +320,7 @@ class OptionInfo:
     choices: tuple[str, ...] = ()  # a dropdown's values (custom ones still allowed); () = by the value's type
 
 
-_IMAGE_FORMATS = ("png", "jpg", "webp")
+_IMAGE_FORMATS: tuple[str, ...] = get_args(ImageFormat)
 
 # Every option's section and label, A1111's where it has the option; sections come in the
 # order of A1111's settings page, options in the order of their section.
@@ -306,7 +362,7 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "model_memory_budget_mb": OptionInfo("Stable Diffusion", "Memory for all loaded models, MB (0 = no limit)"),
     "CLIP_stop_at_last_layers": OptionInfo("Stable Diffusion", "Clip skip"),
     "hires_fix_refiner_pass": OptionInfo(
-        "Stable Diffusion", "Hires fix: which pass to enable refiner for", ("first pass", "second pass", "both passes")
+        "Stable Diffusion", "Hires fix: which pass to enable refiner for", get_args(RefinerPass)
     ),
     "refiner_switch_by_sample_steps": OptionInfo(
         "Stable Diffusion", "Switch to refiner by sampling steps instead of by model timesteps"
@@ -360,7 +416,7 @@ def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None
     if not value:
         return
     try:
-        paths.resolve_inside(value)
+        folder = paths.resolve_inside(value)
     except ValueError:
         raise option_error(
             name,
@@ -368,6 +424,22 @@ def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None
             "(a relative path such as outputs/my-images)",
             field,
         ) from None
+    problem = folder_problem(folder, paths.root)
+    if problem:
+        raise option_error(name, f"images cannot be saved in {value!r}: {problem}", field)
+
+
+def folder_problem(folder: Path, root: Path) -> str | None:
+    """Why files cannot be written into `folder` (made when missing), or None; paths shown relative to `root`."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent  # a missing folder is made by its nearest existing parent
+    shown = existing.relative_to(root).as_posix() if existing.is_relative_to(root) else str(existing)
+    if not existing.is_dir():
+        return f"{shown} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{shown} is not writable"
+    return None
 
 
 # Options that name a model file: a name, title or hash from the data dir's model folders,
@@ -403,33 +475,48 @@ def check_path_options(settings: Settings, paths: DataPaths, field: str | None =
 
 @dataclass
 class SettingsLoad:
-    """The result of reading config.json: the settings and any notice for the user."""
+    """The result of reading config.json: the settings and what the user should be told about them."""
 
     settings: Settings
-    notice: str | None = None
+    notices: tuple[str, ...] = ()
 
 
 def load_settings(path: Path) -> SettingsLoad:
-    """Read config.json; a missing file gives defaults, a corrupt one is backed up."""
+    """Read config.json; a missing file gives defaults, a corrupt one is backed up, a bad option is reset."""
     if not path.exists():
         return SettingsLoad(Settings())
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(raw, dict):
             raise ValueError("top level is not a JSON object")
-        return SettingsLoad(Settings.model_validate(raw))
-    except (ValueError, ValidationError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
-            reason = f"option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        else:
-            reason = str(exc).splitlines()[0]
+        return settings_from_saved(raw, path.name)
+    except ValueError as exc:  # not JSON, or not about one option (a ValidationError is a ValueError)
         backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(path, backup)
-        return SettingsLoad(
-            Settings(),
-            notice=f"{path} could not be read ({reason}); it was moved to {backup.name} and defaults are used",
-        )
+        reason = str(exc).splitlines()[0]
+        notice = f"{path} could not be read ({reason}); it was moved to {backup.name} and defaults are used"
+        return SettingsLoad(Settings(), (notice,))
+
+
+def settings_from_saved(values: dict[str, Any], source: str = "config.json") -> SettingsLoad:
+    """Settings from saved values: each value refused now (NaN, out of range, a device gone) falls back to its default.
+
+    One bad option must not cost the others, nor make every start or job fail; the user gets a notice per reset.
+    """
+    refused = {name: NOT_OPTIONS[name] for name in values if name in NOT_OPTIONS}
+    notices: list[str] = []
+    while True:  # each round drops at least one refused value, so this ends
+        for name, message in refused.items():
+            default = Settings.model_fields[name].default if name in Settings.model_fields else None
+            reset = f"the default {default!r} is used" if name in Settings.model_fields else "it is ignored"
+            notices.append(f"{source}: option {name}: {message}; {reset}")
+        values = {name: value for name, value in values.items() if name not in refused}
+        try:
+            return SettingsLoad(Settings.model_validate(values), tuple(notices))
+        except ValidationError as exc:
+            refused = refused_options(exc)
+            if not refused.keys() <= values.keys():
+                raise  # not about one option: the file is corrupt
 
 
 TEMP_FILE_SUFFIX = ".tmp"
@@ -523,7 +610,7 @@ class SettingsStore:
     def open(cls, paths: DataPaths) -> SettingsStore:
         """Load config.json from the data dir (defaults when missing, backup when corrupt)."""
         loaded = load_settings(paths.config_file)
-        return cls(paths, loaded.settings, [loaded.notice] if loaded.notice else [])
+        return cls(paths, loaded.settings, list(loaded.notices))
 
     def _confined(self, settings: Settings) -> Settings:
         """Saved options leading outside the data dir (an old or hand-edited config.json) fall back to defaults."""
@@ -536,7 +623,7 @@ class SettingsStore:
                 check(self.paths, name, getattr(settings, name, ""))
             except InvalidRequest as exc:
                 reset[name] = getattr(defaults, name)
-                self.notices.append(f"config.json: {exc}; the default {reset[name]!r} is used")
+                self.notices.append(f"config.json: option {exc}; the default {reset[name]!r} is used")
         return settings.merged(reset)
 
     @property
@@ -579,6 +666,14 @@ class SettingsStore:
         check_path_options(settings, self.paths, field=field)
         return settings
 
+    def pending(self, changes: dict[str, Any], field: str | None = None) -> Settings:
+        """The settings in force if `changes` were saved now (validated); nothing is applied or written.
+
+        For work that must succeed before a change is saved (loading a newly chosen checkpoint).
+        """
+        with self._lock:
+            return self._after(self._changed(changes), field)[2]
+
     def change(self, changes: dict[str, Any], field: str | None = None) -> list[str]:
         """Validate, apply and save option changes; returns the names that changed.
 
@@ -587,13 +682,20 @@ class SettingsStore:
         choice wins over a flag given at start.
         """
         with self._lock:
-            current = self._current.to_json_dict()
-            changed = {k: v for k, v in changes.items() if k not in current or current[k] != v}
+            changed = self._changed(changes)
             if not changed:
                 return []
-            saved = self.check(changed, field=field)
-            overlay = {k: v for k, v in self._overlay.items() if k not in changed}
-            current_settings = saved.merged(overlay)
+            saved, overlay, current = self._after(changed, field)
             save_settings(saved, self.paths.config_file)
-            self._saved, self._overlay, self._current = saved, overlay, current_settings
+            self._saved, self._overlay, self._current = saved, overlay, current
             return sorted(changed)
+
+    def _changed(self, changes: dict[str, Any]) -> dict[str, Any]:
+        current = self._current.to_json_dict()
+        return {k: v for k, v in changes.items() if k not in current or current[k] != v}
+
+    def _after(self, changed: dict[str, Any], field: str | None) -> tuple[Settings, dict[str, Any], Settings]:
+        """(saved, run overlay, current) once `changed` is saved: a changed option leaves the overlay."""
+        saved = self.check(changed, field=field)
+        overlay = {k: v for k, v in self._overlay.items() if k not in changed}
+        return saved, overlay, saved.merged(overlay)

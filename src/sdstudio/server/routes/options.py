@@ -9,6 +9,7 @@ from fastapi import APIRouter
 
 from sdstudio.app import App
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
+from sdstudio.errors import InvalidRequest, SdStudioError
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, OptionsDep, QueueDep, wait_for
 
@@ -75,15 +76,20 @@ def get_options(app: AppDep):
 
 @router.post("/options")
 async def set_options(changes: dict[str, Any], app: AppDep, queue: QueueDep):
-    app.settings_store.check(changes)  # refused values (a path outside the data dir...) fail before any lookup
+    store = app.settings_store
+    store.check(changes)  # refused values (a path outside the data dir, a NaN...) fail before any lookup
     checkpoint = changes.get("sd_model_checkpoint")
     if checkpoint:
         entry = app.models.find_checkpoint(str(checkpoint))  # NotFound -> 404 naming it
         changes = {**changes, "sd_model_checkpoint": entry.title}
-    app.settings_store.change(changes)
-    if checkpoint:
-        # load it now, in line with the queue, as A1111 does when the option changes
-        await wait_for(queue.submit("load-checkpoint", lambda job: app.checkpoints(None) and None))
+        # Load it now, in line with the queue, as A1111 does when the option changes, and save
+        # only once it loaded: a file that cannot be loaded never becomes the selected checkpoint.
+        settings = store.pending(changes)
+        try:
+            await wait_for(queue.submit("load-checkpoint", lambda job: app.checkpoints(None, settings) and None))
+        except SdStudioError as exc:
+            raise InvalidRequest("sd_model_checkpoint", f"{exc}; the previous checkpoint stays selected") from None
+    store.change(changes)
     return None
 
 

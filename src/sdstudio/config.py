@@ -243,6 +243,13 @@ class Settings(BaseModel):
     vae_tiling: bool = False
     attention_slicing: bool = False
     cpu_offload: bool = False
+    # Limits on what one request may ask for (checked before the work is queued; 0 = no limit)
+    limit_batch_megapixels: float = Field(default=20.0, ge=0, allow_inf_nan=False)
+    limit_images_per_job: int = Field(default=1000, ge=0)
+    limit_steps: int = Field(default=500, ge=0)
+    limit_queued_jobs: int = Field(default=100, ge=0)
+    limit_queued_jobs_per_client: int = Field(default=50, ge=0)
+    limit_request_body_mb: float = Field(default=50.0, ge=0, allow_inf_nan=False)
 
     @field_validator("samples_format", "grid_format", mode="before")
     @classmethod
@@ -372,6 +379,27 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "vae_tiling": OptionInfo("Optimizations", "Encode and decode large images in tiles (less memory)"),
     "attention_slicing": OptionInfo("Optimizations", "Compute attention in slices (less memory, slower)"),
     "cpu_offload": OptionInfo("Optimizations", "Move one part of the model at a time to the GPU (small GPUs)"),
+    "limit_batch_megapixels": OptionInfo(
+        "Limits",
+        "Largest batch one request may ask for: width × height × batch size, in megapixels, the hires pass "
+        "included (20 = one 4096×4096 image or 16 of 1024×1024; 0 = no limit)",
+    ),
+    "limit_images_per_job": OptionInfo(
+        "Limits", "Most images one request may ask for: batch size × batch count (0 = no limit)"
+    ),
+    "limit_steps": OptionInfo(
+        "Limits", "Most sampling steps one request may ask for, hires pass included (A1111's UI: 150; 0 = no limit)"
+    ),
+    "limit_queued_jobs": OptionInfo(
+        "Limits", "Most API jobs waiting in the queue; more are answered 503 with Retry-After (0 = no limit)"
+    ),
+    "limit_queued_jobs_per_client": OptionInfo(
+        "Limits",
+        "Most API jobs one client (API user, else address) may have waiting; more are answered 429 (0 = no limit)",
+    ),
+    "limit_request_body_mb": OptionInfo(
+        "Limits", "Largest request body, MB; larger ones are answered 413 (0 = no limit)"
+    ),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),

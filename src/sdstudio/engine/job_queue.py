@@ -6,6 +6,8 @@ order and no queue position). Each job has an id, a future for its result, and a
 progress record that `/sdapi/v1/progress` reads. Interrupt and skip act on the running
 job only. A job that raises answers its own request with the error; the worker goes on.
 A client that goes away leaves its job to finish (or be interrupted); nothing waits on it.
+A submission may carry `QueueLimits`: how many jobs may wait in all and per client; over
+them it is refused at once (`QueueFull`, `ClientQueueFull`) with a time to retry after.
 """
 
 from __future__ import annotations
@@ -18,12 +20,33 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sdstudio.engine.cancel import CancelToken
+from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:  # only for annotations: the queue itself needs no torch
     from sdstudio.engine.job_context import ProgressEvent
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """How many jobs may wait behind the running one: in all, and per client (0 = no bound)."""
+
+    waiting: int = 0
+    waiting_per_client: int = 0
+
+
+class QueueFull(SdStudioError):
+    """The queue holds as many waiting jobs as it may; `retry_after` is a guess in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ClientQueueFull(QueueFull):
+    """This client has as many jobs waiting as one client may."""
 
 
 @dataclass
@@ -52,6 +75,7 @@ class Job:
     future: Future[Any] = field(default_factory=Future)
     progress: JobProgress = field(default_factory=JobProgress)
     cancel: CancelToken = field(default_factory=CancelToken)
+    client: str | None = None  # who submitted it (API user or address), for the per-client bound
 
     def interrupt(self) -> None:
         """Stop after the current step, keeping what is finished."""
@@ -82,6 +106,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._counter = itertools.count(1)
+        self._last_duration: float | None = None
 
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
@@ -105,15 +130,51 @@ class JobQueue:
         if worker is not None:
             worker.join(timeout)
 
-    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
-        """Queue `run(job)`; returns the job at once (its future gives the result)."""
-        job = Job(id=job_id or f"task({uuid.uuid4().hex[:15]})", kind=kind, run=run)
+    def submit(
+        self,
+        kind: str,
+        run: Callable[[Job], Any],
+        job_id: str | None = None,
+        *,
+        client: str | None = None,
+        limits: QueueLimits | None = None,
+    ) -> Job:
+        """Queue `run(job)`; returns the job at once (its future gives the result).
+
+        With `limits`, a job over them is refused (QueueFull, ClientQueueFull) instead of queued.
+        """
+        job = Job(id=job_id or f"task({uuid.uuid4().hex[:15]})", kind=kind, run=run, client=client)
         with self._condition:
             if self._stopping:
                 raise RuntimeError("the job queue is shutting down")
+            if limits is not None:
+                self._admit(client, limits)
             self._pending.append(job)
             self._condition.notify_all()
         return job
+
+    def _admit(self, client: str | None, limits: QueueLimits) -> None:
+        """Raise when one more waiting job (from `client`) would be over `limits`; call with the lock held."""
+        waiting = len(self._pending)
+        if limits.waiting and waiting >= limits.waiting:
+            raise QueueFull(
+                f"the job queue is full: {waiting} jobs are waiting (limit_queued_jobs); try again later",
+                self._retry_after(),
+            )
+        if client is not None and limits.waiting_per_client:
+            mine = sum(1 for job in self._pending if job.client == client)
+            if mine >= limits.waiting_per_client:
+                raise ClientQueueFull(
+                    f"you have {mine} jobs waiting, the most one client may (limit_queued_jobs_per_client); "
+                    "try again when one has started",
+                    self._retry_after(),
+                )
+
+    def _retry_after(self) -> int:
+        """Seconds until a place is likely to free up: about one job's time (the last one's), 1 to 60."""
+        if self._last_duration is None:
+            return 5
+        return min(max(round(self._last_duration), 1), 60)
 
     @property
     def current(self) -> Job | None:
@@ -173,9 +234,17 @@ class JobQueue:
                 job.finished_at = time.time()
                 with self._condition:
                     self._current = None
+                    if job.started_at is not None:
+                        self._last_duration = job.finished_at - job.started_at
 
 
-def submit_generation(queue: JobQueue, kind: str, work: Callable[[Any], Any], job_id: str | None = None) -> Job:
+class JobSubmitter(Protocol):
+    """What takes jobs: the queue itself, or a front end's view of it that adds its client and limits."""
+
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job: ...
+
+
+def submit_generation(queue: JobSubmitter, kind: str, work: Callable[[Any], Any], job_id: str | None = None) -> Job:
     """Queue `work(control)`, its GenerationControl wired to the job's stop flags and progress record.
 
     The one way front ends (API, web UI) put engine work on the queue, so progress, interrupt

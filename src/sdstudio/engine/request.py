@@ -21,6 +21,7 @@ from typing import Any, Self
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from sdstudio.config import Settings
 from sdstudio.engine.samplers import (
     SamplerDef,
     ScheduleType,
@@ -455,3 +456,46 @@ class GenerationResult:
     def js(self) -> dict[str, Any]:
         """A1111's `info` JSON object (Processed.js) as a dict."""
         return dict(self.info)
+
+
+def check_limits(request: Txt2ImgRequest | Img2ImgRequest, settings: Settings) -> None:
+    """Refuse a request over the settings' limits (steps, images per job, megapixels per batch); 0 = no limit.
+
+    Front ends call this before queueing, so work too large for the machine is a 4xx at once
+    rather than hours of work or an allocator error. The error names the field to change.
+    """
+    steps_limit = settings.limit_steps
+    steps = {"steps": request.steps}
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        steps["hr_second_pass_steps"] = request.hr_second_pass_steps
+    for name, value in steps.items():
+        if steps_limit and value > steps_limit:
+            raise InvalidRequest(name, f"{value} steps is over the limit of {steps_limit} (setting limit_steps)")
+    images_limit = settings.limit_images_per_job
+    if images_limit and request.total_images > images_limit:
+        raise InvalidRequest(
+            "batch_size" if request.batch_size > images_limit else "n_iter",
+            f"batch_size × n_iter = {request.batch_size} × {request.n_iter} = {request.total_images} images "
+            f"is over the limit of {images_limit} per request (setting limit_images_per_job)",
+        )
+    megapixels_limit = settings.limit_batch_megapixels
+    if not megapixels_limit:
+        return
+    for name, (width, height) in _pass_sizes(request).items():
+        one_image = width * height / 1e6
+        batch = one_image * request.batch_size
+        if batch > megapixels_limit:
+            raise InvalidRequest(
+                name if one_image > megapixels_limit else "batch_size",
+                f"{width}×{height} × batch_size {request.batch_size} = {batch:.1f} megapixels per batch is over "
+                f"the limit of {megapixels_limit:g} (setting limit_batch_megapixels)",
+            )
+
+
+def _pass_sizes(request: Txt2ImgRequest | Img2ImgRequest) -> dict[str, tuple[int, int]]:
+    """Each pass's image size, by the field that sets it."""
+    sizes = {"width": (request.width, request.height)}
+    if isinstance(request, Txt2ImgRequest) and request.enable_hr:
+        hires_field = "hr_resize_x" if request.hr_resize_x else "hr_resize_y" if request.hr_resize_y else "hr_scale"
+        sizes[hires_field] = request.hires_size()
+    return sizes

@@ -14,6 +14,7 @@ from sdstudio import __version__
 from sdstudio.app import App
 from sdstudio.engine.job_queue import JobQueue
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
+from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
 from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control
@@ -39,6 +40,7 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
         title="sdstudio", version=__version__, description="A1111-compatible Stable Diffusion API served by sdstudio"
     )
     install_error_handlers(api)
+    api.add_middleware(BodySizeLimit, max_bytes=lambda: int(app.settings_store.current.limit_request_body_mb * 1e6))
     # Read by server.deps for every request; set once, before the first one.
     api.state.sdstudio = app
     api.state.queue = queue

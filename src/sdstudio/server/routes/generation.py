@@ -13,10 +13,10 @@ from sdstudio.app import App
 from sdstudio.config import check_model_name_option
 from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.job_queue import JobQueue, submit_generation
-from sdstudio.engine.request import SAME_CHECKPOINT, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.request import SAME_CHECKPOINT, Img2ImgRequest, Txt2ImgRequest, check_limits
 from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, wait_for
 from sdstudio.server.images import encode_image_base64
 from sdstudio.server.routes.scripts import installed_scripts
 
@@ -172,10 +172,11 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     response_model=m.TextToImageResponse,
     description=m.ignored_fields_description(m.StableDiffusionTxt2ImgProcessingAPI),
 )
-async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: QueueDep):
+async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
     body = accepted_body(body, "txt2img")
     refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
+    check_limits(request, app.settings_store.current)
     job = submit_generation(
         queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
     )
@@ -187,12 +188,13 @@ async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queu
     response_model=m.ImageToImageResponse,
     description=m.ignored_fields_description(m.StableDiffusionImg2ImgProcessingAPI),
 )
-async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: QueueDep):
+async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
     body = accepted_body(body, "img2img")
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     refuse_unknown_checkpoints(body, app)
     request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
+    check_limits(request, app.settings_store.current)
     job = submit_generation(
         queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id
     )

@@ -6,13 +6,13 @@ from fastapi import APIRouter
 
 from sdstudio.engine.request import decode_base64_image
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, wait_for
 
 router = APIRouter()
 
 
 @router.post("/interrogate", response_model=m.InterrogateResponse)
-async def interrogate(body: m.InterrogateRequest, app: AppDep, queue: QueueDep):
+async def interrogate(body: m.InterrogateRequest, app: AppDep, queue: ClientQueueDep):
     # A1111 decodes at the API edge and runs the interrogator under the queue lock.
     image = decode_base64_image(body.image, "image").convert("RGB")
     job = queue.submit("interrogate", lambda job: app.interrogator.interrogate(image, body.model))

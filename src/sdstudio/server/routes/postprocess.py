@@ -10,7 +10,7 @@ from sdstudio.engine.infotext import parse_generation_parameters
 from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, decode_base64_image
 from sdstudio.engine.saving import read_infotext
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, wait_for
 from sdstudio.server.images import encode_image_base64
 
 router = APIRouter()
@@ -45,7 +45,7 @@ def get_latent_upscale_modes():
 
 
 @router.post("/extra-single-image", response_model=m.ExtrasSingleImageResponse)
-async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: QueueDep):
+async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: ClientQueueDep):
     from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
     # A1111 decodes at the API edge (extras_single_image_api); the service takes PIL images.
@@ -63,7 +63,7 @@ async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queu
 
 
 @router.post("/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
-async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: QueueDep):
+async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: ClientQueueDep):
     from sdstudio.postprocess.extras import ExtrasBatchImagesRequest, NamedImage
 
     # A1111's FileData items: base64 `data` and a file `name`, decoded here as A1111 does.

@@ -10,7 +10,7 @@ import sdstudio
 
 PACKAGE = Path(sdstudio.__file__).parent
 LAYER = {
-    "errors": 0, "config": 0, "assets": 0, "__init__": 0,
+    "errors": 0, "validation": 0, "config": 0, "assets": 0, "__init__": 0,
     "models": 1,
     "prompts": 2, "postprocess": 2,
     "engine": 3,

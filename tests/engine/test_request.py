@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import re
 
 import pytest
 from PIL import Image
@@ -96,3 +98,53 @@ def test_plain_string_is_never_read_as_a_path(tmp_path):
 def test_hires_size_follows_a1111():
     assert Txt2ImgRequest(width=512, height=768, enable_hr=True, hr_scale=1.5).hires_size() == (768, 1152)
     assert Txt2ImgRequest(width=512, height=768, enable_hr=True, hr_resize_x=1024).hires_size() == (1024, 1536)
+
+
+def _numeric_fields(request_type) -> list[str]:
+    """The request's int and float fields, read from the model (a new number field is covered unasked)."""
+    return [
+        name
+        for name, info in request_type.model_fields.items()
+        if re.search(r"\b(float|int)\b", str(info.annotation)) and "bool" not in str(info.annotation)
+    ]
+
+
+@pytest.mark.parametrize("request_type", [Txt2ImgRequest, Img2ImgRequest])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e308])
+def test_every_number_field_refuses_nan_infinity_and_huge_values_by_name(request_type, value):
+    init = {"init_images": [Image.new("RGB", (8, 8))]} if request_type is Img2ImgRequest else {}
+    fields = _numeric_fields(request_type)
+    assert {"steps", "seed", "cfg_scale", "eta", "s_noise", "seed_resize_from_w"} <= set(fields)
+    for name in fields:
+        with pytest.raises(InvalidRequest) as info:
+            request_type(**init, **{name: value})
+        assert info.value.field == name
+
+
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        ({"eta": -0.1}, "eta"),
+        ({"s_noise": -1}, "s_noise"),
+        ({"s_churn": 101}, "s_churn"),
+        ({"hr_cfg": 1000}, "hr_cfg"),
+        ({"seed_resize_from_w": 100000}, "seed_resize_from_w"),
+        ({"seed_resize_from_h": 4}, "seed_resize_from_h"),
+    ],
+)
+def test_sampler_options_out_of_a1111s_ranges_are_named(fields, field_name):
+    with pytest.raises(InvalidRequest) as info:
+        Txt2ImgRequest(**fields)
+    assert info.value.field == field_name
+
+
+def test_sampler_options_in_range_and_seed_resize_off_are_accepted():
+    request = Txt2ImgRequest(eta=1.0, s_noise=1.0, s_tmax=0, hr_cfg=5, seed_resize_from_w=0, seed_resize_from_h=-1)
+    assert request.eta == 1.0 and request.seed_resize_from_w == 0
+
+
+def test_lone_surrogates_in_prompts_become_replacement_characters():
+    request = Txt2ImgRequest(prompt=["a \ud800 cat"], negative_prompt="dog \udfff", styles=["x\ud83d"])
+    assert request.prompt == ["a \ufffd cat"] and request.negative_prompt == "dog \ufffd"
+    assert request.styles == ["x\ufffd"]
+    assert Txt2ImgRequest(prompt="\U0001f600").prompt == "\U0001f600"

@@ -7,7 +7,14 @@ import os
 from PIL import Image
 
 from sdstudio.config import Settings
-from sdstudio.engine.saving import ImageSaver, image_grid, next_sequence_number, read_infotext, sanitize_filename_part
+from sdstudio.engine.saving import (
+    ImageSaver,
+    fit_file_name,
+    image_grid,
+    next_sequence_number,
+    read_infotext,
+    sanitize_filename_part,
+)
 
 
 def test_sanitized_names_have_no_path_characters():
@@ -49,3 +56,20 @@ def test_grid_rows_follow_a1111():
     assert image_grid(tiles).size == (24, 16)  # round(sqrt(6)) = 2 rows, 3 columns
     assert image_grid(tiles[:3]).size == (16, 16)  # round(sqrt(3)) = 2 rows, 2 columns
     assert image_grid(tiles[:4], n_rows=0, batch_size=4).size == (8, 32)  # rows = batch size
+
+
+def test_long_names_are_cut_by_bytes_never_inside_a_character():
+    decoration = "-1234-" + "猫" * 200  # 3 bytes each in UTF-8
+    name = fit_file_name("00001", decoration, ".png", limit=100)
+    assert len(name.encode("utf-8")) <= 100 and name.startswith("00001-1234-猫") and name.endswith("猫.png")
+    assert fit_file_name("00001", "-short", ".png") == "00001-short.png"
+    assert sanitize_filename_part("a\ud800b", replace_spaces=False) == "ab", "a lone surrogate cannot be in a name"
+
+
+def test_a_long_non_ascii_prompt_saves_under_a_name_the_file_system_takes(paths):
+    saver = ImageSaver(paths, Settings())
+    folder = saver.output_folder("txt2img")
+    for prompt in ("日本語の猫 " * 100, "\U0001f408" * 200, "\ud800 cat"):
+        path = saver.save_image(Image.new("RGB", (8, 8)), folder, 42, prompt, None)
+        assert path.exists() and len(path.name.encode("utf-8")) <= 255
+        assert path.name.startswith(f"{next_sequence_number(folder) - 1:05}-42-")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, PngImagePlugin
 from postprocess_networks import noise_image, save_compact
 
-from sdstudio.errors import NotFound
+from sdstudio.errors import InvalidRequest, NotFound
 from sdstudio.postprocess.extras import (
     ExtrasBatchImagesRequest,
     ExtrasOptions,
@@ -154,3 +154,18 @@ def test_request_fields_are_a1111s():
         "upscale_first",
     }
     assert "imageList" in ExtrasBatchImagesRequest.model_fields and "image" in ExtrasSingleImageRequest.model_fields
+
+
+@pytest.mark.parametrize(
+    "fields, field_name",
+    [
+        ({"upscaling_resize": float("nan")}, "upscaling_resize"),
+        ({"upscaling_resize": 1e308}, "upscaling_resize"),
+        ({"upscaling_resize_w": 10**9}, "upscaling_resize_w"),
+        ({"codeformer_weight": float("inf")}, "codeformer_weight"),
+    ],
+)
+def test_bad_options_are_an_invalid_request_naming_the_field(fields, field_name):
+    with pytest.raises(InvalidRequest) as info:
+        ExtrasOptions(**fields)
+    assert info.value.field == field_name

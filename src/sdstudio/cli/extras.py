@@ -73,8 +73,6 @@ def _size(text: str) -> tuple[int, int]:
 
 def build_options(args: argparse.Namespace, default_codeformer_weight: float):
     """ExtrasOptions (A1111 field names) from the command line."""
-    from pydantic import ValidationError
-
     from sdstudio.errors import InvalidRequest
     from sdstudio.postprocess.extras import ExtrasOptions
 
@@ -107,10 +105,8 @@ def build_options(args: argparse.Namespace, default_codeformer_weight: float):
     }
     try:
         return ExtrasOptions(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "options"
-        raise InvalidRequest(flags.get(name, name), first["msg"]) from None
+    except InvalidRequest as exc:  # named after the A1111 field: say which flag instead
+        raise InvalidRequest(flags.get(exc.field, exc.field), exc.reason) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
     paste_to = None
     mask_for_overlay = None
     if image_mask is not None:
-        image_mask = image_mask.convert("L")
+        image_mask = _mask_at_image_size(image_mask.convert("L"), request.init_images[0])
         if request.inpainting_mask_invert:
             image_mask = ImageOps.invert(image_mask)
         if request.mask_blur_x > 0 or request.mask_blur_y > 0:
@@ -79,6 +79,8 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
         elif crop is None:
             image = imaging.resize_image(request.resize_mode, image, width, height)
         if mask_for_overlay is not None:  # set exactly when there is a mask
+            if mask_for_overlay.size != image.size:  # init images of different sizes (A1111 resizes the mask)
+                mask_for_overlay = mask_for_overlay.resize(image.size, Image.Resampling.LANCZOS)
             masked = Image.new("RGBa", image.size)
             masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask_for_overlay.convert("L")))
             overlays.append(masked.convert("RGBA"))
@@ -88,6 +90,12 @@ def prepare_init_images(request: Img2ImgRequest) -> InitImages:
             image = imaging.fill_masked(image, image_mask)
         prepared.append(image)
     return InitImages(images=prepared, latent_mask=image_mask, overlays=overlays, paste_to=paste_to)
+
+
+def _mask_at_image_size(mask: Image.Image, init_image: Image.Image) -> Image.Image:
+    """The mask stretched over the init image when their sizes differ, as A1111 resizes a mask to its image."""
+    size = ImageOps.exif_transpose(init_image).size
+    return mask if mask.size == size else mask.resize(size, Image.Resampling.LANCZOS)
 
 
 def _batch_of(items: list[_Item], start: int, count: int) -> list[_Item]:

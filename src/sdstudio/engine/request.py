@@ -16,10 +16,10 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, field_validator, model_validator
 
 from sdstudio.config import Settings
 from sdstudio.engine.samplers import (
@@ -31,12 +31,25 @@ from sdstudio.engine.samplers import (
     schedule_type_labels,
 )
 from sdstudio.errors import InvalidRequest
+from sdstudio.validation import CheckedRequest, between
 
 MAX_SIZE = 8192
 MAX_STEPS = 1000
 MAX_BATCH_SIZE = 64
 MAX_N_ITER = 10000
 CFG_RANGE = (0.0, 100.0)
+
+# Value ranges of A1111's sliders (shared_options.py); every float field is also refused when NaN or infinite.
+CfgScale = Annotated[float, between(*CFG_RANGE)]
+Fraction = Annotated[float, between(0.0, 1.0)]
+# Wider than A1111's sliders (its API takes any number): refuse only what cannot make sense.
+Eta = Annotated[float, between(0.0, 10.0)]
+SigmaChurn = Annotated[float, between(0.0, 1000.0)]
+SigmaTmin = Annotated[float, between(0.0, 1000.0)]
+SigmaTmax = Annotated[float, between(0.0, 1000.0)]  # 0: no upper limit
+SigmaNoise = Annotated[float, between(0.0, 10.0)]
+NoiseMultiplier = Annotated[float, between(0.0, 10.0)]
+HiresScale = Annotated[float, between(1.0, 8.0)]
 
 HIRES_LATENT_UPSCALERS = {
     "Latent": ("bilinear", False),
@@ -112,21 +125,7 @@ def _undecodable(field_name: str, exc: Exception) -> InvalidRequest:
     )
 
 
-def _first_error(exc: ValidationError) -> InvalidRequest:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
-    name = loc[0] if loc else "request"
-    ctx_error = (err.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, InvalidRequest):
-        return ctx_error
-    if err.get("type") == "extra_forbidden":
-        return InvalidRequest(name, "unknown field")
-    message = str(err.get("msg", "invalid value"))
-    message = message.removeprefix("Value error, ")
-    return InvalidRequest(name, message)
-
-
-class _Request(BaseModel):
+class _Request(CheckedRequest):
     """Fields common to txt2img and img2img (A1111 StableDiffusionProcessing)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, validate_assignment=False)
@@ -136,7 +135,7 @@ class _Request(BaseModel):
     styles: list[str] = []
     seed: int = -1
     subseed: int = -1
-    subseed_strength: float = 0.0
+    subseed_strength: Fraction = 0.0
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
     sampler_name: str = "DPM++ 2M"
@@ -144,32 +143,26 @@ class _Request(BaseModel):
     batch_size: int = 1
     n_iter: int = 1
     steps: int = 50
-    cfg_scale: float = 7.0
+    cfg_scale: CfgScale = 7.0
     width: int = 512
     height: int = 512
     restore_faces: bool = False
     tiling: bool = False
     do_not_save_samples: bool = False
     do_not_save_grid: bool = False
-    eta: float | None = None
-    denoising_strength: float = 0.75
-    s_churn: float | None = None
-    s_tmax: float | None = None
-    s_tmin: float | None = None
-    s_noise: float | None = None
+    eta: Eta | None = None
+    denoising_strength: Fraction = 0.75
+    s_churn: SigmaChurn | None = None
+    s_tmax: SigmaTmax | None = None
+    s_tmin: SigmaTmin | None = None
+    s_noise: SigmaNoise | None = None
     override_settings: dict[str, Any] = {}
     override_settings_restore_afterwards: bool = True  # False: the overrides stay in force afterwards (not saved)
     disable_extra_networks: bool = False  # True: <lora:...> tags are removed from the prompt but not applied
     refiner_checkpoint: str | None = None  # A1111's refiner: the checkpoint that takes over part-way
-    refiner_switch_at: float | None = None  # ... when this fraction of the denoising is done (None: at once)
+    refiner_switch_at: Fraction | None = None  # ... when this fraction of the denoising is done (None: at once)
     outpath_samples: str | None = None  # overrides the settings' output folder (CLI --outdir)
     outpath_grids: str | None = None
-
-    def __init__(self, **data: Any):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise _first_error(exc) from None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -204,25 +197,12 @@ class _Request(BaseModel):
             raise ValueError(f"must be between 1 and {MAX_N_ITER}, got {value}")
         return value
 
-    @field_validator("cfg_scale")
+    @field_validator("seed_resize_from_w", "seed_resize_from_h")
     @classmethod
-    def _cfg(cls, value: float) -> float:
-        if not CFG_RANGE[0] <= value <= CFG_RANGE[1]:
-            raise ValueError(f"must be between {CFG_RANGE[0]:g} and {CFG_RANGE[1]:g}, got {value:g}")
-        return value
-
-    @field_validator("denoising_strength", "subseed_strength")
-    @classmethod
-    def _unit_interval(cls, value: float) -> float:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"must be between 0 and 1, got {value:g}")
-        return value
-
-    @field_validator("refiner_switch_at")
-    @classmethod
-    def _switch_at(cls, value: float | None) -> float | None:
-        if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError(f"must be between 0 and 1, got {value:g}")
+    def _seed_resize(cls, value: int) -> int:
+        # A1111's slider: 0 (off) or a size in steps of 8; -1 is the API's "off".
+        if not (value in (-1, 0) or 8 <= value <= MAX_SIZE):
+            raise ValueError(f"must be -1 or 0 (off) or between 8 and {MAX_SIZE}, got {value}")
         return value
 
     @field_validator("refiner_checkpoint")
@@ -288,7 +268,7 @@ class Txt2ImgRequest(_Request):
     """A text-to-image request (A1111 StableDiffusionProcessingTxt2Img)."""
 
     enable_hr: bool = False
-    hr_scale: float = 2.0
+    hr_scale: HiresScale = 2.0
     hr_upscaler: str = "Latent"
     hr_second_pass_steps: int = 0
     hr_resize_x: int = 0
@@ -298,14 +278,7 @@ class Txt2ImgRequest(_Request):
     hr_scheduler: str | None = None
     hr_prompt: str = ""
     hr_negative_prompt: str = ""
-    hr_cfg: float | None = None
-
-    @field_validator("hr_scale")
-    @classmethod
-    def _hr_scale(cls, value: float) -> float:
-        if not 1.0 <= value <= 8.0:
-            raise ValueError(f"must be between 1 and 8, got {value:g}")
-        return value
+    hr_cfg: CfgScale | None = None
 
     @field_validator("hr_second_pass_steps")
     @classmethod
@@ -377,7 +350,7 @@ class Img2ImgRequest(_Request):
     inpaint_full_res: bool = True
     inpaint_full_res_padding: int = 0
     inpainting_mask_invert: int = 0
-    initial_noise_multiplier: float | None = None
+    initial_noise_multiplier: NoiseMultiplier | None = None
 
     @field_validator("init_images", mode="before")
     @classmethod

@@ -23,7 +23,8 @@ from sdstudio.config import DataPaths, Settings, atomic_write_bytes
 from sdstudio.errors import InvalidRequest
 
 INVALID_FILENAME_CHARS = '#<>:"/\\|?*\n\r\t'
-MAX_FILENAME_PART_LENGTH = 128
+MAX_FILENAME_PART_LENGTH = 128  # characters of prompt or pattern in a name (A1111 max_filename_part_length)
+MAX_FILENAME_BYTES = 255  # the whole name, in the file system's encoding (ext4, NTFS, APFS...)
 
 
 def sanitize_filename_part(text: str, replace_spaces: bool = True) -> str:
@@ -31,9 +32,31 @@ def sanitize_filename_part(text: str, replace_spaces: bool = True) -> str:
     if replace_spaces:
         text = text.replace(" ", "_")
     text = text.translate({ord(c): "_" for c in INVALID_FILENAME_CHARS})
-    text = "".join(c for c in text if c.isprintable())
+    text = "".join(c for c in text if c.isprintable())  # also drops lone surrogates, which no file name can hold
     text = text.lstrip(" ")[:MAX_FILENAME_PART_LENGTH]
     return text.rstrip(" .")
+
+
+# atomic_write_bytes first writes ".NAME.XXXXXXXX.tmp" (tempfile.mkstemp): that name has to fit as well.
+_ATOMIC_TEMP_NAME_EXTRA_BYTES = len("..") + 8 + len(".tmp")
+
+
+def file_name_byte_limit(folder: Path) -> int:
+    """The longest name in bytes an image saved atomically in `folder` may have (file system and temp name)."""
+    try:
+        longest = min(MAX_FILENAME_BYTES, os.statvfs(folder).f_namemax)
+    except (AttributeError, OSError):  # no statvfs on Windows
+        longest = MAX_FILENAME_BYTES
+    return longest - _ATOMIC_TEMP_NAME_EXTRA_BYTES
+
+
+def fit_file_name(stem: str, decoration: str, suffix: str, limit: int = MAX_FILENAME_BYTES) -> str:
+    """`stem + decoration + suffix`, with the decoration cut (never mid-character) so the name fits `limit` bytes."""
+    room = limit - len((stem + suffix).encode("utf-8", "ignore"))
+    encoded = decoration.encode("utf-8", "ignore")
+    if len(encoded) > room:
+        decoration = encoded[: max(room, 0)].decode("utf-8", "ignore").rstrip(" .")
+    return f"{stem}{decoration}{suffix}"
 
 
 def next_sequence_number(folder: Path, basename: str = "") -> int:
@@ -193,9 +216,10 @@ class ImageSaver:
             )
         decoration = f"-{decoration}" if decoration else ""
         number = next_sequence_number(folder, basename)
+        limit = file_name_byte_limit(folder)
         for attempt in range(500):
             stem = f"{number + attempt:05}" if not basename else f"{basename}-{number + attempt:04}"
-            path = folder / f"{stem}{decoration}.{ext}"
+            path = folder / fit_file_name(stem, decoration, f".{ext}", limit)
             if not path.exists():
                 break
         atomic_write_bytes(path, data)

@@ -37,10 +37,11 @@ from sdstudio.postprocess.image_files import (
     text_items,
 )
 from sdstudio.postprocess.upscalers import UpscalerRegistry
+from sdstudio.validation import CheckedRequest
 
 
-class ExtrasOptions(BaseModel):
-    """What to do to each image (A1111 ExtrasBaseRequest fields and defaults)."""
+class ExtrasOptions(CheckedRequest):
+    """What to do to each image (A1111 ExtrasBaseRequest fields and defaults); a bad value is an InvalidRequest."""
 
     model_config = ConfigDict(extra="forbid")
 

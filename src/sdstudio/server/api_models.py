@@ -13,13 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-_LENIENT = ConfigDict(extra="ignore", populate_by_name=True, protected_namespaces=())
+from sdstudio.validation import CheckedModel
+
+_LENIENT = ConfigDict(extra="ignore", populate_by_name=True, protected_namespaces=(), allow_inf_nan=False)
 
 
-class _ProcessingFields(BaseModel):
-    """Fields common to txt2img and img2img (A1111's StableDiffusionProcessing)."""
+class _Body(CheckedModel):
+    """A request body: NaN and infinity are refused in every float field, lone surrogates made writable."""
 
     model_config = _LENIENT
+
+
+class _ProcessingFields(_Body):
+    """Fields common to txt2img and img2img (A1111's StableDiffusionProcessing)."""
 
     prompt: str | list[str] | None = ""
     negative_prompt: str | list[str] | None = ""
@@ -144,9 +150,7 @@ class ImageToImageResponse(TextToImageResponse):
     pass
 
 
-class ExtrasBaseRequest(BaseModel):
-    model_config = _LENIENT
-
+class ExtrasBaseRequest(_Body):
     resize_mode: Literal[0, 1] = 0
     show_extras_results: bool = True
     gfpgan_visibility: float = Field(default=0, ge=0, le=1, allow_inf_nan=False)
@@ -186,8 +190,7 @@ class ExtrasBatchImagesResponse(BaseModel):
     images: list[str]
 
 
-class PNGInfoRequest(BaseModel):
-    model_config = _LENIENT
+class PNGInfoRequest(_Body):
     image: str
 
 
@@ -197,8 +200,7 @@ class PNGInfoResponse(BaseModel):
     parameters: dict
 
 
-class InterrogateRequest(BaseModel):
-    model_config = _LENIENT
+class InterrogateRequest(_Body):
     image: str = Field(default="", description="Image to work on, must be a Base64 string containing the image's data.")
     model: str = Field(default="clip", description='The interrogate model used: "clip" or "deepdanbooru".')
 

@@ -9,6 +9,7 @@ traceback go to the server log under the same id, never to the client.
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 import uuid
 
@@ -123,7 +124,13 @@ def install_error_handlers(api: FastAPI) -> None:
         problems = exc.errors()
         readable = "; ".join(f"{_field_path(p.get('loc', ()))}: {p.get('msg', '')}" for p in problems)
         detail = jsonable_encoder(
-            problems, custom_encoder={Exception: str, bytes: lambda b: b.decode(errors="replace")}
+            problems,
+            # The refused input is echoed: a NaN or infinity must not make the answer itself unwritable JSON.
+            custom_encoder={
+                Exception: str,
+                bytes: lambda b: b.decode(errors="replace"),
+                float: lambda x: x if math.isfinite(x) else str(x),
+            },
         )
         return JSONResponse(status_code=422, content=error_body("RequestValidationError", detail, readable))
 

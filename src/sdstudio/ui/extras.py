@@ -127,17 +127,10 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
         if service is None:
             return [], status_html("Extras is not available in this build", "error")
         try:
-            from pydantic import ValidationError
-
             from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
-            try:
-                request = ExtrasSingleImageRequest(
-                    image=source.convert("RGB"), **extras_options(dict(zip(names, values)))
-                )
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                return [], status_html(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}", "error")
+            # A bad value is an InvalidRequest naming the field (shown below).
+            request = ExtrasSingleImageRequest(image=source.convert("RGB"), **extras_options(dict(zip(names, values))))
             job = queue.submit("extras", lambda job: service.run_single(request, save=True))
             result = job.future.result()
         except SdStudioError as exc:

@@ -168,6 +168,13 @@ class DataPaths:
         return self
 
 
+IMAGE_DECODE_LIMIT_MP = 80.0
+"""Default of `img_max_decode_mp`: 8192×8192 (67 Mpx, the largest generation size) fits, a 100 Mpx bomb does not."""
+
+PILLOW_DECODE_LIMIT_MP = 178.0
+"""Pillow refuses images over 2 × Image.MAX_IMAGE_PIXELS (178.9 Mpx) whatever the setting; the option stops below."""
+
+
 class Settings(BaseModel):
     """User options, under A1111's option names (shared.opts) where A1111 has one.
 
@@ -232,6 +239,9 @@ class Settings(BaseModel):
     vae_tiling: bool = False
     attention_slicing: bool = False
     cpu_offload: bool = False
+    # Images from clients (API base64, uploads, files named on the command line): larger ones are refused
+    # before their pixels are decoded, so a small file declaring a huge size cannot exhaust memory.
+    img_max_decode_mp: float = Field(default=IMAGE_DECODE_LIMIT_MP, gt=0, le=PILLOW_DECODE_LIMIT_MP)
 
     def to_json_dict(self) -> dict[str, Any]:
         """All options, the unknown keys from config.json included."""
@@ -314,6 +324,10 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "vae_tiling": OptionInfo("Optimizations", "Encode and decode large images in tiles (less memory)"),
     "attention_slicing": OptionInfo("Optimizations", "Compute attention in slices (less memory, slower)"),
     "cpu_offload": OptionInfo("Optimizations", "Move one part of the model at a time to the GPU (small GPUs)"),
+    "img_max_decode_mp": OptionInfo(
+        "System",
+        "Largest image accepted as input (API images, uploads, files), in megapixels; at most 178, Pillow's own limit",
+    ),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),

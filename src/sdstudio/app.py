@@ -142,6 +142,7 @@ def _registry_resolver(registry: ModelRegistry):
     def resolve(name: str) -> tuple[Path, str, str]:
         # "" = the default: first checkpoint in the data dir, else the bundled tiny model
         entry = registry.find_checkpoint(name) if name else registry.default_checkpoint()
+        entry.require_usable()  # an empty or cut-short file is refused by name, with the reason, before any load
         return Path(entry.path), entry.model_name, entry.shorthash or ""
 
     return resolve

@@ -174,6 +174,12 @@ ImageFormat = Literal["png", "jpg", "jpeg", "webp"]
 """The file formats images and grids are saved in (engine.saving.encode_image writes these)."""
 RefinerPass = Literal["first pass", "second pass", "both passes"]
 
+IMAGE_DECODE_LIMIT_MP = 80.0
+"""Default of `img_max_decode_mp`: 8192×8192 (67 Mpx, the largest generation size) fits, a 100 Mpx bomb does not."""
+
+PILLOW_DECODE_LIMIT_MP = 178.0
+"""Pillow refuses images over 2 × Image.MAX_IMAGE_PIXELS (178.9 Mpx) whatever the setting; the option stops below."""
+
 
 class Settings(BaseModel):
     """User options, under A1111's option names (shared.opts) where A1111 has one.
@@ -250,6 +256,10 @@ class Settings(BaseModel):
     limit_queued_jobs: int = Field(default=100, ge=0)
     limit_queued_jobs_per_client: int = Field(default=50, ge=0)
     limit_request_body_mb: float = Field(default=50.0, ge=0, allow_inf_nan=False)
+
+    # Images from clients (API base64, uploads, files named on the command line): larger ones are refused
+    # before their pixels are decoded, so a small file declaring a huge size cannot exhaust memory.
+    img_max_decode_mp: float = Field(default=IMAGE_DECODE_LIMIT_MP, gt=0, le=PILLOW_DECODE_LIMIT_MP)
 
     @field_validator("samples_format", "grid_format", mode="before")
     @classmethod
@@ -399,6 +409,10 @@ OPTION_INFO: dict[str, OptionInfo] = {
     ),
     "limit_request_body_mb": OptionInfo(
         "Limits", "Largest request body, MB; larger ones are answered 413 (0 = no limit)"
+    ),
+    "img_max_decode_mp": OptionInfo(
+        "System",
+        "Largest image accepted as input (API images, uploads, files), in megapixels; at most 178, Pillow's own limit",
     ),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),

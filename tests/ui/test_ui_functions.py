@@ -448,10 +448,12 @@ def test_progress_before_the_first_step_says_it_is_starting():
 
 
 def test_backend_over_the_model_registry(backend):
+    from bad_files import write_good_safetensors
+
     from sdstudio.models.registry import ModelRegistry
 
     backend.registry = ModelRegistry(backend.paths)
-    (backend.paths.folder("checkpoint") / "b.safetensors").write_bytes(b"x")
+    write_good_safetensors(backend.paths.folder("checkpoint") / "b.safetensors")  # a broken file is not offered
     (backend.paths.folder("checkpoint") / "a.ckpt").write_bytes(b"x")
     titles = backend.checkpoint_titles()
     assert titles[:2] == ["a.ckpt", "b.safetensors"]

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from sdstudio.errors import InvalidRequest, NotImplementedYet
+from sdstudio.errors import NotImplementedYet
 
 
 def not_built_yet(feature: str) -> Callable[[argparse.Namespace], int]:
@@ -69,16 +69,17 @@ def given_options(args: argparse.Namespace) -> frozenset[str]:
     return frozenset(getattr(args, "given_options", ()))
 
 
-def read_image_infotext(path: Path, field: str) -> str | None:
+def image_decode_limit(args: argparse.Namespace) -> float:
+    """The data dir's img_max_decode_mp (read before the app opens: files are decoded while requests are checked)."""
+    from sdstudio.config import DataPaths, load_settings, resolve_data_dir
+
+    paths = DataPaths(resolve_data_dir(getattr(args, "data_dir", None)))
+    return load_settings(paths.config_file).settings.img_max_decode_mp
+
+
+def read_image_infotext(path: Path, field: str, max_megapixels: float) -> str | None:
     """The generation parameters stored in an image file (as `pnginfo` prints them), or None when it has none."""
-    from PIL import Image, UnidentifiedImageError
-
     from sdstudio.engine.saving import read_infotext
+    from sdstudio.postprocess.image_files import decode_client_image
 
-    try:
-        with Image.open(path) as image:
-            return read_infotext(image)
-    except FileNotFoundError:
-        raise InvalidRequest(field, f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidRequest(field, f"{path}: not a readable image ({exc})") from None
+    return read_infotext(decode_client_image(path, field, max_megapixels))

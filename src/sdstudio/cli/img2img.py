@@ -150,7 +150,8 @@ def img2img_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_img2img(args: argparse.Namespace) -> int:
     """Handler: validate every request (images decoded) first, then generate."""
-    from sdstudio.engine.request import Img2ImgRequest
+    from sdstudio.cli.common import image_decode_limit
+    from sdstudio.engine.request import Img2ImgRequest, decode_img2img_images
     from sdstudio.errors import InvalidRequest
 
     if args.input_dir is not None:
@@ -159,8 +160,11 @@ def run_img2img(args: argparse.Namespace) -> int:
         raise InvalidRequest(
             "init_images", "give a starting image with --init-image PATH (or a folder with --input-dir)"
         )
-    init = [Path(p).expanduser() for p in args.init_images]
-    own = {**img2img_options(args), "init_images": init, "mask": Path(args.mask).expanduser() if args.mask else None}
+    files: dict[str, Any] = {"init_images": [Path(p).expanduser() for p in args.init_images]}
+    files["mask"] = Path(args.mask).expanduser() if args.mask else None
+    images = decode_img2img_images(files, image_decode_limit(args))  # each file decoded once, under the limit
+    init = images["init_images"]
+    own = {**img2img_options(args), **images}
     requests: list[Img2ImgRequest] = []
     for fields in generation_fields(args, "img2img", own):
         # image i starts from init[i % N] (engine); enough batches that every init image gets one

@@ -51,16 +51,15 @@ def _unusable_upscalers(app) -> dict[Path, str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    """Print the models as a table or JSON; an upscaler file that cannot be used says why."""
+    """Print the models as a table or JSON; a file that cannot be used (empty, cut short...) says why."""
     app = open_app_from_args(args)
     entries = _entries(app, args, with_hashes=True)
     unusable = _unusable_upscalers(app) if any(e.type == "upscaler" for e in entries) else {}
+    for entry in entries:
+        if entry.type == "upscaler" and entry.path in unusable:  # the upscaler's own probe says most
+            entry.problem = unusable[entry.path]
     if args.json:
-        rows = [e.to_json() for e in entries]
-        for row, entry in zip(rows, entries, strict=True):
-            if entry.type == "upscaler":
-                row.update(usable=entry.path not in unusable, reason=unusable.get(entry.path))
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([e.to_json() for e in entries], indent=2))
         return 0
     if not entries:
         print("no models found")
@@ -68,7 +67,7 @@ def run_list(args: argparse.Namespace) -> int:
     width = max(len(e.type) for e in entries)
     for entry in entries:
         extra = " (bundled)" if entry.bundled else ""
-        reason = f"  unusable: {unusable[entry.path]}" if entry.path in unusable else ""
+        reason = f"  unusable: {entry.problem}" if entry.problem else ""
         print(f"{entry.type:<{width}}  {entry.title}{extra}  {entry.path}{reason}")
     return 0
 
@@ -83,5 +82,8 @@ def run_info(args: argparse.Namespace) -> int:
 def run_hash(args: argparse.Namespace) -> int:
     """Hash every model (cached afterwards)."""
     for entry in _entries(open_app_from_args(args), args, with_hashes=True):
-        print(f"{entry.sha256}  {entry.type}  {entry.name}")
+        if entry.problem:
+            print(f"{entry.name}: not hashed, unusable: {entry.problem}", file=sys.stderr)
+        else:
+            print(f"{entry.sha256}  {entry.type}  {entry.name}")
     return 0

@@ -25,11 +25,11 @@ def run_pnginfo(args: argparse.Namespace) -> int:
     """Handler: print the infotext, or its fields as JSON; exit 1 when the image has none."""
     import sys
 
-    from sdstudio.cli.common import read_image_infotext
+    from sdstudio.cli.common import image_decode_limit, read_image_infotext
     from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
 
     path = Path(args.image).expanduser()
-    text = read_image_infotext(path, "image")
+    text = read_image_infotext(path, "image", image_decode_limit(args))
     if not text:
         print(f"{path}: no generation parameters found", file=sys.stderr)
         return 1

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sdstudio.cli.common import given_options, open_app_from_args, read_image_infotext, record_given_options
+from sdstudio.cli.common import (
+    given_options,
+    image_decode_limit,
+    open_app_from_args,
+    read_image_infotext,
+    record_given_options,
+)
 from sdstudio.cli.model_args import add_model_arguments, latent_factor, native_size, save_pending_hashes
 
 
@@ -485,7 +491,7 @@ def infotext_argument(args: argparse.Namespace) -> str | None:
         is_file = False
     if not is_file and path.suffix.lower() not in _IMAGE_SUFFIXES:
         return str(value)
-    text = read_image_infotext(path, "infotext")
+    text = read_image_infotext(path, "infotext", image_decode_limit(args))
     if not text:
         raise InvalidRequest("infotext", f"{path}: no generation parameters found")
     return text

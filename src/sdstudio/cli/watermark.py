@@ -37,14 +37,16 @@ def register(subparsers) -> None:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Print `FILE: TEXT` for each image; exit 1 when an image lacks the expected message."""
+    from sdstudio.cli.common import image_decode_limit
     from sdstudio.postprocess.image_files import open_image
     from sdstudio.postprocess.watermark import DEFAULT_WATERMARK, decode_watermark
 
     expected = args.expect or DEFAULT_WATERMARK
     length = args.length or len(expected.encode("utf-8"))
     missing = 0
+    limit = image_decode_limit(args)
     for name in args.images:
-        decoded = decode_watermark(open_image(name), length)
+        decoded = decode_watermark(open_image(name, max_megapixels=limit), length)
         shown = (
             decoded.text
             if decoded.text is not None and decoded.text.isprintable()
@@ -58,13 +60,14 @@ def run_decode(args: argparse.Namespace) -> int:
 
 def run_encode(args: argparse.Namespace) -> int:
     """Write a watermarked PNG copy of an image and print its path."""
+    from sdstudio.cli.common import image_decode_limit
     from sdstudio.errors import InvalidRequest
     from sdstudio.postprocess.image_files import open_image, save_png, text_items
     from sdstudio.postprocess.watermark import DEFAULT_WATERMARK, add_watermark
 
     if Path(args.out).suffix.lower() != ".png":
         raise InvalidRequest("--out", f"{args.out!r} must be a .png file (lossy formats weaken the watermark)")
-    source = open_image(args.image)
+    source = open_image(args.image, max_megapixels=image_decode_limit(args))
     marked = add_watermark(source, args.message or DEFAULT_WATERMARK)
     out = save_png(marked, Path(args.out).resolve(), text_items(source))
     print(out)

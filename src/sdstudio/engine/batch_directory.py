@@ -173,11 +173,12 @@ class Img2ImgBatch:
         if self.output_dir is not None:
             fields["do_not_save_samples"] = True  # saved below, under the input's name
         n_iter = int(fields.get("n_iter", 1))
+        limit = engine.settings_store.current.img_max_decode_mp
         for number, source in enumerate(sources):
             if control.cancel.interrupted:
                 return
             try:
-                request = self._request(fields, source, masks)
+                request = self._request(fields, source, masks, limit)
             except InvalidRequest as exc:
                 yield BatchItem(source, warning=f"skipped {source}: {exc.reason}")
                 continue
@@ -201,17 +202,19 @@ class Img2ImgBatch:
             return []
         return sorted((p for p in self.mask_dir.iterdir() if p.is_file()), key=lambda p: _natural_key(p.name))
 
-    def _request(self, fields: dict[str, Any], source: Path, masks: list[Path]) -> Img2ImgRequest:
+    def _request(
+        self, fields: dict[str, Any], source: Path, masks: list[Path], max_megapixels: float
+    ) -> Img2ImgRequest:
         """The request for one file: its image, its mask, and its PNG info when asked for."""
         from sdstudio.engine.request import Img2ImgRequest, decode_image
 
-        image = decode_image(source, INPUT_FIELD)
+        image = decode_image(source, INPUT_FIELD, max_megapixels)
         mask = None
         if masks:
             matching = masks if len(masks) == 1 else [m for m in masks if m.name.startswith(f"{source.stem}.")]
             if not matching:
                 raise InvalidRequest(MASK_FIELD, f"no mask named {source.stem}.* in {self.mask_dir}")
-            mask = decode_image(matching[0], MASK_FIELD)
+            mask = decode_image(matching[0], MASK_FIELD, max_megapixels)
         if self.png_info_props:
             fields = {**fields, **_png_info_fields(image, fields, self.png_info_props)}
         return Img2ImgRequest(**fields, init_images=[image], mask=mask)

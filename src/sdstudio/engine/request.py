@@ -12,7 +12,6 @@ request from the network cannot name a file.
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Annotated, Any, Self
 from PIL import Image
 from pydantic import ConfigDict, field_validator, model_validator
 
-from sdstudio.config import Settings
+from sdstudio.config import IMAGE_DECODE_LIMIT_MP, Settings
 from sdstudio.engine.samplers import (
     SamplerDef,
     ScheduleType,
@@ -31,6 +30,7 @@ from sdstudio.engine.samplers import (
     schedule_type_labels,
 )
 from sdstudio.errors import InvalidRequest
+from sdstudio.postprocess.image_files import decode_client_image
 from sdstudio.validation import CheckedRequest, between
 
 MAX_SIZE = 8192
@@ -78,8 +78,11 @@ RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3:
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
 
 
-def decode_base64_image(encoded: str, field_name: str) -> Image.Image:
-    """A PIL image from a base64 string (data-URL prefix accepted); an error naming the field when it is not one."""
+def decode_base64_image(encoded: str, field_name: str, max_megapixels: float = IMAGE_DECODE_LIMIT_MP) -> Image.Image:
+    """A PIL image from a base64 string (data-URL prefix accepted); an error naming the field when it is not one.
+
+    Decoded by `decode_client_image`: an image over `max_megapixels` (img_max_decode_mp) is refused.
+    """
     if not isinstance(encoded, str) or not encoded.strip():
         raise InvalidRequest(field_name, "expected a base64-encoded image")
     text = encoded.strip()
@@ -88,41 +91,48 @@ def decode_base64_image(encoded: str, field_name: str) -> Image.Image:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
-        return _open_image(base64.b64decode(text, validate=False))
-    except (ValueError, OSError) as exc:  # binascii.Error and PIL's UnidentifiedImageError among them
-        raise _undecodable(field_name, exc) from None
+        data = base64.b64decode(text, validate=False)
+    except ValueError as exc:  # binascii.Error
+        raise InvalidRequest(field_name, f"not valid base64 ({exc})") from None
+    return decode_client_image(data, field_name, max_megapixels)
 
 
-def decode_image(value: Any, field_name: str) -> Image.Image:
+def decode_image(value: Any, field_name: str, max_megapixels: float = IMAGE_DECODE_LIMIT_MP) -> Image.Image:
     """A PIL image from a PIL image, a Path, bytes or a base64 string; InvalidRequest otherwise."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, str):
-        return decode_base64_image(value, field_name)
-    try:
-        if isinstance(value, Path):
-            with Image.open(value) as opened:
-                opened.load()
-                return opened.copy()
-        if isinstance(value, (bytes, bytearray)):
-            return _open_image(bytes(value))
-    except FileNotFoundError:
-        raise InvalidRequest(field_name, f"image file not found: {value}") from None
-    except (ValueError, OSError) as exc:
-        raise _undecodable(field_name, exc) from None
+        return decode_base64_image(value, field_name, max_megapixels)
+    if isinstance(value, (Path, bytes, bytearray)):
+        return decode_client_image(value if isinstance(value, Path) else bytes(value), field_name, max_megapixels)
     raise InvalidRequest(field_name, f"expected an image (base64 string or file), got {type(value).__name__}")
 
 
-def _open_image(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as opened:
-        opened.load()
-        return opened.copy()
+def decode_img2img_images(fields: dict[str, Any], max_megapixels: float) -> dict[str, Any]:
+    """`fields` with `init_images` and `mask` decoded under the pixel limit (front ends with settings call this).
+
+    Img2ImgRequest decodes what is still undecoded under the default limit.
+    """
+    decoded = dict(fields)
+    if "init_images" in fields:
+        decoded["init_images"] = _init_images(fields["init_images"], max_megapixels)
+    if "mask" in fields:
+        decoded["mask"] = _mask(fields["mask"], max_megapixels)
+    return decoded
 
 
-def _undecodable(field_name: str, exc: Exception) -> InvalidRequest:
-    return InvalidRequest(
-        field_name, f"not a decodable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-    )
+def _init_images(value: Any, max_megapixels: float) -> list[Image.Image]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    return [decode_image(v, "init_images", max_megapixels) for v in value]
+
+
+def _mask(value: Any, max_megapixels: float) -> Image.Image | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return decode_image(value, "mask", max_megapixels)
 
 
 class _Request(CheckedRequest):
@@ -355,18 +365,12 @@ class Img2ImgRequest(_Request):
     @field_validator("init_images", mode="before")
     @classmethod
     def _init_images(cls, value: Any) -> list[Image.Image]:
-        if value is None:
-            return []
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [decode_image(v, "init_images") for v in value]
+        return _init_images(value, IMAGE_DECODE_LIMIT_MP)
 
     @field_validator("mask", mode="before")
     @classmethod
     def _mask(cls, value: Any) -> Image.Image | None:
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return decode_image(value, "mask")
+        return _mask(value, IMAGE_DECODE_LIMIT_MP)
 
     @field_validator("resize_mode")
     @classmethod

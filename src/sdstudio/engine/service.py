@@ -22,7 +22,7 @@ from sdstudio.engine.job_context import BatchHook, GenerationModel, ImageUpscale
 from sdstudio.engine.processing import run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.saving import ImageSaver
-from sdstudio.errors import InvalidRequest, NotFound
+from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
 
 ModelSource = Callable[[str | None, Settings], GenerationModel]
 """`model_source(checkpoint_name_or_None, job_settings) -> GenerationModel`; None = the settings' checkpoint."""
@@ -90,7 +90,7 @@ class GenerationService:
             return
         try:
             self.locate_checkpoint(name)
-        except NotFound as exc:
+        except (NotFound, ModelLoadError) as exc:  # unknown, or a file that cannot be used
             raise InvalidRequest(field, str(exc)) from None
 
     def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:

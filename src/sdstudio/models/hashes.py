@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sdstudio.config import atomic_write_bytes
+from sdstudio.errors import ModelLoadError
 
 _BLOCK = 1024 * 1024
 
@@ -45,7 +47,13 @@ def addnet_hash_safetensors(path: str | Path) -> str:
     """sha256 of a safetensors file's data after its header (kohya/A1111 "addnet" hash)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
         header_length = int.from_bytes(handle.read(8), "little")
+        if size < 8 or header_length > size - 8:  # a seek that far fails (EINVAL) or hashes nothing
+            raise ModelLoadError(
+                f"{Path(path).name}: not a valid safetensors file (header claims {header_length} bytes, "
+                f"the file has {size})"
+            )
         handle.seek(header_length + 8)
         for block in iter(lambda: handle.read(_BLOCK), b""):
             digest.update(block)
@@ -108,7 +116,12 @@ class HashCache:
         if found is not None:
             return found
         stat = path.stat()
-        addnet = addnet_hash_safetensors(path) if path.suffix == ".safetensors" else None
+        addnet = None
+        if path.suffix == ".safetensors":
+            try:
+                addnet = addnet_hash_safetensors(path)
+            except ModelLoadError:
+                pass  # a broken header has no payload to hash; the file's own hashes still identify it
         result = FileHashes(stat.st_size, stat.st_mtime, sha256_of_file(path), legacy_model_hash(path), addnet)
         with self._lock:
             self._load()[str(path.resolve())] = asdict(result)

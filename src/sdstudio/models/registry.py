@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from sdstudio.config import MODEL_KINDS, DataPaths, find_preview
-from sdstudio.errors import NotFound
+from sdstudio.errors import ModelLoadError, NotFound
 from sdstudio.models.detect import bundled_tiny_model, checkpoint_native_size
 from sdstudio.models.hashes import FileHashes, HashCache
-from sdstudio.models.state_dict import read_safetensors_metadata
+from sdstudio.models.state_dict import read_model_file_metadata
 
 # A VAE kept beside its checkpoint (A1111: NAME.vae.safetensors) is a VAE, not a checkpoint.
 VAE_BESIDE_SUFFIXES = (".vae.safetensors", ".vae.ckpt", ".vae.pt")
@@ -42,6 +42,17 @@ class ModelEntry:
     config: Path | None = None  # NAME.yaml beside a checkpoint
     preview: Path | None = None
     bundled: bool = False
+    problem: str | None = None  # why the file cannot be used (empty, cut short, unreadable); None: it looks whole
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+    def require_usable(self) -> ModelEntry:
+        """This entry, or ModelLoadError naming the file and why it cannot be used."""
+        if self.problem is not None:
+            raise ModelLoadError(f"{self.name} cannot be used: {self.problem}")
+        return self
 
     @property
     def model_name(self) -> str:
@@ -82,6 +93,8 @@ class ModelEntry:
             "config": str(self.config) if self.config else None,
             "preview": str(self.preview) if self.preview else None,
             "bundled": self.bundled,
+            "usable": self.usable,
+            "reason": self.problem,
         }
         if self.type == "lora":
             data["addnet_hash"] = self.hashes.addnet if self.hashes else None
@@ -119,24 +132,30 @@ class ModelRegistry:
         return notes
 
     def _entry(self, kind: str, root: Path, path: Path, with_hashes: bool) -> ModelEntry:
+        """One file as listed; a file that is empty, cut short or unreadable is listed with its `problem`."""
         name = path.relative_to(root).as_posix() if root in path.parents else path.name
         entry = ModelEntry(type=kind, name=name, path=path.resolve())
-        if with_hashes:
-            entry.hashes = self.hash_cache.hashes(path)
-        else:
-            entry.hashes = self.hash_cache.cached(path)
-        if path.suffix == ".safetensors":
-            try:
-                entry.metadata = read_safetensors_metadata(path)
-            except Exception as exc:  # listing never fails on one bad file
-                entry.metadata = {"error": str(exc)}
+        try:
+            entry.metadata = read_model_file_metadata(path)
+        except ModelLoadError as exc:  # listing never fails on one bad file
+            entry.problem = str(exc).removeprefix(f"{path.name}: ")
+        try:
+            # a broken file is not hashed: a cut-short download would be re-hashed at every listing as it grows
+            entry.hashes = (
+                self.hash_cache.hashes(path) if with_hashes and entry.usable else self.hash_cache.cached(path)
+            )
+        except OSError as exc:
+            entry.problem = entry.problem or f"cannot be read ({exc.strerror or exc})"
         yaml = path.with_suffix(".yaml")
         entry.config = yaml if yaml.is_file() else None
         entry.preview = find_preview(path)
         return entry
 
-    def list(self, kind: str, with_hashes: bool = True) -> list[ModelEntry]:
-        """Every file of a kind, sorted by name; checkpoints include the bundled tiny model."""
+    def list(self, kind: str, with_hashes: bool = True, include_unusable: bool = True) -> list[ModelEntry]:
+        """Every file of a kind, sorted by name; checkpoints include the bundled tiny model.
+
+        Files that cannot be used are listed with their `problem` unless `include_unusable` is False.
+        """
         if kind not in MODEL_KINDS:
             raise NotFound(f"unknown model type {kind!r}; known: {', '.join(MODEL_KINDS)}")
         if kind == "checkpoint":
@@ -158,6 +177,8 @@ class ModelRegistry:
                 entry = self._entry(kind, bundled.parent, bundled, with_hashes)
                 entry.bundled = True
                 entries.append(entry)
+        if not include_unusable:
+            entries = [e for e in entries if e.usable]
         return sorted(entries, key=lambda e: (e.bundled, e.name.lower()))
 
     def list_all(self, with_hashes: bool = True) -> builtins.list[ModelEntry]:  # `list` here is the method above
@@ -193,8 +214,12 @@ class ModelRegistry:
         names = ", ".join(e.name for e in entries) or "none"
         raise NotFound(f"no {kind.replace('_', ' ')} named {query!r} (available: {names})")
 
+    def find_usable(self, kind: str, query: str, with_hashes: bool = True) -> ModelEntry:
+        """`find`, refusing a file that cannot be used (ModelLoadError naming it and the reason)."""
+        return self.find(kind, query, with_hashes).require_usable()
+
     def _with_hashes(self, entry: ModelEntry) -> ModelEntry:
-        if entry.hashes is None:
+        if entry.hashes is None and entry.usable:
             entry.hashes = self.hash_cache.hashes(entry.path)
         return entry
 
@@ -215,10 +240,10 @@ class ModelRegistry:
         vaes = self.list("vae", with_hashes=False)
         if choice == SD_VAE_AUTOMATIC:
             stem = Path(checkpoint).name.rsplit(".", 1)[0]
-            near = [e for e in vaes if e.path.name.startswith(stem)]
+            near = [e for e in vaes if e.path.name.startswith(stem) and e.usable]
             return self._with_hashes(near[0]) if near else None
         try:
-            return self.find("vae", choice)
+            return self.find_usable("vae", choice)
         except NotFound:
             names = ", ".join(e.name for e in vaes) or "none"
             raise NotFound(
@@ -237,7 +262,7 @@ class ModelRegistry:
         """The configured checkpoint, else the first one found, else the bundled tiny model."""
         if configured:
             return self.find_checkpoint(configured, with_hashes)
-        entries = self.list("checkpoint", with_hashes=False)
+        entries = self.list("checkpoint", with_hashes=False, include_unusable=False)
         if not entries:
             raise NotFound(f"no checkpoint found: put a .safetensors file into {self.paths.folder('checkpoint')}")
         return self._with_hashes(entries[0]) if with_hashes else entries[0]

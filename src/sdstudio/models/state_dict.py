@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,22 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def read_safetensors_header(path: str | Path) -> dict[str, Any]:
-    """The JSON header of a safetensors file (tensor table and `__metadata__`), tensors unread."""
+    """The JSON header of a safetensors file (tensor table and `__metadata__`), tensors unread.
+
+    The sizes the file declares are checked against its real size before anything is
+    read or allocated: a header longer than the file, or a tensor table reaching past its
+    end (a cut-short download), is a ModelLoadError saying so.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as handle:
+            file_size = os.fstat(handle.fileno()).st_size
             raw_length = handle.read(8)
             if len(raw_length) != 8:
-                raise ValueError("file too short")
+                raise ValueError(f"file too short ({file_size} bytes)")
             (length,) = struct.unpack("<Q", raw_length)
+            if length > file_size - 8:
+                raise ValueError(f"header claims {length} bytes but the file has only {file_size} bytes")
             if length > MAX_HEADER_BYTES:
                 raise ValueError(f"header length {length} is implausible")
             header = json.loads(handle.read(length))
@@ -32,13 +42,58 @@ def read_safetensors_header(path: str | Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path.name}: not a valid safetensors file ({exc})") from None
     if not isinstance(header, dict):
         raise ModelLoadError(f"{path.name}: not a valid safetensors file (header is not an object)")
+    data_size = file_size - 8 - length
+    needed = _tensor_data_size(header)
+    if needed is None:
+        raise ModelLoadError(f"{path.name}: not a valid safetensors file (malformed tensor table)")
+    if needed > data_size:
+        raise ModelLoadError(
+            f"{path.name}: cut short: its header describes {needed} bytes of tensors but only {data_size} "
+            "are there (an interrupted download or copy?)"
+        )
     return header
+
+
+def _tensor_data_size(header: dict[str, Any]) -> int | None:
+    """Bytes of tensor data a safetensors header describes (the largest end offset); None when malformed."""
+    try:
+        ends = [int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+    return max(ends, default=0)
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     """The `__metadata__` of a safetensors file (training parameters, model spec), tensors unread."""
     metadata = read_safetensors_header(path).get("__metadata__") or {}
+    if not isinstance(metadata, dict):
+        return {}
     return {str(k): str(v) for k, v in metadata.items()}
+
+
+def read_model_file_metadata(path: str | Path) -> dict[str, str]:
+    """What a model file says about itself without its tensors being loaded ({} for pickled files).
+
+    Also the check that a listing makes of every file: ModelLoadError (naming the file and
+    why) for an empty file, a safetensors file whose header or size does not add up, or a
+    torch zip archive that was cut short. Pickled files are not unpickled here.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise ModelLoadError(f"{path.name}: empty file (0 bytes)")
+        if path.suffix.lower() == SAFETENSORS_SUFFIX:
+            return read_safetensors_metadata(path)
+        with open(path, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"
+        if zipped and not zipfile.is_zipfile(path):
+            raise ModelLoadError(
+                f"{path.name}: cut short: the zip archive has no end (an interrupted download or copy?)"
+            )
+    except OSError as exc:
+        raise ModelLoadError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+    return {}
 
 
 def unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:

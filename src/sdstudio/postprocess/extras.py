@@ -189,11 +189,12 @@ class PostprocessService:
         if not paths:
             raise InvalidRequest("images", "no image files found in the given paths")
         notes: list[str] = []
+        limit = self.settings.img_max_decode_mp
 
         def opened() -> Iterator[NamedImage]:
             for path in paths:
                 try:
-                    yield NamedImage(image=open_image(path), name=str(path))
+                    yield NamedImage(image=open_image(path, max_megapixels=limit), name=str(path))
                 except SdStudioError as exc:
                     notes.append(f"skipped: {exc}")  # A1111 skips unreadable files in a batch
 

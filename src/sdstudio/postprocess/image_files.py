@@ -16,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, PngImagePlugin
 
-from sdstudio.config import atomic_write_bytes
+from sdstudio.config import IMAGE_DECODE_LIMIT_MP, atomic_write_bytes
 from sdstudio.errors import InvalidRequest, NotFound
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -51,21 +51,58 @@ _SKIPPED_INFO_KEYS = {
 }
 
 
-def open_image(path: str | os.PathLike, field: str = "image") -> Image.Image:
-    """Open an image file fully (the file is closed afterwards); errors name the file."""
+def decode_client_image(source: bytes | Path, field: str, max_megapixels: float = IMAGE_DECODE_LIMIT_MP) -> Image.Image:
+    """An image from a client (API data, an upload, a file named on the command line), decoded in full.
+
+    The one place such images are decoded. The size the file declares is checked against
+    `max_megapixels` (the img_max_decode_mp setting) before any pixel is decoded, so a small
+    file claiming a huge size is an InvalidRequest naming `field`, never a memory blow-up;
+    data Pillow cannot decode is one too. Text chunks (PNG infotext) are kept in `info`.
+    """
+    try:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
+            _refuse_oversized(opened.size, field, max_megapixels)
+            opened.load()
+            image = opened.copy()
+            image.info = dict(opened.info)
+            return image
+    except Image.DecompressionBombError:  # over Pillow's own hard limit, found while opening
+        raise _oversized(field, max_megapixels, "") from None
+    except InvalidRequest:
+        raise
+    except FileNotFoundError as exc:
+        raise InvalidRequest(field, f"image file not found: {exc.filename}") from None
+    except Exception as exc:  # Pillow's decoders raise OSError, SyntaxError, struct.error... on hostile data
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f"{source.name} is " if isinstance(source, Path) else ""
+        raise InvalidRequest(field, f"{where}not a decodable image ({reason})") from None
+
+
+def _refuse_oversized(size: tuple[int, int], field: str, max_megapixels: float) -> None:
+    width, height = size
+    if width * height > max_megapixels * 1_000_000:
+        raise _oversized(field, max_megapixels, f" ({width}×{height} = {width * height / 1e6:.1f} megapixels)")
+
+
+def _oversized(field: str, max_megapixels: float, actual: str) -> InvalidRequest:
+    return InvalidRequest(
+        field, f"image too large{actual}: the limit is {max_megapixels:g} megapixels (setting img_max_decode_mp)"
+    )
+
+
+def open_image(
+    path: str | os.PathLike, field: str = "image", max_megapixels: float = IMAGE_DECODE_LIMIT_MP
+) -> Image.Image:
+    """Open an image file fully through `decode_client_image`; errors name the file.
+
+    A JPEG/WebP EXIF UserComment (where A1111 writes infotext in those formats) becomes `parameters`.
+    """
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{field}: no such file {str(path)!r}")
-    try:
-        with Image.open(path) as handle:
-            handle.load()
-            image = handle.copy()
-            image.info = dict(handle.info)
-            exif = handle.getexif() if hasattr(handle, "getexif") else None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidRequest(field, f"{path.name} is not a readable image ({exc})") from exc
-    if exif and "parameters" not in image.info:
-        comment = _exif_user_comment(exif)
+    image = decode_client_image(path, field, max_megapixels)
+    if "parameters" not in image.info:
+        comment = _exif_user_comment(image)
         if comment:
             image.info["parameters"] = comment
     return image
@@ -143,9 +180,9 @@ def next_free_number(folder: Path) -> int:
     return highest + 1
 
 
-def _exif_user_comment(exif) -> str | None:
+def _exif_user_comment(image: Image.Image) -> str | None:
     try:
-        comment = exif.get_ifd(0x8769).get(0x9286)  # Exif IFD, UserComment
+        comment = image.getexif().get_ifd(0x8769).get(0x9286)  # Exif IFD, UserComment
     except Exception:
         return None
     if isinstance(comment, bytes):

@@ -90,7 +90,8 @@ class UiBackend:
         registry finds a checkpoint by name as well as by title.
         """
         if self.registry is not None:
-            return [entry.name for entry in self.registry.list("checkpoint", with_hashes=False)]
+            entries = self.registry.list("checkpoint", with_hashes=False, include_unusable=False)
+            return [entry.name for entry in entries]
         folder = self.paths.folder("checkpoint")
         return [p.relative_to(folder).as_posix() for p in MODEL_KINDS["checkpoint"].files_in(folder)]
 

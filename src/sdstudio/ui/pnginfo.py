@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+
+from sdstudio.config import IMAGE_DECODE_LIMIT_MP
+from sdstudio.errors import InvalidRequest
 
 
 @dataclass
@@ -22,28 +27,27 @@ class PngInfoTab:
     send_to_extras: Any
 
 
-def read_image_info(path: str | None) -> tuple[str, str]:
-    """(infotext, html) for an image file: its parameters and any other text chunks."""
-    from PIL import Image
-
+def read_image_info(path: str | None, max_megapixels: float = IMAGE_DECODE_LIMIT_MP) -> tuple[str, str]:
+    """(infotext, html) for an uploaded image file: its parameters and any other text chunks."""
     from sdstudio.engine.saving import read_infotext
+    from sdstudio.postprocess.image_files import decode_client_image
 
     if not path:
         return "", ""
     try:
-        with Image.open(path) as image:
-            infotext = read_infotext(image) or ""
-            items = {
-                k: v
-                for k, v in image.info.items()
-                if isinstance(k, str) and isinstance(v, str) and k not in ("parameters", "exif")
-            }
-    except OSError as exc:
+        image = decode_client_image(Path(path), "image", max_megapixels)
+    except InvalidRequest as exc:
         return (
             "",
             '<div class="sdstudio-status sdstudio-status-error">'
-            f"{html.escape(f'could not read the image: {exc}')}</div>",
+            f"{html.escape(f'could not read the image: {exc.reason}')}</div>",
         )
+    infotext = read_infotext(image) or ""
+    items = {
+        k: v
+        for k, v in image.info.items()
+        if isinstance(k, str) and isinstance(v, str) and k not in ("parameters", "exif")
+    }
     parts = []
     if infotext:
         lines = "".join(f"<p>{html.escape(line)}</p>" for line in infotext.split("\n"))
@@ -55,8 +59,8 @@ def read_image_info(path: str | None) -> tuple[str, str]:
     return infotext, "".join(parts)
 
 
-def build_pnginfo_tab() -> PngInfoTab:
-    """Build the tab (inside an open gr.Tab)."""
+def build_pnginfo_tab(image_limit: Callable[[], float] = lambda: IMAGE_DECODE_LIMIT_MP) -> PngInfoTab:
+    """Build the tab (inside an open gr.Tab); `image_limit` gives the img_max_decode_mp setting in force."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
             # filepath with no mode conversion: Gradio hands over the uploaded file untouched, text chunks included.
@@ -77,6 +81,10 @@ def build_pnginfo_tab() -> PngInfoTab:
                 to_inpaint = gr.Button("Send to inpaint", elem_id="pnginfo_send_to_inpaint", size="sm")
                 to_extras = gr.Button("Send to extras", elem_id="pnginfo_send_to_extras", size="sm")
     image.change(
-        read_image_info, inputs=image, outputs=[infotext, info_html], show_progress="hidden", api_visibility="private"
+        lambda path: read_image_info(path, image_limit()),
+        inputs=image,
+        outputs=[infotext, info_html],
+        show_progress="hidden",
+        api_visibility="private",
     )
     return PngInfoTab(image, infotext, info_html, to_txt2img, to_img2img, to_inpaint, to_extras)

@@ -9,6 +9,7 @@ internet: analytics are off and the theme uses the fonts Gradio ships.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 # Gradio reads these when imported; setting them here (and in the CLI) keeps the page offline.
@@ -113,7 +114,7 @@ def build_ui(backend, queue, title: str = "sdstudio"):
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 ext = extras.build_extras_tab(backend, queue)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                png = pnginfo.build_pnginfo_tab()
+                png = pnginfo.build_pnginfo_tab(lambda: backend.settings.img_max_decode_mp)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
@@ -237,13 +238,11 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
     )
 
     def open_path(path):
-        from PIL import Image
+        from sdstudio.postprocess.image_files import decode_client_image
 
         if not path:
             return None
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+        return decode_client_image(Path(path), "image", backend.settings.img_max_decode_mp).convert("RGB")
 
     for button, target_mode in ((png.send_to_img2img, "img2img"), (png.send_to_inpaint, "inpaint")):
 

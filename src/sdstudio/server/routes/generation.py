@@ -13,7 +13,13 @@ from sdstudio.app import App
 from sdstudio.config import check_model_name_option
 from sdstudio.engine.infotext import request_fields_from_infotext
 from sdstudio.engine.job_queue import JobQueue, submit_generation
-from sdstudio.engine.request import SAME_CHECKPOINT, Img2ImgRequest, Txt2ImgRequest, check_limits
+from sdstudio.engine.request import (
+    SAME_CHECKPOINT,
+    Img2ImgRequest,
+    Txt2ImgRequest,
+    check_limits,
+    decode_img2img_images,
+)
 from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, wait_for
@@ -193,7 +199,8 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     refuse_unknown_checkpoints(body, app)
-    request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
+    fields = decode_img2img_images(engine_request_fields(body, Img2ImgRequest), app.settings.img_max_decode_mp)
+    request = Img2ImgRequest(**fields)
     check_limits(request, app.settings_store.current)
     job = submit_generation(
         queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id

@@ -32,6 +32,10 @@ def _token_embedding_width(encoder: torch.nn.Module) -> int:
     return int(cast("torch.Tensor", embeddings.weight).shape[1])
 
 
+# The lists keep A1111's item shape, so a client picking from them gets usable files only (as /upscalers);
+# a file that cannot be used is shown with its reason by `sdstudio models list`, and naming it is a 4xx.
+
+
 @router.get("/sd-models", response_model=list[m.SDModelItem])
 def get_sd_models(app: AppDep):
     return [
@@ -43,13 +47,14 @@ def get_sd_models(app: AppDep):
             filename=str(e.path),
             config=str(e.config) if e.config else None,
         )
-        for e in app.models.list("checkpoint")
+        for e in app.models.list("checkpoint", include_unusable=False)
     ]
 
 
 @router.get("/sd-vae", response_model=list[m.SDVaeItem])
 def get_sd_vae(app: AppDep):
-    return [m.SDVaeItem(model_name=e.name, filename=str(e.path)) for e in app.models.list("vae", with_hashes=False)]
+    vaes = app.models.list("vae", with_hashes=False, include_unusable=False)
+    return [m.SDVaeItem(model_name=e.name, filename=str(e.path)) for e in vaes]
 
 
 @router.post("/refresh-checkpoints")

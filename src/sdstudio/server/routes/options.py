@@ -9,7 +9,8 @@ from fastapi import APIRouter
 
 from sdstudio.app import App
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
-from sdstudio.errors import InvalidRequest, SdStudioError
+from sdstudio.errors import InvalidRequest, ModelLoadError, SdStudioError
+from sdstudio.models.registry import SD_VAE_AUTOMATIC, SD_VAE_NONE, ModelEntry
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, OptionsDep, QueueDep, wait_for
 
@@ -69,6 +70,14 @@ def memory_response(app: App) -> m.MemoryResponse:
     return m.MemoryResponse(ram=ram, cuda=cuda, models=app.memory.report())
 
 
+def refuse_unusable(option: str, entry: ModelEntry) -> None:
+    """A model file that cannot be used (empty, cut short...) is refused before the option is saved."""
+    try:
+        entry.require_usable()
+    except ModelLoadError as exc:
+        raise InvalidRequest(option, str(exc)) from None
+
+
 @router.get("/options")
 def get_options(app: AppDep):
     return app.settings.to_json_dict()
@@ -81,7 +90,12 @@ async def set_options(changes: dict[str, Any], app: AppDep, queue: QueueDep):
     checkpoint = changes.get("sd_model_checkpoint")
     if checkpoint:
         entry = app.models.find_checkpoint(str(checkpoint))  # NotFound -> 404 naming it
+        refuse_unusable("sd_model_checkpoint", entry)
         changes = {**changes, "sd_model_checkpoint": entry.title}
+    vae = changes.get("sd_vae")
+    if isinstance(vae, str) and vae.strip() not in ("", SD_VAE_AUTOMATIC, SD_VAE_NONE):
+        refuse_unusable("sd_vae", app.models.find("vae", vae, with_hashes=False))
+    if checkpoint:
         # Load it now, in line with the queue, as A1111 does when the option changes, and save
         # only once it loaded: a file that cannot be loaded never becomes the selected checkpoint.
         settings = store.pending(changes)

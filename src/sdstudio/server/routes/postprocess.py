@@ -49,7 +49,7 @@ async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queu
     from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
     # A1111 decodes at the API edge (extras_single_image_api); the service takes PIL images.
-    image = decode_base64_image(body.image, "image")
+    image = decode_base64_image(body.image, "image", app.settings.img_max_decode_mp)
     request = ExtrasSingleImageRequest(**body.model_dump(exclude={"image"}), image=image)
     job = queue.submit("extras", lambda job: app.postprocess.run_single(request, save=False))
     result = await wait_for(job)
@@ -67,8 +67,9 @@ async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queu
     from sdstudio.postprocess.extras import ExtrasBatchImagesRequest, NamedImage
 
     # A1111's FileData items: base64 `data` and a file `name`, decoded here as A1111 does.
+    limit = app.settings.img_max_decode_mp
     decoded = [
-        NamedImage(image=decode_base64_image(item.data, f"imageList[{index}].data"), name=item.name)
+        NamedImage(image=decode_base64_image(item.data, f"imageList[{index}].data", limit), name=item.name)
         for index, item in enumerate(body.imageList)
     ]
     request = ExtrasBatchImagesRequest(**body.model_dump(exclude={"imageList"}), imageList=decoded)
@@ -81,8 +82,8 @@ async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queu
 
 
 @router.post("/png-info", response_model=m.PNGInfoResponse)
-def png_info(body: m.PNGInfoRequest):
-    image = decode_base64_image(body.image, "image")
+def png_info(body: m.PNGInfoRequest, app: AppDep):
+    image = decode_base64_image(body.image, "image", app.settings.img_max_decode_mp)
     info = read_infotext(image) or ""
     items = {k: v for k, v in image.info.items() if isinstance(v, (str, int, float)) and k != "parameters"}
     if info:

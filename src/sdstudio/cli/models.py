@@ -50,15 +50,35 @@ def _unusable_upscalers(app) -> dict[Path, str]:
     return {Path(i.model_path).resolve(): i.reason or "unusable" for i in infos if not i.usable and i.model_path}
 
 
+def _unusable_loras(app) -> dict[Path, str]:
+    """LoRA files that cannot be read or are refused as unsafe (pickles are scanned, never run), with the reason."""
+    return {entry.path.resolve(): entry.error for entry in app.loras.available() if entry.error}
+
+
+def _unusable_embeddings(app) -> dict[Path, str]:
+    """Embedding files that cannot be read or were refused as unsafe, with the reason."""
+    from sdstudio.prompts.embeddings import EmbeddingDatabase
+
+    errors = EmbeddingDatabase(app.paths.folder("embedding")).errors
+    return {path.resolve(): reason for path, reason in errors.items()}
+
+
+# The kinds whose files are checked when listed: kind -> files that cannot be used, with the reason.
+UNUSABLE_CHECKS = {"upscaler": _unusable_upscalers, "lora": _unusable_loras, "embedding": _unusable_embeddings}
+
+
 def run_list(args: argparse.Namespace) -> int:
-    """Print the models as a table or JSON; an upscaler file that cannot be used says why."""
+    """Print the models as a table or JSON; an upscaler, LoRA or embedding file that cannot be used says why."""
     app = open_app_from_args(args)
     entries = _entries(app, args, with_hashes=True)
-    unusable = _unusable_upscalers(app) if any(e.type == "upscaler" for e in entries) else {}
+    listed = {entry.type for entry in entries}
+    unusable = {
+        path: why for kind, check in UNUSABLE_CHECKS.items() if kind in listed for path, why in check(app).items()
+    }
     if args.json:
         rows = [e.to_json() for e in entries]
         for row, entry in zip(rows, entries, strict=True):
-            if entry.type == "upscaler":
+            if entry.type in UNUSABLE_CHECKS:
                 row.update(usable=entry.path not in unusable, reason=unusable.get(entry.path))
         print(json.dumps(rows, indent=2))
         return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -10,20 +9,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from malicious_files import FORMS, Payload, unscannable_pickle, write_malicious
 
 from sdstudio.errors import UnsafeFileError
-from sdstudio.models.safe_pickle import safe_load
+from sdstudio.models.safe_pickle import forbidden_globals, safe_load
 from sdstudio.models.state_dict import load_state_dict
-
-
-class _Payload:
-    """Unpickling this would create a file (the attack a malicious .ckpt carries)."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
 
 
 def test_plain_tensors_and_containers_load(tmp_path):
@@ -40,23 +30,42 @@ def test_plain_tensors_and_containers_load(tmp_path):
     assert set(load_state_dict(path)) == {"a", "b"}
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
 @pytest.mark.parametrize("legacy", [False, True])
-def test_malicious_pickle_refused_naming_the_global_and_never_run(tmp_path, legacy):
-    target = tmp_path / "pwned"
-    path = tmp_path / "evil.ckpt"
+def test_files_saved_with_any_pickle_protocol_load(tmp_path, protocol, legacy):
+    # Protocol 4+ names globals with STACK_GLOBAL and reuses a module name ("torch") from the memo.
+    data = {"a": torch.arange(4.0), "b": torch.ones(2, dtype=torch.float16), "c": torch.zeros(3, dtype=torch.int64)}
+    path = tmp_path / "ok.pt"
     torch.save(
-        {"state_dict": {"w": torch.zeros(1)}, "x": _Payload(target)}, path, _use_new_zipfile_serialization=not legacy
+        {"state_dict": OrderedDict(data), "shape": torch.Size([2])},
+        path,
+        pickle_protocol=protocol,
+        _use_new_zipfile_serialization=not legacy,
     )
+    loaded = safe_load(path)
+    assert torch.equal(loaded["state_dict"]["b"], data["b"]) and loaded["shape"] == torch.Size([2])
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_malicious_pickle_refused_naming_the_global_and_never_run(tmp_path, form):
+    target = tmp_path / "pwned"
+    path = write_malicious(tmp_path / "evil.ckpt", target, form)
     with pytest.raises(UnsafeFileError) as error:
         safe_load(path)
-    assert "system" in str(error.value) and "evil.ckpt" in str(error.value)
+    message = str(error.value)
+    assert "system" in message and "evil.ckpt" in message and "refused as unsafe" in message
     assert not target.exists()
+
+
+def test_the_scan_follows_names_taken_from_the_memo(tmp_path):
+    walkable = unscannable_pickle(tmp_path / "pwned")[: -len(b"\xff.")] + b"."
+    assert [name.rsplit(".", 1)[1] for name in forbidden_globals(walkable)] == ["system"]
 
 
 def test_raw_pickle_with_exec_refused(tmp_path):
     target = tmp_path / "pwned2"
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps(_Payload(target)))
+    path.write_bytes(pickle.dumps(Payload(target)))
     with pytest.raises(UnsafeFileError, match="system"):
         load_state_dict(path)
     assert not target.exists()
@@ -67,7 +76,7 @@ def test_cli_reports_a_malicious_checkpoint_in_one_line(tmp_path, data_dir):
     folder = data_dir / "models" / "Stable-diffusion"
     folder.mkdir(parents=True)
     evil = folder / "evil.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": _Payload(target)}, evil)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload(target)}, evil)
     result = subprocess.run(
         [
             sys.executable,

@@ -113,3 +113,24 @@ def test_reload_sees_new_files_and_missing_folder_is_empty(tmp_path):
     generation = db.generation
     db.reload()
     assert list(db.embeddings) == ["late"] and db.generation > generation
+
+
+def test_refused_files_are_listed_with_the_reason_and_a_prompt_naming_one_is_warned(tmp_path):
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    (folder / "evil.pt").write_bytes(pickle.dumps({"string_to_param": {"*": _Exploit(str(marker))}}))
+    write_a1111_pt(folder / "good.pt", torch.randn(1, 768))
+    save_file({"emb_params": torch.randn(1, 1024)}, str(folder / "sd2_emb.safetensors"))
+    db = EmbeddingDatabase(folder, 768)
+    assert not marker.exists()
+    api = db.api_listing()
+    assert set(api["loaded"]) == {"good"} and set(api["skipped"]) == {"evil", "sd2_emb"}
+    assert api["skipped"]["evil"]["vectors"] == 0 and "evil.pt: refused as unsafe" in api["skipped"]["evil"]["reason"]
+    assert "sd2" in api["skipped"]["sd2_emb"]["reason"] and api["skipped"]["sd2_emb"]["shape"] == 1024
+    rows = {row["name"]: row for row in db.listing()}
+    assert rows["evil"]["status"] == "unusable" and "refused as unsafe" in rows["evil"]["reason"]
+    assert rows["good"]["reason"] is None
+    (warning,) = db.warnings_for(["a photo, (EVIL:1.2), good"])
+    assert "'evil'" in warning and "evil.pt: refused as unsafe" in warning
+    assert db.warnings_for(["good evildoer", "devil"]) == []  # only the name as a word

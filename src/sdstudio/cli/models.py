@@ -50,14 +50,34 @@ def _unusable_upscalers(app) -> dict[Path, str]:
     return {Path(i.model_path).resolve(): i.reason or "unusable" for i in infos if not i.usable and i.model_path}
 
 
+def _unusable_loras(app) -> dict[Path, str]:
+    """LoRA files that cannot be read or are refused as unsafe (pickles are scanned, never run), with the reason."""
+    return {entry.path.resolve(): entry.error for entry in app.loras.available() if entry.error}
+
+
+def _unusable_embeddings(app) -> dict[Path, str]:
+    """Embedding files that cannot be read or were refused as unsafe, with the reason."""
+    from sdstudio.prompts.embeddings import EmbeddingDatabase
+
+    errors = EmbeddingDatabase(app.paths.folder("embedding")).errors
+    return {path.resolve(): reason for path, reason in errors.items()}
+
+
+# The kinds whose files are checked when listed: kind -> files that cannot be used, with the reason.
+UNUSABLE_CHECKS = {"upscaler": _unusable_upscalers, "lora": _unusable_loras, "embedding": _unusable_embeddings}
+
+
 def run_list(args: argparse.Namespace) -> int:
-    """Print the models as a table or JSON; a file that cannot be used (empty, cut short...) says why."""
+    """Print the models as a table or JSON; a file that cannot be used (empty, cut short, unsafe...) says why."""
     app = open_app_from_args(args)
     entries = _entries(app, args, with_hashes=True)
-    unusable = _unusable_upscalers(app) if any(e.type == "upscaler" for e in entries) else {}
+    listed = {entry.type for entry in entries}
+    unusable = {
+        path: why for kind, check in UNUSABLE_CHECKS.items() if kind in listed for path, why in check(app).items()
+    }
     for entry in entries:
-        if entry.type == "upscaler" and entry.path in unusable:  # the upscaler's own probe says most
-            entry.problem = unusable[entry.path]
+        if entry.path in unusable:  # the upscaler's own probe says most; the others add what the listing missed
+            entry.problem = unusable[entry.path] if entry.type == "upscaler" else entry.problem or unusable[entry.path]
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=2))
         return 0

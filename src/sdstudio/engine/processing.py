@@ -381,6 +381,8 @@ class GenerationJob:
             request.height,
         )
         batch.embedding_hashes.update(batch.conditioning.embedding_hashes)
+        for warning in getattr(batch.conditioning, "warnings", ()):  # e.g. an embedding that was refused
+            self._warn_once(warning)
 
     def batch_noise(self, batch: Batch, latent_hw: tuple[int, int]) -> ImageNoise:
         """The batch's per-image noise at a latent size (A1111: seeds, variation seeds, resize-seed-from, ENSD)."""

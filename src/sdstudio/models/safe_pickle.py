@@ -51,6 +51,9 @@ _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 _ALLOWED_MODULE_PREFIXES = ("torch",)  # torch.FloatStorage, torch.float16, torch.bfloat16 ...
 _ALLOWED_TORCH_NAMES_SUFFIX = ("Storage",)
 _PLACEHOLDER_MODULE_PREFIXES = ("pytorch_lightning.", "lightning.", "lightning_fabric.")
+# torch's legacy format: magic number, protocol, system info, the data, storage keys; then raw bytes.
+LEGACY_PICKLES = 5
+REFUSED = "refused as unsafe"
 
 
 class _Placeholder:
@@ -79,33 +82,66 @@ def _is_placeholder(module: str) -> bool:
 
 def forbidden_globals(pickle_bytes: bytes) -> list[str]:
     """Globals a pickle stream would import that are not tensor data (scan only, nothing runs)."""
+    return _forbidden_in(io.BytesIO(pickle_bytes))
+
+
+_STRING_OPCODES = frozenset(
+    {"SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+)
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+_MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+
+
+def _memo_index(arg: Any) -> int:
+    if not isinstance(arg, int):
+        raise ValueError(f"memo index {arg!r} is not a number")
+    return arg
+
+
+def _forbidden_in(stream: IO[bytes]) -> list[str]:
+    """`forbidden_globals` of the pickle at the stream's position; leaves the stream just past its STOP.
+
+    The unpickler's stack and memo are followed as `pickletools.dis` follows them (strings kept,
+    other values as placeholders), so STACK_GLOBAL is judged by the module and name it will
+    really take, also when they come from the memo; one it cannot know is refused.
+    """
     found: list[str] = []
-    strings: list[str] = []  # STACK_GLOBAL takes module and name from the two last pushed strings
+    stack: list[object] = []
+    memo: dict[int, object] = {}
+
+    def check(module: object, name: object) -> None:
+        if not isinstance(module, str) or not isinstance(name, str):
+            found.append("<computed global>")
+        elif not _is_allowed(module, name) and not _is_placeholder(module):
+            found.append(f"{module}.{name}")
+
     try:
-        for opcode, arg, _ in pickletools.genops(pickle_bytes):
-            if opcode.name in (
-                "SHORT_BINUNICODE",
-                "BINUNICODE",
-                "UNICODE",
-                "BINUNICODE8",
-                "STRING",
-                "BINSTRING",
-                "SHORT_BINSTRING",
+        for opcode, arg, _ in pickletools.genops(stream):
+            before, after = opcode.stack_before, list[object](opcode.stack_after)
+            pops = len(before)
+            if pickletools.markobject in before or (
+                opcode.name == "POP" and stack and stack[-1] is pickletools.markobject
             ):
-                strings.append(arg if isinstance(arg, str) else str(arg))
-            elif opcode.name == "GLOBAL":
+                mark = max(i for i, item in enumerate(stack) if item is pickletools.markobject)
+                del stack[mark:]
+                pops = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+            if opcode.name in _MEMO_PUTS:
+                memo[len(memo) if opcode.name == "MEMOIZE" else _memo_index(arg)] = stack[-1]
+                continue  # the stored value stays on the stack as it is
+            if opcode.name in _MEMO_GETS:
+                after = [memo[_memo_index(arg)]]
+            elif opcode.name in _STRING_OPCODES:
+                after = [str(arg)]
+            elif opcode.name in ("GLOBAL", "INST"):
                 module, _, name = str(arg).partition(" ")
-                if not _is_allowed(module, name) and not _is_placeholder(module):
-                    found.append(f"{module}.{name}")
+                check(module, name)
             elif opcode.name == "STACK_GLOBAL":
-                if len(strings) < 2:
-                    found.append("<computed global>")
-                    continue
-                module, name = strings[-2], strings[-1]
-                if not _is_allowed(module, name) and not _is_placeholder(module):
-                    found.append(f"{module}.{name}")
-            elif opcode.name in ("REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX"):
-                pass
+                check(stack[-2], stack[-1])
+            if pops > len(stack):
+                raise ValueError(f"{opcode.name} pops {pops} items from a stack of {len(stack)}")
+            if pops:
+                del stack[-pops:]
+            stack.extend(after)
     except Exception as exc:  # a stream pickletools cannot walk is not loaded either
         raise UnsafeFileError(f"the pickle could not be checked ({exc})") from None
     return found
@@ -118,7 +154,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if _is_placeholder(module):
             return _Placeholder
         if not _is_allowed(module, name):
-            raise UnsafeFileError(f"refused global {module}.{name}")
+            raise UnsafeFileError(_asks_for(f"{module}.{name}"))
         return super().find_class(module, name)
 
 
@@ -133,39 +169,59 @@ class _RestrictedPickleModule:
         return _RestrictedUnpickler(file, **kwargs).load()
 
 
-def _pickle_streams(path: Path) -> list[bytes]:
-    """The pickle byte streams inside a torch file (zip format: every data.pkl; legacy: the file)."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            return [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
-    return [path.read_bytes()]
+def _asks_for(name: str) -> str:
+    return f"it asks for {name}, which is not tensor data (a model file never needs it)"
+
+
+def _refused(path: Path, why: object) -> UnsafeFileError:
+    """The one message every refusal gives: the file, that it was refused as unsafe, why, nothing ran."""
+    return UnsafeFileError(f"{path.name}: {REFUSED}: {why}; nothing from the file was run")
+
+
+def check_pickle_file(path: str | Path) -> None:
+    """Refuse (UnsafeFileError) a torch file whose pickles ask for anything but tensor data; nothing is unpickled.
+
+    Zip files: every `.pkl` member. Legacy torch files hold their pickles back to back
+    (magic number, protocol, system info, the data, storage keys) before the raw storage
+    bytes, and a plain pickle is one pickle: each is scanned in turn until the bytes stop
+    being a pickle; the restricted unpickler guards whatever a scan cannot walk.
+    ModelLoadError when the file cannot be read.
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                streams = [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
+            for stream in streams:
+                try:
+                    bad = forbidden_globals(stream)
+                except UnsafeFileError as exc:
+                    raise _refused(path, exc) from None
+                if bad:
+                    raise _refused(path, _asks_for(bad[0]))
+            return
+        with open(path, "rb") as handle:
+            for _ in range(LEGACY_PICKLES):
+                if not handle.peek(1):
+                    return
+                try:
+                    bad = _forbidden_in(handle)
+                except UnsafeFileError:
+                    return  # not (or no longer) a pickle: the restricted unpickler decides
+                if bad:
+                    raise _refused(path, _asks_for(bad[0]))
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelLoadError(f"{path.name}: cannot be read ({exc})") from None
 
 
 def safe_load(path: str | Path) -> Any:
     """Load a pickled torch file admitting only tensors and plain data; UnsafeFileError otherwise."""
     path = Path(path)
-    try:
-        streams = _pickle_streams(path)
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise ModelLoadError(f"{path.name}: cannot be read ({exc})") from None
-    for stream in streams:
-        try:
-            bad = forbidden_globals(stream)
-        except UnsafeFileError as exc:
-            if zipfile.is_zipfile(path):
-                raise UnsafeFileError(f"{path.name}: refused: {exc}") from None
-            # legacy torch files hold several pickles back to back; the restricted
-            # unpickler below still guards them.
-            break
-        if bad:
-            raise UnsafeFileError(
-                f"{path.name}: refused to load: it asks for {bad[0]}, which is not tensor data "
-                f"(a model file never needs it); nothing from the file was run"
-            )
+    check_pickle_file(path)
     try:
         return torch.load(path, map_location="cpu", pickle_module=_RestrictedPickleModule, weights_only=False)
     except UnsafeFileError as exc:
-        raise UnsafeFileError(f"{path.name}: refused to load: {exc}; nothing from the file was run") from None
+        raise _refused(path, exc) from None
     except Exception as exc:
         raise ModelLoadError(f"{path.name}: not a readable model file ({type(exc).__name__}: {exc})") from None
 
@@ -183,5 +239,4 @@ def safe_load_bytes(data: bytes, name: str = "<bytes>") -> Any:
             raise type(exc)(str(exc).replace(Path(handle.name).name, name)) from None
 
 
-__all__ = ["safe_load", "safe_load_bytes", "forbidden_globals"]
-_ = io  # keep io imported for type checkers of BytesIO callers
+__all__ = ["safe_load", "safe_load_bytes", "forbidden_globals", "check_pickle_file", "REFUSED"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from sdstudio.errors import ModelLoadError
+from sdstudio.errors import ModelLoadError, UnsafeFileError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -75,9 +75,12 @@ def read_model_file_metadata(path: str | Path) -> dict[str, str]:
     """What a model file says about itself without its tensors being loaded ({} for pickled files).
 
     Also the check that a listing makes of every file: ModelLoadError (naming the file and
-    why) for an empty file, a safetensors file whose header or size does not add up, or a
-    torch zip archive that was cut short. Pickled files are not unpickled here.
+    why) for an empty file, a safetensors file whose header or size does not add up, a
+    torch zip archive that was cut short, or a pickle that asks for anything but tensor data
+    (scanned, never unpickled), so such a file is listed as unusable and never the default.
     """
+    from sdstudio.models.safe_pickle import check_pickle_file
+
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -91,6 +94,9 @@ def read_model_file_metadata(path: str | Path) -> dict[str, str]:
             raise ModelLoadError(
                 f"{path.name}: cut short: the zip archive has no end (an interrupted download or copy?)"
             )
+        check_pickle_file(path)
+    except UnsafeFileError as exc:
+        raise ModelLoadError(str(exc)) from None
     except OSError as exc:
         raise ModelLoadError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
     return {}

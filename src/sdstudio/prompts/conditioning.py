@@ -518,6 +518,7 @@ class ScheduledConditioning:
         # The engine looks for `unet_kwargs`; models without pooled embeddings must not have one.
         self.unet_kwargs: Callable[[int, list[int]], dict[str, Any]] | None = self._unet_kwargs if has_pooled else None
         self._memo: tuple[int, _StepTensors] | None = None
+        self.warnings: list[str] = []  # for the job's result (e.g. an embedding named but unusable)
 
     @property
     def used_embeddings(self) -> tuple[str, ...]:
@@ -669,7 +670,15 @@ class PromptConditioner:
     def encode(
         self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
     ) -> ScheduledConditioning:
-        """Schedules, AND weights and negative prompts of one batch, encoded for `steps` steps."""
-        return build_scheduled_conditioning(
+        """Schedules, AND weights and negative prompts of one batch, encoded for `steps` steps.
+
+        Its `warnings` name the embeddings the prompts ask for that could not be loaded, and why.
+        """
+        conditioning = build_scheduled_conditioning(
             self.prompt_encoder, prompts, steps, negative_prompts, clip_skip=clip_skip, width=width, height=height
         )
+        database = self.prompt_encoder.embeddings
+        if database is not None:
+            texts = [extract_extra_networks(text)[0] for text in [*prompts, *negative_prompts]]
+            conditioning.warnings = database.warnings_for(texts)
+        return conditioning

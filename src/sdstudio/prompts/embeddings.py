@@ -8,14 +8,17 @@
 An embedding is used when its file name (without extension) appears in a prompt. Its width
 decides the model family it belongs to — 768 SD1, 1024 SD2, 768+1280 SDXL — and files made
 for another family are listed as skipped, with a warning, as A1111 does. Pickled files are
-read only through a restricted unpickler: nothing in an embedding file executes.
+read only through a restricted unpickler: nothing in an embedding file executes. A file
+that cannot be read or is refused as unsafe is listed with the reason (the API puts it with
+the skipped ones), and a generation whose prompt names it is warned.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,8 +239,38 @@ class EmbeddingDatabase:
         """The usable embedding called `name`, if any."""
         return self.embeddings.get(name)
 
+    def skip_reason(self, embedding: Embedding) -> str:
+        """Why a readable embedding is skipped: it was made for another model family."""
+        return (
+            f"{embedding.path.name}: made for {embedding.architecture} (width {embedding.width}); "
+            f"the loaded model needs width {self.expected_width}"
+        )
+
+    def unusable(self) -> dict[str, str]:
+        """Name -> why, for the files that could not be read or were refused (a usable namesake wins)."""
+        reasons: dict[str, list[str]] = {}
+        for path, message in self.errors.items():
+            if path.stem not in self.embeddings:
+                reasons.setdefault(path.stem, []).append(message)
+        return {name: "; ".join(messages) for name, messages in reasons.items()}
+
+    def warnings_for(self, texts: Iterable[str]) -> list[str]:
+        """A warning for each unusable embedding the texts name (the prompt then reads its name as words)."""
+        unusable = self.unusable()
+        if not unusable:
+            return []
+        joined = "\n".join(texts)
+        return [
+            f"embedding {name!r} is not used: {reason}"
+            for name, reason in unusable.items()
+            if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", joined, re.IGNORECASE)
+        ]
+
     def listing(self) -> list[dict[str, Any]]:
-        """Name, vector count, shape and family of every usable and skipped embedding, for display."""
+        """Name, vector count, shape and family of every usable and skipped embedding, and why, for display.
+
+        Files that could not be read or were refused are listed too (status "unusable"), with the reason.
+        """
         rows = []
         for status, table in (("loaded", self.embeddings), ("skipped", self.skipped)):
             for emb in table.values():
@@ -250,12 +283,26 @@ class EmbeddingDatabase:
                         "architecture": emb.architecture,
                         "path": str(emb.path),
                         "step": emb.step,
+                        "reason": self.skip_reason(emb) if status == "skipped" else None,
                     }
                 )
+        for path, message in self.errors.items():
+            rows.append(
+                {
+                    "name": path.stem,
+                    "status": "unusable",
+                    "vectors": None,
+                    "shape": None,
+                    "architecture": None,
+                    "path": str(path),
+                    "step": None,
+                    "reason": message,
+                }
+            )
         return rows
 
     def api_listing(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """A1111's `/sdapi/v1/embeddings` body: {"loaded": {...}, "skipped": {...}}."""
+        """A1111's `/sdapi/v1/embeddings` body: {"loaded": {...}, "skipped": {...}}, skipped ones with a `reason`."""
 
         def item(emb: Embedding) -> dict[str, Any]:
             return {
@@ -266,7 +313,9 @@ class EmbeddingDatabase:
                 "vectors": emb.vector_count,
             }
 
-        return {
-            "loaded": {n: item(e) for n, e in self.embeddings.items()},
-            "skipped": {n: item(e) for n, e in self.skipped.items()},
-        }
+        # Unreadable and refused files go with the skipped ones (A1111 clients read `skipped` as
+        # "there but not usable"); A1111's numbers stay ints (0: unknown) and `reason` says why.
+        unreadable = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 0, "vectors": 0}
+        skipped = {n: {**item(e), "reason": self.skip_reason(e)} for n, e in self.skipped.items()}
+        skipped.update((n, {**unreadable, "reason": why}) for n, why in self.unusable().items() if n not in skipped)
+        return {"loaded": {n: item(e) for n, e in self.embeddings.items()}, "skipped": skipped}

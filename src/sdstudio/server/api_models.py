@@ -285,9 +285,13 @@ class EmbeddingItem(BaseModel):
     vectors: int
 
 
+class SkippedEmbeddingItem(EmbeddingItem):
+    reason: str | None = None  # sdstudio: why it is skipped (other model family, unreadable, refused as unsafe)
+
+
 class EmbeddingsResponse(BaseModel):
     loaded: dict[str, EmbeddingItem]
-    skipped: dict[str, EmbeddingItem]
+    skipped: dict[str, SkippedEmbeddingItem]
 
 
 class MemoryResponse(BaseModel):

@@ -63,6 +63,7 @@ class LoraOnDisk:
     path: Path
     metadata: dict[str, Any] = field(default_factory=dict)
     hash: str = ""
+    error: str = ""  # why the file cannot be used, once known (unreadable, refused as unsafe)
 
     @property
     def alias(self) -> str:

@@ -32,6 +32,7 @@ from sdstudio.extensions.lora.apply import LoadedNetwork, apply_loras
 from sdstudio.extensions.lora.files import LoraOnDisk, load_lora_tensors
 from sdstudio.extensions.lora.networks import ParsedLora, parse_lora_state_dict
 from sdstudio.models.memory import ModelMemory, module_bytes
+from sdstudio.models.safe_pickle import check_pickle_file
 from sdstudio.prompts.extra_networks import LoraTag, extract_extra_networks, read_lora_tag
 
 # A1111 registers the Lora extra network as "lora" and also answers to "lyco" (lora_script.py).
@@ -124,11 +125,7 @@ class LoraLibrary:
                 seen.add(path)
                 known = self._known.get(path)
                 if known is None or known[0] != stamp:
-                    try:
-                        entry = LoraOnDisk.from_path(path, path.stem)
-                    except SdStudioError:
-                        entry = LoraOnDisk(name=path.stem, path=path)
-                    self._known[path] = (stamp, entry)
+                    self._known[path] = (stamp, describe_lora_file(path))
                 result.append(self._known[path][1])
             for path in list(self._known):
                 if path not in seen:
@@ -162,6 +159,15 @@ class LoraLibrary:
             key, MEMORY_KIND, lambda: parse_lora_state_dict(load_lora_tensors(entry.path)), size_of=parsed_lora_bytes
         )
 
+    def _parsed(self, entry: LoraOnDisk) -> ParsedLora | None:
+        """The file's networks, or None with `entry.error` saying why (listed so until the file changes)."""
+        if not entry.error:
+            try:
+                return self.load(entry)
+            except SdStudioError as exc:
+                entry.error = str(exc)
+        return None
+
     def resolve(self, activations: Sequence[LoraActivation], report: LoraReport) -> list[LoadedNetwork]:
         """Files for the requested names; unknown or unreadable ones become warnings."""
         networks: list[LoadedNetwork] = []
@@ -173,10 +179,9 @@ class LoraLibrary:
                 continue
             if activation.te_multiplier == 0 and activation.unet_multiplier == 0:
                 continue  # weight 0: a no-op, as if the tag were absent
-            try:
-                parsed = self.load(entry)
-            except SdStudioError as exc:
-                report.warnings.append(f"LoRA {activation.name!r}: {exc}; generated without it")
+            parsed = self._parsed(entry)
+            if parsed is None:
+                report.warnings.append(f"LoRA {activation.name!r}: {entry.error}; generated without it")
                 continue
             if activation.dyn_dim is not None:
                 report.warnings.append(
@@ -237,9 +242,31 @@ def lora_applied(
         yield report
 
 
+def describe_lora_file(path: Path) -> LoraOnDisk:
+    """A LoRA file as listed; one that cannot be read, or whose pickle asks for code, carries the reason.
+
+    Pickled files are only scanned here (nothing is unpickled); loading checks them again.
+    """
+    try:
+        entry = LoraOnDisk.from_path(path, path.stem)
+        if path.suffix.lower() != ".safetensors":
+            check_pickle_file(path)
+    except SdStudioError as exc:
+        entry = LoraOnDisk(name=path.stem, path=path, error=str(exc))
+    return entry
+
+
 def lora_json(entry: LoraOnDisk) -> dict[str, Any]:
-    """One item of A1111's `GET /sdapi/v1/loras`: name, alias, path, metadata."""
-    return {"name": entry.name, "alias": entry.alias, "path": str(entry.path), "metadata": entry.metadata}
+    """One item of A1111's `GET /sdapi/v1/loras`: name, alias, path, metadata (and sdstudio's `error`, if any)."""
+    item: dict[str, Any] = {
+        "name": entry.name,
+        "alias": entry.alias,
+        "path": str(entry.path),
+        "metadata": entry.metadata,
+    }
+    if entry.error:
+        item["error"] = entry.error
+    return item
 
 
 def list_loras(library: LoraLibrary) -> list[dict[str, Any]]:

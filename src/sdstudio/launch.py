@@ -8,11 +8,16 @@ queue (A1111's `--api`), so a job from either waits in the same line.
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
+
+import uvicorn
 
 from sdstudio.errors import InvalidRequest
 
@@ -21,6 +26,7 @@ if TYPE_CHECKING:
 
     from sdstudio.app import App
     from sdstudio.engine.job_queue import JobQueue
+    from sdstudio.server.deps import ServerOptions
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,11 @@ class LaunchOptions:
     ui_auth: str | None = None
     api_server_stop: bool = False
     """Serve /sdapi/v1/server-stop, -restart and -kill (A1111's --api-server-stop)."""
+    insecure: bool = False
+    """Serve --listen without credentials (refused otherwise)."""
+    allowed_hosts: tuple[str, ...] = ()
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_origins_regex: str | None = None
 
     @property
     def host(self) -> str:
@@ -44,8 +55,6 @@ class LaunchOptions:
 
 def check_port_free(host: str, port: int) -> None:
     """Fail in a second, with the fix, rather than after building everything (uvicorn's way)."""
-    import socket
-
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -57,12 +66,52 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def check_credentials(options: LaunchOptions) -> None:
-    """Refuse a malformed USER:PASS spec before anything is built."""
+def check_access(options: LaunchOptions) -> None:
+    """Refuse, before anything is built, a malformed USER:PASS spec or CORS regex, and --listen without a login."""
     from sdstudio.server.auth import parse_credentials
 
     parse_credentials(options.api_auth)
     parse_credentials(options.ui_auth)
+    if options.cors_allow_origins_regex is not None:
+        try:
+            re.compile(options.cors_allow_origins_regex)
+        except re.error as exc:
+            raise InvalidRequest("cors-allow-origins-regex", f"not a regular expression: {exc}") from None
+    if options.listen and not (options.api_auth or options.ui_auth):
+        print(
+            "sdstudio: warning: --listen without --api-auth or --auth lets anyone who can reach this machine "
+            "run jobs, change settings and read every output",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not options.insecure:
+            raise InvalidRequest(
+                "listen",
+                "refusing to serve the network without a login: add --api-auth USER:PASS (or --auth), "
+                "or --insecure to serve it anyway",
+            )
+
+
+def server_options(options: LaunchOptions) -> ServerOptions:
+    """What the server routes are told about how they were started."""
+    from sdstudio.server.deps import ServerOptions
+
+    return ServerOptions(
+        listen=options.listen,
+        port=options.port,
+        api_auth=options.api_auth,
+        ui_auth=options.ui_auth,
+        api=options.api,
+        api_server_stop=options.api_server_stop,
+        allowed_hosts=options.allowed_hosts,
+        cors_allow_origins=options.cors_allow_origins,
+        cors_allow_origins_regex=options.cors_allow_origins_regex,
+        flags={
+            "gradio_auth": "***" if options.ui_auth else None,
+            "cors_allow_origins": ",".join(options.cors_allow_origins) or None,
+            "cors_allow_origins_regex": options.cors_allow_origins_regex,
+        },
+    )
 
 
 def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
@@ -70,47 +119,55 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
     from sdstudio.engine.job_queue import JobQueue
 
     queue = JobQueue()
+    served = server_options(options)
     if options.api:
-        from sdstudio.server.app import ServerOptions, create_api
+        from sdstudio.server.app import create_api
 
-        server_options = ServerOptions(
-            listen=options.listen,
-            port=options.port,
-            api_auth=options.api_auth,
-            api=True,
-            api_server_stop=options.api_server_stop,
-            flags={"gradio_auth": "***" if options.ui_auth else None} if options.ui else {},
-        )
-        fastapi_app = create_api(app, queue, server_options)
+        fastapi_app = create_api(app, queue, served)
     else:
         from fastapi import FastAPI
 
         from sdstudio import __version__
+        from sdstudio.server.access import install_access_control
 
         fastapi_app = FastAPI(title="sdstudio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+        fastapi_app.state.login_page = install_access_control(fastapi_app, served)
+    fastapi_app.state.end_streams = None
     if options.ui:
-        from sdstudio.server.auth import parse_credentials
+        from sdstudio.server.auth import credentials_match, parse_credentials
         from sdstudio.ui.backend import UiBackend
-        from sdstudio.ui.webui import build_ui, mount_ui, offline_environment
+        from sdstudio.ui.webui import (
+            LOGIN_PAGE_PATHS,
+            LOGIN_PAGE_PREFIXES,
+            build_ui,
+            end_session_streams,
+            login_session_check,
+            mount_ui,
+            offline_environment,
+        )
 
         offline_environment()
         # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
         os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
         blocks = build_ui(UiBackend.from_app(app), queue)
-        mount_ui(fastapi_app, blocks, auth=list(parse_credentials(options.ui_auth).items()) or None)
+        ui_users = list(parse_credentials(options.ui_auth).items())
+        login = (lambda user, password: credentials_match(ui_users, user, password)) if ui_users else None
+        gradio_app = mount_ui(fastapi_app, blocks, auth=login)
+        if ui_users:
+            fastapi_app.state.login_page.attach(login_session_check(gradio_app), LOGIN_PAGE_PATHS, LOGIN_PAGE_PREFIXES)
+        fastapi_app.state.end_streams = lambda: end_session_streams(gradio_app)
     return fastapi_app, queue
 
 
 def launch(app: App, options: LaunchOptions, started: float | None = None) -> int:
     """Serve until interrupted; returns the process exit code."""
-    import uvicorn
-
     from sdstudio.config import remove_stale_temp_files
 
     started = time.perf_counter() if started is None else started
     remove_stale_temp_files([app.paths.outputs])  # images a crash cut short (open_app swept the rest)
     fastapi_app, queue = build_server(app, options)
-    server = uvicorn.Server(uvicorn.Config(fastapi_app, host=options.host, port=options.port, log_level="warning"))
+    config = uvicorn.Config(fastapi_app, host=options.host, port=options.port, log_level="warning")
+    server = StreamEndingServer(config, fastapi_app.state.end_streams)
     announce = threading.Thread(target=_announce_when_ready, args=(server, options, started, app), daemon=True)
     server_exit = fastapi_app.state.server_exit if options.api else None
     if server_exit is not None:
@@ -124,6 +181,23 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
     if server_exit is not None and server_exit.restart:
         restart_process()
     return 0
+
+
+class StreamEndingServer(uvicorn.Server):
+    """uvicorn's server, which first ends the streams that never end by themselves when it shuts down.
+
+    A graceful shutdown waits for every open request; a web UI page's heartbeat stream stays open as long
+    as the page, so without this one open tab would keep Ctrl-C and SIGTERM from stopping the server.
+    """
+
+    def __init__(self, config: uvicorn.Config, end_streams: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self.end_streams = end_streams
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.end_streams is not None:
+            self.end_streams()
+        await super().shutdown(sockets)
 
 
 def restart_process() -> NoReturn:

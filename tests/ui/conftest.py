@@ -45,7 +45,7 @@ def free_port() -> int:
 class WebUiServer:
     """A `sdstudio webui` subprocess; `url`, `data_dir`, `log()` and `stop()`."""
 
-    def __init__(self, data_dir: Path, port: int, log_path: Path):
+    def __init__(self, data_dir: Path, port: int, log_path: Path, flags: tuple[str, ...] = ()):
         self.data_dir, self.port, self.log_path = data_dir, port, log_path
         self.url = f"http://127.0.0.1:{port}/"
         env = {
@@ -66,6 +66,7 @@ class WebUiServer:
             "--api",
             "--port",
             str(port),
+            *flags,
         ]
         self._log = open(log_path, "wb")
         self.started = time.perf_counter()
@@ -101,18 +102,35 @@ class WebUiServer:
         self._log.close()
 
 
-@pytest.fixture(scope="module")
-def webui_server(tmp_path_factory):
-    """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
+def running_webui(tmp_path_factory, *flags: str):
+    """Start `sdstudio webui --api [flags]` over a fresh data dir, yield it once it answers, then stop it."""
     data_dir = tmp_path_factory.mktemp("webui") / "data"
     data_dir.mkdir()
     _add_extra_network_files(data_dir)
-    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log")
+    server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", flags)
     try:
         server.ready_seconds = server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def webui_server(tmp_path_factory):
+    """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
+    yield from running_webui(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def guarded_webui_server(tmp_path_factory):
+    """A running web UI with `--auth ann:secret`: Gradio's login form in front of the UI, the API behind basic auth."""
+    yield from running_webui(tmp_path_factory, "--auth", "ann:secret")
+
+
+@pytest.fixture
+def own_guarded_webui_server(tmp_path_factory):
+    """Like guarded_webui_server, for one test that ends the process."""
+    yield from running_webui(tmp_path_factory, "--auth", "ann:secret")
 
 
 def _add_extra_network_files(data_dir: Path) -> None:

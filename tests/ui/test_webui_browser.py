@@ -305,3 +305,19 @@ def test_sketch_tab_generates_from_the_sketched_image(webui_server, browser, art
     assert "a white stroke across the sky" in info and "Mask blur" not in info  # redrawn whole, as img2img
     page.screenshot(path=str(artifacts / "sketch_generated.png"), full_page=True)
     page.close()
+
+
+def test_log_in_on_the_form_with_every_route_guarded(guarded_webui_server, browser):
+    """With --auth the login form still works: everything it loads before a login is served to it."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    refused = []
+    page.on("response", lambda answer: refused.append(answer.url) if answer.status >= 400 else None)
+    page.goto(guarded_webui_server.url)
+    page.wait_for_selector("input[type=password]", timeout=60_000)
+    assert page.locator("#txt2img_prompt").count() == 0
+    page.fill("input[type=text]", "ann")
+    page.fill("input[type=password]", "secret")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
+    assert refused == [], refused
+    page.close()

@@ -40,17 +40,10 @@ def run(args: argparse.Namespace) -> int:
     """Serve the web UI (and the API) until interrupted."""
     started = time.perf_counter()
     from sdstudio.cli.common import open_app_from_args
-    from sdstudio.launch import LaunchOptions, check_credentials, check_port_free, launch
+    from sdstudio.cli.serve import launch_options
+    from sdstudio.launch import check_access, check_port_free, launch
 
-    options = LaunchOptions(
-        listen=args.listen,
-        port=args.port,
-        api=args.api,
-        ui=True,
-        api_auth=args.api_auth or args.auth,
-        ui_auth=args.auth,
-        api_server_stop=args.api_server_stop,
-    )
-    check_credentials(options)  # fail early, with a clear line, on a malformed spec
+    options = launch_options(args, api=args.api, ui=True, api_auth=args.api_auth or args.auth, ui_auth=args.auth)
+    check_access(options)  # fail early, with a clear line, on a malformed spec or an open --listen
     check_port_free(options.host, options.port)
     return launch(open_app_from_args(args), options, started=started)

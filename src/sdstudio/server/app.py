@@ -3,7 +3,8 @@
 `create_api` builds a FastAPI app from the composition root's `App` and a `JobQueue`;
 every endpoint that touches the device goes through the queue, so the API and the web
 UI share one line of work. The endpoints live in `server.routes`, one router per
-resource; they get the App, the queue and the ServerOptions from `server.deps`.
+resource; they get the App, the queue and the ServerOptions from `server.deps`. Every route,
+the docs and anything mounted later included, is behind `server.access`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import Depends, FastAPI
 from sdstudio import __version__
 from sdstudio.app import App
 from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.access import install_access_control
 from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
@@ -46,6 +48,7 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
     api.state.queue = queue
     api.state.options = options
     api.state.server_exit = server_control.ServerExit()
+    api.state.login_page = install_access_control(api, options)
     credentials = parse_credentials(options.api_auth)
     dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
     for router in ROUTERS:

@@ -25,9 +25,15 @@ class ServerOptions:
     listen: bool = False
     port: int = 7860
     api_auth: str | None = None
+    ui_auth: str | None = None
+    """The web UI's users (--auth); admitted on every route but the API's."""
     api: bool = True
     api_server_stop: bool = False
     """A1111's --api-server-stop: serve /server-stop, /server-restart and /server-kill."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names served besides localhost (--allowed-hosts); see server.access."""
+    cors_allow_origins: tuple[str, ...] = ()
+    cors_allow_origins_regex: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
 
 

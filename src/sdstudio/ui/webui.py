@@ -266,12 +266,31 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
     )
 
 
-def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str = "/"):
-    """Mount the Blocks on the FastAPI app (after the API routes, which keep precedence)."""
+# What Gradio's login form needs before anyone has logged in: the page itself (Gradio shows a browser
+# without a session the form, not the UI), the login route, and the frontend's own static files.
+LOGIN_PAGE_PATHS = (
+    "/",
+    "/login",
+    "/login/",
+    "/favicon.ico",
+    "/theme.css",
+    "/gradio_api/theme.css",
+    "/manifest.json",
+    "/robots.txt",
+)
+LOGIN_PAGE_PREFIXES = ("/assets/", "/static/", "/svelte/")
+
+
+def mount_ui(api, blocks, auth=None, path: str = "/"):
+    """Mount the Blocks on the FastAPI app (after the API routes, which keep precedence); returns Gradio's app.
+
+    `auth` is Gradio's: (user, password) pairs or a `check(user, password) -> bool`.
+    """
     import gradio as gr
+    from starlette.routing import Mount
 
     blocks.queue(default_concurrency_limit=None)
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         api,
         blocks,
         path=path,
@@ -287,3 +306,19 @@ def mount_ui(api, blocks, auth: list[tuple[str, str]] | None = None, path: str =
         show_error=True,
         pwa=False,
     )
+    return next(route.app for route in reversed(api.routes) if isinstance(route, Mount))
+
+
+def login_session_check(gradio_app):
+    """`has_session(cookies)`: whether a request carries the cookie of a login on `gradio_app`'s form."""
+    names = (f"access-token-{gradio_app.cookie_id}", f"access-token-unsecure-{gradio_app.cookie_id}")
+
+    def has_session(cookies) -> bool:
+        return any(cookies.get(name) in gradio_app.tokens for name in names if cookies.get(name))
+
+    return has_session
+
+
+def end_session_streams(gradio_app) -> None:
+    """End the pages' heartbeat streams, which otherwise stay open and keep a graceful shutdown waiting."""
+    gradio_app.stop_event.set()

@@ -144,6 +144,21 @@ def test_refiner_and_hires_checkpoint_controls_become_request_fields_and_paste_b
     )
 
 
+def test_ui_requests_keep_to_the_limit_settings(backend):
+    from sdstudio.ui.img2img import make_img2img_request
+    from sdstudio.ui.txt2img import make_txt2img_request
+
+    backend.settings_store.change({"limit_steps": 30})
+    with pytest.raises(InvalidRequest) as err:
+        make_txt2img_request(backend, {"prompt": "x", "width": 64, "height": 64, "steps": 31})
+    assert err.value.field == "steps" and "limit_steps" in str(err.value)
+    image = Image.new("RGB", (64, 64))
+    values = {"prompt": "x", "width": 64, "height": 64, "steps": 31}
+    with pytest.raises(InvalidRequest) as err:
+        make_img2img_request(backend, values, "img2img", image, None, None, None)
+    assert err.value.field == "steps"
+
+
 def test_txt2img_request_names_the_bad_field(backend):
     from sdstudio.ui.txt2img import make_txt2img_request
 

@@ -55,7 +55,7 @@ def make_img2img_request(
     mask_transparency=0,
 ):
     """An Img2ImgRequest from the tab's values and the images of the active mode."""
-    from sdstudio.engine.request import Img2ImgRequest
+    from sdstudio.engine.request import Img2ImgRequest, check_limits
 
     fields = clean_field_values(values)
     fields["inpaint_full_res"] = bool(fields.get("inpaint_full_res"))
@@ -82,7 +82,9 @@ def make_img2img_request(
             "inpainting_mask_invert",
         ):
             fields.pop(name, None)
-    return Img2ImgRequest(**fields, init_images=[image.convert("RGB")], mask=mask, **saving_fields(backend))
+    request = Img2ImgRequest(**fields, init_images=[image.convert("RGB")], mask=mask, **saving_fields(backend))
+    check_limits(request, backend.settings)  # the API's limits hold for the web UI too
+    return request
 
 
 def make_img2img_batch(

@@ -25,13 +25,15 @@ KIND = "txt2img"
 
 def make_txt2img_request(backend: UiBackend, values: dict[str, Any]):
     """A Txt2ImgRequest from the tab's field values (InvalidRequest names a bad field)."""
-    from sdstudio.engine.request import Txt2ImgRequest
+    from sdstudio.engine.request import Txt2ImgRequest, check_limits
 
     fields = clean_field_values(values)
     if not fields.get("enable_hr"):
         for name in [n for n in fields if n.startswith("hr_")] + ["denoising_strength"]:
             fields.pop(name, None)
-    return Txt2ImgRequest(**fields, **saving_fields(backend))
+    request = Txt2ImgRequest(**fields, **saving_fields(backend))
+    check_limits(request, backend.settings)  # the API's limits hold for the web UI too
+    return request
 
 
 def build_txt2img_tab(

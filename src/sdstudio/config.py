@@ -232,6 +232,8 @@ class Settings(BaseModel):
     vae_tiling: bool = False
     attention_slicing: bool = False
     cpu_offload: bool = False
+    # Limits on what a request may ask for (A1111 has none of these)
+    prompt_max_length: int = Field(default=10_000, ge=1)  # characters in each prompt field; longer ones are refused
 
     def to_json_dict(self) -> dict[str, Any]:
         """All options, the unknown keys from config.json included."""
@@ -314,6 +316,7 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "vae_tiling": OptionInfo("Optimizations", "Encode and decode large images in tiles (less memory)"),
     "attention_slicing": OptionInfo("Optimizations", "Compute attention in slices (less memory, slower)"),
     "cpu_offload": OptionInfo("Optimizations", "Move one part of the model at a time to the GPU (small GPUs)"),
+    "prompt_max_length": OptionInfo("System", "Longest prompt accepted, in characters (each prompt field)"),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),

@@ -176,6 +176,7 @@ async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queu
     body = accepted_body(body, "txt2img")
     refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
+    request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     job = submit_generation(
         queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
     )
@@ -193,6 +194,7 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     refuse_unknown_checkpoints(body, app)
     request = Img2ImgRequest(**engine_request_fields(body, Img2ImgRequest))
+    request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     job = submit_generation(
         queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id
     )

@@ -179,7 +179,7 @@ class HashTextEncoder:
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
         return torch.randn(self.tokens, self.dim, generator=torch.Generator().manual_seed(seed))
 
-    def encode(self, prompts, negative_prompts, steps, clip_skip, width, height):
+    def encode(self, prompts, negative_prompts, steps, clip_skip, width, height, check_cancelled=None):
         from sdstudio.engine.sampling import FixedConditioning
 
         self.calls.append((list(prompts), list(negative_prompts), steps))

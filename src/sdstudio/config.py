@@ -261,6 +261,8 @@ class Settings(BaseModel):
     # before their pixels are decoded, so a small file declaring a huge size cannot exhaust memory.
     img_max_decode_mp: float = Field(default=IMAGE_DECODE_LIMIT_MP, gt=0, le=PILLOW_DECODE_LIMIT_MP)
 
+    prompt_max_length: int = Field(default=10_000, ge=1)  # characters in each prompt field; longer ones are refused
+
     @field_validator("samples_format", "grid_format", mode="before")
     @classmethod
     def _format_name(cls, value: Any) -> Any:
@@ -414,6 +416,7 @@ OPTION_INFO: dict[str, OptionInfo] = {
         "System",
         "Largest image accepted as input (API images, uploads, files), in megapixels; at most 178, Pillow's own limit",
     ),
+    "prompt_max_length": OptionInfo("Limits", "Longest prompt accepted, in characters (each prompt field)"),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),

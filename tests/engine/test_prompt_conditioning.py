@@ -8,7 +8,8 @@ from tiny_models import tiny_clip, tiny_generation_model
 
 from sdstudio.config import Settings, SettingsStore
 from sdstudio.engine.request import Txt2ImgRequest
-from sdstudio.engine.service import GenerationService
+from sdstudio.engine.service import GenerationControl, GenerationService
+from sdstudio.errors import InvalidRequest
 from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
 
 
@@ -74,3 +75,46 @@ def test_and_prompt_and_long_negative_run_in_one_unet_call_per_step(paths, promp
     assert seen[0].shape[0] == 2 * 2 + 2  # two sub-prompts per image + one uncond per image
     assert seen[0].shape[1] == 154  # padded to the negative prompt's two chunks
     assert len(result.images) == 2
+
+
+def test_interrupt_during_prompt_encoding_stops_before_the_next_encoding(paths, prompt_model):
+    service = GenerationService(SettingsStore(paths, Settings()), paths, lambda name, settings: prompt_model)
+    control = GenerationControl()
+    encodings = []
+
+    def user_presses_interrupt(module, inputs, output):  # while the first AND part is being encoded
+        encodings.append(inputs[0].shape)
+        control.interrupt()
+
+    text_encoder = prompt_model.encoder.text_encoders[0]
+    hook = text_encoder.get_input_embeddings().register_forward_hook(user_presses_interrupt)
+    seen, unet_hook = _record_text_conditioning(prompt_model.unet)
+    try:
+        result = service.txt2img(
+            Txt2ImgRequest(
+                prompt="a cat AND a dog AND a bird",
+                steps=4,
+                width=64,
+                height=64,
+                sampler_name="Euler",
+                do_not_save_samples=True,
+            ),
+            control,
+        )
+    finally:
+        hook.remove()
+        unet_hook.remove()
+    assert result.interrupted and result.images == []
+    assert len(encodings) == 1 and seen == []  # "a dog", "a bird" and the negative were never encoded
+
+
+def test_prompt_length_and_nesting_limits_hold_for_every_front_end(paths, prompt_model):
+    service = GenerationService(
+        SettingsStore(paths, Settings(prompt_max_length=200)), paths, lambda name, settings: prompt_model
+    )
+    request = {"steps": 2, "width": 64, "height": 64, "do_not_save_samples": True}
+    with pytest.raises(InvalidRequest, match="negative_prompt: is 201 characters long; at most 200") as refused:
+        service.txt2img(Txt2ImgRequest(prompt="a cat", negative_prompt="x" * 201, **request))
+    assert refused.value.field == "negative_prompt"
+    with pytest.raises(InvalidRequest, match="hr_prompt: has 101 brackets open at once"):
+        service.txt2img(Txt2ImgRequest(prompt="a cat", hr_prompt="[" * 101, **request))

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from safetensors.torch import save_file
 
+from sdstudio.errors import InvalidRequest
 from sdstudio.prompts import tokenize
-from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder, build_scheduled_conditioning
+from sdstudio.prompts.conditioning import (
+    MAX_SCHEDULED_TEXTS,
+    PromptConditioner,
+    PromptEncoder,
+    build_scheduled_conditioning,
+)
 from sdstudio.prompts.embeddings import EmbeddingDatabase
 
 BOS, EOS, COMMA = 49406, 49407, 267
@@ -246,3 +253,44 @@ def test_sdxl_two_encoders_pooled_and_size_conditioning(clip_l, clip_g, tmp_path
 def test_sd1_conditioning_has_no_unet_kwargs(clip_l):
     cond = PromptConditioner(PromptEncoder([clip_l])).encode(["cat"], [""], 10, 1, 64, 64)
     assert cond.unet_kwargs is None
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_cancel_is_checked_before_each_schedule_encoding(clip_l):
+    encoder = PromptEncoder([clip_l])
+    checks = []
+
+    def check_cancelled():
+        checks.append(len(encoder._cache))
+        if len(checks) == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        build_scheduled_conditioning(
+            encoder, ["a AND b AND c AND d"], steps=10, negative_prompts=["x"], check_cancelled=check_cancelled
+        )
+    assert checks == [0, 1, 2]  # two sub-prompts encoded, then the job stopped: "c", "d" and "x" never were
+
+
+def test_schedules_past_the_encoding_bounds_are_refused_naming_the_field(clip_l):
+    encoder = PromptEncoder([clip_l])
+    # [a|b] over 1000 steps is 1000 texts; five AND parts of it are more than MAX_SCHEDULED_TEXTS.
+    alternating = " AND ".join(f"[a{i}|b]" for i in range(5))
+    with pytest.raises(InvalidRequest, match=f"at least 5000 texts.*may have {MAX_SCHEDULED_TEXTS} texts") as refused:
+        build_scheduled_conditioning(encoder, [alternating], steps=1000)
+    assert refused.value.field == "prompt" and encoder._cache == {}  # refused before encoding anything
+    with pytest.raises(InvalidRequest) as refused:  # negative prompts take no AND: five different ones
+        negatives = [f"[a{i}|b]" for i in range(5)]
+        build_scheduled_conditioning(encoder, ["cat"] * 5, steps=1000, negative_prompts=negatives)
+    assert refused.value.field == "negative_prompt"
+    long_text = "cat " * 2500 + "[a|b]"
+    with pytest.raises(InvalidRequest, match="characters"):
+        build_scheduled_conditioning(encoder, [long_text], steps=150)
+    with pytest.raises(InvalidRequest, match="brackets open at once") as refused:
+        build_scheduled_conditioning(encoder, ["cat"], steps=10, negative_prompts=["(" * 101 + "cat"])
+    assert refused.value.field == "negative_prompt"
+    # The same alternation over 20 steps is well inside the bounds.
+    assert build_scheduled_conditioning(encoder, [alternating], steps=20).at_step(0)[0].shape == (5, 77, 32)

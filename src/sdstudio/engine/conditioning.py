@@ -11,6 +11,7 @@ schedules, AND, embeddings) over a loaded checkpoint's text encoders.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import torch
@@ -58,9 +59,16 @@ class PlainClipEncoder:
             return normed.float()
 
     def encode(
-        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
+        self,
+        prompts: list[str],
+        negative_prompts: list[str],
+        steps: int,
+        clip_skip: int,
+        width: int,
+        height: int,
+        check_cancelled: Callable[[], None] | None = None,
     ) -> FixedConditioning:
-        """Conditioning for a batch; identical prompts are encoded once."""
+        """Conditioning for a batch; identical prompts are encoded once (in one call: nothing to cancel between)."""
         unique = list(dict.fromkeys([*prompts, *negative_prompts]))
         table = dict(zip(unique, self.embed(unique, clip_skip)))
         cond = torch.stack([table[p] for p in prompts])

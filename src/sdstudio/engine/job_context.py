@@ -31,8 +31,17 @@ class ConditioningEncoder(Protocol):
         ...
 
     def encode(
-        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
-    ) -> StepConditioning: ...
+        self,
+        prompts: list[str],
+        negative_prompts: list[str],
+        steps: int,
+        clip_skip: int,
+        width: int,
+        height: int,
+        check_cancelled: Callable[[], None] | None = None,
+    ) -> StepConditioning:
+        """The batch's conditioning; `check_cancelled` (when given) is called between encodings and raises to stop."""
+        ...
 
     def clear_cache(self) -> None:
         """Forget cached encodings (the text encoders' weights changed, e.g. a LoRA was applied)."""

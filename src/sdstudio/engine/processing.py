@@ -265,7 +265,8 @@ class GenerationJob:
                 self.progress.begin(batch.number, self.first_pass_steps)
                 self.model = self.ctx.model  # every batch starts on the job's checkpoint (a refiner may take over)
                 with self.apply_batch_hooks(batch):
-                    self.encode_prompt(batch)
+                    if not self.encode_prompt(batch):
+                        break
                     self.prepare_latents(batch)
                     if self.denoise(batch) and self.hires:
                         self.hires_fix(batch)
@@ -282,6 +283,7 @@ class GenerationJob:
     def check_inputs(self) -> None:
         """Step 1: plan the job (sampler, settings, seeds, prompts) and refuse what this model cannot run."""
         request, ctx = self.request, self.ctx
+        request.check_prompts(ctx.settings.prompt_max_length)
         self.plan = plan_job(request, ctx.settings, self.apply_styles)
         self.result = GenerationResult(warnings=list(self.plan.warnings))
         if request.restore_faces and ctx.restore_faces is None:
@@ -369,20 +371,31 @@ class GenerationJob:
             for warning in getattr(added, "warnings", None) or []:
                 self._warn_once(warning)
 
-    def encode_prompt(self, batch: Batch) -> None:
-        """Step 3a: the batch's conditioning, with prompt schedules and AND."""
+    def encode_prompt(self, batch: Batch) -> bool:
+        """Step 3a: the batch's conditioning, with prompt schedules and AND; False when interrupted meanwhile."""
         request, plan = self.request, self.plan
-        batch.conditioning = self.model.encoder.encode(
-            batch.prompts,
-            batch.negative_prompts,
-            plan.sampler.total_model_evaluations(request.steps),
-            plan.clip_skip,
-            request.width,
-            request.height,
-        )
+        try:
+            batch.conditioning = self.model.encoder.encode(
+                batch.prompts,
+                batch.negative_prompts,
+                plan.sampler.total_model_evaluations(request.steps),
+                plan.clip_skip,
+                request.width,
+                request.height,
+                check_cancelled=self.check_interrupted,
+            )
+        except SamplingInterrupted as stop:
+            self._stopped(stop)
+            return False
         batch.embedding_hashes.update(batch.conditioning.embedding_hashes)
         for warning in getattr(batch.conditioning, "warnings", ()):  # e.g. an embedding that was refused
             self._warn_once(warning)
+        return True
+
+    def check_interrupted(self) -> None:
+        """Raise SamplingInterrupted when the job was interrupted (checked between prompt encodings)."""
+        if self.ctx.cancel.interrupted:
+            raise SamplingInterrupted(None)
 
     def batch_noise(self, batch: Batch, latent_hw: tuple[int, int]) -> ImageNoise:
         """The batch's per-image noise at a latent size (A1111: seeds, variation seeds, resize-seed-from, ENSD)."""
@@ -543,7 +556,13 @@ class GenerationJob:
             [request.hr_negative_prompt] * batch.size if request.hr_negative_prompt else batch.negative_prompts
         )
         conditioning = model.encoder.encode(
-            hr_prompts, hr_negatives, sampler.total_model_evaluations(steps), plan.clip_skip, target_w, target_h
+            hr_prompts,
+            hr_negatives,
+            sampler.total_model_evaluations(steps),
+            plan.clip_skip,
+            target_w,
+            target_h,
+            check_cancelled=self.check_interrupted,
         )
         batch.embedding_hashes.update(conditioning.embedding_hashes)
         latent_hw = (target_h // f, target_w // f)

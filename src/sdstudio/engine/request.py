@@ -31,6 +31,7 @@ from sdstudio.engine.samplers import (
 )
 from sdstudio.errors import InvalidRequest
 from sdstudio.postprocess.image_files import decode_client_image
+from sdstudio.prompts.parser import PromptTooComplex, check_nesting
 from sdstudio.validation import CheckedRequest, between
 
 MAX_SIZE = 8192
@@ -269,6 +270,33 @@ class _Request(CheckedRequest):
         """One negative prompt per image, as `all_prompts`."""
         negative = self.negative_prompt
         return list(negative) if isinstance(negative, list) else [negative] * self.total_images
+
+    def prompt_fields(self) -> dict[str, list[str]]:
+        """Every prompt text of the request by field name (a list field gives all its prompts)."""
+        return {
+            name: list(value) if isinstance(value, list) else [value]
+            for name in ("prompt", "negative_prompt", "hr_prompt", "hr_negative_prompt")
+            if isinstance(value := getattr(self, name, None), (str, list))
+        }
+
+    def check_prompts(self, max_length: int) -> None:
+        """Refuse a prompt longer than `max_length` (the `prompt_max_length` setting) or nested too deep.
+
+        Cheap (one pass over each text), so front ends call it before queueing; the error
+        names the field. Within these bounds the prompt parser's work is linear in the length.
+        """
+        for name, texts in self.prompt_fields().items():
+            for text in texts:
+                if len(text) > max_length:
+                    raise InvalidRequest(
+                        name,
+                        f"is {len(text)} characters long; at most {max_length} are accepted "
+                        "(setting prompt_max_length)",
+                    )
+                try:
+                    check_nesting(text)
+                except PromptTooComplex as exc:
+                    raise InvalidRequest(name, str(exc)) from None
 
 
 SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"

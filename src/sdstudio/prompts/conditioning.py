@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -37,7 +37,15 @@ import torch
 from sdstudio.errors import InvalidRequest
 from sdstudio.prompts.embeddings import Embedding, EmbeddingDatabase
 from sdstudio.prompts.extra_networks import extract_extra_networks
-from sdstudio.prompts.parser import BREAK_MARKER, parse_composable_prompt, parse_prompt_attention, prompt_schedules
+from sdstudio.prompts.parser import (
+    BREAK_MARKER,
+    PromptTooComplex,
+    ScheduleEntry,
+    check_nesting,
+    parse_composable_prompt,
+    parse_prompt_attention,
+    prompt_schedules,
+)
 from sdstudio.prompts.tokenizer import BOS_ID, EOS_ID, OPENCLIP_PAD_ID, ClipBpeTokenizer, default_tokenizer
 
 if TYPE_CHECKING:
@@ -595,6 +603,13 @@ class ScheduledConditioning:
         return {"added_cond_kwargs": {"text_embeds": text_embeds, "time_ids": time_ids}}
 
 
+MAX_SCHEDULED_TEXTS = 4096
+"""Most texts one batch may send to the text encoder: every AND part's schedule entry counts
+(e.g. `[a|b]` over 150 steps is 150 texts); A1111 has no bound."""
+MAX_SCHEDULED_CHARACTERS = 1_000_000
+"""Most characters those texts may have together; tokenizing and encoding grow with it."""
+
+
 def build_scheduled_conditioning(
     encoder: PromptEncoder,
     prompts: Sequence[str],
@@ -605,12 +620,16 @@ def build_scheduled_conditioning(
     clip_skip: int | None = None,
     width: int | None = None,
     height: int | None = None,
+    check_cancelled: Callable[[], None] | None = None,
 ) -> ScheduledConditioning:
     """Encode a batch's prompts with schedules and AND weights, and its negative prompts with schedules.
 
     Each distinct sub-prompt is scheduled and encoded once (its schedule's texts together, as
     A1111 does); negative prompts take schedules but not AND (A1111 encodes them with
     get_learned_conditioning). `width`/`height` feed SDXL's size conditioning.
+    `check_cancelled` is called before each encoding and raises to stop the job. A batch
+    whose schedules come to more than MAX_SCHEDULED_TEXTS texts or MAX_SCHEDULED_CHARACTERS
+    characters is refused (InvalidRequest) before anything is encoded.
     """
     prompts = list(prompts)
     if not prompts:
@@ -619,27 +638,40 @@ def build_scheduled_conditioning(
     if len(negative_prompts) != len(prompts):
         raise InvalidRequest("negative_prompt", f"{len(negative_prompts)} negative prompts for {len(prompts)} prompts")
 
-    def schedule(text: str, is_negative: bool) -> ScheduledText:
-        entries = prompt_schedules(text, steps, hires_steps=hires_steps)
-        texts = [entry_text for _, entry_text in entries]
-        return ScheduledText([end for end, _ in entries], texts, encoder.encode(texts, is_negative, clip_skip))
+    scheduled = [0, 0]  # texts and characters scheduled so far, checked as they grow
 
-    positive_cache: dict[str, ScheduledText] = {}
-    items = []
-    for prompt in prompts:
-        item = []
-        for text, weight in parse_composable_prompt(extract_extra_networks(prompt)[0]):
-            if text not in positive_cache:
-                positive_cache[text] = schedule(text, is_negative=False)
-            item.append((positive_cache[text], weight))
-        items.append(item)
-    negative_cache: dict[str, ScheduledText] = {}
-    negatives = []
-    for negative in negative_prompts:
-        text = extract_extra_networks(negative)[0]
-        if text not in negative_cache:
-            negative_cache[text] = schedule(text, is_negative=True)
-        negatives.append(negative_cache[text])
+    def schedules_of(texts: Iterable[str], field: str) -> dict[str, list[ScheduleEntry]]:
+        schedules = {}
+        for text in dict.fromkeys(texts):
+            try:
+                check_nesting(text)  # parse_prompt_attention, run on each schedule text, has the same bound
+                schedules[text] = prompt_schedules(text, steps, hires_steps=hires_steps)
+            except PromptTooComplex as exc:
+                raise InvalidRequest(field, str(exc)) from None
+            scheduled[0] += len(schedules[text])
+            scheduled[1] += sum(len(entry_text) for _, entry_text in schedules[text])
+            _check_schedule_size(scheduled[0], scheduled[1], steps, field)
+        return schedules
+
+    prompt_parts = [parse_composable_prompt(extract_extra_networks(prompt)[0]) for prompt in prompts]
+    negative_texts = [extract_extra_networks(negative)[0] for negative in negative_prompts]
+    positive = schedules_of((text for parts in prompt_parts for text, _ in parts), "prompt")
+    negative = schedules_of(negative_texts, "negative_prompt")
+
+    def encode(schedules: dict[str, list[ScheduleEntry]], is_negative: bool) -> dict[str, ScheduledText]:
+        encoded = {}
+        for text, entries in schedules.items():
+            if check_cancelled is not None:
+                check_cancelled()
+            texts = [entry_text for _, entry_text in entries]
+            conditioning = encoder.encode(texts, is_negative, clip_skip)
+            encoded[text] = ScheduledText([end for end, _ in entries], texts, conditioning)
+        return encoded
+
+    positive_encoded = encode(positive, is_negative=False)
+    items = [[(positive_encoded[text], weight) for text, weight in parts] for parts in prompt_parts]
+    negative_encoded = encode(negative, is_negative=True)
+    negatives = [negative_encoded[text] for text in negative_texts]
 
     time_ids = negative_time_ids = None
     if encoder.architecture.startswith("sdxl"):
@@ -650,6 +682,18 @@ def build_scheduled_conditioning(
         else:
             time_ids = sdxl_time_ids(size, (0, 0), size)
     return ScheduledConditioning(items, negatives, encoder.empty(clip_skip), time_ids, negative_time_ids)
+
+
+def _check_schedule_size(texts: int, characters: int, steps: int, field: str) -> None:
+    """Refuse a batch whose schedules would send too much text to the encoder (`field` is blamed)."""
+    if texts > MAX_SCHEDULED_TEXTS or characters > MAX_SCHEDULED_CHARACTERS:
+        raise InvalidRequest(
+            field,
+            f"over {steps} steps, the AND parts and prompt schedules come to at least {texts} texts "
+            f"({characters} characters) for the text encoder; one batch may have {MAX_SCHEDULED_TEXTS} texts "
+            f"and {MAX_SCHEDULED_CHARACTERS} characters (use fewer [a|b] alternations, AND parts or steps, "
+            "or a shorter prompt)",
+        )
 
 
 class PromptConditioner:
@@ -668,14 +712,29 @@ class PromptConditioner:
         self.prompt_encoder.clear_cache()
 
     def encode(
-        self, prompts: list[str], negative_prompts: list[str], steps: int, clip_skip: int, width: int, height: int
+        self,
+        prompts: list[str],
+        negative_prompts: list[str],
+        steps: int,
+        clip_skip: int,
+        width: int,
+        height: int,
+        check_cancelled: Callable[[], None] | None = None,
     ) -> ScheduledConditioning:
         """Schedules, AND weights and negative prompts of one batch, encoded for `steps` steps.
 
-        Its `warnings` name the embeddings the prompts ask for that could not be loaded, and why.
+        Its `warnings` name the embeddings the prompts ask for that could not be loaded, and why;
+        `check_cancelled` is called between encodings and raises to stop the job.
         """
         conditioning = build_scheduled_conditioning(
-            self.prompt_encoder, prompts, steps, negative_prompts, clip_skip=clip_skip, width=width, height=height
+            self.prompt_encoder,
+            prompts,
+            steps,
+            negative_prompts,
+            clip_skip=clip_skip,
+            width=width,
+            height=height,
+            check_cancelled=check_cancelled,
         )
         database = self.prompt_encoder.embeddings
         if database is not None:

@@ -49,7 +49,10 @@ def extract_extra_networks(text: str) -> tuple[str, dict[str, list[ExtraNetworkP
         found.setdefault(match.group(1), []).append(ExtraNetworkParams(tuple(match.group(2).split(":"))))
         return ""
 
-    return EXTRA_NETWORK_TAG.sub(take, text), found
+    # A tag ends at a ">"; past the last one there is none, and searching there would cost
+    # O(n²) for text such as "<a:<a:<a:..." (with the GIL held: the whole server stalls).
+    end = text.rfind(">") + 1
+    return EXTRA_NETWORK_TAG.sub(take, text[:end]) + text[end:], found
 
 
 def extract_extra_networks_batch(prompts: list[str]) -> tuple[list[str], dict[str, list[ExtraNetworkParams]]]:

@@ -183,6 +183,7 @@ async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queu
     refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
     check_limits(request, app.settings_store.current)
+    request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     job = submit_generation(
         queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
     )
@@ -202,6 +203,7 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     fields = decode_img2img_images(engine_request_fields(body, Img2ImgRequest), app.settings.img_max_decode_mp)
     request = Img2ImgRequest(**fields)
     check_limits(request, app.settings_store.current)
+    request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     job = submit_generation(
         queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id
     )

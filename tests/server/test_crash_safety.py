@@ -103,7 +103,13 @@ def test_kill_9_during_saves_never_leaves_a_truncated_file(data_dir, tmp_path):
             workers = [threading.Thread(target=rewrite_options), threading.Thread(target=generate)]
             for worker in workers:
                 worker.start()
-            time.sleep(rng.uniform(1.0, 4.0))
+            # Once this trial's first image is on disk, images keep coming: kill at a random moment then.
+            outputs = data_dir / "outputs"
+            before = len(list(outputs.rglob("*.png"))) if outputs.exists() else 0
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(list(outputs.rglob("*.png"))) <= before:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))
             server.process.kill()
             server.process.wait(30)
             stop.set()

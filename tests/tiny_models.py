@@ -280,3 +280,188 @@ def write_tiny_clip_model(folder, seed: int = 0, with_tokenizer: bool = True) ->
     else:
         image_processor.save_pretrained(folder)
     return folder
+
+
+# -- A1111's own interrogation files: Salesforce's BLIP .pth and OpenAI's CLIP TorchScript .pt --------------
+# 64-wide heads, as the converters assume (BLIP and OpenAI CLIP derive head counts as width // 64).
+A1111_LAYERS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1)
+A1111_VISION = dict(A1111_LAYERS, image_size=32, patch_size=8)
+
+
+def tiny_blip_captioner(seed: int = 0):
+    """A random BlipForConditionalGeneration over BLIP's real tokenizer (bert-base-uncased + [DEC], [ENC])."""
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    from sdstudio.postprocess.blip_checkpoint import blip_tokenizer
+
+    tokenizer = blip_tokenizer()
+    config = BlipConfig(
+        vision_config=dict(A1111_VISION, layer_norm_eps=1e-6),
+        text_config=dict(
+            A1111_LAYERS,
+            vocab_size=len(tokenizer),
+            encoder_hidden_size=64,
+            max_position_embeddings=40,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+        ),
+        projection_dim=64,
+        image_text_hidden_size=64,
+    )
+    with seeded_rng(seed):
+        return BlipForConditionalGeneration(config).eval()
+
+
+def tiny_openai_clip(seed: int = 0):
+    """A random ViT CLIPModel with fp16-exact weights (OpenAI ships fp16) and a non-square text projection."""
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config=dict(A1111_LAYERS, vocab_size=49408, max_position_embeddings=77),
+        vision_config=A1111_VISION,
+        projection_dim=32,
+    )
+    with seeded_rng(seed):
+        model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
+def salesforce_blip_state_dict(model) -> dict[str, torch.Tensor]:
+    """`model`'s weights under Salesforce BLIP's names (models/vit.py, models/med.py), as its .pth holds them."""
+    renames = (
+        ("vision_model.embeddings.patch_embedding.", "visual_encoder.patch_embed.proj."),
+        ("vision_model.embeddings.class_embedding", "visual_encoder.cls_token"),
+        ("vision_model.embeddings.position_embedding", "visual_encoder.pos_embed"),
+        ("vision_model.post_layernorm.", "visual_encoder.norm."),
+        ("vision_model.encoder.layers.", "visual_encoder.blocks."),
+        (".layer_norm1.", ".norm1."),
+        (".layer_norm2.", ".norm2."),
+        (".self_attn.qkv.", ".attn.qkv."),
+        (".self_attn.projection.", ".attn.proj."),
+    )
+    original = {}
+    for key, tensor in model.state_dict().items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        original[key] = tensor.clone()
+    positions = model.config.text_config.max_position_embeddings
+    original["text_decoder.bert.embeddings.position_ids"] = torch.arange(positions).expand((1, -1)).clone()
+    return original
+
+
+def openai_clip_state_dict(model) -> dict[str, torch.Tensor]:
+    """`model`'s weights under OpenAI CLIP's names (clip/model.py), q/k/v packed, projections as `x @ proj`."""
+    hf = model.state_dict()
+    original = {
+        "token_embedding.weight": hf["text_model.embeddings.token_embedding.weight"],
+        "positional_embedding": hf["text_model.embeddings.position_embedding.weight"],
+        "ln_final.weight": hf["text_model.final_layer_norm.weight"],
+        "ln_final.bias": hf["text_model.final_layer_norm.bias"],
+        "text_projection": hf["text_projection.weight"].t(),
+        "logit_scale": hf["logit_scale"],
+        "visual.conv1.weight": hf["vision_model.embeddings.patch_embedding.weight"],
+        "visual.class_embedding": hf["vision_model.embeddings.class_embedding"],
+        "visual.positional_embedding": hf["vision_model.embeddings.position_embedding.weight"],
+        "visual.ln_pre.weight": hf["vision_model.pre_layrnorm.weight"],
+        "visual.ln_pre.bias": hf["vision_model.pre_layrnorm.bias"],
+        "visual.ln_post.weight": hf["vision_model.post_layernorm.weight"],
+        "visual.ln_post.bias": hf["vision_model.post_layernorm.bias"],
+        "visual.proj": hf["visual_projection.weight"].t(),
+        "input_resolution": torch.tensor(model.config.vision_config.image_size),
+        "context_length": torch.tensor(model.config.text_config.max_position_embeddings),
+        "vocab_size": torch.tensor(model.config.text_config.vocab_size),
+    }
+    towers = (("", "text_model", model.config.text_config), ("visual.", "vision_model", model.config.vision_config))
+    for prefix, tower, config in towers:
+        for index in range(config.num_hidden_layers):
+            layer, block = f"{tower}.encoder.layers.{index}.", f"{prefix}transformer.resblocks.{index}."
+            for kind in ("weight", "bias"):
+                q, k, v = (hf[f"{layer}self_attn.{name}_proj.{kind}"] for name in "qkv")
+                original[f"{block}attn.in_proj_{kind}"] = torch.cat([q, k, v])
+                for old, new in (
+                    ("self_attn.out_proj", "attn.out_proj"),
+                    ("layer_norm1", "ln_1"),
+                    ("layer_norm2", "ln_2"),
+                ):
+                    original[f"{block}{new}.{kind}"] = hf[f"{layer}{old}.{kind}"]
+                for old, new in (("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")):
+                    original[f"{block}{new}.{kind}"] = hf[f"{layer}{old}.{kind}"]
+    return {key: tensor.clone().contiguous() for key, tensor in original.items()}
+
+
+class ScriptedHolder(torch.nn.Module):
+    """A scriptable module that only holds attributes: OpenAI's module tree, named as OpenAI names it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def write_torchscript_archive(path, tensors: dict[str, torch.Tensor], extra_attributes=()) -> Path:
+    """A real TorchScript archive (torch.jit.script + save) whose attribute paths are `tensors`' keys."""
+    import warnings
+
+    root = ScriptedHolder()
+    for key, tensor in [*tensors.items(), *extra_attributes]:
+        *modules, name = key.split(".")
+        owner = root
+        for part in modules:
+            if part not in owner._modules:
+                owner.add_module(part, ScriptedHolder())
+            owner = owner._modules[part]
+        owner.register_parameter(name, torch.nn.Parameter(tensor, requires_grad=False))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files are made with it
+        scripted = torch.jit.script(root)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(scripted, str(path))
+    return path
+
+
+def write_openai_clip_archive(path, model) -> Path:
+    """`model` as OpenAI ships CLIP: a TorchScript archive of fp16 tensors (with cached attention masks)."""
+    tensors = {key: t.half() if t.is_floating_point() else t for key, t in openai_clip_state_dict(model).items()}
+    context = model.config.text_config.max_position_embeddings
+    mask = torch.full((context, context), float("-inf")).triu(1)
+    layers = range(model.config.text_config.num_hidden_layers)
+    masks = [(f"transformer.resblocks.{index}.attn_mask", mask.clone()) for index in layers]
+    return write_torchscript_archive(path, tensors, masks)
+
+
+def write_salesforce_blip(path, model) -> Path:
+    """`model` as A1111's models/BLIP/model_base_caption_capfilt_large.pth: torch.save({"model": state_dict})."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": salesforce_blip_state_dict(model), "config": {"image_size": 32}}, path)
+    return path
+
+
+def write_blip_folder(folder, model) -> Path:
+    """`model` in the Hugging Face layout with BLIP's tokenizer (the reference the A1111 file must match)."""
+    from transformers import BlipImageProcessor, BlipProcessor
+
+    from sdstudio.postprocess.blip_checkpoint import blip_tokenizer
+
+    size = model.config.vision_config.image_size
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    image_processor = BlipImageProcessor(size={"height": size, "width": size})
+    BlipProcessor(image_processor=image_processor, tokenizer=blip_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def write_clip_folder(folder, model) -> Path:
+    """`model` in the Hugging Face layout, OpenAI's preprocessing (the reference the A1111 file must match)."""
+    from transformers import CLIPImageProcessor
+
+    size = model.config.vision_config.image_size
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
+    return folder

@@ -8,12 +8,13 @@ line(s) of each are appended: "caption, medium, by artist, movement, flavor". A 
 `interrogate_clip_skip_categories`, `interrogate_return_ranks` and
 `interrogate_keep_models_in_memory` are read from the settings with A1111's defaults.
 
-Differences, because nothing may be downloaded at run time: the weights are read in the
-Hugging Face layout (a folder with config.json and the weights that transformers'
-`BlipForConditionalGeneration` / `CLIPModel` load) from models/BLIP and models/CLIP, A1111's
-folder names; A1111's own `model_base_caption_capfilt_large.pth` and OpenAI's `ViT-L-14.pt`
-are named in the error instead of read (they need BLIP's model code, OpenAI's TorchScript
-archive and a tokenizer vocabulary fetched from the hub). The category lines come from
+The weights are found in the data dir's models/BLIP and models/CLIP, offline: A1111's own
+files (models/BLIP/model_base_caption_capfilt_large.pth, Salesforce's BLIP checkpoint, and
+OpenAI's models/CLIP/ViT-L-14.pt, which A1111 keeps in --clip-models-path, by default
+~/.cache/clip) are converted to transformers' `BlipForConditionalGeneration` / `CLIPModel` as
+they load (postprocess.blip_checkpoint, postprocess.openai_clip_checkpoint; nothing in either
+file runs), and a Hugging Face model folder (config.json and weights) in either folder or a
+subfolder is read as it is and wins when both are there. The category lines come from
 models/interrogate/*.txt when there are any, else from the short lists sdstudio ships
 (A1111 downloads clip-interrogator's). Artists are written "by NAME", as the phrase a prompt
 uses. DeepDanbooru tagging is not built in: its model file is named, present or not.
@@ -35,7 +36,9 @@ from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound, NotImplementedYet
 from sdstudio.models.devices import resolve_device, weights_dtype
 from sdstudio.models.memory import ModelMemory, module_bytes
+from sdstudio.postprocess.blip_checkpoint import A1111_BLIP_FILE, read_blip_checkpoint
 from sdstudio.postprocess.model_files import _first_line
+from sdstudio.postprocess.openai_clip_checkpoint import A1111_CLIP_FILE, read_openai_clip
 
 INTERROGATE_MODELS = ("clip", "deepdanbooru")
 """The `model` values of /sdapi/v1/interrogate (A1111's)."""
@@ -191,14 +194,14 @@ class Interrogator:
         options = InterrogateOptions.from_settings(settings)
         device = resolve_device(settings.device)
         dtype = weights_dtype(settings.precision, device)
-        # Both folders are found before anything loads: a missing CLIP is told without loading BLIP first.
-        blip_folder = self._model_folder(BLIP_FOLDER, "blip")
-        clip_folder = self._model_folder(CLIP_FOLDER, "clip")
+        # Both are found before anything loads: a missing CLIP is told without loading BLIP first.
+        blip_weights = self._find_weights(BLIP_FOLDER, "blip", A1111_BLIP_FILE)
+        clip_weights = self._find_weights(CLIP_FOLDER, "clip", A1111_CLIP_FILE)
         image = image.convert("RGB")
         try:
-            blip = self._load(blip_folder, device, dtype, self._read_blip)
+            blip = self._load(blip_weights, device, dtype, self._read_blip)
             parts = [self._caption(blip, image, options, device, dtype)]
-            clip = self._load(clip_folder, device, dtype, self._read_clip)
+            clip = self._load(clip_weights, device, dtype, self._read_clip)
             with torch.no_grad():
                 image_features = _normalised(
                     _features(clip.model.get_image_features(**self._clip_pixels(clip, image, device, dtype)))
@@ -231,69 +234,72 @@ class Interrogator:
 
     # -- finding and loading ----------------------------------------------------------
 
-    def _model_folder(self, relative: str, model_type: str) -> Path:
-        """The Hugging Face model folder of `model_type` in data dir `relative` (itself or a subfolder)."""
+    def _find_weights(self, relative: str, model_type: str, a1111_file: str) -> Path:
+        """A Hugging Face folder of `model_type` in data dir `relative` (itself or a subfolder), else A1111's file.
+
+        A1111's file is `a1111_file` or, failing that, the first other file with its suffix
+        (A1111 takes any .pth in models/BLIP; OpenAI names each CLIP "<name>.pt").
+        """
         root = self.paths.root / relative
         candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
         for folder in candidates:
             if (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES):
                 if _config_model_type(folder) == model_type:
                     return folder
+        suffix = Path(a1111_file).suffix
+        files = [p for p in root.glob(f"*{suffix}") if p.is_file()] if root.is_dir() else []
+        if files:
+            return min(files, key=lambda p: (p.name != a1111_file, p.name))
         raise self._missing_model_error(root, relative, model_type)
 
     @staticmethod
     def _missing_model_error(root: Path, relative: str, model_type: str) -> Exception:
-        a1111_files = sorted(p.name for p in root.glob("*.pt*")) if root.is_dir() else []
         if model_type == "blip":
-            wanted = (
-                f"put a Hugging Face BLIP captioning model folder into {root} (config.json, model.safetensors, "
-                "preprocessor_config.json and the tokenizer files, as Salesforce/blip-image-captioning-base "
-                "or -large has them)"
+            return NotFound(
+                f"{relative}: no BLIP model in {root}; looked there for A1111's {A1111_BLIP_FILE} (or another BLIP "
+                ".pth) and for a Hugging Face BLIP captioning folder (config.json, model.safetensors, "
+                "preprocessor_config.json and the tokenizer files, as Salesforce/blip-image-captioning-base has them)"
             )
-            if a1111_files:
-                return ModelLoadError(
-                    f"{relative}: {', '.join(a1111_files)} is A1111's own BLIP file, which sdstudio cannot read "
-                    "(it needs BLIP's model code and the bert-base-uncased vocabulary, downloaded at run time); "
-                    + wanted
-                )
-            return NotFound(f"{relative}: no BLIP model in {root}; {wanted}")
-        wanted = (
-            f"put a Hugging Face CLIP model folder into {root} (config.json, model.safetensors and "
-            "preprocessor_config.json, as openai/clip-vit-large-patch14, A1111's ViT-L/14, has them)"
+        return NotFound(
+            f"{relative}: no CLIP model in {root}; looked there for OpenAI's {A1111_CLIP_FILE} (or another OpenAI "
+            "ViT .pt; A1111 keeps them in --clip-models-path, by default ~/.cache/clip) and for a Hugging Face CLIP "
+            "folder (config.json, model.safetensors and preprocessor_config.json, as openai/clip-vit-large-patch14 "
+            "has them)"
         )
-        if a1111_files:
-            return ModelLoadError(
-                f"{relative}: {', '.join(a1111_files)} is an OpenAI CLIP TorchScript file, which sdstudio does not "
-                "read; " + wanted
-            )
-        return NotFound(f"{relative}: no CLIP model in {root}; {wanted}")
 
-    def _load(self, folder: Path, device: str, dtype: Any, read: Callable[[Path], Any]) -> Any:
-        """The model in `folder` on `device` in `dtype`, kept by the memory owner (a changed folder reloads)."""
-        stats = [p.stat() for p in folder.iterdir() if p.is_file()]
+    def _load(self, weights: Path, device: str, dtype: Any, read: Callable[[Path], Any]) -> Any:
+        """The model in `weights` (folder or file) on `device` in `dtype`, held by the memory owner; changes reload."""
+        stats = [p.stat() for p in weights.iterdir() if p.is_file()] if weights.is_dir() else [weights.stat()]
         changed = max(s.st_mtime_ns for s in stats)  # a replaced file loads afresh
-        key = f"{MEMORY_KIND}:{folder}:{sum(s.st_size for s in stats)}:{changed}:{device}:{dtype}"
+        key = f"{MEMORY_KIND}:{weights}:{sum(s.st_size for s in stats)}:{changed}:{device}:{dtype}"
 
         def load() -> Any:
             try:
-                loaded = read(folder)
+                loaded = read(weights)
             except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-                raise ModelLoadError(f"{folder}: cannot be loaded ({_first_line(exc)})") from None
+                raise ModelLoadError(f"{weights}: cannot be loaded ({_first_line(exc)})") from None
             loaded.model.to(device=device, dtype=dtype).eval()
             return loaded
 
         return self.memory.get_or_load(key, MEMORY_KIND, load, size_of=lambda value: module_bytes(value.model))
 
     @staticmethod
-    def _read_blip(folder: Path) -> LoadedBlip:
+    def _read_blip(weights: Path) -> LoadedBlip:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
-        model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True)
-        return LoadedBlip(model, BlipProcessor.from_pretrained(folder, local_files_only=True))
+        if weights.is_file():
+            return LoadedBlip(*read_blip_checkpoint(weights))
+        model = BlipForConditionalGeneration.from_pretrained(weights, local_files_only=True)
+        return LoadedBlip(model, BlipProcessor.from_pretrained(weights, local_files_only=True))
 
-    def _read_clip(self, folder: Path) -> LoadedClip:
+    def _read_clip(self, weights: Path) -> LoadedClip:
         from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
+        if weights.is_file():
+            if self._clip_tokenizer is None:
+                raise ModelLoadError(f"{weights.name}: OpenAI's CLIP files carry no tokenizer and none was given")
+            return LoadedClip(*read_openai_clip(weights), self._clip_tokenizer())
+        folder = weights
         model = CLIPModel.from_pretrained(folder, local_files_only=True)
         image_processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
         if any((folder / name).is_file() for name in TOKENIZER_FILES) or self._clip_tokenizer is None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraLibrary
+    from sdstudio.extensions.scripts.host import ScriptHost
     from sdstudio.models.loader import LoadedCheckpoint
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
@@ -47,6 +48,7 @@ class App:
     engine: GenerationService
     checkpoints: CheckpointModels  # the engine's model source, for unload/reload and the loaded model
     interrogator: Interrogator
+    scripts: ScriptHost  # scripts and extensions, with their callbacks
 
     @property
     def settings(self) -> Settings:
@@ -70,6 +72,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.engine.conditioning import encoder_for_checkpoint
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
+    from sdstudio.extensions.scripts.host import ScriptHost
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
@@ -95,6 +98,8 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     styles = StyleDatabase(paths.styles_file)
     loras = LoraLibrary(paths.folders("lora"), memory=memory)
     postprocess = PostprocessService.build(paths, store, memory=memory)
+    scripts = ScriptHost(paths, store)
+    scripts.load()
     checkpoints = CheckpointModels(
         store,
         resolve=_registry_resolver(models),
@@ -102,6 +107,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         make_encoder=lambda loaded: encoder_for_checkpoint(loaded, paths),
         load_key=lambda path, settings: _external_vae_path(settings, models, path),
         memory=memory,
+        on_loaded=lambda model: scripts.callbacks.call("model_loaded", model),
     )
     engine = GenerationService(
         store,
@@ -121,8 +127,10 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         version=f"sdstudio {__version__}",
         batch_hooks=[LoraBatchHook(loras)],
         locate_checkpoint=checkpoints.locate,
+        scripts_for_job=scripts.for_job,
+        checkpoint_titles=lambda: [entry.title for entry in models.list("checkpoint", include_unusable=False)],
     )
-    return App(
+    app = App(
         paths=paths,
         settings_store=store,
         memory=memory,
@@ -133,7 +141,10 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         engine=engine,
         checkpoints=checkpoints,
         interrogator=Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1")),
+        scripts=scripts,
     )
+    scripts.callbacks.call("app_started", app)
+    return app
 
 
 def _registry_resolver(registry: ModelRegistry):

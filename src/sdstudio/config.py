@@ -181,6 +181,10 @@ PILLOW_DECODE_LIMIT_MP = 178.0
 """Pillow refuses images over 2 × Image.MAX_IMAGE_PIXELS (178.9 Mpx) whatever the setting; the option stops below."""
 
 
+ExtensionsOff = Literal["none", "extra", "all"]
+"""A1111's disable_all_extensions: "extra" keeps the built-in scripts."""
+
+
 class Settings(BaseModel):
     """User options, under A1111's option names (shared.opts) where A1111 has one.
 
@@ -262,6 +266,11 @@ class Settings(BaseModel):
     img_max_decode_mp: float = Field(default=IMAGE_DECODE_LIMIT_MP, gt=0, le=PILLOW_DECODE_LIMIT_MP)
 
     prompt_max_length: int = Field(default=10_000, ge=1)  # characters in each prompt field; longer ones are refused
+
+    # Extensions (A1111's options) and the web UI's language
+    disabled_extensions: list[str] = []  # extension folder names that are not loaded
+    disable_all_extensions: ExtensionsOff = "none"  # "extra": only the built-in scripts; "all": none at all
+    localization: str = "None"  # a localizations/NAME.json for the web UI ("None": English)
 
     @field_validator("samples_format", "grid_format", mode="before")
     @classmethod
@@ -428,6 +437,11 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "s_tmax": OptionInfo("Sampler parameters", "sigma tmax"),
     "s_noise": OptionInfo("Sampler parameters", "sigma noise"),
     "randn_source": OptionInfo("Sampler parameters", "Random number generator source", ("CPU", "GPU", "NV")),
+    "disabled_extensions": OptionInfo("Extensions", "Disabled extensions"),
+    "disable_all_extensions": OptionInfo(
+        "Extensions", "Disable all extensions (preserves the list of disabled extensions)", get_args(ExtensionsOff)
+    ),
+    "localization": OptionInfo("User interface", "Localization"),
 }
 """Settings page metadata for every `Settings` field (a test keeps the two in step)."""
 

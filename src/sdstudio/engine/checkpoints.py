@@ -73,8 +73,10 @@ class CheckpointModels:
         make_encoder: EncoderFactory,
         load_key: Callable[[Path, Settings], Any] = lambda path, settings: None,
         memory: ModelMemory | None = None,
+        on_loaded: Callable[[GenerationModel], object] | None = None,
     ):
         self.settings_store = settings
+        self.on_loaded = on_loaded  # told of each freshly loaded model (the extensions' model_loaded callbacks)
         self.resolve = resolve  # name or path -> (path, display name, short hash); "" = the default
         self.load = load
         self.make_encoder = make_encoder
@@ -121,6 +123,9 @@ class CheckpointModels:
                 nonlocal weights_bytes
                 loaded = self.load(path, settings)
                 weights_bytes = module_bytes(loaded.unet, loaded.vae, loaded.text_encoder, loaded.text_encoder_2)
-                return generation_model_from_checkpoint(loaded, self.make_encoder(loaded), display, short_hash)
+                model = generation_model_from_checkpoint(loaded, self.make_encoder(loaded), display, short_hash)
+                if self.on_loaded is not None:
+                    self.on_loaded(model)
+                return model
 
             return self.memory.get_or_load(key, MEMORY_KIND, load, size_of=lambda _: weights_bytes)

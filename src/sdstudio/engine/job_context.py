@@ -20,6 +20,7 @@ from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.samplers import SamplerDef, SamplerOptions, ScheduleType
 from sdstudio.engine.sampling import StepConditioning
 from sdstudio.engine.saving import ImageSaver
+from sdstudio.engine.scripting import JobHooks, NoHooks, StableDiffusionProcessing
 
 
 class ConditioningEncoder(Protocol):
@@ -159,6 +160,8 @@ class JobContext:
     watermark: Callable[[Image.Image], Image.Image] | None = None  # used when settings.enable_invisible_watermark
     version: str = ""
     clock: Callable[[], float] = time.monotonic
+    p: StableDiffusionProcessing | None = None  # the scripts' view of the job; None: no scripts run
+    hooks: JobHooks = field(default_factory=NoHooks)  # the scripts' and callbacks' hook points
 
 
 @dataclass

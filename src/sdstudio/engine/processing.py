@@ -59,6 +59,7 @@ from sdstudio.engine.samplers import (
     resolve_sampler_and_schedule,
 )
 from sdstudio.engine.sampling import (
+    DenoiserHooks,
     Guidance,
     GuidedUNet,
     InpaintBlend,
@@ -71,6 +72,7 @@ from sdstudio.engine.sampling import (
     run_sampler,
 )
 from sdstudio.engine.saving import image_grid
+from sdstudio.engine.scripting import ImageSaveParams, PostprocessImageArgs
 from sdstudio.engine.seeds import ImageNoise, fixed_seed, image_seeds
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 
@@ -254,6 +256,7 @@ class GenerationJob:
     def run(self) -> GenerationResult:
         """Run the job from start to finish."""
         self.check_inputs()
+        self.process_scripts()
         self.prepare_init_images()
         self.start_batches()
         with torch.no_grad(), _Tiling([self.model.unet, self.model.vae], self.request.tiling):
@@ -264,7 +267,9 @@ class GenerationJob:
                 self.ctx.cancel.clear_skip()
                 self.progress.begin(batch.number, self.first_pass_steps)
                 self.model = self.ctx.model  # every batch starts on the job's checkpoint (a refiner may take over)
+                self.script_batch_hook(batch, "before_process_batch")
                 with self.apply_batch_hooks(batch):
+                    self.script_batch_hook(batch, "process_batch")
                     if not self.encode_prompt(batch):
                         break
                     self.prepare_latents(batch)
@@ -276,6 +281,9 @@ class GenerationJob:
                     break
         self.make_grid()
         self.fill_info()
+        if self.ctx.p is not None:
+            self.ctx.hooks.postprocess(self.ctx.p, self.result)
+            self.result.warnings.extend(w for w in self.ctx.p.warnings if w not in self.result.warnings)
         return self.result
 
     # Step 1: check inputs
@@ -313,6 +321,51 @@ class GenerationJob:
             choices = ", ".join(hires_upscaler_names(models))
             raise NotFound(f"hr_upscaler: unknown upscaler {name!r}; available: {choices}")
 
+    def process_scripts(self) -> None:
+        """Step 1 (scripts): p.all_prompts/all_seeds... set up, the scripts' `process` run, their changes taken.
+
+        A script may change any request field of `p` or the per-image lists (A1111 scripts such
+        as wildcards rewrite `p.all_prompts`); the job is planned again from what they left.
+        """
+        p = self.ctx.p
+        if p is None:
+            return
+        plan = self.plan
+        p.sd_model = self.model
+        p.all_prompts, p.all_negative_prompts = list(plan.prompts), list(plan.negative_prompts)
+        p.all_seeds, p.all_subseeds = list(plan.seeds), list(plan.subseeds)
+        self.ctx.hooks.process(p)
+        if p.request_fields() != dict(self.request):
+            self.request = p.to_request()
+            self.check_inputs()
+        total = self.request.total_images
+        lists: dict[str, list[Any]] = {
+            "all_prompts": p.all_prompts,
+            "all_negative_prompts": p.all_negative_prompts,
+            "all_seeds": p.all_seeds,
+            "all_subseeds": p.all_subseeds,
+        }
+        for name, values in lists.items():
+            if len(values) != total:
+                raise InvalidRequest(name, f"a script left {len(values)} values for the job's {total} images")
+        self.plan.prompts = [str(text) for text in p.all_prompts]
+        self.plan.negative_prompts = [str(text) for text in p.all_negative_prompts]
+        self.plan.seeds = [int(seed) for seed in p.all_seeds]
+        self.plan.subseeds = [int(seed) for seed in p.all_subseeds]
+
+    def script_batch_hook(self, batch: Batch, hook: Literal["before_process_batch", "process_batch"]) -> None:
+        """A1111's before_process_batch / process_batch: p.prompts, p.seeds... are the batch's; prompts may change."""
+        p = self.ctx.p
+        if p is None:
+            return
+        p.iteration, p.sd_model = batch.number, self.model
+        p.prompts, p.negative_prompts = batch.prompts, batch.negative_prompts
+        p.seeds, p.subseeds = batch.seeds, batch.subseeds
+        getattr(self.ctx.hooks, hook)(
+            p, batch_number=batch.number, prompts=batch.prompts, seeds=batch.seeds, subseeds=batch.subseeds
+        )
+        batch.extra.update(p.extra_generation_params)
+
     # Step 2: init images
 
     def prepare_init_images(self) -> None:
@@ -335,6 +388,8 @@ class GenerationJob:
             self.model.scheduler_config, is_sdxl=self.model.family.startswith("sdxl")
         )
         self.extra = extra_parameters(request, self.plan)
+        if self.ctx.p is not None:
+            self.extra.update(self.ctx.p.extra_generation_params)
         self.outdir = self.ctx.saver.output_folder(self.ctx.kind, override=request.outpath_samples)
 
     def batches(self) -> Iterator[Batch]:
@@ -467,6 +522,8 @@ class GenerationJob:
             request.cfg_scale,
             batch.image_conditioning,
             getattr(conditioning, "unet_kwargs", None),
+            hooks=self.denoiser_hooks,
+            total_steps=request.steps,
         )
         job = SamplingJob(
             sampler=plan.sampler,
@@ -578,6 +635,8 @@ class GenerationJob:
             request.hr_cfg if request.hr_cfg is not None else request.cfg_scale,
             image_conditioning,
             getattr(conditioning, "unet_kwargs", None),
+            hooks=self.denoiser_hooks,
+            total_steps=steps,
         )
         job = SamplingJob(
             sampler=sampler,
@@ -651,7 +710,13 @@ class GenerationJob:
             if switch.by_sampling_steps:
                 batch.extra["Refiner switch by sampling steps"] = True
             return GuidedUNet(
-                refiner.unet, conditioning, cfg_scale, image_conditioning, getattr(conditioning, "unet_kwargs", None)
+                refiner.unet,
+                conditioning,
+                cfg_scale,
+                image_conditioning,
+                getattr(conditioning, "unet_kwargs", None),
+                hooks=self.denoiser_hooks,
+                total_steps=job.steps,
             )
 
         total = sampler.total_model_evaluations(planned_steps(job))
@@ -702,7 +767,13 @@ class GenerationJob:
     def decode(self, batch: Batch) -> None:
         """Step 3e: VAE decode (still under the batch hooks: a LoRA may patch the VAE)."""
         assert batch.samples is not None  # steps 3c/3d ran
-        batch.images = imaging.tensor_to_pil(self.model.decode_latents(batch.samples))
+        pixels = self.model.decode_latents(batch.samples)
+        p = self.ctx.p
+        if p is not None:  # A1111 postprocess_batch: the batch as [0, 1] images, changed in place or not
+            unit = (pixels.clamp(-1, 1) + 1) / 2
+            self.ctx.hooks.postprocess_batch(p, unit, batch.number)
+            pixels = unit * 2 - 1
+        batch.images = imaging.tensor_to_pil(pixels)
 
     def save(self, batch: Batch) -> None:
         """Step 3f: face restoration, paste-back for inpainting, watermark, infotext, files, result lists."""
@@ -716,6 +787,11 @@ class GenerationJob:
                     faces_restored = True
                 except SdStudioError as exc:  # a missing face model must not lose the image
                     self._warn_once(f"face restoration skipped: {exc}")
+            if ctx.p is not None:
+                ctx.p.batch_index = i
+                postprocessed = PostprocessImageArgs(image)
+                ctx.hooks.postprocess_image(ctx.p, postprocessed)
+                image = postprocessed.image
             if init is not None and init.overlays:
                 image = imaging.apply_overlay(
                     image, init.paste_to, init.batch_overlays(batch.start, len(batch.images))[i]
@@ -738,9 +814,8 @@ class GenerationJob:
                 ),
             )
             if plan.settings.samples_save and not request.do_not_save_samples:
-                result.saved_paths.append(
-                    ctx.saver.save_image(image, self.outdir, plan.seeds[index], plan.prompts[index], infotext)
-                )
+                saved = self.save_file(image, infotext, self.outdir, plan.seeds[index], plan.prompts[index])
+                result.saved_paths.append(saved)
             if plan.settings.enable_pnginfo:
                 image.info["parameters"] = infotext  # A1111: the returned image carries its infotext
             result.images.append(image)
@@ -762,15 +837,42 @@ class GenerationJob:
             grid_infotext = result.infotexts[0] if result.infotexts else None
             if plan.settings.grid_save:
                 grid_dir = ctx.saver.output_folder(ctx.kind, grid=True, override=request.outpath_grids)
-                result.grid_path = ctx.saver.save_grid(grid, grid_dir, grid_infotext)
+                result.grid_path = self.save_file(grid, grid_infotext, grid_dir, grid=True)
             if plan.settings.return_grid:
                 result.images.insert(0, grid)
                 result.grid_infotext = grid_infotext
                 result.index_of_first_image = 1
 
+    def save_file(
+        self,
+        image: Image.Image,
+        infotext: str | None,
+        folder: Path,
+        seed: int | None = None,
+        prompt: str = "",
+        grid: bool = False,
+    ) -> Path:
+        """Write one image or grid, the on_before_image_saved / on_image_saved callbacks around it."""
+        hooks, saver = self.ctx.hooks, self.ctx.saver
+        params = ImageSaveParams(image, self.ctx.p, "", {"parameters": infotext} if infotext is not None else {})
+        hooks.before_image_saved(params)
+        text = params.pnginfo.get("parameters")
+        if grid:
+            path = saver.save_grid(params.image, folder, text)
+        else:
+            path = saver.save_image(params.image, folder, seed, prompt, text)
+        params.filename = str(path)
+        hooks.image_saved(params)
+        return path
+
     def fill_info(self) -> None:
         """Step 5: the result's info, A1111's Processed.js() fields."""
         self.result.info = job_info(self.request, self.plan, self.result, self.ctx)
+
+    @property
+    def denoiser_hooks(self) -> DenoiserHooks | None:
+        """The scripts' cfg_denoiser/cfg_denoised hooks (None without scripts: nothing to call each step)."""
+        return self.ctx.hooks if self.ctx.p is not None else None
 
     def _warn_once(self, warning: str) -> None:
         if warning not in self.result.warnings:

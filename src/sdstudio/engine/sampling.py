@@ -115,6 +115,39 @@ class Guidance(Protocol):
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+@dataclass
+class CFGDenoiserParams:
+    """A1111's argument to on_cfg_denoiser, before each guided UNet call; `x` and the conds may be replaced.
+
+    `sigma` is the model's timestep input here (sdstudio guides a discrete-time UNet).
+    """
+
+    x: torch.Tensor
+    image_cond: torch.Tensor | None
+    sigma: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+    text_cond: torch.Tensor
+    text_uncond: torch.Tensor
+
+
+@dataclass
+class CFGDenoisedParams:
+    """A1111's argument to on_cfg_denoised: `x` is the guided output and may be replaced."""
+
+    x: torch.Tensor
+    sampling_step: int
+    total_sampling_steps: int
+
+
+class DenoiserHooks(Protocol):
+    """Called around each guided UNet call (A1111's on_cfg_denoiser / on_cfg_denoised callbacks)."""
+
+    def cfg_denoiser(self, params: CFGDenoiserParams) -> None: ...
+
+    def cfg_denoised(self, params: CFGDenoisedParams) -> None: ...
+
+
 class GuidedUNet:
     """The UNet with classifier-free guidance: `(x_scaled, t, step) -> guided model output`."""
 
@@ -125,12 +158,16 @@ class GuidedUNet:
         cfg_scale: float,
         image_conditioning: torch.Tensor | None = None,
         unet_kwargs: Callable[[int, list[int]], dict[str, Any]] | None = None,
+        hooks: DenoiserHooks | None = None,
+        total_steps: int = 0,
     ) -> None:
         self.unet = unet
         self.conditioning = conditioning
         self.cfg_scale = float(cfg_scale)
         self.image_conditioning = image_conditioning
         self.unet_kwargs = unet_kwargs
+        self.hooks = hooks  # scripts' cfg_denoiser/cfg_denoised callbacks
+        self.total_steps = total_steps  # what the hooks are told (A1111 total_sampling_steps)
         self.dtype = next(unet.parameters()).dtype
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, step: int) -> torch.Tensor:
@@ -142,13 +179,19 @@ class GuidedUNet:
         """(guided output at cfg_scale * scale_multiplier, the unconditional output) from one UNet call."""
         cond, conds_list = self.conditioning.at_step(step)
         uncond = self.conditioning.uncond_at_step(step)
+        image_conditioning = self.image_conditioning
+        if self.hooks is not None:
+            params = CFGDenoiserParams(x, image_conditioning, t, step, self.total_steps, cond, uncond)
+            self.hooks.cfg_denoiser(params)
+            x, image_conditioning, t = params.x, params.image_cond, params.sigma
+            cond, uncond = params.text_cond, params.text_uncond
         batch = x.shape[0]
         repeats = [len(rows) for rows in conds_list]
         t = t.reshape(-1).expand(batch) if t.numel() == 1 else t
         x_in = torch.cat([x[i : i + 1].expand(n, *x.shape[1:]) for i, n in enumerate(repeats)] + [x])
         t_in = torch.cat([t[i : i + 1].expand(n) for i, n in enumerate(repeats)] + [t])
-        if self.image_conditioning is not None:
-            ic = self.image_conditioning
+        if image_conditioning is not None:
+            ic = image_conditioning
             ic_in = torch.cat([ic[i : i + 1].expand(n, *ic.shape[1:]) for i, n in enumerate(repeats)] + [ic])
             x_in = torch.cat([x_in, ic_in.to(x_in)], dim=1)
         length = max(cond.shape[1], uncond.shape[1])
@@ -162,7 +205,12 @@ class GuidedUNet:
             return_dict=False,
             **extra,
         )[0].float()
-        return self.combine(out, conds_list, batch, self.cfg_scale * scale_multiplier), out[-batch:]
+        guided = self.combine(out, conds_list, batch, self.cfg_scale * scale_multiplier)
+        if self.hooks is not None:
+            denoised = CFGDenoisedParams(guided, step, self.total_steps)
+            self.hooks.cfg_denoised(denoised)
+            guided = denoised.x
+        return guided, out[-batch:]
 
     def combine(self, out: torch.Tensor, conds_list: ConditionRows, batch: int, cfg_scale: float) -> torch.Tensor:
         """uncond + sum_k w_k * cfg * (cond_k - uncond) per image (A1111 combine_denoised)."""

@@ -13,15 +13,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.engine.cancel import CancelToken
 from sdstudio.engine.job_context import BatchHook, GenerationModel, ImageUpscaler, JobContext, ProgressEvent
 from sdstudio.engine.processing import run_generation
-from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
+from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest, check_limits
 from sdstudio.engine.saving import ImageSaver
+from sdstudio.engine.scripting import (
+    ImageSaveParams,
+    JobHooks,
+    JobScripts,
+    NoHooks,
+    Processed,
+    ScriptSelection,
+    ScriptsForJob,
+    StableDiffusionProcessing,
+)
 from sdstudio.errors import InvalidRequest, ModelLoadError, NotFound
 
 ModelSource = Callable[[str | None, Settings], GenerationModel]
@@ -61,6 +74,8 @@ class GenerationService:
         watermark: Callable[[Any], Any] | None = None,
         version: str = "",
         locate_checkpoint: Callable[[str], Any] | None = None,
+        scripts_for_job: ScriptsForJob | None = None,
+        checkpoint_titles: Callable[[], list[str]] | None = None,
     ):
         self.settings_store = settings
         self.paths = paths
@@ -73,6 +88,8 @@ class GenerationService:
         self.batch_hooks = batch_hooks if batch_hooks is not None else []  # extensions append (LoRA...)
         self.version = version
         self.locate_checkpoint = locate_checkpoint  # name -> file, NotFound when unknown (checks refiner_checkpoint)
+        self.scripts_for_job = scripts_for_job  # the scripts and extensions (None: jobs run without any)
+        self.checkpoint_titles = checkpoint_titles  # what scripts may switch to (X/Y/Z "Checkpoint name")
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
 
@@ -93,60 +110,187 @@ class GenerationService:
         except (NotFound, ModelLoadError) as exc:  # unknown, or a file that cannot be used
             raise InvalidRequest(field, str(exc)) from None
 
-    def txt2img(self, request: Txt2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
-        """Generate images from text."""
+    def txt2img(
+        self,
+        request: Txt2ImgRequest,
+        control: GenerationControl | None = None,
+        scripts: ScriptSelection | None = None,
+    ) -> GenerationResult:
+        """Generate images from text (with the scripts `scripts` names, and the always-on ones)."""
         if not isinstance(request, Txt2ImgRequest):
             raise InvalidRequest("request", "txt2img needs a Txt2ImgRequest")
-        return self._run(request, "txt2img", control)
+        return self._run(request, "txt2img", control, scripts)
 
-    def img2img(self, request: Img2ImgRequest, control: GenerationControl | None = None) -> GenerationResult:
+    def img2img(
+        self,
+        request: Img2ImgRequest,
+        control: GenerationControl | None = None,
+        scripts: ScriptSelection | None = None,
+    ) -> GenerationResult:
         """Generate images from init images (with a mask: inpainting)."""
         if not isinstance(request, Img2ImgRequest):
             raise InvalidRequest("request", "img2img needs an Img2ImgRequest")
-        return self._run(request, "img2img", control)
+        return self._run(request, "img2img", control, scripts)
 
     def generate(
-        self, request: Txt2ImgRequest | Img2ImgRequest, control: GenerationControl | None = None
+        self,
+        request: Txt2ImgRequest | Img2ImgRequest,
+        control: GenerationControl | None = None,
+        scripts: ScriptSelection | None = None,
     ) -> GenerationResult:
         """Dispatch on the request type (handy for queues)."""
         if isinstance(request, Img2ImgRequest):
-            return self.img2img(request, control)
-        return self.txt2img(request, control)
+            return self.img2img(request, control, scripts)
+        return self.txt2img(request, control, scripts)
 
     def _run(
-        self, request: Txt2ImgRequest | Img2ImgRequest, kind: str, control: GenerationControl | None
+        self,
+        request: Txt2ImgRequest | Img2ImgRequest,
+        kind: str,
+        control: GenerationControl | None,
+        selection: ScriptSelection | None,
     ) -> GenerationResult:
         control = control or GenerationControl()
-        overrides = request.override_settings or {}
-        checkpoint = self.checkpoint_for(overrides)
+        self.check_request_checkpoints(request)
+        job_scripts = self.scripts_for_job(kind, selection or ScriptSelection()) if self.scripts_for_job else None
+        with self.device_lock:
+            if job_scripts is None or not job_scripts.active:
+                return self._process(request, kind, control, None, NoHooks())
+            # A1111's script flow: setup, then the selected script's run (which calls
+            # process_images(p) as often as it likes), else one process_images(p).
+            services = ScriptServices(
+                self, kind, control, job_scripts, self.settings_store.snapshot(request.override_settings or {})
+            )
+            p = StableDiffusionProcessing.for_request(request, services)
+            job_scripts.setup(p)
+            result = job_scripts.run(p)
+            return result if result is not None else services.process_images(p)
+
+    def check_request_checkpoints(self, request: Txt2ImgRequest | Img2ImgRequest) -> None:
+        """Refuse an unknown refiner or hires checkpoint before the job waits for the device."""
         self.check_checkpoint("refiner_checkpoint", request.refiner_checkpoint)
         if isinstance(request, Txt2ImgRequest) and request.enable_hr:
             self.check_checkpoint("hr_checkpoint_name", request.hr_checkpoint_name)
-        with self.device_lock:
-            # The job's one view of the settings, taken when it starts on the device.
-            settings = self.settings_store.snapshot(overrides)
-            model = self.model_source(checkpoint, settings)
-            preview_every = control.preview_every
-            if preview_every is None:
-                preview_every = settings.show_progress_every_n_steps if settings.live_previews_enable else 0
-            ctx = JobContext(
-                model=model,
-                settings=settings,
-                saver=ImageSaver(self.paths, settings),
-                kind=kind,
-                cancel=control.cancel,
-                on_progress=control.on_progress,
-                preview_every=max(0, int(preview_every)),
-                upscale_image=self.upscale_image,
-                upscaler_names=self.upscaler_names,
-                restore_faces=self.restore_faces,
-                batch_hooks=list(self.batch_hooks),
-                load_checkpoint=lambda name: self.model_source(name, settings),
-                watermark=self.watermark,
-                version=self.version,
-            )
-            result = run_generation(request, ctx, self.apply_styles)
-            if overrides and not request.override_settings_restore_afterwards:
-                # A1111: the overrides stay in force after the job (for this run; not saved).
-                self.settings_store.overlay(overrides, field="override_settings")
-            return result
+
+    def _process(
+        self,
+        request: Txt2ImgRequest | Img2ImgRequest,
+        kind: str,
+        control: GenerationControl,
+        p: StableDiffusionProcessing | None,
+        hooks: JobHooks,
+    ) -> GenerationResult:
+        """One job on the device (the caller holds the device lock): settings, model, run."""
+        overrides = request.override_settings or {}
+        checkpoint = self.checkpoint_for(overrides)
+        # The job's one view of the settings, taken when it starts on the device.
+        settings = self.settings_store.snapshot(overrides)
+        model = self.model_source(checkpoint, settings)
+        preview_every = control.preview_every
+        if preview_every is None:
+            preview_every = settings.show_progress_every_n_steps if settings.live_previews_enable else 0
+        ctx = JobContext(
+            model=model,
+            settings=settings,
+            saver=ImageSaver(self.paths, settings),
+            kind=kind,
+            cancel=control.cancel,
+            on_progress=control.on_progress,
+            preview_every=max(0, int(preview_every)),
+            upscale_image=self.upscale_image,
+            upscaler_names=self.upscaler_names,
+            restore_faces=self.restore_faces,
+            batch_hooks=list(self.batch_hooks),
+            load_checkpoint=lambda name: self.model_source(name, settings),
+            watermark=self.watermark,
+            version=self.version,
+            p=p,
+            hooks=hooks,
+        )
+        result = run_generation(request, ctx, self.apply_styles)
+        if overrides and not request.override_settings_restore_afterwards:
+            # A1111: the overrides stay in force after the job (for this run; not saved).
+            self.settings_store.overlay(overrides, field="override_settings")
+        return result
+
+
+class ScriptServices:
+    """What the scripts of one request get from the service (`p.services`): processing, saving, names.
+
+    `process_images(p)` runs `p` as one job under the device lock the request already
+    holds; progress is reported across all of a script's jobs (A1111 `state.job_count`).
+    """
+
+    def __init__(
+        self,
+        service: GenerationService,
+        kind: str,
+        control: GenerationControl,
+        scripts: JobScripts,
+        settings: Settings,
+    ) -> None:
+        self.service = service
+        self.kind = kind
+        self.control = control
+        self.scripts = scripts
+        self._settings = settings
+        self.job_count = 0  # 0: as many as the jobs run so far
+        self.jobs_done = 0
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def interrupted(self) -> bool:
+        return self.control.cancel.interrupted
+
+    def set_job_count(self, count: int) -> None:
+        self.job_count = max(0, int(count))
+
+    def process_images(self, p: StableDiffusionProcessing) -> Processed:
+        """A1111's process_images(p): before_process, then one job with the scripts' hooks."""
+        self.scripts.before_process(p)
+        request = p.to_request()
+        check_limits(request, self.settings_store_snapshot(request))
+        offset = self.jobs_done
+        outer = self.control.on_progress
+
+        def on_progress(event: ProgressEvent) -> None:
+            if outer is not None:
+                total = max(self.job_count, offset + event.job_count)
+                outer(replace(event, job_no=offset + event.job_no, job_count=total))
+
+        control = GenerationControl(self.control.cancel, on_progress, self.control.preview_every)
+        try:
+            return self.service._process(request, self.kind, control, p, self.scripts)
+        finally:
+            self.jobs_done += request.n_iter
+
+    def settings_store_snapshot(self, request: Txt2ImgRequest | Img2ImgRequest) -> Settings:
+        return self.service.settings_store.snapshot(request.override_settings or {})
+
+    def save_grid(self, p: StableDiffusionProcessing, image: Image.Image, infotext: str | None) -> Path | None:
+        settings = self.settings_store_snapshot(p.to_request())
+        if not settings.grid_save or p.do_not_save_grid:
+            return None
+        saver = ImageSaver(self.service.paths, settings)
+        folder = saver.output_folder(self.kind, grid=True, override=p.outpath_grids)
+        params = ImageSaveParams(image, p, "", {"parameters": infotext} if infotext is not None else {})
+        self.scripts.before_image_saved(params)
+        path = saver.save_grid(params.image, folder, params.pnginfo.get("parameters"))
+        params.filename = str(path)
+        self.scripts.image_saved(params)
+        return path
+
+    def checkpoint_names(self) -> list[str]:
+        return self.service.checkpoint_titles() if self.service.checkpoint_titles else []
+
+    def upscaler_names(self) -> list[str]:
+        return self.service.upscaler_names() if self.service.upscaler_names else []
+
+    def upscale(self, image: Image.Image, name: str, width: int, height: int) -> Image.Image:
+        if name in ("None", "Lanczos", "Nearest") or self.service.upscale_image is None:
+            method = Image.Resampling.NEAREST if name == "Nearest" else Image.Resampling.LANCZOS
+            return image.resize((width, height), method)
+        return self.service.upscale_image(image, name, width, height)

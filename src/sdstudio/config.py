@@ -180,6 +180,16 @@ IMAGE_DECODE_LIMIT_MP = 80.0
 PILLOW_DECODE_LIMIT_MP = 178.0
 """Pillow refuses images over 2 × Image.MAX_IMAGE_PIXELS (178.9 Mpx) whatever the setting; the option stops below."""
 
+# Each limit setting owns its limit; these ceilings are the most it may be set to, and what "0 = no
+# limit" means. Requests (engine.request) refuse past the same numbers, for every front end (the
+# CLI too), so a request's own bounds never refuse what a setting allows and the errors name the
+# setting. Far above anything sane on one machine; they only keep a request's numbers from
+# overflowing into allocations (a schedule of 10**9 steps, 10**9 latents).
+STEPS_CEILING = 1000
+"""Most sampling steps (each pass) any request may ask for: the ceiling of limit_steps."""
+IMAGES_PER_JOB_CEILING = 10_000
+"""Most images (batch_size × n_iter) any request may ask for: the ceiling of limit_images_per_job."""
+
 
 ExtensionsOff = Literal["none", "extra", "all"]
 """A1111's disable_all_extensions: "extra" keeps the built-in scripts."""
@@ -255,8 +265,8 @@ class Settings(BaseModel):
     cpu_offload: bool = False
     # Limits on what one request may ask for (checked before the work is queued; 0 = no limit)
     limit_batch_megapixels: float = Field(default=20.0, ge=0, allow_inf_nan=False)
-    limit_images_per_job: int = Field(default=1000, ge=0)
-    limit_steps: int = Field(default=500, ge=0)
+    limit_images_per_job: int = Field(default=1000, ge=0, le=IMAGES_PER_JOB_CEILING)
+    limit_steps: int = Field(default=500, ge=0, le=STEPS_CEILING)
     limit_queued_jobs: int = Field(default=100, ge=0)
     limit_queued_jobs_per_client: int = Field(default=50, ge=0)
     limit_request_body_mb: float = Field(default=50.0, ge=0, allow_inf_nan=False)
@@ -406,17 +416,22 @@ OPTION_INFO: dict[str, OptionInfo] = {
         "included (20 = one 4096×4096 image or 16 of 1024×1024; 0 = no limit)",
     ),
     "limit_images_per_job": OptionInfo(
-        "Limits", "Most images one request may ask for: batch size × batch count (0 = no limit)"
+        "Limits",
+        "Most images one request may ask for: batch size × batch count (at most 10000; 0 = no limit below that)",
     ),
     "limit_steps": OptionInfo(
-        "Limits", "Most sampling steps one request may ask for, hires pass included (A1111's UI: 150; 0 = no limit)"
+        "Limits",
+        "Most sampling steps one request may ask for, hires pass included "
+        "(A1111's UI: 150; at most 1000; 0 = no limit below that)",
     ),
     "limit_queued_jobs": OptionInfo(
-        "Limits", "Most API jobs waiting in the queue; more are answered 503 with Retry-After (0 = no limit)"
+        "Limits",
+        "Most jobs (API and web UI) waiting in the queue; more are answered 503 with Retry-After (0 = no limit)",
     ),
     "limit_queued_jobs_per_client": OptionInfo(
         "Limits",
-        "Most API jobs one client (API user, else address) may have waiting; more are answered 429 (0 = no limit)",
+        "Most jobs one client (user, else address; API and web UI alike) may have waiting; more are answered 429 "
+        "(0 = no limit)",
     ),
     "limit_request_body_mb": OptionInfo(
         "Limits", "Largest request body, MB; larger ones are answered 413 (0 = no limit)"

@@ -148,3 +148,33 @@ def test_lone_surrogates_in_prompts_become_replacement_characters():
     assert request.prompt == ["a \ufffd cat"] and request.negative_prompt == "dog \ufffd"
     assert request.styles == ["x\ufffd"]
     assert Txt2ImgRequest(prompt="\U0001f600").prompt == "\U0001f600"
+
+
+def test_request_bounds_never_refuse_what_a_limit_setting_allows(data_dir):
+    """Each limit setting owns its limit: a request's own bounds stop where the setting may go, and say so."""
+    from sdstudio.config import DataPaths, SettingsStore
+    from sdstudio.engine.request import check_limits
+
+    store = SettingsStore(DataPaths(data_dir).ensure())
+    for option, too_high in (("limit_steps", 1001), ("limit_images_per_job", 10_001)):
+        with pytest.raises(InvalidRequest) as info:
+            store.check({option: too_high})
+        assert info.value.field == option
+    store.change({"limit_steps": 1000, "limit_images_per_job": 10_000, "limit_batch_megapixels": 0})
+    for fields in (
+        {"steps": 1000, "enable_hr": True, "hr_second_pass_steps": 1000},
+        {"batch_size": 100, "n_iter": 100},
+        {"batch_size": 10_000},
+    ):
+        check_limits(Txt2ImgRequest(**fields), store.current)  # what the settings allow, the request takes
+    for fields, field_name, setting in (
+        ({"steps": 1001}, "steps", "limit_steps"),
+        ({"enable_hr": True, "hr_second_pass_steps": 1001}, "hr_second_pass_steps", "limit_steps"),
+        ({"batch_size": 10_001}, "batch_size", "limit_images_per_job"),
+        ({"n_iter": 10_001}, "n_iter", "limit_images_per_job"),
+        ({"batch_size": 200, "n_iter": 100}, "n_iter", "limit_images_per_job"),
+        ({"width": 8200}, "width", "limit_batch_megapixels"),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            Txt2ImgRequest(**fields)
+        assert info.value.field == field_name and setting in info.value.reason, (fields, str(info.value))

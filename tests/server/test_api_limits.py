@@ -185,6 +185,54 @@ def test_each_client_has_a_bound_on_its_waiting_jobs(data_dir_with_model):
         server.stop()
 
 
+# What A1111 clients post that puts a model job (load, unload, rescan) on the queue.
+CONTROL_JOBS = [
+    ("/sdapi/v1/options", {"sd_model_checkpoint": "random-tiny.safetensors"}),
+    ("/sdapi/v1/reload-checkpoint", None),
+    ("/sdapi/v1/unload-checkpoint", None),
+    ("/sdapi/v1/refresh-embeddings", None),
+]
+
+
+def post_in_thread(client: httpx.Client, path: str, answers: list) -> threading.Thread:
+    thread = threading.Thread(target=lambda: answers.append(client.post(path)))
+    thread.start()
+    return thread
+
+
+def test_model_jobs_keep_to_the_queue_limits_too(data_dir_with_model):
+    """Loads, unloads and rescans wait in the queue like generation: each client's share and the total are bounded."""
+    server = start_server(open_app(data_dir_with_model), ServerOptions(api_auth="alice:a,bob:b,carol:c"))
+    release = hold_the_device(server.queue)
+    try:
+        # Short timeouts: a request that queued instead of being refused would wait for the held job.
+        alice, carol = (
+            httpx.Client(base_url=server.url, auth=(name, name[0]), timeout=10) for name in ("alice", "carol")
+        )
+        limits = {"limit_queued_jobs_per_client": 1, "limit_queued_jobs": 2}
+        assert alice.post("/sdapi/v1/options", json=limits).is_success
+        answers: list[httpx.Response] = []
+        threads = [post_in_thread(server.client(auth=("alice", "a")), "/sdapi/v1/reload-checkpoint", answers)]
+        wait_for_waiting_jobs(server.queue, 1)
+        for path, body in CONTROL_JOBS:
+            refused = alice.post(path, json=body)
+            assert refused.status_code == 429, (path, refused.text)
+            assert "limit_queued_jobs_per_client" in refused.json()["detail"] and refused.headers["Retry-After"]
+        threads.append(post_in_thread(server.client(auth=("bob", "b")), "/sdapi/v1/unload-checkpoint", answers))
+        wait_for_waiting_jobs(server.queue, 2)
+        for path, body in CONTROL_JOBS:
+            full = carol.post(path, json=body)
+            assert full.status_code == 503 and "limit_queued_jobs" in full.json()["detail"], (path, full.text)
+        assert server.queue.pending_count() == 2, "the refused requests queued nothing"
+        release.set()
+        for thread in threads:
+            thread.join(60)
+        assert [answer.status_code for answer in answers] == [200, 200]
+    finally:
+        release.set()
+        server.stop()
+
+
 def test_a_body_over_the_limit_is_413(server):
     image = png_base64(1024, noise=True)  # about 4 MB of base64
     body = {"image": image}

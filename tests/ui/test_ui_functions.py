@@ -9,7 +9,9 @@ import threading
 import pytest
 from PIL import Image, PngImagePlugin
 
+from sdstudio.app import open_app
 from sdstudio.config import DataPaths, Settings, SettingsStore
+from sdstudio.engine.job_queue import JobQueue
 from sdstudio.errors import InvalidRequest
 from sdstudio.ui.backend import UiBackend
 
@@ -23,10 +25,28 @@ HIRES_INFOTEXT = (
 )
 
 
+def page(host: str = "127.0.0.1"):
+    """What Gradio hands an event function that asks for the request: a page opened from `host`."""
+    from sdstudio.ui.webui import offline_environment
+
+    offline_environment()
+    import gradio as gr
+
+    return gr.Request(client={"host": host})
+
+
 @pytest.fixture
 def backend(tmp_path):
     paths = DataPaths(tmp_path / "data").ensure()
     return UiBackend(settings_store=SettingsStore(paths), paths=paths)
+
+
+@pytest.fixture
+def running_queue():
+    queue = JobQueue()
+    queue.start()
+    yield queue
+    queue.stop()
 
 
 # -- paste (send to txt2img / img2img) -------------------------------------------------------
@@ -425,15 +445,15 @@ def test_settings_apply_sends_only_what_changed_on_the_page(backend):
     inputs = apply.inputs
     names = [component.elem_id.removeprefix("setting_") for component in inputs[1:]]
     shown = {n: getattr(backend.settings, n) for n in names}
-    backend.select_checkpoint("other.safetensors")  # changed outside the Settings page
+    backend.settings_store.change({"sd_model_checkpoint": "other.safetensors"})  # changed outside the Settings page
     values = [shown[n] if n != "jpeg_quality" else 90 for n in names]
-    message, _now = apply.fn(shown, *values)
+    message, _now = apply.fn(page(), shown, *values)
     assert "jpeg_quality" in message
     assert backend.settings.sd_model_checkpoint == "other.safetensors"
     assert json.loads(backend.paths.config_file.read_text())["jpeg_quality"] == 90
 
 
-def test_checkpoint_dropdown_lists_model_files_and_remembers_the_choice(backend):
+def test_checkpoint_dropdown_lists_model_files_and_shows_the_selected_one(backend):
     folder = backend.paths.folder("checkpoint")
     assert backend.checkpoint_titles() == [] and backend.current_checkpoint() is None
     (folder / "sd15").mkdir()
@@ -442,9 +462,8 @@ def test_checkpoint_dropdown_lists_model_files_and_remembers_the_choice(backend)
     (folder / "notes.txt").write_text("not a model")
     assert backend.refresh_checkpoints() == ["anime.ckpt", "sd15/photo.safetensors"]
     assert backend.current_checkpoint() == "anime.ckpt"
-    backend.select_checkpoint("sd15/photo.safetensors")
+    backend.settings_store.change({"sd_model_checkpoint": "sd15/photo.safetensors"})
     assert backend.current_checkpoint() == "sd15/photo.safetensors"
-    assert json.loads(backend.paths.config_file.read_text())["sd_model_checkpoint"] == "sd15/photo.safetensors"
 
 
 def test_missing_checkpoint_error_says_where_to_put_one(backend):
@@ -504,14 +523,12 @@ def test_styles_are_read_again_on_reload(backend):
 # -- checkpoint native size --------------------------------------------------------------------
 
 
-def test_width_and_height_follow_the_checkpoint(backend, write_wide_checkpoint):
-    from sdstudio.engine.job_queue import JobQueue
-    from sdstudio.models.registry import ModelRegistry
+def test_width_and_height_follow_the_checkpoint(data_dir, write_wide_checkpoint, running_queue):
     from sdstudio.ui.webui import build_ui
 
-    backend.registry = ModelRegistry(backend.paths)
+    backend = UiBackend.from_app(open_app(data_dir))
     assert backend.native_size() == 64  # only the bundled tiny model: 64x64
-    blocks = build_ui(backend, JobQueue())
+    blocks = build_ui(backend, running_queue)
     sizes = {
         c["props"]["elem_id"]: c["props"]["value"]
         for c in blocks.get_config_file()["components"]
@@ -521,9 +538,9 @@ def test_width_and_height_follow_the_checkpoint(backend, write_wide_checkpoint):
 
     write_wide_checkpoint(backend.paths.folder("checkpoint"))
     on_checkpoint = next(fn for fn in blocks.fns.values() if fn.name == "on_checkpoint")
-    assert on_checkpoint.fn("wide-tiny.safetensors") == [128, 128, 128, 128]
-    assert backend.settings.sd_model_checkpoint == "wide-tiny.safetensors"
-    assert on_checkpoint.fn("sdstudio-tiny.safetensors") == [64, 64, 64, 64]
+    assert on_checkpoint.fn(page(), "wide-tiny.safetensors")[1:] == [128, 128, 128, 128]
+    assert backend.current_checkpoint() == "wide-tiny.safetensors"
+    assert on_checkpoint.fn(page(), "sdstudio-tiny.safetensors")[1:] == [64, 64, 64, 64]
     assert backend.native_size("typed-but-missing") is None  # the sizes stay as they are
 
 
@@ -612,3 +629,150 @@ def test_settings_tab_shows_sections_and_labels_not_option_keys(backend):
     assert labels["setting_samples_save"] == "Always save all generated images"
     assert labels["setting_CLIP_stop_at_last_layers"] == "Clip skip"
     assert not any(key.removeprefix("setting_") == label for key, label in labels.items())
+
+
+# -- image boxes: the decode limit -------------------------------------------------------------
+
+IMAGE_BOX_FIELDS = {
+    "img2img_image": "init_images",
+    "img2img_sketch": "init_images",
+    "img2img_inpaint_editor": "init_images",
+    "img2img_inpaint_sketch": "init_images",
+    "img2img_upload_image": "init_images",
+    "img2img_upload_mask": "mask",
+    "extras_image": "image",
+    "pnginfo_image": "image",
+}
+
+
+def _upload(component, path):
+    """What Gradio hands a box's preprocess for a dropped file (an ImageEditor gets it as its background)."""
+    import gradio as gr
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData, ImageData
+
+    if isinstance(component, gr.ImageEditor):
+        return EditorData(background=FileData(path=str(path)), layers=[], composite=FileData(path=str(path)))
+    return ImageData(path=str(path), orig_name=path.name)
+
+
+def test_every_image_box_refuses_an_image_over_img_max_decode_mp_naming_the_field(backend, tmp_path):
+    """Gradio decodes a dropped image before the tab's function runs: the box checks the setting first."""
+    import gradio as gr
+    from bad_files import png_declaring
+
+    from sdstudio.engine.job_queue import JobQueue
+    from sdstudio.ui.webui import build_ui
+
+    blocks = build_ui(backend, JobQueue())
+    boxes = {block.elem_id: block for block in blocks.blocks.values() if isinstance(block, (gr.Image, gr.ImageEditor))}
+    assert set(boxes) == set(IMAGE_BOX_FIELDS)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (40, 40), "red").save(small)  # 0.0016 megapixels
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(20_000, 20_000, complete=False))  # 400 megapixels, a few bytes
+    backend.settings_store.change({"img_max_decode_mp": 0.004})
+    for elem_id, field in IMAGE_BOX_FIELDS.items():
+        assert boxes[elem_id].preprocess(_upload(boxes[elem_id], small)) is not None, elem_id
+        for too_large in (bomb, _saved(tmp_path, Image.new("RGB", (100, 100)))):  # 0.01 megapixels
+            with pytest.raises(gr.Error) as err:
+                boxes[elem_id].preprocess(_upload(boxes[elem_id], too_large))
+            assert str(err.value.message).startswith(f"{field}: image too large"), (elem_id, err.value.message)
+            assert "img_max_decode_mp" in err.value.message
+    config = {c["props"].get("elem_id"): c["type"] for c in blocks.get_config_file()["components"]}
+    assert {config[elem_id] for elem_id in IMAGE_BOX_FIELDS} == {"image", "imageeditor"}  # drawn as Gradio's own
+
+
+def _saved(folder, image: Image.Image):
+    path = folder / f"{image.width}x{image.height}.png"
+    image.save(path)
+    return path
+
+
+def test_backend_check_image_names_the_field_and_the_setting(backend, tmp_path):
+    from bad_files import png_declaring
+
+    backend.settings_store.change({"img_max_decode_mp": 1})
+    backend.check_image(png_declaring(1000, 1000, complete=False), "mask")
+    with pytest.raises(InvalidRequest) as err:
+        backend.check_image(png_declaring(1001, 1000, complete=False), "mask")
+    assert err.value.field == "mask" and "(setting img_max_decode_mp)" in err.value.reason
+    with pytest.raises(InvalidRequest) as err:
+        backend.check_image(b"not an image", "init_images")
+    assert err.value.field == "init_images" and "not a decodable image" in err.value.reason
+
+
+# -- choosing a checkpoint: loaded first, as POST /options does -----------------------------------
+
+
+def test_a_checkpoint_that_does_not_load_is_not_selected_and_the_dropdown_goes_back(data_dir, running_queue):
+    from bad_files import write_good_safetensors
+    from tiny_models import write_tiny_checkpoint
+
+    from sdstudio.ui.webui import build_ui
+
+    folder = data_dir / "models" / "Stable-diffusion"
+    write_tiny_checkpoint(folder, "first.safetensors")
+    data = write_tiny_checkpoint(folder, "model.safetensors").read_bytes()
+    (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])  # refused before loading
+    write_good_safetensors(folder / "not-a-model.safetensors")  # a whole file that fails to load
+    backend = UiBackend.from_app(open_app(data_dir))
+    blocks = build_ui(backend, running_queue)
+    on_checkpoint = next(fn for fn in blocks.fns.values() if fn.name == "on_checkpoint")
+    on_checkpoint.fn(page(), "model.safetensors")
+    assert backend.current_checkpoint() == "model.safetensors"
+    assert backend.checkpoints.current_model.name == "model"
+    saved = backend.paths.config_file.read_text()
+    assert "model.safetensors" in json.loads(saved)["sd_model_checkpoint"]
+    reasons = {
+        "not-a-model.safetensors": "sd_model_checkpoint: .* the previous checkpoint stays selected",
+        "truncated.safetensors": "sd_model_checkpoint: .*cut short",
+        "no-such-file.safetensors": "no checkpoint named 'no-such-file.safetensors'",
+    }
+    for broken, reason in reasons.items():
+        with pytest.warns(UserWarning, match=reason):  # gr.Warning outside a page: a Python warning
+            dropdown, *sizes = on_checkpoint.fn(page(), broken)
+        assert dropdown["value"] == "model.safetensors", broken  # back to the one still selected
+        assert all(not isinstance(size, int) for size in sizes)  # sizes untouched (gr.skip)
+        assert backend.current_checkpoint() == "model.safetensors"
+        assert backend.paths.config_file.read_text() == saved, broken
+
+
+def test_settings_tab_loads_a_checkpoint_before_saving_it(data_dir, running_queue):
+    from bad_files import write_good_safetensors
+
+    write_good_safetensors(data_dir / "models" / "Stable-diffusion" / "not-a-model.safetensors")
+    backend = UiBackend.from_app(open_app(data_dir))
+    with pytest.raises(InvalidRequest) as err:
+        backend.apply_settings({"sd_model_checkpoint": "not-a-model.safetensors", "jpeg_quality": 90}, running_queue)
+    assert err.value.field == "sd_model_checkpoint"
+    assert backend.settings.jpeg_quality != 90 and not backend.paths.config_file.exists()
+
+
+# -- the queue limits count the page's jobs per client -----------------------------------------
+
+
+def test_ui_generation_counts_against_each_clients_queue_limit(data_dir_with_model):
+    from sdstudio.ui.webui import build_ui
+
+    backend = UiBackend.from_app(open_app(data_dir_with_model))
+    backend.settings_store.change({"limit_queued_jobs_per_client": 1, "limit_queued_jobs": 2})
+    queue = JobQueue()  # not started: every job stays waiting
+    blocks = build_ui(backend, queue)
+    generate = next(fn for fn in blocks.fns.values() if fn.api_name == "txt2img_generate")
+    values = [component.value for component in generate.inputs]
+    values[1] = "a red circle"  # after the checkpoint: the prompt
+
+    def first_status(host: str) -> str:
+        run = generate.fn(page(host), *values)
+        status = next(run)[2]
+        run.close()  # the job stays queued; the page stops following it
+        return status
+
+    assert "Queued" in first_status("10.0.0.1")
+    refused = first_status("10.0.0.1")
+    assert "limit_queued_jobs_per_client" in refused and "error" in refused
+    assert "Queued" in first_status("10.0.0.2")  # another client still gets a place
+    assert "limit_queued_jobs" in first_status("10.0.0.3")  # the queue as a whole is full
+    assert queue.pending_count() == 2
+    queue.stop()

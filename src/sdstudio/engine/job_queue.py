@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from sdstudio.config import Settings
 from sdstudio.engine.cancel import CancelToken
 from sdstudio.errors import SdStudioError
 
@@ -35,6 +36,11 @@ class QueueLimits:
 
     waiting: int = 0
     waiting_per_client: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueLimits:
+        """The limits the settings set (limit_queued_jobs, limit_queued_jobs_per_client)."""
+        return cls(settings.limit_queued_jobs, settings.limit_queued_jobs_per_client)
 
 
 class QueueFull(SdStudioError):
@@ -236,6 +242,23 @@ class JobQueue:
                     self._current = None
                     if job.started_at is not None:
                         self._last_duration = job.finished_at - job.started_at
+
+
+@dataclass(frozen=True)
+class ClientQueue:
+    """The job queue as one client submits to it: each job carries the client and waits within the limits.
+
+    Every front end submits a client's work (generation, extras, model loads) through one, so
+    the limits count the API's and the web UI's jobs alike.
+    """
+
+    queue: JobQueue
+    client: str
+    limits: QueueLimits
+
+    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
+        """Queue `run(job)` for this client; QueueFull/ClientQueueFull when over the limits."""
+        return self.queue.submit(kind, run, job_id=job_id, client=self.client, limits=self.limits)
 
 
 class JobSubmitter(Protocol):

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Self
 from PIL import Image
 from pydantic import ConfigDict, field_validator, model_validator
 
-from sdstudio.config import IMAGE_DECODE_LIMIT_MP, Settings
+from sdstudio.config import IMAGE_DECODE_LIMIT_MP, IMAGES_PER_JOB_CEILING, STEPS_CEILING, Settings
 from sdstudio.engine.samplers import (
     SamplerDef,
     ScheduleType,
@@ -34,10 +34,12 @@ from sdstudio.postprocess.image_files import decode_client_image
 from sdstudio.prompts.parser import PromptTooComplex, check_nesting
 from sdstudio.validation import CheckedRequest, between
 
+# Steps and image counts: the limit settings own them (checked by `check_limits` before queueing);
+# the fields refuse only past the most those settings may be set to (config's ceilings), so a field's
+# bound never refuses what a setting allows, and its error names that setting.
+# Width and height have no setting (limit_batch_megapixels bounds the area): 8192 is the largest side
+# sdstudio generates at, a bound on the shape of the work whatever the area allowed.
 MAX_SIZE = 8192
-MAX_STEPS = 1000
-MAX_BATCH_SIZE = 64
-MAX_N_ITER = 10000
 CFG_RANGE = (0.0, 100.0)
 
 # Value ranges of A1111's sliders (shared_options.py); every float field is also refused when NaN or infinite.
@@ -183,29 +185,30 @@ class _Request(CheckedRequest):
     @field_validator("width", "height")
     @classmethod
     def _size(cls, value: int) -> int:
-        if value % 8 != 0 or not (8 <= value <= MAX_SIZE):
+        if value % 8 != 0 or value < 8:
             raise ValueError(f"must be a multiple of 8 between 8 and {MAX_SIZE}, got {value}")
+        if value > MAX_SIZE:
+            raise ValueError(
+                f"{value} is over {MAX_SIZE}, the largest side sdstudio generates at "
+                "(setting limit_batch_megapixels bounds width × height × batch_size)"
+            )
         return value
 
     @field_validator("steps")
     @classmethod
     def _steps(cls, value: int) -> int:
-        if not 1 <= value <= MAX_STEPS:
-            raise ValueError(f"must be between 1 and {MAX_STEPS}, got {value}")
+        if not 1 <= value <= STEPS_CEILING:
+            raise ValueError(f"must be between 1 and {STEPS_CEILING}, the most setting limit_steps allows, got {value}")
         return value
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "n_iter")
     @classmethod
-    def _batch_size(cls, value: int) -> int:
-        if not 1 <= value <= MAX_BATCH_SIZE:
-            raise ValueError(f"must be between 1 and {MAX_BATCH_SIZE}, got {value}")
-        return value
-
-    @field_validator("n_iter")
-    @classmethod
-    def _n_iter(cls, value: int) -> int:
-        if not 1 <= value <= MAX_N_ITER:
-            raise ValueError(f"must be between 1 and {MAX_N_ITER}, got {value}")
+    def _image_count(cls, value: int) -> int:
+        if not 1 <= value <= IMAGES_PER_JOB_CEILING:
+            raise ValueError(
+                f"must be between 1 and {IMAGES_PER_JOB_CEILING}, the most setting limit_images_per_job allows, "
+                f"got {value}"
+            )
         return value
 
     @field_validator("seed_resize_from_w", "seed_resize_from_h")
@@ -244,6 +247,16 @@ class _Request(CheckedRequest):
         # Normalise old combined names ("DPM++ 2M Karras") to A1111 1.9+ sampler + schedule type.
         object.__setattr__(self, "sampler_name", sampler.name)
         object.__setattr__(self, "scheduler", schedule.label)
+        return self
+
+    @model_validator(mode="after")
+    def _total_images(self) -> Self:
+        if self.total_images > IMAGES_PER_JOB_CEILING:
+            raise InvalidRequest(
+                "n_iter",
+                f"batch_size × n_iter = {self.batch_size} × {self.n_iter} = {self.total_images} images is over "
+                f"{IMAGES_PER_JOB_CEILING}, the most setting limit_images_per_job allows",
+            )
         return self
 
     @model_validator(mode="after")
@@ -321,8 +334,11 @@ class Txt2ImgRequest(_Request):
     @field_validator("hr_second_pass_steps")
     @classmethod
     def _hr_steps(cls, value: int) -> int:
-        if not 0 <= value <= MAX_STEPS:
-            raise ValueError(f"must be between 0 (same as steps) and {MAX_STEPS}, got {value}")
+        if not 0 <= value <= STEPS_CEILING:
+            raise ValueError(
+                f"must be between 0 (same as steps) and {STEPS_CEILING}, the most setting limit_steps allows, "
+                f"got {value}"
+            )
         return value
 
     @field_validator("hr_resize_x", "hr_resize_y")

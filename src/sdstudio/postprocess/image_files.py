@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +61,30 @@ def decode_client_image(source: bytes | Path, field: str, max_megapixels: float 
     file claiming a huge size is an InvalidRequest naming `field`, never a memory blow-up;
     data Pillow cannot decode is one too. Text chunks (PNG infotext) are kept in `info`.
     """
+    with _opened_client_image(source, field, max_megapixels) as opened:
+        opened.load()
+        image = opened.copy()
+        image.info = dict(opened.info)
+        return image
+
+
+def check_client_image(source: bytes | Path, field: str, max_megapixels: float = IMAGE_DECODE_LIMIT_MP) -> None:
+    """Refuse a client image that `decode_client_image` would refuse for its size, reading its header only.
+
+    For images another library decodes (the web UI's upload boxes): an image over `max_megapixels`
+    or data that is not an image is an InvalidRequest naming `field` before any pixel is decoded.
+    """
+    with _opened_client_image(source, field, max_megapixels):
+        pass
+
+
+@contextmanager
+def _opened_client_image(source: bytes | Path, field: str, max_megapixels: float) -> Iterator[Image.Image]:
+    """The client image opened (header read) and its declared size checked; Pillow's errors as InvalidRequest."""
     try:
         with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
             _refuse_oversized(opened.size, field, max_megapixels)
-            opened.load()
-            image = opened.copy()
-            image.info = dict(opened.info)
-            return image
+            yield opened
     except Image.DecompressionBombError:  # over Pillow's own hard limit, found while opening
         raise _oversized(field, max_megapixels, "") from None
     except InvalidRequest:

@@ -7,7 +7,6 @@ getter with the request, so routes are plain module-level functions, not closure
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBasic
 
 from sdstudio.app import App
-from sdstudio.engine.job_queue import Job, JobQueue, QueueLimits
+from sdstudio.engine.job_queue import ClientQueue, Job, JobQueue, QueueLimits
 
 
 @dataclass
@@ -52,26 +51,13 @@ def get_options(request: Request) -> ServerOptions:
     return request.app.state.options
 
 
-@dataclass(frozen=True)
-class ClientQueue:
-    """The job queue as one client submits to it: each job carries the client and waits within the limits."""
-
-    queue: JobQueue
-    client: str
-    limits: QueueLimits
-
-    def submit(self, kind: str, run: Callable[[Job], Any], job_id: str | None = None) -> Job:
-        """Queue `run(job)` for this client; QueueFull/ClientQueueFull when over the limits."""
-        return self.queue.submit(kind, run, job_id=job_id, client=self.client, limits=self.limits)
-
-
 _basic_credentials = HTTPBasic(auto_error=False)
 
 
 async def get_client_queue(request: Request) -> ClientQueue:
     """The queue for this request's client: the API user under --api-auth, else the client's address."""
     settings = get_app(request).settings_store.current
-    limits = QueueLimits(settings.limit_queued_jobs, settings.limit_queued_jobs_per_client)
+    limits = QueueLimits.from_settings(settings)
     credentials = await _basic_credentials(request) if get_options(request).api_auth else None
     if credentials is not None:
         client = f"user {credentials.username}"
@@ -83,7 +69,7 @@ async def get_client_queue(request: Request) -> ClientQueue:
 AppDep = Annotated[App, Depends(get_app)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
 ClientQueueDep = Annotated[ClientQueue, Depends(get_client_queue)]
-"""The queue for routes that submit a client's work (generation, extras, interrogate)."""
+"""The queue for routes that submit a client's work (generation, extras, interrogate, model loads)."""
 OptionsDep = Annotated[ServerOptions, Depends(get_options)]
 
 

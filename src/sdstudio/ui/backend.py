@@ -20,6 +20,7 @@ from sdstudio.errors import SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
+    from sdstudio.engine.job_queue import JobSubmitter
     from sdstudio.prompts.conditioning import PromptTokenizer
 
 CHUNK_TOKENS = 75
@@ -62,6 +63,7 @@ class UiBackend:
     styles: Any = None  # sdstudio.prompts.styles.StyleDatabase
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
+    checkpoints: Any = None  # sdstudio.engine.checkpoints.CheckpointModels (App.checkpoints): loads the chosen one
     _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -74,6 +76,7 @@ class UiBackend:
             styles=app.styles,
             postprocess=app.postprocess,
             registry=app.models,
+            checkpoints=app.checkpoints,
         )
 
     @property
@@ -128,10 +131,14 @@ class UiBackend:
         except SdStudioError:  # a name typed into the dropdown that matches nothing
             return None
 
-    def select_checkpoint(self, title: str | None) -> None:
-        """Make `title` the checkpoint for the next jobs and remember it in config.json (A1111 does the same)."""
-        if title:
-            self.settings_store.change({"sd_model_checkpoint": title})
+    def select_checkpoint(self, title: str | None, queue: JobSubmitter) -> None:
+        """Load checkpoint `title` (a job on `queue`), then make it the one for the next jobs in config.json.
+
+        As the API's POST /options and A1111: a file that cannot be loaded is an error naming
+        sd_model_checkpoint and the previous checkpoint stays selected. The selected one again is no change.
+        """
+        if title and title != self.current_checkpoint():
+            self.apply_settings({"sd_model_checkpoint": title}, queue)
 
     # -- prompts -----------------------------------------------------------------------------
 
@@ -190,6 +197,17 @@ class UiBackend:
             for path in MODEL_KINDS[kind].files_in(folder)
         ]
 
+    # -- images ------------------------------------------------------------------------------
+
+    def check_image(self, source: bytes | Path, field: str) -> None:
+        """Refuse an uploaded image over img_max_decode_mp (or not an image) by `field`, before it is decoded.
+
+        Every image box of the page calls this (ui.image_inputs), as the API decodes through the same limit.
+        """
+        from sdstudio.postprocess.image_files import check_client_image
+
+        check_client_image(source, field, self.settings.img_max_decode_mp)
+
     # -- postprocess -------------------------------------------------------------------------
 
     def postprocess_service(self):
@@ -217,6 +235,23 @@ class UiBackend:
 
     # -- settings ----------------------------------------------------------------------------
 
-    def apply_settings(self, changes: dict[str, Any]) -> list[str]:
-        """Validate and apply option changes, save config.json; returns the names that changed."""
+    def apply_settings(self, changes: dict[str, Any], queue: JobSubmitter | None = None) -> list[str]:
+        """Check option changes, load a newly chosen checkpoint (a job on `queue`), then save config.json.
+
+        Returns the names that changed. Checked and loaded as the API's POST /options does
+        (sdstudio.engine.option_changes): nothing is saved when a value or the checkpoint is refused.
+        """
+        from sdstudio.engine.option_changes import checked_option_changes, checkpoint_not_loaded, submit_checkpoint_load
+
+        if self.registry is not None:
+            changes = checked_option_changes(self.settings_store, self.registry, changes)
+        if changes.get("sd_model_checkpoint"):
+            if self.checkpoints is None or queue is None:
+                raise SdStudioError("a checkpoint cannot be chosen here: the web UI was built without the engine")
+            job = submit_checkpoint_load(self.settings_store, self.checkpoints, queue, changes)
+            if job is not None:
+                try:
+                    job.future.result()
+                except SdStudioError as exc:
+                    raise checkpoint_not_loaded(exc) from None
         return self.settings_store.change(changes)

@@ -10,7 +10,8 @@ import gradio as gr
 
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.ui.jobs import status_html
+from sdstudio.ui.image_inputs import checked_image
+from sdstudio.ui.jobs import client_queue, status_html
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,14 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
     faces = backend.face_restorer_names()
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
-            image = gr.Image(
-                label="Source", type="pil", sources=["upload", "clipboard"], height=360, elem_id="extras_image"
+            image = checked_image(
+                check=backend.check_image,
+                field="image",
+                label="Source",
+                type="pil",
+                sources=["upload", "clipboard"],
+                height=360,
+                elem_id="extras_image",
             )
             run = gr.Button("Generate", variant="primary", elem_id="extras_generate", interactive=service_available)
             fields: dict[str, Any] = {}
@@ -120,7 +127,7 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
             info = gr.HTML("", elem_id="extras_info")
     names = list(fields)
 
-    def process(source, *values):
+    def process(page: gr.Request, source, *values):
         if source is None:
             return [], status_html("Drop an image into the Source box first", "error")
         service = backend.postprocess_service()
@@ -131,7 +138,9 @@ def build_extras_tab(backend: UiBackend, queue) -> ExtrasTab:
 
             # A bad value is an InvalidRequest naming the field (shown below).
             request = ExtrasSingleImageRequest(image=source.convert("RGB"), **extras_options(dict(zip(names, values))))
-            job = queue.submit("extras", lambda job: service.run_single(request, save=True))
+            job = client_queue(queue, page, backend.settings).submit(
+                "extras", lambda job: service.run_single(request, save=True)
+            )
             result = job.future.result()
         except SdStudioError as exc:
             return [], status_html(str(exc), "error")

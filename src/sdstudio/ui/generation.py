@@ -20,7 +20,7 @@ import gradio as gr
 from sdstudio.engine.job_queue import submit_generation
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.ui.jobs import follow_job, status_html
+from sdstudio.ui.jobs import client_queue, follow_job, status_html
 from sdstudio.ui.paste import USE_SAME_CHECKPOINT, USE_SAME_SAMPLER, USE_SAME_SCHEDULER
 
 log = logging.getLogger(__name__)
@@ -456,24 +456,27 @@ def wire_generation(
     gen_outputs = [out.gallery, out.progress, out.infotext, out.info, out.selected]
     skip = gr.skip
 
-    def generate(checkpoint_title, prompt, negative_prompt, styles, *rest):
+    def generate(page: gr.Request, checkpoint_title, prompt, negative_prompt, styles, *rest):
         values = dict(zip(names, rest[: len(names)]))
         values.update(prompt=prompt or "", negative_prompt=negative_prompt or "", styles=list(styles or []))
         extra = list(rest[len(names) :])
         if backend.engine is None:
             yield skip(), "", status_html("Generation is not available: no engine was built", "error"), skip(), skip()
             return
+        run = run_request or (backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img)
         try:
             request = make_request(values, extra)
-            backend.select_checkpoint(checkpoint_title)
             if checkpoint_title:
-                # Pinned to the job: a later dropdown change (or another user's) does not move it.
+                # Pinned to the job: a later dropdown change (or another user's) does not move it. The
+                # dropdown's own event loads and saves the choice; a page does not save it again here.
                 request.override_settings = {**request.override_settings, "sd_model_checkpoint": checkpoint_title}
-        except SdStudioError as exc:
+            # Counted as this page's client against the queue limits, as the API's jobs are.
+            job = submit_generation(
+                client_queue(queue, page, backend.settings), kind, lambda control: run(request, control)
+            )
+        except SdStudioError as exc:  # a bad value, or the queue full (QueueFull names its setting)
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
             return
-        run = run_request or (backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img)
-        job = submit_generation(queue, kind, lambda control: run(request, control))
         yield skip(), "", status_html("Queued…"), skip(), skip()
         for number, snap in enumerate(follow_job(queue, job)):
             gallery_update = [snap.preview] if snap.preview is not None else skip()

@@ -19,6 +19,7 @@ from sdstudio.ui.generation import (
     wire_generation,
     wire_seed_buttons,
 )
+from sdstudio.ui.image_inputs import checked_image, checked_image_editor
 from sdstudio.ui.sketch import (
     SKETCH_MODES,
     build_inpaint_sketch_tab,
@@ -158,7 +159,9 @@ def build_img2img_tab(
             mode = gr.State("img2img")
             with gr.Tabs(elem_id="img2img_mode_tabs") as mode_tabs:
                 with gr.Tab("img2img", id="img2img", elem_id="img2img_img2img_tab") as tab_img2img:
-                    extra["init_image"] = gr.Image(
+                    extra["init_image"] = checked_image(
+                        check=backend.check_image,
+                        field="init_images",
                         label="Image for img2img",
                         type="pil",
                         image_mode="RGBA",
@@ -166,11 +169,13 @@ def build_img2img_tab(
                         height=300,
                         elem_id="img2img_image",
                     )
-                tab_sketch = build_sketch_tab(extra)
+                tab_sketch = build_sketch_tab(extra, backend.check_image)
                 with gr.Tab(
                     "Inpaint", id="inpaint", elem_id="img2img_inpaint_tab", render_children=True
                 ) as tab_inpaint:
-                    extra["inpaint_editor"] = gr.ImageEditor(
+                    extra["inpaint_editor"] = checked_image_editor(
+                        check=backend.check_image,
+                        field="init_images",
                         label="Image for inpainting: paint the area to change",
                         type="pil",
                         image_mode="RGBA",
@@ -181,10 +186,12 @@ def build_img2img_tab(
                         layers=False,
                         transforms=(),
                     )
-                tab_inpaint_sketch = build_inpaint_sketch_tab(extra)
+                tab_inpaint_sketch = build_inpaint_sketch_tab(extra, backend.check_image)
                 with gr.Tab("Inpaint upload", id="inpaint_upload", elem_id="img2img_inpaint_upload_tab") as tab_upload:
                     with gr.Row():
-                        extra["upload_image"] = gr.Image(
+                        extra["upload_image"] = checked_image(
+                            check=backend.check_image,
+                            field="init_images",
                             label="Image",
                             type="pil",
                             image_mode="RGB",
@@ -192,7 +199,9 @@ def build_img2img_tab(
                             height=300,
                             elem_id="img2img_upload_image",
                         )
-                        extra["upload_mask"] = gr.Image(
+                        extra["upload_mask"] = checked_image(
+                            check=backend.check_image,
+                            field="mask",
                             label="Mask (white = repaint)",
                             type="pil",
                             image_mode="L",

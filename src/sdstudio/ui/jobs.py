@@ -1,7 +1,8 @@
 """UI work goes through the engine's job queue, the same line the API's requests wait in.
 
 Tabs queue generation with the engine's `submit_generation` (progress and the cancel token
-wired in) and other device work with `JobQueue.submit`; `follow_job` yields progress
+wired in) and other device work with `JobQueue.submit`, each through `client_queue`: the
+page's user counts against the queue limits as an API client does. `follow_job` yields progress
 snapshots while the job waits or runs, so a Gradio generator can redraw the progress bar
 and the live preview, then returns when the job's future is done.
 """
@@ -15,7 +16,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sdstudio.config import Settings
+from sdstudio.engine.job_queue import ClientQueue, JobQueue, QueueLimits
+
 POLL_SECONDS = 0.4
+
+
+def page_client(request: Any) -> str:
+    """Who a page's job is for, named as the API names clients: the logged-in user (--auth), else the address.
+
+    `request` is the event's gr.Request; the browser session stands in when it has neither.
+    """
+    username = getattr(request, "username", None)
+    if username:
+        return f"user {username}"
+    host = getattr(getattr(request, "client", None), "host", None)
+    if host:
+        return f"address {host}"
+    return f"session {getattr(request, 'session_hash', None) or 'unknown'}"
+
+
+def client_queue(queue: JobQueue, request: Any, settings: Settings) -> ClientQueue:
+    """The shared queue as this page's client submits to it, within limit_queued_jobs and its per-client share."""
+    return ClientQueue(queue, page_client(request), QueueLimits.from_settings(settings))
 
 
 @dataclass

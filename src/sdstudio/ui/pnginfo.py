@@ -12,6 +12,7 @@ import gradio as gr
 
 from sdstudio.config import IMAGE_DECODE_LIMIT_MP
 from sdstudio.errors import InvalidRequest
+from sdstudio.ui.image_inputs import ImageCheck, checked_image
 
 
 @dataclass
@@ -59,12 +60,17 @@ def read_image_info(path: str | None, max_megapixels: float = IMAGE_DECODE_LIMIT
     return infotext, "".join(parts)
 
 
-def build_pnginfo_tab(image_limit: Callable[[], float] = lambda: IMAGE_DECODE_LIMIT_MP) -> PngInfoTab:
-    """Build the tab (inside an open gr.Tab); `image_limit` gives the img_max_decode_mp setting in force."""
+def build_pnginfo_tab(
+    check: ImageCheck, image_limit: Callable[[], float] = lambda: IMAGE_DECODE_LIMIT_MP
+) -> PngInfoTab:
+    """Build the tab (inside an open gr.Tab); `check` refuses a dropped image before Gradio reads it,
+    `image_limit` gives the img_max_decode_mp setting in force."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=380):
             # filepath with no mode conversion: Gradio hands over the uploaded file untouched, text chunks included.
-            image = gr.Image(
+            image = checked_image(
+                check=check,
+                field="image",
                 label="Source",
                 type="filepath",
                 image_mode=None,

@@ -7,9 +7,10 @@ from typing import Any
 import gradio as gr
 
 from sdstudio.config import OPTION_INFO, Settings, option_info
+from sdstudio.engine.job_queue import JobQueue
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
-from sdstudio.ui.jobs import status_html
+from sdstudio.ui.jobs import client_queue, status_html
 
 OPEN_SECTION = "Stable Diffusion"  # shown unfolded, as the page most visits are for
 
@@ -54,8 +55,8 @@ def coerce(name: str, value: Any, current: Any) -> Any:
     return value
 
 
-def build_settings_tab(backend: UiBackend) -> None:
-    """Build the tab (inside an open gr.Tab) and wire Apply / Reload."""
+def build_settings_tab(backend: UiBackend, queue: JobQueue | None = None) -> None:
+    """Build the tab (inside an open gr.Tab) and wire Apply / Reload; a new checkpoint is loaded on `queue`."""
     settings = backend.settings
     components: dict[str, Any] = {}
     with gr.Row():
@@ -72,12 +73,12 @@ def build_settings_tab(backend: UiBackend) -> None:
     # reverts an option changed meanwhile elsewhere (checkpoint dropdown, API, another tab).
     shown = gr.State({n: getattr(settings, n) for n in names})
 
-    def on_apply(previous, *values):
+    def on_apply(page: gr.Request, previous, *values):
         current = backend.settings
         typed = {n: coerce(n, v, getattr(current, n, None)) for n, v in zip(names, values)}
         changes = {n: v for n, v in typed.items() if v != (previous or {}).get(n)}
         try:
-            changed = backend.apply_settings(changes)
+            changed = backend.apply_settings(changes, client_queue(queue, page, current) if queue is not None else None)
         except SdStudioError as exc:
             return status_html(str(exc), "error"), gr.skip()
         now = {n: getattr(backend.settings, n) for n in names}
@@ -97,3 +98,30 @@ def build_settings_tab(backend: UiBackend) -> None:
 
 def _slug(title: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in title.lower())
+
+
+def wire_checkpoint_choice(
+    backend: UiBackend, queue: JobQueue, checkpoint: gr.Dropdown, size_fields: list[Any]
+) -> None:
+    """The checkpoint dropdown: a choice is loaded, then saved; width and height follow the model's native size.
+
+    A checkpoint that does not load is a warning naming sd_model_checkpoint, and the dropdown
+    goes back to the one still selected (as the API's POST /options keeps it).
+    """
+
+    def on_checkpoint(page: gr.Request, title):
+        try:
+            backend.select_checkpoint(title, client_queue(queue, page, backend.settings))
+        except SdStudioError as exc:
+            gr.Warning(str(exc), title="Checkpoint not changed")
+            return [gr.update(value=backend.current_checkpoint()), *(gr.skip() for _ in size_fields)]
+        size = backend.native_size(title)  # width and height follow the model (SD 512, SDXL 1024...)
+        return [gr.skip(), *(gr.skip() if size is None else size for _ in size_fields)]
+
+    checkpoint.change(
+        on_checkpoint,
+        inputs=checkpoint,
+        outputs=[checkpoint, *size_fields],
+        show_progress="hidden",
+        api_visibility="private",
+    )

@@ -14,6 +14,7 @@ import gradio as gr
 from PIL import Image, ImageEnhance, ImageFilter
 
 from sdstudio.errors import InvalidRequest
+from sdstudio.ui.image_inputs import ImageCheck, checked_image_editor
 
 SKETCH_MODES = ("sketch", "inpaint_sketch")
 # A1111's default brush colours offered for sketching (any colour can be picked).
@@ -71,9 +72,11 @@ def sketch_images(
     return compose_inpaint_sketch(image, strokes, int(mask_blur or 0), float(mask_transparency or 0))
 
 
-def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
-    """A canvas to drop an image into and paint over it in colour."""
-    return gr.ImageEditor(
+def sketch_editor(label: str, elem_id: str, check: ImageCheck) -> gr.ImageEditor:
+    """A canvas to drop an image into and paint over it in colour (what is dropped is checked by `check`)."""
+    return checked_image_editor(
+        check=check,
+        field="init_images",
         label=label,
         type="pil",
         image_mode="RGBA",
@@ -86,20 +89,20 @@ def sketch_editor(label: str, elem_id: str) -> gr.ImageEditor:
     )
 
 
-def build_sketch_tab(extra: dict[str, Any]):
+def build_sketch_tab(extra: dict[str, Any], check: ImageCheck):
     """The Sketch tab (inside the img2img mode tabs); its editor goes into `extra["sketch"]`."""
     with gr.Tab("Sketch", id="sketch", elem_id="img2img_sketch_tab", render_children=True) as tab:
-        extra["sketch"] = sketch_editor("Sketch over the image: it becomes the init image", "img2img_sketch")
+        extra["sketch"] = sketch_editor("Sketch over the image: it becomes the init image", "img2img_sketch", check)
     return tab
 
 
-def build_inpaint_sketch_tab(extra: dict[str, Any]):
+def build_inpaint_sketch_tab(extra: dict[str, Any], check: ImageCheck):
     """The Inpaint sketch tab; its editor and Mask transparency go into `extra`."""
     with gr.Tab(
         "Inpaint sketch", id="inpaint_sketch", elem_id="img2img_inpaint_sketch_tab", render_children=True
     ) as tab:
         extra["inpaint_sketch"] = sketch_editor(
-            "Paint in colour: the strokes are the new colours and the area to change", "img2img_inpaint_sketch"
+            "Paint in colour: the strokes are the new colours and the area to change", "img2img_inpaint_sketch", check
         )
         extra["mask_transparency"] = gr.Slider(
             0, 100, value=0, step=1, label="Mask transparency", elem_id="img2img_mask_alpha"

@@ -114,22 +114,15 @@ def build_ui(backend, queue, title: str = "sdstudio"):
             with gr.Tab("Extras", id="extras", elem_id="tab_extras"):
                 ext = extras.build_extras_tab(backend, queue)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
-                png = pnginfo.build_pnginfo_tab(lambda: backend.settings.img_max_decode_mp)
+                png = pnginfo.build_pnginfo_tab(backend.check_image, lambda: backend.settings.img_max_decode_mp)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
-                settings.build_settings_tab(backend)
+                settings.build_settings_tab(backend, queue)
 
         size_fields = [tab.fields[name] for tab in (t2i, i2i) for name in SIZE_FIELDS]
 
-        def on_checkpoint(title):
-            backend.select_checkpoint(title)
-            size = backend.native_size(title)  # width and height follow the model (SD 512, SDXL 1024...)
-            return [gr.skip() if size is None else size for _ in size_fields]
-
-        checkpoint.change(
-            on_checkpoint, inputs=checkpoint, outputs=size_fields, show_progress="hidden", api_visibility="private"
-        )
+        settings.wire_checkpoint_choice(backend, queue, checkpoint, size_fields)
 
         def on_refresh():
             return gr.Dropdown(choices=backend.refresh_checkpoints(), value=backend.current_checkpoint())

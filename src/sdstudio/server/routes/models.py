@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from sdstudio.app import App
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, wait_for
 
 if TYPE_CHECKING:
     import torch
@@ -70,14 +70,14 @@ def refresh_vae(app: AppDep):
 
 
 @router.post("/unload-checkpoint")
-async def unload_checkpoint(app: AppDep, queue: QueueDep):
+async def unload_checkpoint(app: AppDep, queue: ClientQueueDep):
     job = queue.submit("unload-checkpoint", lambda job: app.checkpoints.unload())
     await wait_for(job)
     return {}  # A1111's answer
 
 
 @router.post("/reload-checkpoint")
-async def reload_checkpoint(app: AppDep, queue: QueueDep):
+async def reload_checkpoint(app: AppDep, queue: ClientQueueDep):
     job = queue.submit("reload-checkpoint", lambda job: app.checkpoints(None) and None)
     await wait_for(job)
     return {}  # A1111's answer
@@ -104,7 +104,7 @@ def get_embeddings(app: AppDep):
 
 
 @router.post("/refresh-embeddings")
-async def refresh_embeddings(app: AppDep, queue: QueueDep):
+async def refresh_embeddings(app: AppDep, queue: ClientQueueDep):
     """Rescan the embeddings folder so files added since the model loaded can be used in prompts."""
     # In line with the queue: a generation running now keeps the embeddings it started with.
     await wait_for(queue.submit("refresh-embeddings", lambda job: reload_loaded_embeddings(app)))

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from sdstudio.app import App
+from sdstudio.engine.option_changes import checked_option_changes, checkpoint_not_loaded, submit_checkpoint_load
 from sdstudio.engine.samplers import SAMPLERS, SCHEDULE_TYPES
-from sdstudio.errors import InvalidRequest, ModelLoadError, SdStudioError
-from sdstudio.models.registry import SD_VAE_AUTOMATIC, SD_VAE_NONE, ModelEntry
+from sdstudio.errors import SdStudioError
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, OptionsDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, OptionsDep, wait_for
 
 router = APIRouter()
 
@@ -70,40 +70,23 @@ def memory_response(app: App) -> m.MemoryResponse:
     return m.MemoryResponse(ram=ram, cuda=cuda, models=app.memory.report())
 
 
-def refuse_unusable(option: str, entry: ModelEntry) -> None:
-    """A model file that cannot be used (empty, cut short...) is refused before the option is saved."""
-    try:
-        entry.require_usable()
-    except ModelLoadError as exc:
-        raise InvalidRequest(option, str(exc)) from None
-
-
 @router.get("/options")
 def get_options(app: AppDep):
     return app.settings.to_json_dict()
 
 
 @router.post("/options")
-async def set_options(changes: dict[str, Any], app: AppDep, queue: QueueDep):
-    store = app.settings_store
-    store.check(changes)  # refused values (a path outside the data dir, a NaN...) fail before any lookup
-    checkpoint = changes.get("sd_model_checkpoint")
-    if checkpoint:
-        entry = app.models.find_checkpoint(str(checkpoint))  # NotFound -> 404 naming it
-        refuse_unusable("sd_model_checkpoint", entry)
-        changes = {**changes, "sd_model_checkpoint": entry.title}
-    vae = changes.get("sd_vae")
-    if isinstance(vae, str) and vae.strip() not in ("", SD_VAE_AUTOMATIC, SD_VAE_NONE):
-        refuse_unusable("sd_vae", app.models.find("vae", vae, with_hashes=False))
-    if checkpoint:
-        # Load it now, in line with the queue, as A1111 does when the option changes, and save
-        # only once it loaded: a file that cannot be loaded never becomes the selected checkpoint.
-        settings = store.pending(changes)
+async def set_options(changes: dict[str, Any], app: AppDep, queue: ClientQueueDep):
+    changes = checked_option_changes(app.settings_store, app.models, changes)  # NotFound (404) names a model
+    # A new checkpoint is loaded first (a place in the queue like any job of this client's) and the
+    # changes saved only once it loaded: a file that cannot be loaded never becomes the selected one.
+    job = submit_checkpoint_load(app.settings_store, app.checkpoints, queue, changes)
+    if job is not None:
         try:
-            await wait_for(queue.submit("load-checkpoint", lambda job: app.checkpoints(None, settings) and None))
+            await wait_for(job)
         except SdStudioError as exc:
-            raise InvalidRequest("sd_model_checkpoint", f"{exc}; the previous checkpoint stays selected") from None
-    store.change(changes)
+            raise checkpoint_not_loaded(exc) from None
+    app.settings_store.change(changes)
     return None
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraLibrary
+    from sdstudio.extensions.manager import ExtensionManager
     from sdstudio.extensions.scripts.host import ScriptHost
     from sdstudio.models.loader import LoadedCheckpoint
     from sdstudio.models.memory import ModelMemory
@@ -54,6 +55,13 @@ class App:
     def settings(self) -> Settings:
         """The settings in force now (saved values plus this run's overlay); read-only."""
         return self.settings_store.current
+
+    @property
+    def extensions(self) -> ExtensionManager:
+        """Install, enable, disable and remove extensions (changes reload the scripts)."""
+        from sdstudio.extensions.manager import ExtensionManager
+
+        return ExtensionManager(self.scripts, self.settings_store)
 
     @property
     def notices(self) -> list[str]:

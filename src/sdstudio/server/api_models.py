@@ -307,6 +307,22 @@ class ScriptsList(BaseModel):
     img2img: list | None = None
 
 
+class ScriptArg(BaseModel):
+    label: str | None = None
+    value: Any | None = None
+    minimum: Any | None = None
+    maximum: Any | None = None
+    step: Any | None = None
+    choices: list[Any] | None = None
+
+
+class ScriptInfo(BaseModel):
+    name: str | None = None
+    is_alwayson: bool | None = None
+    is_img2img: bool | None = None
+    args: list[ScriptArg]
+
+
 class ExtensionItem(BaseModel):
     name: str
     remote: str
@@ -315,3 +331,4 @@ class ExtensionItem(BaseModel):
     version: str
     commit_date: int
     enabled: bool
+    errors: list[str] = []  # sdstudio's: what failed when it was loaded or run (newest last)

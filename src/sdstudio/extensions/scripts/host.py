@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdstudio.config import DataPaths, SettingsStore
+from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, SdStudioError
 from sdstudio.extensions.scripts.base import AlwaysVisible, Script
 from sdstudio.extensions.scripts.callbacks import JOB_CALLBACKS, Callbacks
@@ -116,6 +116,35 @@ class LoadedScript:
             "is_img2img": is_img2img,
             "args": [control.info_dict() for control in self.controls],
         }
+
+
+@dataclass
+class ExtensionOption:
+    """One option an extension adds (A1111 `shared.opts.add_option(key, OptionInfo(...))`)."""
+
+    key: str
+    default: Any
+    label: str
+    section: str  # the Settings tab section it appears in
+    choices: tuple[str, ...] = ()
+    owner: str = ""
+
+
+class OptionCollector:
+    """What a `ui_settings` callback gets: `add_option(key, default, label, section=..., choices=...)`."""
+
+    def __init__(self) -> None:
+        self.options: list[ExtensionOption] = []
+
+    def add_option(
+        self, key: str, default: Any, label: str = "", section: str = "Extensions", choices: Any = ()
+    ) -> None:
+        """Declare an option (its value lives in config.json under `key`, like A1111's)."""
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"option key {key!r} must be an identifier")
+        if key in Settings.model_fields:
+            raise ValueError(f"option key {key!r} is one of sdstudio's own options")
+        self.options.append(ExtensionOption(key, default, label or key, section, tuple(choices or ())))
 
 
 class ScriptHost:
@@ -294,6 +323,45 @@ class ScriptHost:
                 return entry
         known = ", ".join(repr(entry.name) for entry in self.scripts[kind]) or "none"
         raise InvalidRequest(field_name, f"script {name!r} is not installed for {kind}; installed: {known}")
+
+    def args_from_infotext(self, kind: str, params: dict[str, Any]) -> dict[str, list[Any]]:
+        """Always-on scripts' arguments from a pasted infotext's parameters (their `infotext_fields`).
+
+        Only scripts with at least one of their keys in `params` are returned; the other
+        arguments keep their defaults.
+        """
+        found: dict[str, list[Any]] = {}
+        for entry in self.alwayson(kind):
+            fields = [(index, key) for index, key in entry.script.infotext_fields if key in params]
+            if not fields:
+                continue
+            args = entry.arguments([], "infotext")
+            for index, key in fields:
+                if 0 <= index < len(entry.controls):
+                    try:
+                        args[index] = entry.controls[index].coerce(params[key])
+                    except (TypeError, ValueError):
+                        continue  # an unreadable value keeps the default, as A1111's paste does
+            found[entry.name] = args
+        return found
+
+    # Extension options (on_ui_settings)
+
+    def options(self) -> list[ExtensionOption]:
+        """The options the extensions added in their `ui_settings` callbacks (shown in the Settings tab)."""
+        collector = OptionCollector()
+        self.callbacks.call("ui_settings", collector)
+        return collector.options
+
+    def option(self, settings: Settings, key: str) -> Any:
+        """An extension option's value: config.json's when set, else the default the extension declared."""
+        extra = settings.model_extra or {}
+        if key in extra:
+            return extra[key]
+        for option in self.options():
+            if option.key == key:
+                return option.default
+        raise KeyError(key)
 
     # Jobs
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from sdstudio.app import App
 from sdstudio.config import check_model_name_option
-from sdstudio.engine.infotext import request_fields_from_infotext
+from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
 from sdstudio.engine.job_queue import JobQueue, submit_generation
 from sdstudio.engine.request import (
     SAME_CHECKPOINT,
@@ -20,11 +20,11 @@ from sdstudio.engine.request import (
     check_limits,
     decode_img2img_images,
 )
+from sdstudio.engine.scripting import ScriptSelection
 from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, wait_for
 from sdstudio.server.images import encode_image_base64
-from sdstudio.server.routes.scripts import installed_scripts
 
 router = APIRouter()
 
@@ -66,30 +66,37 @@ def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dic
     return fields
 
 
-def apply_infotext(body: GenerationBody, kind: str) -> GenerationBody:
+def apply_infotext(body: GenerationBody, kind: str, app: App) -> GenerationBody:
     """A1111's `apply_infotext`: a pasted infotext fills the fields the body leaves unset.
 
     Fields sent in the body win; the infotext's settings (Clip skip, ENSD) join
-    `override_settings` where the body does not override the same setting.
+    `override_settings` where the body does not override the same setting. Extensions'
+    `infotext_pasted` callbacks see (and may change) the parsed parameters first, and
+    always-on scripts the body does not mention get their arguments from their
+    `infotext_fields`.
     """
     if not body.infotext:
         return body
-    pasted = request_fields_from_infotext(body.infotext, kind)
+    params = parse_generation_parameters(body.infotext)
+    app.scripts.callbacks.call("infotext_pasted", body.infotext, params)
+    pasted = request_fields_from_parameters(params, kind)
     settings = pasted.pop("override_settings", {})
     update = {name: value for name, value in pasted.items() if name not in body.model_fields_set}
     if settings:
         update["override_settings"] = {**settings, **(body.override_settings or {})}
+    script_args = app.scripts.args_from_infotext(kind, params)
+    mentioned = {str(name).lower() for name in body.alwayson_scripts or {}}
+    unmentioned = {name: {"args": args} for name, args in script_args.items() if name not in mentioned}
+    if unmentioned:
+        update["alwayson_scripts"] = {**(body.alwayson_scripts or {}), **unmentioned}
     return body.model_copy(update=update)
 
 
-def refuse_scripts(body: GenerationBody, kind: str) -> None:
-    """A request naming a script that is not installed is refused, never run without it."""
-    installed = installed_scripts(kind)
-    if body.script_name and body.script_name not in installed:
-        raise InvalidRequest("script_name", f"script {body.script_name!r} is not installed")
-    unknown = [name for name in body.alwayson_scripts or {} if name not in installed]
-    if unknown:
-        raise InvalidRequest("alwayson_scripts", f"script {unknown[0]!r} is not installed")
+def script_selection(body: GenerationBody, kind: str, app: App) -> ScriptSelection:
+    """The body's scripts, checked now (an unknown script or a bad argument is a 422 before queueing)."""
+    selection = ScriptSelection(body.script_name, list(body.script_args or []), dict(body.alwayson_scripts or {}))
+    app.scripts.for_job(kind, selection)
+    return selection
 
 
 def refuse_unknown_checkpoints(body: GenerationBody, app: App) -> None:
@@ -107,11 +114,9 @@ def refuse_unknown_checkpoints(body: GenerationBody, app: App) -> None:
         app.engine.check_checkpoint(field, name)
 
 
-def accepted_body(body: GenerationBody, kind: str) -> GenerationBody:
-    """The body with its infotext applied, once nothing in it asks for what sdstudio cannot do."""
-    body = apply_infotext(body, kind)
-    refuse_scripts(body, kind)
-    return body
+def accepted_body(body: GenerationBody, kind: str, app: App) -> GenerationBody:
+    """The body with its infotext applied."""
+    return apply_infotext(body, kind, app)
 
 
 def generation_response(
@@ -179,13 +184,14 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     description=m.ignored_fields_description(m.StableDiffusionTxt2ImgProcessingAPI),
 )
 async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
-    body = accepted_body(body, "txt2img")
+    body = accepted_body(body, "txt2img", app)
     refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
+    scripts = script_selection(body, "txt2img", app)
     job = submit_generation(
-        queue, "txt2img", lambda control: app.engine.txt2img(request, control), job_id=body.force_task_id
+        queue, "txt2img", lambda control: app.engine.txt2img(request, control, scripts), job_id=body.force_task_id
     )
     return generation_response(await wait_for(job), body)
 
@@ -196,7 +202,7 @@ async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queu
     description=m.ignored_fields_description(m.StableDiffusionImg2ImgProcessingAPI),
 )
 async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
-    body = accepted_body(body, "img2img")
+    body = accepted_body(body, "img2img", app)
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     refuse_unknown_checkpoints(body, app)
@@ -204,8 +210,9 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     request = Img2ImgRequest(**fields)
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
+    scripts = script_selection(body, "img2img", app)
     job = submit_generation(
-        queue, "img2img", lambda control: app.engine.img2img(request, control), job_id=body.force_task_id
+        queue, "img2img", lambda control: app.engine.img2img(request, control, scripts), job_id=body.force_task_id
     )
     return generation_response(await wait_for(job), body)
 

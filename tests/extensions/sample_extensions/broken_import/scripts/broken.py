@@ -1,0 +1,1 @@
+raise ImportError("this extension needs a module that is not here")

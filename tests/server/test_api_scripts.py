@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from server.conftest import start_server
 
 from sdstudio.app import open_app
+from server.conftest import start_server
 
 SAMPLES = Path(__file__).parents[1] / "extensions" / "sample_extensions"
 SMALL = dict(prompt="a red circle", width=64, height=64, steps=2, sampler_name="Euler", seed=7)

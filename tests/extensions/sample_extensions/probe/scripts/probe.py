@@ -1,4 +1,4 @@
-"""An always-on script that uses every hook and callback and records them (tests/extensions/test_scripts_contract.py)."""
+"""An always-on script using every hook and callback, recording them (tests/extensions/test_scripts_contract.py)."""
 
 from PIL import Image
 

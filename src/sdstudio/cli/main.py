@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "train_lora",
     "train_base",
     "watermark",
+    "extensions",
 )
 
 EXIT_USER_ERROR = 2

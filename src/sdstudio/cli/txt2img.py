@@ -230,6 +230,26 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
         help="image file format (default: settings, png)",
     )
     parser.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--script",
+        default=None,
+        metavar="NAME",
+        help="run a script (as in the web UI's Script dropdown), e.g. 'X/Y/Z plot'; see `extensions list`",
+    )
+    parser.add_argument(
+        "--script-args",
+        default=None,
+        metavar="JSON",
+        help="the script's arguments as a JSON list, in its controls' order (the API's script_args)",
+    )
+    parser.add_argument(
+        "--alwayson-script",
+        dest="alwayson_scripts",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="arguments of an always-on script as a JSON list (repeatable; the API's alwayson_scripts)",
+    )
     add_model_arguments(parser)
 
 
@@ -535,12 +555,42 @@ def split_fixed_code(fields: dict[str, Any], fixed_code: bool) -> list[dict[str,
     return [{**fields, "seed": seed, "n_iter": 1} for _ in range(fields["n_iter"])]
 
 
+def script_selection(args: argparse.Namespace):
+    """The scripts the command line names (--script, --script-args, --alwayson-script) as the engine takes them."""
+    import json
+
+    from sdstudio.engine.scripting import ScriptSelection
+    from sdstudio.errors import InvalidRequest
+
+    def json_list(text: str, field: str) -> list:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(field, f"not valid JSON ({exc.msg}): {text!r}") from None
+        if isinstance(value, dict) and "args" in value:
+            value = value["args"]
+        if not isinstance(value, list):
+            raise InvalidRequest(field, f"must be a JSON list of arguments, got {text!r}")
+        return value
+
+    script_args = json_list(args.script_args, "--script-args") if args.script_args else []
+    alwayson = {}
+    for item in args.alwayson_scripts:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest("--alwayson-script", f"expected NAME=JSON, got {item!r}")
+        alwayson[name.strip()] = {"args": json_list(value, "--alwayson-script")}
+    return ScriptSelection(args.script, script_args, alwayson)
+
+
 def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
     """Open the app, run each request with a progress bar, print the saved paths."""
     from sdstudio.engine.service import GenerationControl
 
+    scripts = script_selection(args)
     save_pending_hashes(args)  # every request passed validation: the data dir may be written now
     app = open_app_from_args(args)
+    app.scripts.for_job(kind, scripts)  # an unknown script or a bad argument stops here, before any model loads
     engine = app.engine
     select = getattr(engine, "select_model", None)
     if select is not None and (getattr(args, "ckpt", None) or getattr(args, "model", None)):
@@ -578,7 +628,7 @@ def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
             control = GenerationControl(on_progress=on_progress, preview_every=0)
             run = engine.txt2img if kind == "txt2img" else engine.img2img
             try:
-                result = run(request, control)
+                result = run(request, control, scripts)
             except KeyboardInterrupt:
                 control.interrupt()
                 raise

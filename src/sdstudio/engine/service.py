@@ -164,7 +164,11 @@ class GenerationService:
             p = StableDiffusionProcessing.for_request(request, services)
             job_scripts.setup(p)
             result = job_scripts.run(p)
-            return result if result is not None else services.process_images(p)
+            if result is None:
+                return services.process_images(p)
+            if result.grid_path is None and services.saved_grids:  # a script's own grid (X/Y/Z...)
+                result.grid_path = services.saved_grids[0]
+            return result
 
     def check_request_checkpoints(self, request: Txt2ImgRequest | Img2ImgRequest) -> None:
         """Refuse an unknown refiner or hires checkpoint before the job waits for the device."""
@@ -236,6 +240,7 @@ class ScriptServices:
         self._settings = settings
         self.job_count = 0  # 0: as many as the jobs run so far
         self.jobs_done = 0
+        self.saved_grids: list[Path] = []  # what save_grid wrote, in order
 
     @property
     def settings(self) -> Settings:
@@ -279,6 +284,7 @@ class ScriptServices:
         params = ImageSaveParams(image, p, "", {"parameters": infotext} if infotext is not None else {})
         self.scripts.before_image_saved(params)
         path = saver.save_grid(params.image, folder, params.pnginfo.get("parameters"))
+        self.saved_grids.append(path)
         params.filename = str(path)
         self.scripts.image_saved(params)
         return path

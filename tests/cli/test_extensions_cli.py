@@ -44,8 +44,10 @@ def test_wildcards_example_installs_and_gives_recorded_substitutions_per_seed(tm
     prompts = [text.splitlines()[0] for text in first]
     assert len(prompts) == 4 and len(set(prompts)) > 1  # each seed draws its own
     for prompt, text in zip(prompts, first):
-        assert re.fullmatch(r"a (red|green|blue|yellow) (circle|square|triangle) on a (blue|green|white) background", prompt)
-        assert f"Wildcard prompt: \"{template}\"" in text or f"Wildcard prompt: {template}" in text
+        assert re.fullmatch(
+            r"a (red|green|blue|yellow) (circle|square|triangle) on a (blue|green|white) background", prompt
+        )
+        assert f'Wildcard prompt: "{template}"' in text or f"Wildcard prompt: {template}" in text
     # The same seed gives the same substitution again.
     assert main(["--data-dir", data, "txt2img", template, "--seed", "102", *SMALL]) == 0
     again = infotexts(capsys.readouterr().out)

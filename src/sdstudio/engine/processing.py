@@ -792,6 +792,7 @@ class GenerationJob:
                 postprocessed = PostprocessImageArgs(image)
                 ctx.hooks.postprocess_image(ctx.p, postprocessed)
                 image = postprocessed.image
+                batch.extra.update(ctx.p.extra_generation_params)  # A1111 writes the infotext after this hook
             if init is not None and init.overlays:
                 image = imaging.apply_overlay(
                     image, init.paste_to, init.batch_overlays(batch.start, len(batch.images))[i]

@@ -74,8 +74,22 @@ def hires_upscaler_names(model_upscalers: Iterable[str] = ()) -> list[str]:
 
 
 # What A1111's UI sends for "same as the first pass" (None: the API's default).
-_SAME_SAMPLER = (None, "", "Use same sampler")
-_SAME_SCHEDULER = (None, "", "Use same scheduler")
+SAME_SAMPLER = "Use same sampler"
+SAME_SCHEDULER = "Use same scheduler"
+SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"
+_SAME_SAMPLER = (None, "", SAME_SAMPLER)
+_SAME_SCHEDULER = (None, "", SAME_SCHEDULER)
+
+
+def refiner_checkpoint_name(value: str | None) -> str | None:
+    """The refiner a request names; None for A1111's spellings of "no refiner" ("", "None", "none")."""
+    return None if value is None or value.strip() in ("", "None", "none") else value
+
+
+def hires_checkpoint_name(value: str | None) -> str | None:
+    """The hires pass's checkpoint a request names; None for "the job's own" ("", "Use same checkpoint")."""
+    return None if value is None or value.strip() in ("", SAME_CHECKPOINT) else value
+
 
 RESIZE_MODES = {0: "Just resize", 1: "Crop and resize", 2: "Resize and fill", 3: "Just resize (latent upscale)"}
 INPAINTING_FILL = {0: "fill", 1: "original", 2: "latent noise", 3: "latent nothing"}
@@ -222,8 +236,7 @@ class _Request(CheckedRequest):
     @field_validator("refiner_checkpoint")
     @classmethod
     def _refiner(cls, value: str | None) -> str | None:
-        # A1111 reads "", "None" and "none" as "no refiner".
-        return None if value is None or value.strip() in ("", "None", "none") else value
+        return refiner_checkpoint_name(value)
 
     @field_validator("seed", "subseed")
     @classmethod
@@ -312,9 +325,6 @@ class _Request(CheckedRequest):
                     raise InvalidRequest(name, str(exc)) from None
 
 
-SAME_CHECKPOINT = "Use same checkpoint"  # A1111's hr_checkpoint_name for "the job's checkpoint"
-
-
 class Txt2ImgRequest(_Request):
     """A text-to-image request (A1111 StableDiffusionProcessingTxt2Img)."""
 
@@ -369,7 +379,7 @@ class Txt2ImgRequest(_Request):
     @field_validator("hr_checkpoint_name")
     @classmethod
     def _hires_checkpoint(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip() in ("", SAME_CHECKPOINT) else value
+        return hires_checkpoint_name(value)
 
     def hires_sampler_and_schedule(self) -> tuple[SamplerDef, ScheduleType]:
         """The hires pass's sampler and schedule type: the first pass's unless hr_sampler_name/hr_scheduler differ."""

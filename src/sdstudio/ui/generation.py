@@ -18,10 +18,10 @@ from typing import Any
 import gradio as gr
 
 from sdstudio.engine.job_queue import submit_generation
+from sdstudio.engine.request import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import client_queue, follow_job, status_html
-from sdstudio.ui.paste import USE_SAME_CHECKPOINT, USE_SAME_SAMPLER, USE_SAME_SCHEDULER
 
 log = logging.getLogger(__name__)
 
@@ -306,21 +306,21 @@ def build_hires_fields(
         with gr.Row():
             fields["hr_checkpoint_name"] = gr.Dropdown(
                 label="Hires checkpoint",
-                choices=[USE_SAME_CHECKPOINT, *checkpoints],
-                value=USE_SAME_CHECKPOINT,
+                choices=[SAME_CHECKPOINT, *checkpoints],
+                value=SAME_CHECKPOINT,
                 allow_custom_value=True,
                 elem_id=f"{kind}_hr_checkpoint",
             )
             fields["hr_sampler_name"] = gr.Dropdown(
                 label="Hires sampling method",
-                choices=[USE_SAME_SAMPLER, *samplers],
-                value=USE_SAME_SAMPLER,
+                choices=[SAME_SAMPLER, *samplers],
+                value=SAME_SAMPLER,
                 elem_id=f"{kind}_hr_sampler",
             )
             fields["hr_scheduler"] = gr.Dropdown(
                 label="Hires schedule type",
-                choices=[USE_SAME_SCHEDULER, *schedules],
-                value=USE_SAME_SCHEDULER,
+                choices=[SAME_SCHEDULER, *schedules],
+                value=SAME_SCHEDULER,
                 elem_id=f"{kind}_hr_scheduler",
             )
         fields["hr_prompt"] = gr.Textbox(
@@ -371,9 +371,9 @@ def clean_field_values(values: dict[str, Any]) -> dict[str, Any]:
             continue
         if name in INT_FIELDS:
             value = int(round(float(value)))
-        if name == "hr_sampler_name" and value == USE_SAME_SAMPLER:
+        if name == "hr_sampler_name" and value == SAME_SAMPLER:
             continue
-        if name == "hr_scheduler" and value == USE_SAME_SCHEDULER:
+        if name == "hr_scheduler" and value == SAME_SCHEDULER:
             continue
         fields[name] = value
     for name in ("seed_resize_from_w", "seed_resize_from_h"):

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-USE_SAME_SAMPLER = "Use same sampler"
-USE_SAME_SCHEDULER = "Use same scheduler"
-USE_SAME_CHECKPOINT = "Use same checkpoint"  # the engine reads these three as "the first pass's"
+from sdstudio.engine.request import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER  # "the first pass's"
 
 
 def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
@@ -26,9 +24,9 @@ def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
     fields = request_fields_from_parameters(params, kind)
     fields.pop("override_settings", None)
     if kind == "txt2img":
-        fields.setdefault("hr_sampler_name", USE_SAME_SAMPLER)
-        fields.setdefault("hr_scheduler", USE_SAME_SCHEDULER)
-        fields.setdefault("hr_checkpoint_name", USE_SAME_CHECKPOINT)
+        fields.setdefault("hr_sampler_name", SAME_SAMPLER)
+        fields.setdefault("hr_scheduler", SAME_SCHEDULER)
+        fields.setdefault("hr_checkpoint_name", SAME_CHECKPOINT)
         if not fields.get("enable_hr"):
             # A1111 leaves hires fields alone when the image had no hires pass.
             for name in [n for n in fields if n.startswith("hr_")]:

@@ -14,11 +14,12 @@ from sdstudio.config import check_model_name_option
 from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
 from sdstudio.engine.job_queue import JobQueue, submit_generation
 from sdstudio.engine.request import (
-    SAME_CHECKPOINT,
     Img2ImgRequest,
     Txt2ImgRequest,
     check_limits,
     decode_img2img_images,
+    hires_checkpoint_name,
+    refiner_checkpoint_name,
 )
 from sdstudio.engine.scripting import ScriptSelection
 from sdstudio.errors import InvalidRequest
@@ -104,11 +105,12 @@ def refuse_unknown_checkpoints(body: GenerationBody, app: App) -> None:
 
     Checked before the job queues; a path to a file elsewhere is refused like in the settings.
     """
-    named = {"refiner_checkpoint": body.refiner_checkpoint}
+    named = {"refiner_checkpoint": refiner_checkpoint_name(body.refiner_checkpoint)}
     if isinstance(body, m.StableDiffusionTxt2ImgProcessingAPI) and body.enable_hr:
-        named["hr_checkpoint_name"] = body.hr_checkpoint_name  # as in A1111, only with the hires fix on
+        # as in A1111, only with the hires fix on
+        named["hr_checkpoint_name"] = hires_checkpoint_name(body.hr_checkpoint_name)
     for field, name in named.items():
-        if not name or name.strip() in ("None", "none", SAME_CHECKPOINT):
+        if name is None:
             continue
         check_model_name_option(app.paths, field, name)
         app.engine.check_checkpoint(field, name)

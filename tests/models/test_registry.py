@@ -121,3 +121,24 @@ def test_models_list_json_cli(data_dir):
     assert {"type", "name", "title", "path", "sha256", "shorthash", "metadata"} <= set(entry)
     assert os.path.isabs(entry["path"]) and entry["metadata"]["ss_network_alpha"] == "1"
     assert entry["shorthash"] == entry["sha256"][:10]
+
+
+def test_a_refused_pickle_replaced_by_a_good_file_is_usable_at_the_next_listing(tmp_path):
+    # Listings remember each file's check while it is unchanged; a changed file is checked again.
+    import torch
+    from malicious_files import write_malicious
+
+    from sdstudio.config import DataPaths
+    from sdstudio.models.registry import ModelRegistry
+
+    paths = DataPaths(tmp_path / "data").ensure()
+    folder = paths.folder("vae")
+    bad = write_malicious(folder / "swap.pt", tmp_path / "ran", "zip")
+    registry = ModelRegistry(paths)
+    [listed] = registry.list("vae", with_hashes=False)
+    assert not listed.usable and "refused" in listed.problem.lower()
+    assert [e.usable for e in registry.list("vae", with_hashes=False)] == [False]  # the same verdict, remembered
+    torch.save({"decoder.conv_in.weight": torch.zeros(1)}, bad)
+    [again] = registry.list("vae", with_hashes=False)
+    assert again.usable and again.problem is None
+    assert not (tmp_path / "ran").exists()

@@ -108,6 +108,8 @@ class ModelRegistry:
         self.paths = paths
         # save_hashes=False: new hashes wait in memory for hash_cache.save() (nothing written before that)
         self.hash_cache = hash_cache or HashCache(paths.cache_dir / "hashes.json", autosave=save_hashes)
+        # Each file's check (a pickle scan reads the whole file) by (size, mtime): a listing re-checks only changes.
+        self._checked: dict[Path, tuple[tuple[int, int], dict[str, str] | ModelLoadError]] = {}
 
     def cleanup_stray_checkpoints(self) -> list[str]:
         """Move checkpoint files lying directly in models/ into models/Stable-diffusion/; returns notes."""
@@ -135,10 +137,11 @@ class ModelRegistry:
         """One file as listed; a file that is empty, cut short or unreadable is listed with its `problem`."""
         name = path.relative_to(root).as_posix() if root in path.parents else path.name
         entry = ModelEntry(type=kind, name=name, path=path.resolve())
-        try:
-            entry.metadata = read_model_file_metadata(path)
-        except ModelLoadError as exc:  # listing never fails on one bad file
-            entry.problem = str(exc).removeprefix(f"{path.name}: ")
+        checked = self._check_file(path)
+        if isinstance(checked, ModelLoadError):  # listing never fails on one bad file
+            entry.problem = str(checked).removeprefix(f"{path.name}: ")
+        else:
+            entry.metadata = dict(checked)
         try:
             # a broken file is not hashed: a cut-short download would be re-hashed at every listing as it grows
             entry.hashes = (
@@ -150,6 +153,23 @@ class ModelRegistry:
         entry.config = yaml if yaml.is_file() else None
         entry.preview = find_preview(path)
         return entry
+
+    def _check_file(self, path: Path) -> dict[str, str] | ModelLoadError:
+        """`read_model_file_metadata(path)`, or the error it raised, remembered while the file is unchanged."""
+        try:
+            stat = path.stat()
+            stamp = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = (-1, -1)
+        known = self._checked.get(path)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        try:
+            checked: dict[str, str] | ModelLoadError = read_model_file_metadata(path)
+        except ModelLoadError as exc:
+            checked = exc
+        self._checked[path] = (stamp, checked)
+        return checked
 
     def list(self, kind: str, with_hashes: bool = True, include_unusable: bool = True) -> list[ModelEntry]:
         """Every file of a kind, sorted by name; checkpoints include the bundled tiny model.

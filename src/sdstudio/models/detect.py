@@ -383,13 +383,17 @@ def checkpoint_native_size(checkpoint: Path) -> int:
         return DEFAULT_NATIVE_SIZE
 
 
+def _config_latent_factor(params: dict[str, Any]) -> int:
+    """How many pixels one latent cell spans, from an LDM config's model params (2 ** VAE down-samplings)."""
+    return 1 << (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
+
+
 def checkpoint_latent_factor(checkpoint: Path) -> int:
     """How many pixels one latent cell spans: from the VAE of the yaml beside `checkpoint`, else SD's 8."""
     config = known_config(checkpoint)
     if config is not None:
         try:
-            ddconfig = read_ldm_config(config)["model"]["params"]["first_stage_config"]["params"]["ddconfig"]
-            return 1 << (len(ddconfig["ch_mult"]) - 1)
+            return _config_latent_factor(read_ldm_config(config)["model"]["params"])
         except (ModelLoadError, KeyError, TypeError, ValueError):
             pass
     return 8
@@ -399,8 +403,7 @@ def _config_native_size(path: Path) -> int | None:
     """The latent image_size times the VAE's down-sampling of an LDM yaml; None when it does not say (SDXL)."""
     try:
         params = read_ldm_config(path)["model"]["params"]
-        factor = 1 << (len(params["first_stage_config"]["params"]["ddconfig"]["ch_mult"]) - 1)
-        return int(params["image_size"]) * factor
+        return int(params["image_size"]) * _config_latent_factor(params)
     except (ModelLoadError, KeyError, TypeError, ValueError):
         return None
 

@@ -11,9 +11,7 @@ model is loaded, so a bad option costs nothing and writes nothing.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -375,95 +373,18 @@ def check_compvis_shape(args: argparse.Namespace) -> None:
         )
 
 
-def _line_bool(value: str) -> bool:
-    if value.lower() not in ("true", "false"):
-        raise ValueError("expected true or false")
-    return value.lower() == "true"
-
-
-def _line_path(value: str) -> str:
-    return str(Path(value).expanduser().resolve())  # as --outdir: relative to where sdstudio runs
-
-
-# A1111 scripts/prompts_from_file.py: the options an option line may give, each as the
-# request field it sets and the type of its value. `sampler_index` picks by position in
-# the sampler list (`/sdapi/v1/samplers` order) when the line names no `sampler_name`.
-LINE_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "prompt": str,
-    "negative_prompt": str,
-    "prompt_for_display": str,  # A1111 shows it instead of the prompt; there is no such display here
-    "styles": lambda value: [value],
-    "seed": int,
-    "subseed": int,
-    "subseed_strength": float,
-    "seed_resize_from_h": int,
-    "seed_resize_from_w": int,
-    "sampler_name": str,
-    "sampler_index": int,
-    "batch_size": int,
-    "n_iter": int,
-    "steps": int,
-    "cfg_scale": float,
-    "width": int,
-    "height": int,
-    "restore_faces": _line_bool,
-    "tiling": _line_bool,
-    "do_not_save_samples": _line_bool,
-    "do_not_save_grid": _line_bool,
-    "outpath_samples": _line_path,
-    "outpath_grids": _line_path,
-}
-_LINE_VALUE_KINDS: dict[Callable[[str], Any], str] = {int: "an integer", float: "a number", _line_bool: "true or false"}
-_PROMPT_OPTIONS = ("prompt", "negative_prompt")  # their value runs on to the next --option, as in A1111
+# What a --from-file line may not change here (the parser is shared with the web's script).
+_REFUSED_LINE_OPTIONS = {"sd_model": "cannot change per line; choose the checkpoint with --model or --ckpt"}
 
 
 def parse_prompt_line(line: str, number: int) -> dict[str, Any]:
     """Request fields from one --from-file line: a plain prompt, or A1111's `--prompt "..." --steps N ...`."""
-    from sdstudio.engine.samplers import resolve_sampler_and_schedule, sampler_names
-    from sdstudio.errors import InvalidRequest
+    from sdstudio.engine.prompt_lines import parse_prompt_line as parse_line
 
-    def refuse(message: str) -> InvalidRequest:
-        return InvalidRequest("from_file", f"line {number}: {message}")
-
-    if not line.startswith("--"):
-        return {"prompt": line}
-    try:
-        tokens = shlex.split(line)
-    except ValueError as exc:
-        raise refuse(f"cannot split the line into options ({exc})") from None
-    fields: dict[str, Any] = {}
-    pos = 0
-    while pos < len(tokens):
-        option = tokens[pos]
-        name = option[2:].replace("-", "_")
-        if not option.startswith("--"):
-            raise refuse(f"expected an --option, got {option!r}")
-        if name == "sd_model":
-            raise refuse("--sd_model cannot change per line; choose the checkpoint with --model or --ckpt")
-        if name not in LINE_OPTIONS:
-            raise refuse(f"unknown option {option} (known: {', '.join('--' + n for n in LINE_OPTIONS)})")
-        if pos + 1 == len(tokens):
-            raise refuse(f"{option} needs a value")
-        end = pos + 2
-        if name in _PROMPT_OPTIONS:
-            while end < len(tokens) and not tokens[end].startswith("--"):
-                end += 1
-        value = " ".join(tokens[pos + 1 : end])
-        try:
-            fields[name] = LINE_OPTIONS[name](value)
-        except ValueError:
-            expected = _LINE_VALUE_KINDS.get(LINE_OPTIONS[name], "a value")
-            raise refuse(f"{option} expects {expected}, got {value!r}") from None
-        pos = end
-    fields.pop("prompt_for_display", None)
-    if "sampler_name" in fields and resolve_sampler_and_schedule(fields["sampler_name"], None) is None:
-        raise refuse(f"--sampler_name: unknown sampler {fields['sampler_name']!r}")
-    index = fields.pop("sampler_index", None)
-    if index is not None and "sampler_name" not in fields:
-        names = sampler_names()
-        if not 0 <= index < len(names):
-            raise refuse(f"--sampler_index {index}: there are {len(names)} samplers (0..{len(names) - 1})")
-        fields["sampler_name"] = names[index]
+    fields = parse_line(line, number, "from_file", _REFUSED_LINE_OPTIONS)
+    for name in ("outpath_samples", "outpath_grids"):
+        if name in fields:  # as --outdir: relative to where sdstudio runs
+            fields[name] = str(Path(fields[name]).expanduser().resolve())
     return fields
 
 

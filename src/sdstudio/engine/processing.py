@@ -333,7 +333,7 @@ class GenerationJob:
         plan = self.plan
         p.sd_model = self.model
         p.all_prompts, p.all_negative_prompts = list(plan.prompts), list(plan.negative_prompts)
-        p.all_seeds, p.all_subseeds = list(plan.seeds), list(plan.subseeds)
+        p.all_seeds, p.all_subseeds = p.per_image_seeds(plan.seeds, plan.subseeds)
         self.ctx.hooks.process(p)
         if p.request_fields() != dict(self.request):
             self.request = p.to_request()

@@ -99,8 +99,8 @@ class StableDiffusionProcessing:
     prompt: str | list[str]
     negative_prompt: str | list[str]
     styles: list[str]
-    seed: int
-    subseed: int
+    seed: int | list[int]  # A1111: a script may give one seed per image (prompt matrix); see per_image_seeds
+    subseed: int | list[int]
     subseed_strength: float
     seed_resize_from_h: int
     seed_resize_from_w: int
@@ -157,8 +157,19 @@ class StableDiffusionProcessing:
         return StableDiffusionProcessingTxt2Img(request, services)
 
     def request_fields(self) -> dict[str, Any]:
-        """The request fields as they stand now."""
-        return {name: getattr(self, name) for name in self.request_type.model_fields}
+        """The request fields as they stand now (a per-image seed list gives the request its first seed)."""
+        fields = {name: getattr(self, name) for name in self.request_type.model_fields}
+        for name in ("seed", "subseed"):
+            if isinstance(fields[name], list):
+                fields[name] = int(fields[name][0]) if fields[name] else -1
+        return fields
+
+    def per_image_seeds(self, seeds: list[int], subseeds: list[int]) -> tuple[list[int], list[int]]:
+        """`all_seeds`/`all_subseeds`: p.seed/p.subseed where a script set them to lists (A1111), else the planned."""
+        return (
+            [int(s) for s in self.seed] if isinstance(self.seed, list) else list(seeds),
+            [int(s) for s in self.subseed] if isinstance(self.subseed, list) else list(subseeds),
+        )
 
     def to_request(self) -> Txt2ImgRequest | Img2ImgRequest:
         """The fields validated into an engine request; a bad value raises InvalidRequest naming the field."""
@@ -174,6 +185,7 @@ class StableDiffusionProcessing:
     def copy(self) -> StableDiffusionProcessing:
         """An independent `p` with the same request fields (what X/Y/Z and loopback start each run from)."""
         clone = type(self)(self.to_request(), self.services)
+        clone.seed, clone.subseed = _copied(self.seed), _copied(self.subseed)
         clone.extra_generation_params = dict(self.extra_generation_params)
         clone.script_args = list(self.script_args)
         clone.warnings = self.warnings  # one list per request: what any of its jobs' scripts want told
@@ -188,6 +200,10 @@ class StableDiffusionProcessing:
         if self.services is None:
             raise InvalidRequest("script", "this p is not attached to a running studio")
         return self.services
+
+
+def _copied(value: int | list[int]) -> int | list[int]:
+    return list(value) if isinstance(value, list) else value
 
 
 class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
@@ -220,6 +236,48 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 def process_images(p: StableDiffusionProcessing) -> Processed:
     """Run the job `p` describes, with the scripts' hooks, and return its result (A1111's function)."""
     return p._services().process_images(p)
+
+
+def join_processed(results: list[Processed]) -> Processed:
+    """One result from several jobs' (a script that ran many): their images in order, without their grids.
+
+    The info is the first job's, with A1111's per-image lists (`all_prompts`, `all_seeds`,
+    `infotexts`...) those of every image.
+    """
+    joined = GenerationResult()
+    for result in results:
+        joined.images += result.images[result.index_of_first_image :]
+        joined.seeds += result.seeds
+        joined.subseeds += result.subseeds
+        joined.prompts += result.prompts
+        joined.negative_prompts += result.negative_prompts
+        joined.infotexts += result.infotexts
+        joined.saved_paths += result.saved_paths
+        joined.warnings += [warning for warning in result.warnings if warning not in joined.warnings]
+        joined.interrupted = joined.interrupted or result.interrupted
+    joined.info = dict(results[0].info) if results else {}
+    joined.info.update(
+        all_prompts=joined.prompts,
+        all_negative_prompts=joined.negative_prompts,
+        all_seeds=joined.seeds,
+        all_subseeds=joined.subseeds,
+        infotexts=list(joined.infotexts),
+        index_of_first_image=0,
+        interrupted=joined.interrupted,
+        warnings=joined.warnings,
+    )
+    return joined
+
+
+def insert_grid(result: Processed, grid: Image.Image, infotext: str | None, path: Path | None = None) -> None:
+    """Put a script's grid first in `result` (A1111: `images.insert(0, grid)`, `index_of_first_image = 1`)."""
+    if result.index_of_first_image:  # replace the job's own grid
+        del result.images[: result.index_of_first_image]
+    result.images.insert(0, grid)
+    result.index_of_first_image = 1
+    result.grid_infotext = infotext
+    result.grid_path = path
+    result.info.update(index_of_first_image=1, infotexts=[infotext or "", *result.infotexts])
 
 
 @dataclass

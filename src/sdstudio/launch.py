@@ -149,7 +149,8 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
         offline_environment()
         # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
         os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
-        blocks = build_ui(UiBackend.from_app(app), queue)
+        # As A1111: a page anyone on the network may reach does not install or change extensions (code).
+        blocks = build_ui(UiBackend.from_app(app, extension_access=not options.listen), queue)
         ui_users = list(parse_credentials(options.ui_auth).items())
         login = (lambda user, password: credentials_match(ui_users, user, password)) if ui_users else None
         gradio_app = mount_ui(fastapi_app, blocks, auth=login)

@@ -9,6 +9,7 @@ browser download is never used. Screenshots go to artifacts/ui/ (git-ignored).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,11 +103,16 @@ class WebUiServer:
         self._log.close()
 
 
-def running_webui(tmp_path_factory, *flags: str):
-    """Start `sdstudio webui --api [flags]` over a fresh data dir, yield it once it answers, then stop it."""
+def running_webui(tmp_path_factory, *flags: str, prepare=None):
+    """Start `sdstudio webui --api [flags]` over a fresh data dir, yield it once it answers, then stop it.
+
+    `prepare(data_dir)` adds files to the data dir before the server starts (extensions...).
+    """
     data_dir = tmp_path_factory.mktemp("webui") / "data"
     data_dir.mkdir()
     _add_extra_network_files(data_dir)
+    if prepare is not None:
+        prepare(data_dir)
     server = WebUiServer(data_dir, free_port(), data_dir.parent / "webui.log", flags)
     try:
         server.ready_seconds = server.wait_ready()
@@ -119,6 +125,17 @@ def running_webui(tmp_path_factory, *flags: str):
 def webui_server(tmp_path_factory):
     """A running web UI over a fresh data dir (module-scoped: starting it costs seconds)."""
     yield from running_webui(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def scripts_webui_server(tmp_path_factory):
+    """A running web UI whose data dir has the sample extension "twice" (a selectable script) installed."""
+    samples = Path(__file__).resolve().parents[1] / "extensions" / "sample_extensions"
+
+    def add_twice(data_dir: Path) -> None:
+        shutil.copytree(samples / "twice", data_dir / "extensions" / "twice")
+
+    yield from running_webui(tmp_path_factory, prepare=add_twice)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +164,17 @@ def _add_extra_network_files(data_dir: Path) -> None:
     embeddings = data_dir / "embeddings"
     embeddings.mkdir(parents=True, exist_ok=True)
     (embeddings / "sharp-lines.pt").write_bytes(b"not loaded by these tests")
+
+
+@pytest.fixture
+def running_queue():
+    """A started job queue, stopped after the test."""
+    from sdstudio.engine.job_queue import JobQueue
+
+    queue = JobQueue()
+    queue.start()
+    yield queue
+    queue.stop()
 
 
 @pytest.fixture(scope="module")

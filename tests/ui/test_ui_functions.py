@@ -41,14 +41,6 @@ def backend(tmp_path):
     return UiBackend(settings_store=SettingsStore(paths), paths=paths)
 
 
-@pytest.fixture
-def running_queue():
-    queue = JobQueue()
-    queue.start()
-    yield queue
-    queue.stop()
-
-
 # -- paste (send to txt2img / img2img) -------------------------------------------------------
 
 

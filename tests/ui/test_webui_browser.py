@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -320,4 +321,56 @@ def test_log_in_on_the_form_with_every_route_guarded(guarded_webui_server, brows
     page.keyboard.press("Enter")
     page.wait_for_selector("#txt2img_prompt textarea", timeout=60_000)
     assert refused == [], refused
+    page.close()
+
+
+# -- scripts and extensions (the server has the sample extension "twice": the job twice, seed + offset) --
+
+SAMPLE_EXTENSIONS = Path(__file__).resolve().parents[1] / "extensions" / "sample_extensions"
+
+
+def test_a_script_chosen_in_the_dropdown_runs_with_its_slider(scripts_webui_server, browser, artifacts):
+    page = open_page(scripts_webui_server, browser)
+    page.fill("#txt2img_prompt textarea", "a red circle")
+    set_slider(page, "txt2img_width", 64)
+    set_slider(page, "txt2img_height", 64)
+    set_slider(page, "txt2img_steps", 3)
+    page.locator("#txt2img_seed input").fill("1234")
+
+    assert not page.locator("#txt2img_script_twice_0").is_visible()  # no script chosen: no script controls
+    page.locator("#txt2img_script_list input").click()
+    page.get_by_role("option", name="Twice", exact=True).click()
+    page.wait_for_selector("#txt2img_script_twice_0 input[type=number]", state="visible", timeout=30_000)
+    set_slider(page, "txt2img_script_twice_0", 7)
+    page.click("#txt2img_generate")
+    page.wait_for_function(
+        "document.querySelector('#txt2img_infotext').innerText.includes('Done: 2 image(s)')",
+        timeout=GENERATION_TIMEOUT_MS,
+    )
+    thumbnails = page.locator("#txt2img_gallery .thumbnail-item")
+    assert thumbnails.count() == 2
+    assert "Seed: 1234," in page.inner_text("#txt2img_infotext")  # the first image's infotext
+    page.screenshot(path=str(artifacts / "script_twice.png"), full_page=True)
+    thumbnails.nth(1).click()
+    page.wait_for_function(
+        "document.querySelector('#txt2img_infotext').innerText.includes('Seed: 1241,')", timeout=30_000
+    )
+    page.close()
+
+
+def test_an_extension_installed_in_the_extensions_tab_appears_in_its_list(scripts_webui_server, browser, artifacts):
+    page = open_page(scripts_webui_server, browser)
+    page.get_by_role("tab", name="Extensions", exact=True).click()
+    page.wait_for_function("document.querySelector('#extensions_table')?.innerText.includes('twice')", timeout=30_000)
+    assert "probe" not in page.inner_text("#extensions_table")
+    page.get_by_role("tab", name="Install from path or URL", exact=True).click()
+    page.fill("#extensions_install_source textarea", str(SAMPLE_EXTENSIONS / "probe"))
+    page.click("#extensions_install")
+    page.wait_for_function(
+        "document.querySelector('#extensions_install_result').innerText.includes('Installed probe')", timeout=60_000
+    )
+    page.get_by_role("tab", name="Installed", exact=True).click()
+    page.wait_for_function("document.querySelector('#extensions_table')?.innerText.includes('Probe')", timeout=30_000)
+    assert (scripts_webui_server.data_dir / "extensions" / "probe" / "scripts").is_dir()
+    page.screenshot(path=str(artifacts / "extensions_installed.png"), full_page=True)
     page.close()

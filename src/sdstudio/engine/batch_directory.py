@@ -35,6 +35,7 @@ from sdstudio.errors import InvalidRequest
 if TYPE_CHECKING:  # torch comes with these: imported when a batch is built, not when its options are listed
     from sdstudio.engine.job_context import ProgressEvent
     from sdstudio.engine.request import GenerationResult, Img2ImgRequest
+    from sdstudio.engine.scripting import ScriptSelection
     from sdstudio.engine.service import GenerationControl, GenerationService
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
@@ -136,12 +137,17 @@ class Img2ImgBatch:
             )
         return sorted(found, key=lambda path: _natural_key(path.relative_to(self.input_dir).as_posix()))
 
-    def run(self, engine: GenerationService, control: GenerationControl | None = None) -> GenerationResult:
-        """Process every file; one result with the images to show, every saved path and every warning."""
+    def run(
+        self,
+        engine: GenerationService,
+        control: GenerationControl | None = None,
+        scripts: ScriptSelection | None = None,
+    ) -> GenerationResult:
+        """Process every file, each with `scripts`; one result: the images to show, the saved paths, the warnings."""
         from sdstudio.engine.request import GenerationResult
 
         total = GenerationResult()
-        for item in self.items(engine, control):
+        for item in self.items(engine, control, scripts):
             if item.warning:
                 _add_warning(total, item.warning)
             total.saved_paths.extend(item.saved_paths)
@@ -158,8 +164,13 @@ class Img2ImgBatch:
             total.interrupted = total.interrupted or result.interrupted
         return total
 
-    def items(self, engine: GenerationService, control: GenerationControl | None = None) -> Iterator[BatchItem]:
-        """Process the files one by one, yielding each outcome as it is done; stops when interrupted."""
+    def items(
+        self,
+        engine: GenerationService,
+        control: GenerationControl | None = None,
+        scripts: ScriptSelection | None = None,
+    ) -> Iterator[BatchItem]:
+        """Process the files one by one, each with `scripts` (as A1111), yielding each outcome; stops if interrupted."""
         from sdstudio.engine.seeds import fixed_seed
         from sdstudio.engine.service import GenerationControl
 
@@ -188,7 +199,7 @@ class Img2ImgBatch:
                 preview_every=control.preview_every,
             )
             try:
-                result = engine.img2img(request, job)
+                result = engine.img2img(request, job, scripts)
             except InvalidRequest as exc:  # this file's problem (an empty mask...): the others may be fine
                 yield BatchItem(source, warning=f"skipped {source}: {exc}")
                 continue

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdstudio.config import MODEL_KINDS, DataPaths, Settings, SettingsStore, find_preview
-from sdstudio.errors import SdStudioError
+from sdstudio.errors import InvalidRequest, SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
     from sdstudio.engine.job_queue import JobSubmitter
+    from sdstudio.engine.scripting import ScriptSelection
+    from sdstudio.extensions.manager import ExtensionManager
+    from sdstudio.extensions.scripts.host import ExtensionOption, ExtensionStatus
     from sdstudio.prompts.conditioning import PromptTokenizer
 
 CHUNK_TOKENS = 75
@@ -64,10 +67,14 @@ class UiBackend:
     postprocess: Any = None  # sdstudio.postprocess.extras.PostprocessService
     registry: Any = None  # sdstudio.models.registry.ModelRegistry (App.models)
     checkpoints: Any = None  # sdstudio.engine.checkpoints.CheckpointModels (App.checkpoints): loads the chosen one
+    scripts: Any = None  # sdstudio.extensions.scripts.host.ScriptHost (App.scripts)
+    extensions: Any = None  # sdstudio.extensions.manager.ExtensionManager (App.extensions)
+    extension_access: bool = True
+    """Whether the page may install, enable, disable and remove extensions (A1111 refuses it with --listen)."""
     _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_app(cls, app: App) -> UiBackend:
+    def from_app(cls, app: App, extension_access: bool = True) -> UiBackend:
         """Wire the backend over the composition root's services (optional ones when present)."""
         return cls(
             settings_store=app.settings_store,
@@ -77,6 +84,9 @@ class UiBackend:
             postprocess=app.postprocess,
             registry=app.models,
             checkpoints=app.checkpoints,
+            scripts=app.scripts,
+            extensions=app.extensions,
+            extension_access=extension_access,
         )
 
     @property
@@ -232,6 +242,103 @@ class UiBackend:
             return [info.name for info in service.face_restorers.list()]
         except Exception:  # listing is informative; a broken model folder must not break the tab
             return []
+
+    # -- scripts and extensions --------------------------------------------------------------
+
+    def selectable_scripts(self, kind: str) -> list[Any]:
+        """The Script dropdown's scripts of a tab (the host's LoadedScript entries: title, controls)."""
+        return self.scripts.selectable(kind) if self.scripts is not None else []
+
+    def alwayson_scripts(self, kind: str) -> list[Any]:
+        """The always-on scripts of a tab."""
+        return self.scripts.alwayson(kind) if self.scripts is not None else []
+
+    def check_scripts(self, kind: str, selection: ScriptSelection | None) -> None:
+        """Refuse an unknown script or a bad argument before the job queues (InvalidRequest naming the field)."""
+        if self.scripts is not None and selection is not None:
+            self.scripts.for_job(kind, selection)
+
+    def extension_statuses(self) -> list[ExtensionStatus]:
+        """The installed extensions with their state, scripts and problems."""
+        return self.extensions.list() if self.extensions is not None else []
+
+    def _extension_manager(self) -> ExtensionManager:
+        if self.extensions is None:
+            raise SdStudioError("extensions cannot be changed here: the web UI was built without the script host")
+        if not self.extension_access:
+            raise SdStudioError(
+                "extensions cannot be changed from the web UI while sdstudio listens on all interfaces (--listen); "
+                "use `sdstudio extensions` on the machine itself"
+            )
+        manager: ExtensionManager = self.extensions
+        return manager
+
+    def install_extension(self, source: str, name: str | None = None) -> ExtensionStatus:
+        """Install an extension from a folder or git URL (scripts reload at once)."""
+        if not (source or "").strip():
+            raise InvalidRequest("source", "give a folder or a git URL to install from")
+        return self._extension_manager().install(source, (name or "").strip() or None)
+
+    def set_enabled_extensions(self, enabled: list[str]) -> list[str]:
+        """Enable the installed extensions named in `enabled` and disable the others; returns those changed."""
+        manager = self._extension_manager()
+        changed = []
+        for status in manager.list():
+            wanted = status.name in enabled
+            if wanted != status.enabled:
+                (manager.enable if wanted else manager.disable)(status.name)
+                changed.append(status.name)
+        return changed
+
+    def remove_extension(self, name: str) -> None:
+        """Delete an installed extension's folder (scripts reload at once)."""
+        if not name:
+            raise InvalidRequest("name", "choose the extension to remove")
+        self._extension_manager().remove(name)
+
+    def extension_tabs(self) -> list[tuple[str, Any, str, str]]:
+        """(extension, builder, title, elem_id) for each tab the extensions' ui_tabs callbacks return.
+
+        A callback that raises, or returns something that is not [(builder, title, elem_id)], is
+        reported under its extension's name and skipped.
+        """
+        if self.scripts is None:
+            return []
+        callbacks = self.scripts.callbacks
+        tabs = []
+        for owner in dict.fromkeys(entry.owner for entry in callbacks.entries("ui_tabs")):
+            for returned in callbacks.call("ui_tabs", owners={owner}):
+                if returned is None:  # a callback that adds no tab
+                    continue
+                for entry in returned if isinstance(returned, (list, tuple)) else [returned]:
+                    if not (isinstance(entry, (list, tuple)) and len(entry) in (2, 3)):
+                        self.report_extension(owner, f"ui_tabs: expected (builder, title, elem_id), got {entry!r}")
+                        continue
+                    title = str(entry[1])
+                    elem_id = str(entry[2]) if len(entry) == 3 else title
+                    tabs.append((owner, entry[0], title, elem_id))
+        return tabs
+
+    def report_extension(self, owner: str, message: str) -> None:
+        """Record an extension's problem (logged, and shown in the Extensions tab)."""
+        if self.scripts is not None:
+            self.scripts.report(owner, message)
+
+    def extension_options(self) -> list[ExtensionOption]:
+        """The options extensions add (their ui_settings callbacks), for the Settings tab."""
+        return self.scripts.options() if self.scripts is not None else []
+
+    def option_value(self, name: str) -> Any:
+        """An option's value now: sdstudio's own, an extension's (its default until saved), or config.json's."""
+        settings = self.settings
+        if name in type(settings).model_fields:
+            return getattr(settings, name)
+        if self.scripts is not None:
+            try:
+                return self.scripts.option(settings, name)
+            except KeyError:
+                pass
+        return (settings.model_extra or {}).get(name)
 
     # -- settings ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import html
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
@@ -22,6 +22,10 @@ from sdstudio.engine.request import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULE
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import client_queue, follow_job, status_html
+from sdstudio.ui.scripts import ScriptPanel, build_script_panel
+
+if TYPE_CHECKING:
+    from sdstudio.engine.scripting import ScriptSelection
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class GenerationTab:
     fields: dict[str, Any]  # request field name -> component
     output: OutputPanel
     extra: dict[str, Any] = field(default_factory=dict)  # tab-specific components (img2img's images)
+    scripts: ScriptPanel | None = None  # the Script dropdown and always-on scripts
 
     def field_names(self) -> list[str]:
         return list(self.fields)
@@ -253,6 +258,13 @@ def build_sampling_fields(
                 elem_id=f"{kind}_seed_resize_from_h",
             )
     return fields, buttons
+
+
+def build_scripts(kind: str, backend: UiBackend) -> ScriptPanel:
+    """The tab's always-on script accordions and Script dropdown (at the foot of its settings, as in A1111)."""
+    return build_script_panel(
+        kind, backend.selectable_scripts(kind), backend.alwayson_scripts(kind), backend.check_image
+    )
 
 
 NO_REFINER = "None"  # A1111's refiner dropdown value for "no refiner"
@@ -444,35 +456,40 @@ def wire_generation(
     checkpoint: gr.Dropdown,
     extra_inputs: list[Any],
     make_request: Callable[[dict[str, Any], list[Any]], Any],
-    run_request: Callable[[Any, Any], Any] | None = None,
+    run_request: Callable[[Any, Any, ScriptSelection | None], Any] | None = None,
 ) -> None:
     """Connect Generate, Interrupt, Skip, seed buttons, token counters and gallery selection.
 
-    `run_request(request, control)` runs what `make_request` built (default: the engine's txt2img/img2img).
+    `run_request(request, control, scripts)` runs what `make_request` built with the scripts the
+    tab's script panel chose (default: the engine's txt2img/img2img).
     """
     names = tab.field_names()
     row, out = tab.row, tab.output
     kind = tab.kind
     gen_outputs = [out.gallery, out.progress, out.infotext, out.info, out.selected]
     skip = gr.skip
+    script_inputs = tab.scripts.inputs() if tab.scripts is not None else []
 
     def generate(page: gr.Request, checkpoint_title, prompt, negative_prompt, styles, *rest):
         values = dict(zip(names, rest[: len(names)]))
         values.update(prompt=prompt or "", negative_prompt=negative_prompt or "", styles=list(styles or []))
-        extra = list(rest[len(names) :])
+        extra = list(rest[len(names) : len(rest) - len(script_inputs)])
+        script_values = list(rest[len(rest) - len(script_inputs) :])
         if backend.engine is None:
             yield skip(), "", status_html("Generation is not available: no engine was built", "error"), skip(), skip()
             return
         run = run_request or (backend.engine.txt2img if kind == "txt2img" else backend.engine.img2img)
         try:
             request = make_request(values, extra)
+            scripts = tab.scripts.selection(script_values) if tab.scripts is not None else None
+            backend.check_scripts(kind, scripts)  # an unknown script or a bad argument is refused before queueing
             if checkpoint_title:
                 # Pinned to the job: a later dropdown change (or another user's) does not move it. The
                 # dropdown's own event loads and saves the choice; a page does not save it again here.
                 request.override_settings = {**request.override_settings, "sd_model_checkpoint": checkpoint_title}
             # Counted as this page's client against the queue limits, as the API's jobs are.
             job = submit_generation(
-                client_queue(queue, page, backend.settings), kind, lambda control: run(request, control)
+                client_queue(queue, page, backend.settings), kind, lambda control: run(request, control, scripts)
             )
         except SdStudioError as exc:  # a bad value, or the queue full (QueueFull names its setting)
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
@@ -502,6 +519,7 @@ def wire_generation(
         yield list(result.images), "", text, state, first
 
     inputs = [checkpoint, row.prompt, row.negative_prompt, row.styles, *tab.field_components(), *extra_inputs]
+    inputs += script_inputs
     row.generate.click(
         generate,
         inputs=inputs,

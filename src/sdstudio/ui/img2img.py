@@ -14,6 +14,7 @@ from sdstudio.ui.generation import (
     build_prompt_row,
     build_refiner_fields,
     build_sampling_fields,
+    build_scripts,
     clean_field_values,
     saving_fields,
     wire_generation,
@@ -109,13 +110,13 @@ def make_img2img_batch(
     return Img2ImgBatch.create({**fields, **saving_fields(backend)}, input_dir or "", output_dir, mask_dir, props)
 
 
-def run_img2img_job(backend: UiBackend, request, control):
-    """Run what the tab built: one request, or a folder batch (through the same engine, file by file)."""
+def run_img2img_job(backend: UiBackend, request, control, scripts=None):
+    """Run what the tab built with its scripts: one request, or a folder batch (the same engine, file by file)."""
     from sdstudio.engine.batch_directory import Img2ImgBatch
 
     if isinstance(request, Img2ImgBatch):
-        return request.run(backend.engine, control)
-    return backend.engine.img2img(request, control)
+        return request.run(backend.engine, control, scripts)
+    return backend.engine.img2img(request, control, scripts)
 
 
 def _build_batch_inputs() -> dict[str, Any]:
@@ -261,11 +262,12 @@ def build_img2img_tab(
                         label="Only masked padding, pixels",
                         elem_id="img2img_inpaint_full_res_padding",
                     )
+            scripts = build_scripts(KIND, backend)
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)
     extra["mode"], extra["mode_tabs"] = mode, mode_tabs
     extra.update({f"batch_{name}": box for name, box in batch.items()})
-    tab = GenerationTab(KIND, row, fields, output, extra)
+    tab = GenerationTab(KIND, row, fields, output, extra, scripts)
     inputs = [mode, extra["init_image"], extra["inpaint_editor"], extra["upload_image"], extra["upload_mask"]]
     inputs += [extra["sketch"], extra["inpaint_sketch"], extra["mask_transparency"]]
     images_count = len(inputs)
@@ -283,7 +285,7 @@ def build_img2img_tab(
         checkpoint,
         inputs,
         make_request,
-        run_request=lambda request, control: run_img2img_job(backend, request, control),
+        run_request=lambda request, control, scripts: run_img2img_job(backend, request, control, scripts),
     )
     wire_seed_buttons(tab, seed_buttons)
     return tab

@@ -1,38 +1,65 @@
-"""The Settings tab: every option under its section and A1111 label, saved to config.json by Apply."""
+"""The Settings tab: every option under its section and A1111 label (extensions' in their own), saved by Apply."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from sdstudio.config import OPTION_INFO, Settings, option_info
+from sdstudio.config import OPTION_INFO, OptionInfo, Settings, option_info
 from sdstudio.engine.job_queue import JobQueue
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.backend import UiBackend
 from sdstudio.ui.jobs import client_queue, status_html
 
+if TYPE_CHECKING:
+    from sdstudio.extensions.scripts.host import ExtensionOption
+
 OPEN_SECTION = "Stable Diffusion"  # shown unfolded, as the page most visits are for
 
 
-def settings_layout(settings: Settings) -> list[tuple[str, list[str]]]:
-    """The sections (config.OPTION_INFO's order) with the options the Settings object has; others under "Other"."""
+def settings_layout(
+    settings: Settings, extension_options: Sequence[ExtensionOption] = ()
+) -> list[tuple[str, list[str]]]:
+    """The sections (config.OPTION_INFO's order) with the options the Settings object has; others under "Other".
+
+    Options that extensions declare (`extension_options`) follow in their own sections, in declaration order.
+    """
     fields = type(settings).model_fields
     extra = settings.model_extra or {}
+    declared = {option.key for option in extension_options}
     names = [n for n in OPTION_INFO if n in fields] + [n for n in fields if n not in OPTION_INFO]
-    names += sorted(n for n, v in extra.items() if isinstance(v, (bool, int, float, str)))
+    names += sorted(n for n, v in extra.items() if n not in declared and isinstance(v, (bool, int, float, str)))
     sections: dict[str, list[str]] = {}
     for name in names:
         sections.setdefault(option_info(name).section, []).append(name)
     order = {section: i for i, section in enumerate(dict.fromkeys(info.section for info in OPTION_INFO.values()))}
-    return sorted(sections.items(), key=lambda item: order.get(item[0], len(order)))
+    layout = sorted(sections.items(), key=lambda item: order.get(item[0], len(order)))
+    for option in extension_options:
+        section = next((names for title, names in layout if title == option.section), None)
+        if section is None:
+            section = []
+            layout.append((option.section, section))
+        section.append(option.key)
+    return layout
 
 
-def component_for(name: str, value: Any):
-    """A checkbox, number, dropdown or textbox for one option, labelled as A1111 labels it."""
+def extension_option_info(option: ExtensionOption) -> OptionInfo:
+    """How the Settings tab shows an extension's option: its section, label and choices."""
+    return OptionInfo(option.section, option.label, tuple(str(choice) for choice in option.choices))
+
+
+def component_for(name: str, value: Any, info: OptionInfo | None = None):
+    """A checkbox, number, dropdown or textbox for one option, labelled as A1111 labels it (or as `info` says)."""
     elem_id = f"setting_{name}"
-    info = option_info(name)
+    info = info or option_info(name)
     label = info.label
+    if isinstance(value, list):  # e.g. disabled_extensions: a list stays a list when the page sends it back
+        choices = list(dict.fromkeys([*info.choices, *(str(v) for v in value)]))
+        return gr.Dropdown(
+            choices, value=value, multiselect=True, label=label, elem_id=elem_id, allow_custom_value=True
+        )
     if isinstance(value, bool):
         return gr.Checkbox(label=label, value=value, elem_id=elem_id)
     if isinstance(value, int):
@@ -46,6 +73,8 @@ def component_for(name: str, value: Any):
 
 def coerce(name: str, value: Any, current: Any) -> Any:
     """The UI value in the option's own type (Number gives floats, Textbox gives strings)."""
+    if isinstance(current, list):
+        return list(value or [])
     if isinstance(current, bool):
         return bool(value)
     if isinstance(current, int) and value is not None:
@@ -57,31 +86,32 @@ def coerce(name: str, value: Any, current: Any) -> Any:
 
 def build_settings_tab(backend: UiBackend, queue: JobQueue | None = None) -> None:
     """Build the tab (inside an open gr.Tab) and wire Apply / Reload; a new checkpoint is loaded on `queue`."""
-    settings = backend.settings
+    extension_options = backend.extension_options()
+    infos = {option.key: extension_option_info(option) for option in extension_options}
     components: dict[str, Any] = {}
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1, size="md")
         reload = gr.Button("Show the values in use", elem_id="settings_reload", scale=1, size="md")
     result = gr.HTML("", elem_id="settings_result")
-    for title, names in settings_layout(settings):
+    for title, names in settings_layout(backend.settings, extension_options):
         with gr.Accordion(title, open=title == OPEN_SECTION, elem_id=f"settings_section_{_slug(title)}"):
             with gr.Row(equal_height=False):
                 for name in names:
-                    components[name] = component_for(name, getattr(settings, name))
+                    components[name] = component_for(name, backend.option_value(name), infos.get(name))
     names = list(components)
     # What this page showed, so Apply sends only what the user changed here and never
     # reverts an option changed meanwhile elsewhere (checkpoint dropdown, API, another tab).
-    shown = gr.State({n: getattr(settings, n) for n in names})
+    shown = gr.State({n: backend.option_value(n) for n in names})
 
     def on_apply(page: gr.Request, previous, *values):
         current = backend.settings
-        typed = {n: coerce(n, v, getattr(current, n, None)) for n, v in zip(names, values)}
+        typed = {n: coerce(n, v, backend.option_value(n)) for n, v in zip(names, values)}
         changes = {n: v for n, v in typed.items() if v != (previous or {}).get(n)}
         try:
             changed = backend.apply_settings(changes, client_queue(queue, page, current) if queue is not None else None)
         except SdStudioError as exc:
             return status_html(str(exc), "error"), gr.skip()
-        now = {n: getattr(backend.settings, n) for n in names}
+        now = {n: backend.option_value(n) for n in names}
         if not changed:
             return status_html("No settings changed"), now
         return status_html(
@@ -89,7 +119,7 @@ def build_settings_tab(backend: UiBackend, queue: JobQueue | None = None) -> Non
         ), now
 
     def on_reload():
-        now = {n: getattr(backend.settings, n) for n in names}
+        now = {n: backend.option_value(n) for n in names}
         return [now, *now.values()]
 
     apply.click(on_apply, inputs=[shown, *components.values()], outputs=[result, shown], api_visibility="private")

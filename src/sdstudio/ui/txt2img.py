@@ -14,6 +14,7 @@ from sdstudio.ui.generation import (
     build_prompt_row,
     build_refiner_fields,
     build_sampling_fields,
+    build_scripts,
     clean_field_values,
     saving_fields,
     wire_generation,
@@ -52,9 +53,10 @@ def build_txt2img_tab(
             titles = backend.checkpoint_titles()
             fields.update(build_hires_fields(KIND, samplers, schedules, hires_upscalers, titles))
             fields.update(build_refiner_fields(KIND, titles))
+            scripts = build_scripts(KIND, backend)
         with gr.Column(scale=1, min_width=380, elem_id=f"{KIND}_results"):
             output = build_output_panel(KIND)
-    tab = GenerationTab(KIND, row, fields, output)
+    tab = GenerationTab(KIND, row, fields, output, scripts=scripts)
     wire_generation(tab, backend, queue, checkpoint, [], lambda values, _extra: make_txt2img_request(backend, values))
     wire_seed_buttons(tab, seed_buttons)
     return tab

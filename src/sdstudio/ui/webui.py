@@ -20,7 +20,7 @@ OFFLINE_ENVIRONMENT = {
     "GRADIO_SSR_MODE": "False",
 }
 
-TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "extra_networks", "settings")
+TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "extra_networks", "settings", "extensions")
 
 UI_CSS = """
 .sdstudio-progress { position: relative; height: 22px; border-radius: 6px; background: var(--block-background-fill);
@@ -83,11 +83,14 @@ def build_ui(backend, queue, title: str = "sdstudio"):
     offline_environment()
     import gradio as gr
 
-    from sdstudio.ui import extra_networks, extras, img2img, pnginfo, settings, txt2img
+    from sdstudio.ui import extensions, extra_networks, extras, img2img, pnginfo, settings, txt2img
     from sdstudio.ui.generation import SIZE_FIELDS, sampler_choices
+    from sdstudio.ui.scripts import script_choices
 
     samplers, schedules = sampler_choices()
     hires_upscalers = _hires_upscalers(backend)
+    # Before the page's Blocks opens: an extension's own gr.Blocks must not land inside it unplaced.
+    extension_tabs = backend.extension_tabs()
 
     # Hourly, drop Gradio's cached copies of images older than a day (previews pile up otherwise).
     with gr.Blocks(title=title, analytics_enabled=False, fill_width=True, delete_cache=(3600, 86400)) as blocks:
@@ -117,8 +120,11 @@ def build_ui(backend, queue, title: str = "sdstudio"):
                 png = pnginfo.build_pnginfo_tab(backend.check_image, lambda: backend.settings.img_max_decode_mp)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
+            extensions.build_extension_tabs(backend, extension_tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build_settings_tab(backend, queue)
+            with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as extensions_tab:
+                installed = extensions.build_extensions_tab(backend)
 
         size_fields = [tab.fields[name] for tab in (t2i, i2i) for name in SIZE_FIELDS]
 
@@ -128,6 +134,23 @@ def build_ui(backend, queue, title: str = "sdstudio"):
             return gr.Dropdown(choices=backend.refresh_checkpoints(), value=backend.current_checkpoint())
 
         refresh.click(on_refresh, outputs=checkpoint, show_progress="hidden", api_visibility="private")
+
+        def on_page_load():
+            # The scripts may have changed since the page was built (Extensions tab, another page).
+            return [
+                gr.Dropdown(choices=script_choices([entry.title for entry in backend.selectable_scripts(tab.kind)]))
+                for tab in (t2i, i2i)
+            ]
+
+        script_lists = [tab.scripts.dropdown for tab in (t2i, i2i) if tab.scripts is not None]
+        if len(script_lists) == 2:
+            blocks.load(on_page_load, outputs=script_lists, show_progress="hidden", api_visibility="private")
+        extensions_tab.select(
+            lambda: extensions.listing_updates(backend),
+            outputs=installed.outputs,
+            show_progress="hidden",
+            api_visibility="private",
+        )
         extra_networks.wire_extra_networks(nets, backend, {"txt2img": t2i.row.prompt, "img2img": i2i.row.prompt})
         _wire_send_to(main_tabs, t2i, i2i, ext, png, backend)
     return blocks

@@ -137,6 +137,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         locate_checkpoint=checkpoints.locate,
         scripts_for_job=scripts.for_job,
         checkpoint_titles=lambda: [entry.title for entry in models.list("checkpoint", include_unusable=False)],
+        vae_names=lambda: [entry.name for entry in models.list("vae", with_hashes=False, include_unusable=False)],
     )
     app = App(
         paths=paths,

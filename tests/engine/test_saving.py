@@ -58,6 +58,14 @@ def test_grid_rows_follow_a1111():
     assert image_grid(tiles[:4], n_rows=0, batch_size=4).size == (8, 32)  # rows = batch size
 
 
+def test_grid_cells_fit_the_largest_image_and_centre_smaller_ones():
+    """A1111 1.10: an X/Y/Z plot over "Size" tiles images of different sizes."""
+    grid = image_grid([Image.new("RGB", (8, 4), "red"), Image.new("RGB", (4, 8), "blue")], rows=1)
+    assert grid.size == (16, 8)
+    assert grid.getpixel((0, 2)) == (255, 0, 0) and grid.getpixel((0, 0)) == (0, 0, 0)
+    assert grid.getpixel((10, 0)) == (0, 0, 255) and grid.getpixel((8, 0)) == (0, 0, 0)
+
+
 def test_long_names_are_cut_by_bytes_never_inside_a_character():
     decoration = "-1234-" + "猫" * 200  # 3 bytes each in UTF-8
     name = fit_file_name("00001", decoration, ".png", limit=100)

@@ -78,7 +78,10 @@ def next_sequence_number(folder: Path, basename: str = "") -> int:
 def image_grid(
     images: Sequence[Image.Image], rows: int | None = None, n_rows: int = -1, batch_size: int = 1
 ) -> Image.Image:
-    """Tile images into a grid; rows as A1111: n_rows > 0 fixed, 0 = batch size, -1 = round(sqrt(n))."""
+    """Tile images into a grid; rows as A1111: n_rows > 0 fixed, 0 = batch size, -1 = round(sqrt(n)).
+
+    Cells are as large as the largest image; a smaller one is centred in its cell (A1111 1.10).
+    """
     if rows is None:
         if n_rows > 0:
             rows = n_rows
@@ -88,10 +91,10 @@ def image_grid(
             rows = max(1, round(math.sqrt(len(images))))
     rows = min(rows, len(images))
     cols = math.ceil(len(images) / rows)
-    w, h = images[0].size
+    w, h = max(img.width for img in images), max(img.height for img in images)
     grid = Image.new("RGB", size=(cols * w, rows * h), color="black")
     for i, img in enumerate(images):
-        grid.paste(img, box=(i % cols * w, i // cols * h))
+        grid.paste(img, box=(i % cols * w + (w - img.width) // 2, i // cols * h + (h - img.height) // 2))
     return grid
 
 

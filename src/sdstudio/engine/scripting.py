@@ -70,6 +70,10 @@ class ProcessingServices(Protocol):
         """Titles of the checkpoints a script may switch to (`override_settings.sd_model_checkpoint`)."""
         ...
 
+    def vae_names(self) -> list[str]:
+        """Names of the VAE files `override_settings.sd_vae` may pick (besides "Automatic" and "None")."""
+        ...
+
     def upscaler_names(self) -> list[str]:
         """Names of the image upscalers (`upscale` takes them)."""
         ...

@@ -76,6 +76,7 @@ class GenerationService:
         locate_checkpoint: Callable[[str], Any] | None = None,
         scripts_for_job: ScriptsForJob | None = None,
         checkpoint_titles: Callable[[], list[str]] | None = None,
+        vae_names: Callable[[], list[str]] | None = None,
     ):
         self.settings_store = settings
         self.paths = paths
@@ -90,6 +91,7 @@ class GenerationService:
         self.locate_checkpoint = locate_checkpoint  # name -> file, NotFound when unknown (checks refiner_checkpoint)
         self.scripts_for_job = scripts_for_job  # the scripts and extensions (None: jobs run without any)
         self.checkpoint_titles = checkpoint_titles  # what scripts may switch to (X/Y/Z "Checkpoint name")
+        self.vae_names = vae_names  # the VAE files scripts may pick (X/Y/Z "VAE")
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
 
@@ -291,6 +293,9 @@ class ScriptServices:
 
     def checkpoint_names(self) -> list[str]:
         return self.service.checkpoint_titles() if self.service.checkpoint_titles else []
+
+    def vae_names(self) -> list[str]:
+        return self.service.vae_names() if self.service.vae_names else []
 
     def upscaler_names(self) -> list[str]:
         return self.service.upscaler_names() if self.service.upscaler_names else []

@@ -112,6 +112,12 @@ class Dropdown(Control):
 
     kind = "dropdown"
 
+    def default(self) -> Any:
+        # An index dropdown shows its default as a label (A1111's `value`), but passes positions.
+        if self.type == "index" and not self.multiselect and self.value in self.choices:
+            return self.choices.index(self.value)
+        return self.value
+
     def coerce(self, value: Any) -> Any:
         if self.multiselect:
             return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]

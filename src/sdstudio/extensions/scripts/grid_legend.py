@@ -1,9 +1,11 @@
 """Legends around a grid of images: A1111's annotated grid (modules/images.py draw_grid_annotations).
 
-A grid of equal cells gets a column of texts on its left (one list per row) and a band of
-texts on top (one list per column). A text that does not apply to its row or column
-(`active=False`, as in the prompt matrix) is drawn grey and struck through. Long texts wrap
-at word boundaries to the space they have. Cells may be set apart by a margin.
+A grid of equal cells gets a band of texts on top (one list per column) and a column of
+texts on its left (one list per row); a side whose texts are all empty takes no room. A
+text that does not apply to its row or column (`is_active=False`, as in the prompt matrix)
+is drawn grey and struck through. Texts wrap at spaces to the room they have, and a word
+too long for it is drawn smaller. Cells may be set `margin` pixels apart. Text is drawn
+with Pillow's built-in font, sized to the cells as A1111 sizes its font.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-ACTIVE = (0, 0, 0)
+ACTIVE = (0, 0, 0)  # A1111's grid_text_active_color, grid_text_inactive_color, grid_background_color
 INACTIVE = (153, 153, 153)
+BACKGROUND = (255, 255, 255)
 MIN_FONT_SIZE = 8  # A1111's (width + height) / 25 is unreadable on small cells
+
+Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 @dataclass
 class GridAnnotation:
-    """One line of a legend (A1111 images.GridAnnotation)."""
+    """One text of a legend (A1111 images.GridAnnotation)."""
 
     text: str = ""
     is_active: bool = True
@@ -32,41 +37,31 @@ class _Line:
     is_active: bool
     width: int
     height: int
+    room: int  # the width it may take
 
 
-def legend_font(cell_width: int, cell_height: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """The legend font: Pillow's built-in one, sized to the cells as A1111 sizes its font."""
-    return ImageFont.load_default(size=max(MIN_FONT_SIZE, (cell_width + cell_height) // 25))
+def legend_font(size: int) -> Font:
+    """Pillow's built-in font at `size` pixels (no font files needed)."""
+    return ImageFont.load_default(size=max(1, size))
 
 
-def _wrapped(
-    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, room: int
-) -> list[str]:
-    lines: list[str] = []
-    for paragraph in text.split("\n"):
-        line = ""
-        for word in paragraph.split(" "):
-            candidate = f"{line} {word}" if line else word
-            if line and draw.textlength(candidate, font=font) > room:
-                lines.append(line)
-                line = word
-            else:
-                line = candidate
-        lines.append(line)
+def _wrapped(draw: ImageDraw.ImageDraw, text: str, font: Font, room: int) -> list[str]:
+    lines = [""]
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}".strip()
+        if draw.textlength(candidate, font=font) <= room or not lines[-1]:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
     return lines
 
 
-def _measured(
-    draw: ImageDraw.ImageDraw,
-    texts: list[GridAnnotation],
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
-    room: int,
-) -> list[_Line]:
+def _measured(draw: ImageDraw.ImageDraw, texts: list[GridAnnotation], font: Font, room: int) -> list[_Line]:
     lines = []
     for annotation in texts:
         for text in _wrapped(draw, annotation.text, font, room):
-            left, top, right, bottom = draw.textbbox((0, 0), text or " ", font=font)
-            lines.append(_Line(text, annotation.is_active, int(right - left), int(bottom - top)))
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            lines.append(_Line(text, annotation.is_active, int(right - left), int(bottom - top), room))
     return lines
 
 
@@ -75,20 +70,21 @@ def _block_height(lines: list[_Line], spacing: int) -> int:
 
 
 def _draw_block(
-    draw: ImageDraw.ImageDraw,
-    center_x: float,
-    top: float,
-    lines: list[_Line],
-    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
-    spacing: int,
+    draw: ImageDraw.ImageDraw, center_x: float, top: float, lines: list[_Line], font_size: int, spacing: int
 ) -> None:
     y = top
     for line in lines:
+        size = font_size
+        font = legend_font(size)
+        while size > 1 and draw.textlength(line.text, font=font) > line.room:
+            size -= 1
+            font = legend_font(size)
         middle = y + line.height / 2
         color = ACTIVE if line.is_active else INACTIVE
         draw.text((center_x, middle), line.text, font=font, fill=color, anchor="mm")
         if not line.is_active:
-            draw.line((center_x - line.width / 2, middle, center_x + line.width / 2, middle), fill=color, width=1)
+            half = line.width / 2
+            draw.line((center_x - half, middle, center_x + half, middle), fill=color, width=max(1, font_size // 8))
         y += line.height + spacing
 
 
@@ -103,20 +99,23 @@ def draw_grid_annotations(
     """`grid` with `hor_texts` above its columns and `ver_texts` left of its rows, cells `margin` apart."""
     cols, rows = grid.width // cell_width, grid.height // cell_height
     if len(hor_texts) != cols or len(ver_texts) != rows:
-        raise ValueError(f"a {cols}×{rows} grid needs {cols} column and {rows} row legends")
-    font = legend_font(cell_width, cell_height)
-    spacing = max(1, int(getattr(font, "size", MIN_FONT_SIZE)) // 2)
+        raise ValueError(
+            f"a {cols}×{rows} grid needs {cols} column and {rows} row legends, "
+            f"got {len(hor_texts)} and {len(ver_texts)}"
+        )
+    font_size = max(MIN_FONT_SIZE, (cell_width + cell_height) // 25)
+    font = legend_font(font_size)
+    spacing = font_size // 2
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    has_row_texts = any(a.text for texts in ver_texts for a in texts)
+    has_row_texts = any(annotation.text for texts in ver_texts for annotation in texts)
     pad_left = cell_width * 3 // 4 if has_row_texts else 0
     columns = [_measured(measure, texts, font, cell_width) for texts in hor_texts]
     row_lines = [_measured(measure, texts, font, pad_left) for texts in ver_texts]
     column_heights = [_block_height(lines, spacing) for lines in columns]
     pad_top = max(column_heights) + spacing * 2 if any(column_heights) else 0
 
-    result = Image.new(
-        "RGB", (grid.width + pad_left + margin * (cols - 1), grid.height + pad_top + margin * (rows - 1)), "white"
-    )
+    size = (grid.width + pad_left + margin * (cols - 1), grid.height + pad_top + margin * (rows - 1))
+    result = Image.new("RGB", size, BACKGROUND)
     for row in range(rows):
         for col in range(cols):
             cell = grid.crop((cell_width * col, cell_height * row, cell_width * (col + 1), cell_height * (row + 1)))
@@ -124,10 +123,10 @@ def draw_grid_annotations(
     draw = ImageDraw.Draw(result)
     for col, lines in enumerate(columns):
         center = pad_left + (cell_width + margin) * col + cell_width / 2
-        _draw_block(draw, center, pad_top / 2 - column_heights[col] / 2, lines, font, spacing)
+        _draw_block(draw, center, pad_top / 2 - column_heights[col] / 2, lines, font_size, spacing)
     for row, lines in enumerate(row_lines):
         middle = pad_top + (cell_height + margin) * row + cell_height / 2
-        _draw_block(draw, pad_left / 2, middle - _block_height(lines, spacing) / 2, lines, font, spacing)
+        _draw_block(draw, pad_left / 2, middle - _block_height(lines, spacing) / 2, lines, font_size, spacing)
     return result
 
 

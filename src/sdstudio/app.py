@@ -80,6 +80,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.engine.conditioning import encoder_for_checkpoint
     from sdstudio.engine.service import GenerationService
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
+    from sdstudio.extensions.scripts.base import ScriptLists
     from sdstudio.extensions.scripts.host import ScriptHost
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
@@ -106,7 +107,8 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     styles = StyleDatabase(paths.styles_file)
     loras = LoraLibrary(paths.folders("lora"), memory=memory)
     postprocess = PostprocessService.build(paths, store, memory=memory)
-    scripts = ScriptHost(paths, store)
+    interrogator = Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1"))
+    scripts = ScriptHost(paths, store, lists=ScriptLists(upscaler_names=postprocess.upscalers.names))
     scripts.load()
     checkpoints = CheckpointModels(
         store,
@@ -138,6 +140,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         scripts_for_job=scripts.for_job,
         checkpoint_titles=lambda: [entry.title for entry in models.list("checkpoint", include_unusable=False)],
         vae_names=lambda: [entry.name for entry in models.list("vae", with_hashes=False, include_unusable=False)],
+        interrogate=lambda image, model: interrogator.interrogate(image, model),
     )
     app = App(
         paths=paths,
@@ -149,7 +152,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         postprocess=postprocess,
         engine=engine,
         checkpoints=checkpoints,
-        interrogator=Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1")),
+        interrogator=interrogator,
         scripts=scripts,
     )
     scripts.callbacks.call("app_started", app)

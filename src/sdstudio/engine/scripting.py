@@ -39,6 +39,7 @@ from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgReq
 from sdstudio.engine.sampling import CFGDenoisedParams as CFGDenoisedParams  # re-exported for scripts
 from sdstudio.engine.sampling import CFGDenoiserParams as CFGDenoiserParams
 from sdstudio.engine.sampling import DenoiserHooks
+from sdstudio.engine.seeds import fixed_seed
 from sdstudio.errors import InvalidRequest
 
 Processed = GenerationResult
@@ -64,6 +65,16 @@ class ProcessingServices(Protocol):
 
     def save_grid(self, p: StableDiffusionProcessing, image: Image.Image, infotext: str | None) -> Path | None:
         """Save a script's grid in the grids folder when the settings ask for grids (grid_save); its path."""
+        ...
+
+    def save_image(
+        self, p: StableDiffusionProcessing, image: Image.Image, seed: int | None, infotext: str | None
+    ) -> Path | None:
+        """Save an image a script made in the samples folder, unless samples_save is off or `p` says not to."""
+        ...
+
+    def interrogate(self, image: Image.Image, model: str) -> str:
+        """A prompt read from `image` by "clip" or "deepdanbooru" (A1111 `shared.interrogator`, `deepbooru`)."""
         ...
 
     def checkpoint_names(self) -> list[str]:
@@ -231,7 +242,9 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     mask: Image.Image | None
     resize_mode: int
     inpainting_fill: int
-    mask_blur: int | None
+    mask_blur: int | None  # given: both directions' blur (else mask_blur_x / mask_blur_y)
+    mask_blur_x: int
+    mask_blur_y: int
     inpaint_full_res: bool
     inpaint_full_res_padding: int
     inpainting_mask_invert: int
@@ -282,6 +295,62 @@ def insert_grid(result: Processed, grid: Image.Image, infotext: str | None, path
     result.grid_infotext = infotext
     result.grid_path = path
     result.info.update(index_of_first_image=1, infotexts=[infotext or "", *result.infotexts])
+
+
+def seed_of(value: int | list[int]) -> int:
+    """The first image's seed of a `p.seed` that may be a per-image list."""
+    return value if isinstance(value, int) else value[0]
+
+
+def fix_seed(p: StableDiffusionProcessing) -> None:
+    """Turn a random seed and variation seed (-1) into concrete ones, so that every job of a script shares them."""
+    p.seed = [fixed_seed(s) for s in p.seed] if isinstance(p.seed, list) else fixed_seed(p.seed)
+    p.subseed = [fixed_seed(s) for s in p.subseed] if isinstance(p.subseed, list) else fixed_seed(p.subseed)
+
+
+def script_result(
+    jobs: list[Processed],
+    images: list[Image.Image],
+    infotexts: list[str],
+    seeds: list[int],
+    grid: Image.Image | None = None,
+    saved_paths: list[Path] | None = None,
+) -> Processed:
+    """A selected script's result from the jobs it ran (A1111 `Processed(p, images, seed, info)`).
+
+    `images` come with one infotext and seed each; `grid`, when given, is put first (as
+    `return_grid` does). Prompts and the rest of `info` are those of the first job; the
+    jobs' warnings and interruption carry over.
+    """
+    first = jobs[0] if jobs else Processed()
+    count = len(images)
+    warnings = list(dict.fromkeys(w for job in jobs for w in job.warnings))
+    result = Processed(
+        images=([grid] if grid is not None else []) + list(images),
+        seeds=list(seeds),
+        subseeds=[first.subseeds[0] if first.subseeds else -1] * count,
+        prompts=[first.prompts[0] if first.prompts else ""] * count,
+        negative_prompts=[first.negative_prompts[0] if first.negative_prompts else ""] * count,
+        infotexts=list(infotexts),
+        saved_paths=list(saved_paths) if saved_paths is not None else [p for job in jobs for p in job.saved_paths],
+        grid_infotext=(infotexts[0] if infotexts else None) if grid is not None else None,
+        index_of_first_image=1 if grid is not None else 0,
+        warnings=warnings,
+        interrupted=any(job.interrupted for job in jobs),
+    )
+    result.info = {
+        **first.info,
+        "all_prompts": result.prompts,
+        "all_negative_prompts": result.negative_prompts,
+        "seed": seeds[0] if seeds else first.info.get("seed", -1),
+        "all_seeds": result.seeds,
+        "all_subseeds": result.subseeds,
+        "index_of_first_image": result.index_of_first_image,
+        "infotexts": ([result.grid_infotext or ""] if grid is not None else []) + result.infotexts,
+        "interrupted": result.interrupted,
+        "warnings": warnings,
+    }
+    return result
 
 
 @dataclass

@@ -77,6 +77,7 @@ class GenerationService:
         scripts_for_job: ScriptsForJob | None = None,
         checkpoint_titles: Callable[[], list[str]] | None = None,
         vae_names: Callable[[], list[str]] | None = None,
+        interrogate: Callable[[Image.Image, str], str] | None = None,
     ):
         self.settings_store = settings
         self.paths = paths
@@ -92,6 +93,7 @@ class GenerationService:
         self.scripts_for_job = scripts_for_job  # the scripts and extensions (None: jobs run without any)
         self.checkpoint_titles = checkpoint_titles  # what scripts may switch to (X/Y/Z "Checkpoint name")
         self.vae_names = vae_names  # the VAE files scripts may pick (X/Y/Z "VAE")
+        self.interrogate = interrogate  # image, "clip"/"deepdanbooru" -> prompt (Loopback's interrogation)
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
 
@@ -281,15 +283,45 @@ class ScriptServices:
         settings = self.settings_store_snapshot(p.to_request())
         if not settings.grid_save or p.do_not_save_grid:
             return None
+        return self._save(p, image, infotext, settings, grid=True, seed=None)
+
+    def save_image(
+        self, p: StableDiffusionProcessing, image: Image.Image, seed: int | None, infotext: str | None
+    ) -> Path | None:
+        settings = self.settings_store_snapshot(p.to_request())
+        if not settings.samples_save or p.do_not_save_samples:
+            return None
+        return self._save(p, image, infotext, settings, grid=False, seed=seed)
+
+    def _save(
+        self,
+        p: StableDiffusionProcessing,
+        image: Image.Image,
+        infotext: str | None,
+        settings: Settings,
+        grid: bool,
+        seed: int | None,
+    ) -> Path:
+        """Write a script's image or grid, the on_before_image_saved / on_image_saved callbacks around it."""
         saver = ImageSaver(self.service.paths, settings)
-        folder = saver.output_folder(self.kind, grid=True, override=p.outpath_grids)
+        folder = saver.output_folder(self.kind, grid=grid, override=p.outpath_grids if grid else p.outpath_samples)
         params = ImageSaveParams(image, p, "", {"parameters": infotext} if infotext is not None else {})
         self.scripts.before_image_saved(params)
-        path = saver.save_grid(params.image, folder, params.pnginfo.get("parameters"))
-        self.saved_grids.append(path)
+        text = params.pnginfo.get("parameters")
+        if grid:
+            path = saver.save_grid(params.image, folder, text)
+            self.saved_grids.append(path)
+        else:
+            prompt = p.prompt if isinstance(p.prompt, str) else (p.prompt[0] if p.prompt else "")
+            path = saver.save_image(params.image, folder, seed, prompt, text)
         params.filename = str(path)
         self.scripts.image_saved(params)
         return path
+
+    def interrogate(self, image: Image.Image, model: str) -> str:
+        if self.service.interrogate is None:
+            raise InvalidRequest("script_args", "interrogation is not available in this studio")
+        return self.service.interrogate(image, model)
 
     def checkpoint_names(self) -> list[str]:
         return self.service.checkpoint_titles() if self.service.checkpoint_titles else []

@@ -30,10 +30,14 @@ from sdstudio.engine.scripting import (
     StableDiffusionProcessing,
     StableDiffusionProcessingImg2Img,
     StableDiffusionProcessingTxt2Img,
+    fix_seed,
     process_images,
+    script_result,
+    seed_of,
 )
 from sdstudio.extensions.scripts.base import AlwaysVisible, Script
 from sdstudio.extensions.scripts.controls import (
+    HTML,
     Checkbox,
     CheckboxGroup,
     Control,
@@ -55,6 +59,7 @@ __all__ = [
     "Control",
     "Dropdown",
     "File",
+    "HTML",
     "Image",
     "ImageSaveParams",
     "Number",
@@ -67,5 +72,8 @@ __all__ = [
     "StableDiffusionProcessingImg2Img",
     "StableDiffusionProcessingTxt2Img",
     "Textbox",
+    "fix_seed",
     "process_images",
+    "script_result",
+    "seed_of",
 ]

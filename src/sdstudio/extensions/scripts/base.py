@@ -10,8 +10,11 @@ become the script's arguments, in order: `run(p, *args)`, `process(p, *args)`...
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sdstudio.engine.request import HIRES_IMAGE_UPSCALERS
 from sdstudio.extensions.scripts.controls import Control
 
 if TYPE_CHECKING:
@@ -28,6 +31,14 @@ class _AlwaysVisible:
 AlwaysVisible = _AlwaysVisible()
 
 
+@dataclass(frozen=True)
+class ScriptLists:
+    """The studio's lists a script's `ui()` offers as choices (A1111 reads them from `shared` as its UI is built)."""
+
+    upscaler_names: Callable[[], list[str]] = field(default=lambda: list(HIRES_IMAGE_UPSCALERS))
+    """The image upscalers in A1111's order (`shared.sd_upscalers`): None, Lanczos, Nearest, then the models."""
+
+
 class Script:
     """One script; override what it needs. Hooks get the script's arguments after their own ones."""
 
@@ -35,6 +46,7 @@ class Script:
     extension: str = ""  # set by the loader: the extension's folder name ("builtin" for sdstudio's own)
     is_txt2img: bool = False  # set by the loader: which tab this instance belongs to
     is_img2img: bool = False
+    lists: ScriptLists = ScriptLists()  # set by the loader: what ui() may list
 
     infotext_fields: list[tuple[int, str]] = []
     """(argument index, infotext key) pairs: pasting an infotext with that key fills that argument."""

@@ -113,9 +113,8 @@ class Dropdown(Control):
     kind = "dropdown"
 
     def default(self) -> Any:
-        # An index dropdown shows its default as a label (A1111's `value`), but passes positions.
-        if self.type == "index" and not self.multiselect and self.value in self.choices:
-            return self.choices.index(self.value)
+        if self.type == "index" and not self.multiselect:  # the script takes the default choice's position too
+            return self.choices.index(self.value) if self.value in self.choices else 0
         return self.value
 
     def coerce(self, value: Any) -> Any:
@@ -161,3 +160,10 @@ class Image(Control):
     """An image input; over the API a base64 image (or None)."""
 
     kind = "image"
+
+
+@dataclass
+class HTML(Control):
+    """Text shown among a script's controls (A1111 `gr.HTML`); it still takes an argument's place, unused."""
+
+    kind = "html"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdstudio.config import DataPaths, Settings, SettingsStore
 from sdstudio.errors import InvalidRequest, SdStudioError
-from sdstudio.extensions.scripts.base import AlwaysVisible, Script
+from sdstudio.extensions.scripts.base import AlwaysVisible, Script, ScriptLists
 from sdstudio.extensions.scripts.callbacks import JOB_CALLBACKS, Callbacks
 from sdstudio.extensions.scripts.controls import Control
 
@@ -150,9 +150,16 @@ class OptionCollector:
 class ScriptHost:
     """Loads the scripts and extensions of one data dir and gives each job its scripts (app-owned)."""
 
-    def __init__(self, paths: DataPaths, settings: SettingsStore, builtin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        paths: DataPaths,
+        settings: SettingsStore,
+        builtin_dir: Path | None = None,
+        lists: ScriptLists | None = None,
+    ) -> None:
         self.paths = paths
         self.settings_store = settings
+        self.lists = lists if lists is not None else ScriptLists()  # the choices scripts' ui() lists
         self.builtin_dir = builtin_dir if builtin_dir is not None else Path(__file__).parent / "builtin"
         self.callbacks = Callbacks(report=self.report)
         self.errors: dict[str, list[str]] = {}
@@ -262,6 +269,7 @@ class ScriptHost:
             script = cls()
             script.filename, script.extension = str(path), owner
             script.is_img2img, script.is_txt2img = is_img2img, not is_img2img
+            script.lists = self.lists
             visibility = script.show(is_img2img)
             if not visibility:
                 return None

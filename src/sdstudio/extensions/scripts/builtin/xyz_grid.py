@@ -35,6 +35,7 @@ from PIL import Image
 from sdstudio.config import IMAGES_PER_JOB_CEILING
 from sdstudio.engine.request import hires_upscaler_names
 from sdstudio.engine.saving import image_grid
+from sdstudio.engine.scripting import fix_seed
 from sdstudio.engine.seeds import fixed_seed
 from sdstudio.errors import InvalidRequest, SdStudioError
 from sdstudio.extensions.scripts import (
@@ -522,7 +523,7 @@ class XYZPlot(Script):
     ) -> Processed:
         settings = p.settings
         if not no_fixed_seeds:
-            p.seed, p.subseed = fixed_seed(p.seed), fixed_seed(p.subseed)
+            fix_seed(p)
         if not settings.return_grid:
             p.batch_size = 1  # a cell is its job's first image: with return_grid, the job's grid
         most = settings.limit_images_per_job or IMAGES_PER_JOB_CEILING
@@ -696,7 +697,8 @@ class Plot:
         x_span = self.sizes[0] if self.axes[0].vary_seeds else 1
         y_span = self.sizes[1] if self.axes[1].vary_seeds else 1
         offsets = (ix, iy * x_span, iz * x_span * y_span)
-        pc.seed = int(pc.seed) + sum(offset for axis, offset in zip(self.axes, offsets) if axis.vary_seeds)
+        base_seed = pc.seed if isinstance(pc.seed, int) else pc.seed[0]
+        pc.seed = base_seed + sum(offset for axis, offset in zip(self.axes, offsets) if axis.vary_seeds)
         return pc
 
     def run_cell(self, cell: Cell) -> None:

@@ -150,10 +150,12 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
         # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
         os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
         # As A1111: a page anyone on the network may reach does not install or change extensions (code).
-        blocks = build_ui(UiBackend.from_app(app, extension_access=not options.listen), queue)
+        backend = UiBackend.from_app(app, extension_access=not options.listen)
+        assets = backend.page_assets()  # the enabled extensions' javascript/ and style.css
+        blocks = build_ui(backend, queue, assets=assets)
         ui_users = list(parse_credentials(options.ui_auth).items())
         login = (lambda user, password: credentials_match(ui_users, user, password)) if ui_users else None
-        gradio_app = mount_ui(fastapi_app, blocks, auth=login)
+        gradio_app = mount_ui(fastapi_app, blocks, auth=login, assets=assets)
         if ui_users:
             fastapi_app.state.login_page.attach(login_session_check(gradio_app), LOGIN_PAGE_PATHS, LOGIN_PAGE_PREFIXES)
         fastapi_app.state.end_streams = lambda: end_session_streams(gradio_app)

@@ -8,6 +8,7 @@ browser download is never used. Screenshots go to artifacts/ui/ (git-ignored).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -136,6 +137,23 @@ def scripts_webui_server(tmp_path_factory):
         shutil.copytree(samples / "twice", data_dir / "extensions" / "twice")
 
     yield from running_webui(tmp_path_factory, prepare=add_twice)
+
+
+def add_localized_page(data_dir: Path) -> None:
+    """The zh_CN localization chosen, and an extension with a script and a style sheet for the page."""
+    (data_dir / "config.json").write_text(json.dumps({"localization": "zh_CN"}), encoding="utf-8")
+    folder = data_dir / "extensions" / "page_files"
+    (folder / "javascript").mkdir(parents=True)
+    (folder / "javascript" / "mark.js").write_text(
+        "onUiLoaded(() => { document.body.dataset.pageFiles = 'loaded'; });\n", encoding="utf-8"
+    )
+    (folder / "style.css").write_text("#txt2img_generate { letter-spacing: 3px; }\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def localized_webui_server(tmp_path_factory):
+    """A running web UI in zh_CN whose data dir has an extension with javascript/ and style.css."""
+    yield from running_webui(tmp_path_factory, prepare=add_localized_page)
 
 
 @pytest.fixture(scope="module")

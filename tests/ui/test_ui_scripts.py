@@ -206,6 +206,51 @@ def test_img2img_batch_runs_the_chosen_script_on_each_file(data_dir, tmp_path):
     assert result.seeds == [5, 8, 5, 8]  # A1111 runs the script on each file
 
 
+# -- pasting an infotext into always-on scripts ------------------------------------------------------
+
+
+def pasted_by_elem_id(fn, *inputs) -> dict[str, object]:
+    """What a send-to/paste event puts in each output component, by elem_id (gr.skip(): left as it is)."""
+    return {getattr(out, "elem_id", None): value for out, value in zip(fn.outputs, fn.fn(*inputs))}
+
+
+def test_pasting_an_infotext_fills_alwayson_script_controls_from_their_infotext_fields(data_dir):
+    from sdstudio.ui.webui import build_ui
+
+    install(data_dir, "probe")  # infotext_fields: (0, "Probe"), (1, "Probe tag")
+    backend = UiBackend.from_app(open_app(data_dir))
+    blocks = build_ui(backend, JobQueue())
+    to_txt2img = next(fn for fn in blocks.fns.values() if fn.name == "png_to_txt2img")
+    infotext = "a cat\nSteps: 5, Sampler: Euler, Seed: 3, Size: 64x64, Probe: True, Probe tag: pasted-tag"
+
+    pasted = pasted_by_elem_id(to_txt2img, infotext)
+    assert pasted["txt2img_script_probe_0"] is True and pasted["txt2img_script_probe_1"] == "pasted-tag"
+    assert pasted["txt2img_prompt"] == "a cat" and pasted["txt2img_steps"] == 5
+    probe = backend.alwayson_scripts("txt2img")[0].script
+    assert ("infotext_pasted", infotext) in probe.events  # the extensions' callback saw it, as over the API
+
+    only_tag = pasted_by_elem_id(to_txt2img, "a cat\nSteps: 5, Seed: 3, Probe tag: just-the-tag")
+    assert only_tag["txt2img_script_probe_1"] == "just-the-tag"
+    assert isinstance(only_tag["txt2img_script_probe_0"], type(gr.skip()))  # not in the infotext: left as it is
+    untouched = pasted_by_elem_id(to_txt2img, "a cat\nSteps: 5, Seed: 3, Size: 64x64")
+    assert all(isinstance(untouched[f"txt2img_script_probe_{i}"], type(gr.skip())) for i in (0, 1))
+
+    to_img2img = next(fn for fn in blocks.fns.values() if fn.name == "png_send")
+    pasted = pasted_by_elem_id(to_img2img, None, infotext)
+    assert pasted["img2img_script_probe_1"] == "pasted-tag"
+
+
+def test_a_pasted_index_choice_shows_the_choice_it_names():
+    from sdstudio.ui.paste import alwayson_values
+    from sdstudio.ui.scripts import ScriptControls
+
+    pick = ScriptControls(
+        "Pick", [c.Dropdown(label="Mode", choices=["a", "b"], type="index"), c.Checkbox()], [(0, "Mode")]
+    )
+    assert alwayson_values([pick], {"pick": [1, False]}, {"Mode": "b"}, "skip") == ["b", "skip"]
+    assert alwayson_values([pick], {}, {"Other": "x"}, "skip") == ["skip", "skip"]
+
+
 # -- the Extensions tab ------------------------------------------------------------------------------
 
 

@@ -374,3 +374,17 @@ def test_an_extension_installed_in_the_extensions_tab_appears_in_its_list(script
     assert (scripts_webui_server.data_dir / "extensions" / "probe" / "scripts").is_dir()
     page.screenshot(path=str(artifacts / "extensions_installed.png"), full_page=True)
     page.close()
+
+
+def test_the_page_in_zh_cn_with_an_extensions_script_and_style(localized_webui_server, browser, artifacts):
+    page = open_page(localized_webui_server, browser)
+    page.wait_for_function("document.querySelector('#txt2img_generate').innerText.trim() === '生成'", timeout=30_000)
+    assert page.get_attribute("#txt2img_prompt textarea", "placeholder") == "提示词（按 Ctrl+Enter 生成）"
+    assert page.get_by_role("tab", name="文生图", exact=True).count() == 1
+    assert "采样方法" in page.inner_text("#txt2img_sampling")
+    # The extension's javascript/mark.js ran (A1111's onUiLoaded) and its style.css applies.
+    page.wait_for_function("document.body.dataset.pageFiles === 'loaded'", timeout=30_000)
+    spacing = page.evaluate("getComputedStyle(document.querySelector('#txt2img_generate')).letterSpacing")
+    assert spacing == "3px"
+    page.screenshot(path=str(artifacts / "localized_zh_cn.png"), full_page=True)
+    page.close()

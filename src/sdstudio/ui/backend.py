@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sdstudio.extensions.manager import ExtensionManager
     from sdstudio.extensions.scripts.host import ExtensionOption, ExtensionStatus
     from sdstudio.prompts.conditioning import PromptTokenizer
+    from sdstudio.ui.page_assets import PageAssets
 
 CHUNK_TOKENS = 75
 
@@ -258,6 +259,21 @@ class UiBackend:
         if self.scripts is not None and selection is not None:
             self.scripts.for_job(kind, selection)
 
+    def pasted_parameters(self, infotext: str) -> dict[str, Any]:
+        """A pasted infotext's parameters, after the extensions' infotext_pasted callbacks (as the API reads it)."""
+        from sdstudio.engine.infotext import parse_generation_parameters
+
+        if not infotext or not infotext.strip():
+            return {}
+        params = parse_generation_parameters(infotext)
+        if self.scripts is not None:
+            self.scripts.callbacks.call("infotext_pasted", infotext, params)
+        return params
+
+    def script_args_from_infotext(self, kind: str, params: dict[str, Any]) -> dict[str, list[Any]]:
+        """Always-on scripts' arguments (by script name) from pasted parameters, by their `infotext_fields`."""
+        return self.scripts.args_from_infotext(kind, params) if self.scripts is not None else {}
+
     def extension_statuses(self) -> list[ExtensionStatus]:
         """The installed extensions with their state, scripts and problems."""
         return self.extensions.list() if self.extensions is not None else []
@@ -327,6 +343,43 @@ class UiBackend:
     def extension_options(self) -> list[ExtensionOption]:
         """The options extensions add (their ui_settings callbacks), for the Settings tab."""
         return self.scripts.options() if self.scripts is not None else []
+
+    def enabled_extension_folders(self) -> list[Path]:
+        """The folders of the enabled extensions (DATA_DIR/extensions/NAME), in name order."""
+        if self.scripts is None:
+            return []
+        enabled = {status.name for status in self.scripts.statuses if status.enabled}
+        return [folder for folder in self.scripts.extension_folders() if folder.name in enabled]
+
+    def page_assets(self) -> PageAssets:
+        """The enabled extensions' javascript/*.js and style.css for the page; unreadable ones are reported."""
+        from sdstudio.ui.page_assets import extension_page_assets
+
+        assets = extension_page_assets(self.enabled_extension_folders())
+        for owner, message in assets.problems:
+            self.report_extension(owner, message)
+        return assets
+
+    # -- localization ------------------------------------------------------------------------
+
+    def localization_folders(self) -> list[Path]:
+        """Where localizations/*.json are found: sdstudio's own, the data dir's, then each enabled extension's."""
+        from sdstudio.ui.localization import BUNDLED_LOCALIZATIONS
+
+        extensions = [folder / "localizations" for folder in self.enabled_extension_folders()]
+        return [BUNDLED_LOCALIZATIONS, self.paths.root / "localizations", *extensions]
+
+    def localization_names(self) -> list[str]:
+        """The `localization` setting's choices: "None" (English), then every localization found."""
+        from sdstudio.ui.localization import NO_LOCALIZATION, localization_files
+
+        return [NO_LOCALIZATION, *sorted(localization_files(self.localization_folders()), key=str.lower)]
+
+    def localization(self) -> dict[str, Any]:
+        """The mapping of English text to translated text the page applies now (the `localization` setting)."""
+        from sdstudio.ui.localization import localization_for
+
+        return localization_for(self.settings.localization, self.localization_folders())
 
     def option_value(self, name: str) -> Any:
         """An option's value now: sdstudio's own, an extension's (its default until saved), or config.json's."""

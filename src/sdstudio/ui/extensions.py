@@ -10,8 +10,9 @@ change is a notice naming the problem, never a traceback.
 
 from __future__ import annotations
 
+import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,14 +122,30 @@ def listing_updates(backend: UiBackend) -> list[Any]:
     ]
 
 
-def build_extensions_tab(backend: UiBackend) -> ExtensionsTab:
-    """Build the tab (inside an open gr.Tab) and wire its buttons."""
+def page_file_problems_html(problems: Sequence[tuple[str, str]]) -> str:
+    """The note naming the extensions' page files (javascript/*.js, style.css) the page was built without."""
+    if not problems:
+        return ""
+    lines = "".join(f"<li>{html.escape(owner)}: {html.escape(message)}</li>" for owner, message in problems)
+    return (
+        '<div class="sdstudio-status sdstudio-status-warning">'
+        f"Some extensions' page files could not be read; the page works without them:<ul>{lines}</ul></div>"
+    )
+
+
+def build_extensions_tab(backend: UiBackend, page_file_problems: Sequence[tuple[str, str]] = ()) -> ExtensionsTab:
+    """Build the tab (inside an open gr.Tab) and wire its buttons; `page_file_problems` are shown as a note."""
     statuses = backend.extension_statuses()
     names = [status.name for status in statuses]
     access = backend.extension_access
     with gr.Tabs(elem_id="extensions_tabs"):
         with gr.Tab("Installed", id="extensions_installed", elem_id="extensions_installed_tab"):
             gr.Markdown(RELOAD_NOTE if access else NO_ACCESS_NOTE, elem_id="extensions_note")
+            gr.HTML(
+                page_file_problems_html(page_file_problems),
+                visible=bool(page_file_problems),
+                elem_id="extensions_page_file_problems",
+            )
             with gr.Row():
                 apply = gr.Button(
                     "Apply and reload",

@@ -9,18 +9,30 @@ are adjusted here, so every tab pastes the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.engine.request import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER  # "the first pass's"
+
+if TYPE_CHECKING:
+    from sdstudio.ui.scripts import ScriptControls
 
 
 def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
     """Request-field values found in `infotext`, for a "txt2img" or "img2img" tab."""
-    from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
+    from sdstudio.engine.infotext import parse_generation_parameters
 
     if not infotext or not infotext.strip():
         return {}
-    params = parse_generation_parameters(infotext)
+    return fields_from_parameters(parse_generation_parameters(infotext), kind)
+
+
+def fields_from_parameters(params: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Request-field values from an infotext's parsed parameters, for a "txt2img" or "img2img" tab."""
+    from sdstudio.engine.infotext import request_fields_from_parameters
+
+    if not params:
+        return {}
     fields = request_fields_from_parameters(params, kind)
     fields.pop("override_settings", None)
     if kind == "txt2img":
@@ -41,6 +53,26 @@ def fields_from_infotext(infotext: str, kind: str) -> dict[str, Any]:
 def values_for_components(fields: dict[str, Any], names: list[str], skip: Any) -> list[Any]:
     """One value per component name, `skip` (leave as is) for the names infotext did not have."""
     return [fields[name] if name in fields else skip for name in names]
+
+
+def alwayson_values(
+    scripts: Sequence[ScriptControls], found: dict[str, list[Any]], params: dict[str, Any], skip: Any
+) -> list[Any]:
+    """One value per always-on script control, in panel order: what the infotext gave, else `skip`.
+
+    `found` is the host's `args_from_infotext` (each script's arguments, coerced); only the
+    arguments whose `infotext_fields` key the infotext has are pasted, the others are left as
+    they are (A1111's paste).
+    """
+    from sdstudio.ui.scripts import shown_value
+
+    values = []
+    for script in scripts:
+        args = found.get(script.name, [])
+        pasted = {index for index, key in script.infotext_fields if key in params and index < len(args)}
+        for index, control in enumerate(script.controls):
+            values.append(shown_value(control, args[index]) if index in pasted else skip)
+    return values
 
 
 def match_checkpoint(fields: dict[str, Any], titles: list[str]) -> str | None:

@@ -38,14 +38,20 @@ def _info(control: Control) -> dict[str, Any]:
     return {"info": control.info or None}
 
 
-def _choice_value(control: Any) -> Any:
-    """The shown default of a choice control: an index dropdown may give its default as the position."""
-    value = control.value
-    if control.type == "index" and isinstance(value, int) and not isinstance(value, bool):
+def shown_value(control: Any, value: Any) -> Any:
+    """An argument as its component shows it: an index-typed choice's position as the choice it names."""
+    if getattr(control, "type", None) != "index":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
         return control.choices[value] if 0 <= value < len(control.choices) else None
-    if control.type == "index" and isinstance(value, list):
+    if isinstance(value, list):
         return [control.choices[v] if isinstance(v, int) and 0 <= v < len(control.choices) else v for v in value]
     return value
+
+
+def _choice_value(control: Any) -> Any:
+    """The shown default of a choice control (an index-typed one may give it as the position)."""
+    return shown_value(control, control.value)
 
 
 def _finite(number: float) -> float | None:
@@ -173,6 +179,7 @@ class ScriptControls:
 
     title: str
     controls: list[Control]
+    infotext_fields: list[tuple[int, str]] = field(default_factory=list)  # (argument index, infotext key)
     components: list[Any] = field(default_factory=list)
     container: Any = None  # the gr.Column (selectable) or gr.Accordion (always-on) holding them
 
@@ -243,6 +250,11 @@ def _build_controls(kind: str, script: ScriptControls, check: ImageCheck | None)
     script.components = [component_for_control(c, f"{base}_{i}", check) for i, c in enumerate(script.controls)]
 
 
+def _infotext_fields(entry: Any) -> list[tuple[int, str]]:
+    """The (argument index, infotext key) pairs a pasted infotext fills, of a host entry's script."""
+    return list(getattr(getattr(entry, "script", None), "infotext_fields", None) or [])
+
+
 def build_script_panel(
     kind: str, selectable: Sequence[Any], alwayson: Sequence[Any], check: ImageCheck | None = None
 ) -> ScriptPanel:
@@ -250,7 +262,7 @@ def build_script_panel(
 
     `selectable` and `alwayson` are the host's LoadedScript entries (title, controls).
     """
-    always = [ScriptControls(entry.title, list(entry.controls)) for entry in alwayson]
+    always = [ScriptControls(entry.title, list(entry.controls), _infotext_fields(entry)) for entry in alwayson]
     for script in always:
         with gr.Accordion(script.title, open=False, elem_id=f"{kind}_script_{_slug(script.title)}") as accordion:
             _build_controls(kind, script, check)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -88,6 +89,8 @@ def build_settings_tab(backend: UiBackend, queue: JobQueue | None = None) -> Non
     """Build the tab (inside an open gr.Tab) and wire Apply / Reload; a new checkpoint is loaded on `queue`."""
     extension_options = backend.extension_options()
     infos = {option.key: extension_option_info(option) for option in extension_options}
+    # The localizations found now (A1111 lists them when it builds its page); the page applies the choice when reloaded.
+    infos["localization"] = replace(option_info("localization"), choices=tuple(backend.localization_names()))
     components: dict[str, Any] = {}
     with gr.Row():
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit", scale=1, size="md")

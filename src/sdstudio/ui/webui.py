@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sdstudio.ui.page_assets import PageAssets
 
 # Gradio reads these when imported; setting them here (and in the CLI) keeps the page offline.
 OFFLINE_ENVIRONMENT = {
@@ -78,8 +81,12 @@ def ui_theme():
     )
 
 
-def build_ui(backend, queue, title: str = "sdstudio"):
-    """The whole web UI as a gr.Blocks, over `backend` (a UiBackend) and the shared job queue."""
+def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None = None):
+    """The whole web UI as a gr.Blocks, over `backend` (a UiBackend) and the shared job queue.
+
+    `assets` are the extensions' page files `mount_ui` puts in the page (read here when not given);
+    the Extensions tab names those that could not be read.
+    """
     offline_environment()
     import gradio as gr
 
@@ -91,6 +98,7 @@ def build_ui(backend, queue, title: str = "sdstudio"):
     hires_upscalers = _hires_upscalers(backend)
     # Before the page's Blocks opens: an extension's own gr.Blocks must not land inside it unplaced.
     extension_tabs = backend.extension_tabs()
+    assets = assets if assets is not None else backend.page_assets()
 
     # Hourly, drop Gradio's cached copies of images older than a day (previews pile up otherwise).
     with gr.Blocks(title=title, analytics_enabled=False, fill_width=True, delete_cache=(3600, 86400)) as blocks:
@@ -124,7 +132,8 @@ def build_ui(backend, queue, title: str = "sdstudio"):
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build_settings_tab(backend, queue)
             with gr.Tab("Extensions", id="extensions", elem_id="tab_extensions") as extensions_tab:
-                installed = extensions.build_extensions_tab(backend)
+                installed = extensions.build_extensions_tab(backend, assets.problems)
+        localization = gr.JSON(visible=False, elem_id="sdstudio_localization")
 
         size_fields = [tab.fields[name] for tab in (t2i, i2i) for name in SIZE_FIELDS]
 
@@ -145,6 +154,10 @@ def build_ui(backend, queue, title: str = "sdstudio"):
         script_lists = [tab.scripts.dropdown for tab in (t2i, i2i) if tab.scripts is not None]
         if len(script_lists) == 2:
             blocks.load(on_page_load, outputs=script_lists, show_progress="hidden", api_visibility="private")
+        # The page reads the localization setting each time it opens, as A1111 reads it when it builds its page.
+        blocks.load(backend.localization, outputs=localization, show_progress="hidden", api_visibility="private").then(
+            None, inputs=localization, js="(mapping) => { window.sdstudioLocalize(mapping); }"
+        )
         extensions_tab.select(
             lambda: extensions.listing_updates(backend),
             outputs=installed.outputs,
@@ -179,11 +192,27 @@ def _open_gallery_image(gallery_value, index: int | None):
         return image.copy()
 
 
-def _paste_targets(tab) -> tuple[list[str], list[Any]]:
-    """Names and components a paste fills on a generation tab: prompts, then its request fields."""
-    names = ["prompt", "negative_prompt", *tab.field_names()]
-    components = [tab.row.prompt, tab.row.negative_prompt, *tab.field_components()]
-    return names, components
+def _alwayson_scripts(tab) -> list[Any]:
+    return tab.scripts.alwayson if tab.scripts is not None else []
+
+
+def _paste_targets(tab) -> list[Any]:
+    """The components a paste fills on a generation tab: prompts, its request fields, its always-on scripts'."""
+    scripts = [component for script in _alwayson_scripts(tab) for component in script.components]
+    return [tab.row.prompt, tab.row.negative_prompt, *tab.field_components(), *scripts]
+
+
+def paste_values(backend, tab, infotext: str, skip: Any) -> list[Any]:
+    """One value per `_paste_targets(tab)` component from a pasted infotext (`skip`: leave it as it is)."""
+    from sdstudio.ui.paste import alwayson_values, fields_from_parameters, values_for_components
+
+    params = backend.pasted_parameters(infotext)
+    fields = fields_from_parameters(params, tab.kind)
+    found = backend.script_args_from_infotext(tab.kind, params) if params else {}
+    return [
+        *values_for_components(fields, ["prompt", "negative_prompt", *tab.field_names()], skip),
+        *alwayson_values(_alwayson_scripts(tab), found, params, skip),
+    ]
 
 
 def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
@@ -191,15 +220,13 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
     import gradio as gr
 
     from sdstudio.ui.generation import infotext_for_index
-    from sdstudio.ui.paste import fields_from_infotext, values_for_components
 
-    t2i_names, t2i_targets = _paste_targets(t2i)
-    i2i_names, i2i_targets = _paste_targets(i2i)
+    t2i_targets = _paste_targets(t2i)
+    i2i_targets = _paste_targets(i2i)
     mode, mode_tabs = i2i.extra["mode"], i2i.extra["mode_tabs"]
     init_image, editor = i2i.extra["init_image"], i2i.extra["inpaint_editor"]
 
     def to_img2img_values(image, infotext: str, target_mode: str) -> list[Any]:
-        fields = fields_from_infotext(infotext, "img2img")
         image_value = gr.skip() if image is None else image
         editor_value = gr.skip() if image is None else {"background": image, "layers": [], "composite": image}
         return [
@@ -208,7 +235,7 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
             target_mode,
             gr.Tabs(selected=target_mode),
             gr.Tabs(selected="img2img"),
-            *values_for_components(fields, i2i_names, gr.skip()),
+            *paste_values(backend, i2i, infotext, gr.skip()),
         ]
 
     img2img_outputs = [init_image, editor, mode, mode_tabs, main_tabs, *i2i_targets]
@@ -242,8 +269,7 @@ def _wire_send_to(main_tabs, t2i, i2i, ext, png, backend) -> None:
         )
 
     def png_to_txt2img(infotext):
-        fields = fields_from_infotext(infotext, "txt2img")
-        return [gr.Tabs(selected="txt2img"), *values_for_components(fields, t2i_names, gr.skip())]
+        return [gr.Tabs(selected="txt2img"), *paste_values(backend, t2i, infotext, gr.skip())]
 
     png.send_to_txt2img.click(
         png_to_txt2img,
@@ -297,10 +323,19 @@ LOGIN_PAGE_PATHS = (
 LOGIN_PAGE_PREFIXES = ("/assets/", "/static/", "/svelte/")
 
 
-def mount_ui(api, blocks, auth=None, path: str = "/"):
+def page_head(assets: PageAssets | None = None) -> str:
+    """The page's head: sdstudio's scripts (keys, A1111's page helpers, localization), then the extensions' files."""
+    from sdstudio.ui.localization import localization_script
+    from sdstudio.ui.page_assets import page_hooks_script
+
+    return UI_HEAD + page_hooks_script() + localization_script() + (assets.head if assets is not None else "")
+
+
+def mount_ui(api, blocks, auth=None, path: str = "/", assets: PageAssets | None = None):
     """Mount the Blocks on the FastAPI app (after the API routes, which keep precedence); returns Gradio's app.
 
-    `auth` is Gradio's: (user, password) pairs or a `check(user, password) -> bool`.
+    `auth` is Gradio's: (user, password) pairs or a `check(user, password) -> bool`. `assets` are
+    the enabled extensions' scripts and style sheets (UiBackend.page_assets), put in the page's head.
     """
     import gradio as gr
     from starlette.routing import Mount
@@ -317,7 +352,7 @@ def mount_ui(api, blocks, auth=None, path: str = "/"):
         mcp_server=False,
         theme=ui_theme(),
         css=UI_CSS,
-        head=UI_HEAD,
+        head=page_head(assets),
         enable_monitoring=False,
         show_error=True,
         pwa=False,

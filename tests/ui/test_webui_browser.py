@@ -388,3 +388,38 @@ def test_the_page_in_zh_cn_with_an_extensions_script_and_style(localized_webui_s
     assert spacing == "3px"
     page.screenshot(path=str(artifacts / "localized_zh_cn.png"), full_page=True)
     page.close()
+
+
+def test_xyz_plot_in_the_browser_gives_the_annotated_grid_and_its_cells(scripts_webui_server, browser, artifacts):
+    page = open_page(scripts_webui_server, browser)
+    page.fill("#txt2img_prompt textarea", "a red circle")
+    set_slider(page, "txt2img_width", 64)
+    set_slider(page, "txt2img_height", 64)
+    set_slider(page, "txt2img_steps", 2)
+    page.locator("#txt2img_script_list input").click()
+    page.get_by_role("option", name="X/Y/Z plot", exact=True).click()
+    xyz = "txt2img_script_x_y_z_plot"
+    page.wait_for_selector(f"#{xyz}_1 textarea", state="visible", timeout=30_000)
+    # X type defaults to Seed (A1111); Y: Steps.
+    page.fill(f"#{xyz}_1 textarea", "11, 12, 13")
+    page.locator(f"#{xyz}_3 input").click()
+    page.get_by_role("option", name="Steps", exact=True).click()
+    page.fill(f"#{xyz}_4 textarea", "2, 3")
+    page.locator(f"#{xyz}_10 input").check()  # "Include Sub Images": the cells too, not only the grid
+    page.click("#txt2img_generate")
+    try:
+        page.wait_for_function(
+            "document.querySelector('#txt2img_infotext').innerText.includes('Done: 6 image(s)')",
+            timeout=GENERATION_TIMEOUT_MS,
+        )
+    finally:
+        page.screenshot(path=str(artifacts / "xyz_plot.png"), full_page=True)
+    thumbnails = page.locator("#txt2img_gallery .thumbnail-item")
+    assert thumbnails.count() == 7  # the annotated grid, then the 3 × 2 cells
+    thumbnails.nth(6).click()  # the last cell: seed 13, 3 steps
+    page.wait_for_function(
+        "(t => t.includes('Seed: 13,') && t.includes('Steps: 3,'))"
+        "(document.querySelector('#txt2img_infotext').innerText)",
+        timeout=30_000,
+    )
+    page.close()

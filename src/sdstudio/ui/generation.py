@@ -444,9 +444,10 @@ def explain_error(exc: Exception, backend: UiBackend) -> str:
 
 def _done_message(result) -> str:
     made = len(result.images) - int(result.index_of_first_image)
+    grid = " and a grid" if result.index_of_first_image and result.images else ""  # X/Y/Z may return only its grid
     if result.interrupted:
-        return f"Interrupted: {made} image(s) kept"
-    return f"Done: {made} image(s)"
+        return f"Interrupted: {made} image(s){grid} kept"
+    return f"Done: {made} image(s){grid}"
 
 
 def wire_generation(

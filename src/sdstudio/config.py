@@ -270,6 +270,8 @@ class Settings(BaseModel):
     limit_queued_jobs: int = Field(default=100, ge=0)
     limit_queued_jobs_per_client: int = Field(default=50, ge=0)
     limit_request_body_mb: float = Field(default=50.0, ge=0, allow_inf_nan=False)
+    # The API's task queue (server.tasks): a task running when the process died is run again once
+    tasks_requeue_interrupted: bool = True
 
     # Images from clients (API base64, uploads, files named on the command line): larger ones are refused
     # before their pixels are decoded, so a small file declaring a huge size cannot exhaust memory.
@@ -441,6 +443,11 @@ OPTION_INFO: dict[str, OptionInfo] = {
         "Largest image accepted as input (API images, uploads, files), in megapixels; at most 178, Pillow's own limit",
     ),
     "prompt_max_length": OptionInfo("Limits", "Longest prompt accepted, in characters (each prompt field)"),
+    "tasks_requeue_interrupted": OptionInfo(
+        "System",
+        "Run an API task again, once, when the server stopped while it ran (kill, crash, power cut); "
+        "off: it is left marked interrupted",
+    ),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),
     "show_progress_every_n_steps": OptionInfo("Live previews", "Live preview display period, in sampling steps"),

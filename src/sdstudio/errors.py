@@ -24,6 +24,10 @@ class NotFound(SdStudioError):
     """A named model, sampler, upscaler or file does not exist."""
 
 
+class Conflict(SdStudioError):
+    """The request does not fit the state of what it names (a task id in use, a task that already finished)."""
+
+
 class UnsafeFileError(SdStudioError):
     """A model file asked for something other than tensors and plain data."""
 

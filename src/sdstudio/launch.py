@@ -175,6 +175,10 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
     server_exit = fastapi_app.state.server_exit if options.api else None
     if server_exit is not None:
         server_exit.attach(server)
+    if options.api:  # before any request: what a previous process left runs first, in its order
+        resumed = fastapi_app.state.tasks.resume()
+        if resumed:
+            print(f"sdstudio: {len(resumed)} stored task(s) queued again", file=sys.stderr, flush=True)
     queue.start()
     announce.start()
     try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import wait
 
 import pytest
 
-from sdstudio.engine.job_queue import JobQueue
+from sdstudio.engine.job_queue import JobCancelled, JobQueue
 
 
 @pytest.fixture
@@ -81,3 +82,32 @@ def test_stop_cancels_pending_jobs():
     pending = q.submit("t", lambda job: 1)
     q.stop()
     assert pending.future.cancelled()
+
+
+def test_a_paused_queue_finishes_the_running_job_and_starts_no_other_until_resumed(queue):
+    gate, started = threading.Event(), threading.Event()
+    running = queue.submit("t", lambda job: started.set() or gate.wait(5))
+    assert started.wait(5)
+    queue.pause()
+    waiting = queue.submit("t", lambda job: "ran")
+    gate.set()
+    assert running.future.result(5) is True
+    done, _ = wait([waiting.future], timeout=0.5)
+    assert not done and queue.position(waiting) == 1 and queue.paused
+    queue.resume()
+    assert waiting.future.result(5) == "ran"
+
+
+def test_cancel_takes_a_waiting_job_off_the_queue_by_id(queue):
+    gate, started = threading.Event(), threading.Event()
+    running = queue.submit("t", lambda job: started.set() or gate.wait(5))
+    assert started.wait(5)
+    cancelled = queue.submit("t", lambda job: "ran", job_id="task(x)")
+    after = queue.submit("t", lambda job: "after")
+    assert queue.find("task(x)") is cancelled and queue.waiting_ids() == ["task(x)", after.id]
+    assert queue.cancel("task(x)", "cancelled by the test")
+    assert not queue.cancel("task(x)") and not queue.cancel(running.id), "only a waiting job can be cancelled"
+    with pytest.raises(JobCancelled, match="cancelled by the test"):
+        cancelled.future.result(5)
+    gate.set()
+    assert after.future.result(5) == "after"

@@ -134,9 +134,27 @@ A1111_ENDPOINTS = {
 }
 
 
+# The task API (sdstudio's persistent queue) and A1111's /internal/progress for a task id.
+TASK_ENDPOINTS = {
+    ("get", "/sdapi/v1/tasks"),
+    ("delete", "/sdapi/v1/tasks"),
+    ("post", "/sdapi/v1/tasks/txt2img"),
+    ("post", "/sdapi/v1/tasks/img2img"),
+    ("post", "/sdapi/v1/tasks/pause"),
+    ("post", "/sdapi/v1/tasks/resume"),
+    ("get", "/sdapi/v1/tasks/{task_id}"),
+    ("get", "/sdapi/v1/tasks/{task_id}/images/{index}"),
+    ("post", "/sdapi/v1/tasks/{task_id}/cancel"),
+    ("post", "/sdapi/v1/tasks/{task_id}/requeue"),
+    ("post", "/internal/progress"),
+    ("get", "/internal/progress"),
+}
+
+
 def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
     app = open_app(data_dir)
     expected = {(method, f"/sdapi/v1/{name}") for method, names in A1111_ENDPOINTS.items() for name in names}
+    expected |= TASK_ENDPOINTS
     open_paths = create_api(app, JobQueue()).openapi()["paths"]
     assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
     # --api-server-stop adds A1111's server-kill/-restart/-stop, guarded like the rest.

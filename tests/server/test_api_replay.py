@@ -86,14 +86,20 @@ class Replay:
     """One request as an A1111 client sends it and what its answer must hold."""
 
     method: str
-    route: str  # under /sdapi/v1
+    route: str  # under /sdapi/v1, or from the root when it starts with /
     body: dict[str, Any] | None = None
     checks: tuple[Check, ...] = ()
     label: str = ""
+    served_as: str = ""  # the route's OpenAPI path when `route` fills in its parameters
+    status: int = 200
 
     @property
     def path(self) -> str:
-        return f"/sdapi/v1/{self.route}"
+        return self.route if self.route.startswith("/") else f"/sdapi/v1/{self.route}"
+
+    @property
+    def template(self) -> str:
+        return self.served_as or self.path.partition("?")[0]
 
     @property
     def id(self) -> str:
@@ -259,6 +265,48 @@ REPLAYS = (
     Replay("get", "extensions", checks=(items("name", "remote", "branch", "enabled", may_be_empty=True),)),
     Replay("post", "unload-checkpoint", checks=(exactly({}),)),
     Replay("post", "reload-checkpoint", checks=(exactly({}),)),
+    # Tasks: the queue is paused while tasks wait to be cancelled and requeued, so these rows come last.
+    Replay(
+        "post",
+        "txt2img",
+        {**WEBUIAPI_TXT2IMG, "force_task_id": "task(replay-done)"},
+        (GENERATION_ANSWER,),
+        label="force_task_id",
+    ),
+    Replay("get", "tasks?state=done", checks=(keys("paused", "tasks"),)),
+    Replay(
+        "get",
+        "tasks/task(replay-done)",
+        checks=(keys("id", "state", "request", "images", "info"),),
+        served_as="/sdapi/v1/tasks/{task_id}",
+    ),
+    Replay("get", "tasks/task(replay-done)/images/0", served_as="/sdapi/v1/tasks/{task_id}/images/{index}"),
+    Replay("post", "tasks/pause", checks=(exactly({"paused": True}),)),
+    Replay(
+        "post",
+        "tasks/txt2img",
+        {**WEBUIAPI_TXT2IMG, "force_task_id": "task(replay-1)"},
+        (keys("id", "state", "position"),),
+        status=202,
+    ),
+    Replay(
+        "post",
+        "tasks/img2img",
+        {**A1111_IMG2IMG, "force_task_id": "task(replay-2)"},
+        (keys("id", "state", "position"),),
+        status=202,
+    ),
+    Replay(
+        "post",
+        "/internal/progress",
+        {"id_task": "task(replay-1)", "id_live_preview": -1, "live_preview": True},
+        (keys("active", "queued", "completed", "progress", "eta", "live_preview", "id_live_preview", "textinfo"),),
+    ),
+    Replay("get", "/internal/progress?id_task=task(replay-2)", checks=(keys("active", "queued", "completed"),)),
+    Replay("post", "tasks/task(replay-2)/cancel", served_as="/sdapi/v1/tasks/{task_id}/cancel"),
+    Replay("post", "tasks/task(replay-2)/requeue", served_as="/sdapi/v1/tasks/{task_id}/requeue"),
+    Replay("post", "tasks/resume", checks=(exactly({"paused": False}),)),
+    Replay("delete", "tasks", checks=(keys("removed"),)),
 )
 
 # Served only with --api-server-stop, and each ends its server: one server per row.
@@ -289,7 +337,7 @@ def server(tmp_path_factory):
 def test_replay(server, replay: Replay):
     with server.client() as client:
         answer = client.request(replay.method.upper(), replay.path, json=replay.body)
-    assert answer.status_code == 200, answer.text
+    assert answer.status_code == replay.status, answer.text
     for check in replay.checks:
         check(decoded(answer))
 
@@ -314,6 +362,6 @@ def test_every_route_has_a_replay(tmp_path):
     options = ServerOptions(api_server_stop=True)
     paths = create_api(open_app(tmp_path / "data"), JobQueue(), options).openapi()["paths"]
     served = {(method, path) for path, operations in paths.items() for method in operations}
-    replayed = {(replay.method, replay.path) for replay in REPLAYS + SERVER_CONTROL_REPLAYS}
+    replayed = {(replay.method, replay.template) for replay in REPLAYS + SERVER_CONTROL_REPLAYS}
     assert served - replayed == set(), "add a replay row for each new route"
     assert replayed - served == set(), "replay rows for routes the server does not serve"

@@ -8,6 +8,8 @@ job only. A job that raises answers its own request with the error; the worker g
 A client that goes away leaves its job to finish (or be interrupted); nothing waits on it.
 A submission may carry `QueueLimits`: how many jobs may wait in all and per client; over
 them it is refused at once (`QueueFull`, `ClientQueueFull`) with a time to retry after.
+A waiting job can be taken off the queue by id (`cancel`); a paused queue finishes the
+running job and starts no other until it is resumed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sdstudio.config import Settings
 from sdstudio.engine.cancel import CancelToken
-from sdstudio.errors import SdStudioError
+from sdstudio.errors import Conflict, SdStudioError
 
 if TYPE_CHECKING:  # only for annotations: the queue itself needs no torch
     from sdstudio.engine.job_context import ProgressEvent
@@ -53,6 +55,10 @@ class QueueFull(SdStudioError):
 
 class ClientQueueFull(QueueFull):
     """This client has as many jobs waiting as one client may."""
+
+
+class JobCancelled(Conflict):
+    """The job was taken off the queue before it ran (what its waiting request is answered)."""
 
 
 @dataclass
@@ -111,6 +117,7 @@ class JobQueue:
         self._current: Job | None = None
         self._worker: threading.Thread | None = None
         self._stopping = False
+        self._paused = False
         self._counter = itertools.count(1)
         self._last_duration: float | None = None
 
@@ -202,6 +209,44 @@ class JobQueue:
                     return index
         return None
 
+    def find(self, job_id: str) -> Job | None:
+        """The running or waiting job with this id, if any."""
+        with self._condition:
+            if self._current is not None and self._current.id == job_id:
+                return self._current
+            return next((job for job in self._pending if job.id == job_id), None)
+
+    def waiting_ids(self) -> list[str]:
+        """The ids of the waiting jobs, the next one to run first."""
+        with self._condition:
+            return [job.id for job in self._pending]
+
+    def cancel(self, job_id: str, reason: str = "the job was cancelled before it ran") -> bool:
+        """Take the waiting job `job_id` off the queue (its future fails with JobCancelled); False when not waiting."""
+        with self._condition:
+            job = next((job for job in self._pending if job.id == job_id), None)
+            if job is None:
+                return False
+            self._pending.remove(job)
+        job.future.set_exception(JobCancelled(reason))
+        return True
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue starts no new job (the running one finishes)."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Start no new job until `resume`; the running one goes on."""
+        with self._condition:
+            self._paused = True
+
+    def resume(self) -> None:
+        """Start waiting jobs again."""
+        with self._condition:
+            self._paused = False
+            self._condition.notify_all()
+
     def interrupt(self) -> bool:
         """Interrupt the running job; False when nothing runs."""
         job = self._current
@@ -221,7 +266,7 @@ class JobQueue:
     def _work(self) -> None:
         while True:
             with self._condition:
-                while not self._pending and not self._stopping:
+                while (self._paused or not self._pending) and not self._stopping:
                     self._condition.wait()
                 if self._stopping:
                     return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -155,9 +155,11 @@ def read_infotext(image: Image.Image) -> str | None:
 class ImageSaver:
     """Writes generated images and grids under the data dir following Settings."""
 
-    def __init__(self, paths: DataPaths, settings: Settings):
+    def __init__(self, paths: DataPaths, settings: Settings, on_file: Callable[[Path], None] | None = None):
         self.paths = paths
         self.settings = settings
+        self.on_file = on_file
+        """Told each file's path just before it is written, so a crash between the two leaves no file untold."""
 
     def output_folder(
         self, kind: str, grid: bool = False, override: str | None = None, now: datetime | None = None
@@ -225,6 +227,8 @@ class ImageSaver:
             path = folder / fit_file_name(stem, decoration, f".{ext}", limit)
             if not path.exists():
                 break
+        if self.on_file is not None:
+            self.on_file(path)
         atomic_write_bytes(path, data)
         return path
 

@@ -48,6 +48,8 @@ class GenerationControl:
     cancel: CancelToken = field(default_factory=CancelToken)
     on_progress: Callable[[ProgressEvent], None] | None = None
     preview_every: int | None = None  # None: settings.show_progress_every_n_steps when live previews are on
+    on_file: Callable[[Path], None] | None = None
+    """Told the path of every image and grid the job saves, just before it is written (the task store keeps them)."""
 
     def interrupt(self) -> None:
         """Stop after the current step; finished images (and the current partial one) are kept."""
@@ -200,7 +202,7 @@ class GenerationService:
         ctx = JobContext(
             model=model,
             settings=settings,
-            saver=ImageSaver(self.paths, settings),
+            saver=ImageSaver(self.paths, settings, control.on_file),
             kind=kind,
             cancel=control.cancel,
             on_progress=control.on_progress,
@@ -270,7 +272,7 @@ class ScriptServices:
                 total = max(self.job_count, offset + event.job_count)
                 outer(replace(event, job_no=offset + event.job_no, job_count=total))
 
-        control = GenerationControl(self.control.cancel, on_progress, self.control.preview_every)
+        control = replace(self.control, on_progress=on_progress)
         try:
             return self.service._process(request, self.kind, control, p, self.scripts)
         finally:
@@ -303,7 +305,7 @@ class ScriptServices:
         seed: int | None,
     ) -> Path:
         """Write a script's image or grid, the on_before_image_saved / on_image_saved callbacks around it."""
-        saver = ImageSaver(self.service.paths, settings)
+        saver = ImageSaver(self.service.paths, settings, self.control.on_file)
         folder = saver.output_folder(self.kind, grid=grid, override=p.outpath_grids if grid else p.outpath_samples)
         params = ImageSaveParams(image, p, "", {"parameters": infotext} if infotext is not None else {})
         self.scripts.before_image_saved(params)

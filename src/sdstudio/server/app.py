@@ -19,8 +19,9 @@ from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control
+from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control, tasks
 from sdstudio.server.routes import options as options_routes
+from sdstudio.server.tasks import TaskRunner
 
 __all__ = ["ServerOptions", "create_api"]
 
@@ -32,11 +33,19 @@ ROUTERS = (
     options_routes.router,
     scripts.router,
     interrogate.router,
+    tasks.router,
 )
 
 
-def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) -> FastAPI:
-    """The FastAPI application serving /sdapi/v1 over `app`'s services."""
+def create_api(
+    app: App, queue: JobQueue, options: ServerOptions | None = None, task_runner: TaskRunner | None = None
+) -> FastAPI:
+    """The FastAPI application serving /sdapi/v1 over `app`'s services.
+
+    Its jobs are tasks in the data dir's task store (`task_runner`, opened there when not given);
+    the caller runs `app.state.tasks.resume()` before the queue starts to take up what a previous
+    process left.
+    """
     options = options or ServerOptions()
     api = FastAPI(
         title="sdstudio", version=__version__, description="A1111-compatible Stable Diffusion API served by sdstudio"
@@ -47,12 +56,14 @@ def create_api(app: App, queue: JobQueue, options: ServerOptions | None = None) 
     api.state.sdstudio = app
     api.state.queue = queue
     api.state.options = options
+    api.state.tasks = task_runner or TaskRunner.open(app, queue, tasks.TASK_KINDS)
     api.state.server_exit = server_control.ServerExit()
     api.state.login_page = install_access_control(api, options)
     credentials = parse_credentials(options.api_auth)
     dependencies = [Depends(basic_auth_dependency(credentials))] if credentials else []
     for router in ROUTERS:
         api.include_router(router, prefix=A1111_PREFIX, dependencies=dependencies)
+    api.include_router(tasks.internal_router, dependencies=dependencies)  # A1111's /internal/progress
     if options.api_server_stop:  # A1111 serves these only with --api-server-stop (404 otherwise)
         api.include_router(server_control.router, prefix=A1111_PREFIX, dependencies=dependencies)
     return api

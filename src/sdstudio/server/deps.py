@@ -15,6 +15,7 @@ from fastapi.security import HTTPBasic
 
 from sdstudio.app import App
 from sdstudio.engine.job_queue import ClientQueue, Job, JobQueue, QueueLimits
+from sdstudio.server.tasks import TaskRunner
 
 
 @dataclass
@@ -46,6 +47,11 @@ def get_queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
+def get_tasks(request: Request) -> TaskRunner:
+    """The task runner: API jobs stored before they are queued, and the task API's answers."""
+    return request.app.state.tasks
+
+
 def get_options(request: Request) -> ServerOptions:
     """How the server was started."""
     return request.app.state.options
@@ -71,6 +77,7 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 ClientQueueDep = Annotated[ClientQueue, Depends(get_client_queue)]
 """The queue for routes that submit a client's work (generation, extras, interrogate, model loads)."""
 OptionsDep = Annotated[ServerOptions, Depends(get_options)]
+TasksDep = Annotated[TaskRunner, Depends(get_tasks)]
 
 
 async def wait_for(job: Job) -> Any:

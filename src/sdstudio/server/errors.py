@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdstudio.engine.job_queue import ClientQueueFull, QueueFull
-from sdstudio.errors import InvalidRequest, NotFound, SdStudioError, UnsafeFileError
+from sdstudio.errors import Conflict, InvalidRequest, NotFound, SdStudioError, UnsafeFileError
 
 log = logging.getLogger("sdstudio.server")
 
@@ -41,6 +41,8 @@ def status_for(exc: SdStudioError) -> int:
         return 404
     if isinstance(exc, (InvalidRequest, UnsafeFileError)):
         return 422
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, ClientQueueFull):
         return 429
     if isinstance(exc, QueueFull):

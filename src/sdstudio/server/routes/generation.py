@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from sdstudio.app import App
 from sdstudio.config import check_model_name_option
 from sdstudio.engine.infotext import parse_generation_parameters, request_fields_from_parameters
-from sdstudio.engine.job_queue import JobQueue, submit_generation
+from sdstudio.engine.job_queue import JobQueue
 from sdstudio.engine.request import (
+    GenerationResult,
     Img2ImgRequest,
     Txt2ImgRequest,
     check_limits,
@@ -24,8 +25,9 @@ from sdstudio.engine.request import (
 from sdstudio.engine.scripting import ScriptSelection
 from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, TasksDep, wait_for
 from sdstudio.server.images import encode_image_base64
+from sdstudio.server.tasks import OutputImage, PreparedTask, TaskOutput
 
 router = APIRouter()
 
@@ -180,30 +182,23 @@ def progress_response(queue: JobQueue, skip_current_image: bool = False) -> m.Pr
     )
 
 
-@router.post(
-    "/txt2img",
-    response_model=m.TextToImageResponse,
-    description=m.ignored_fields_description(m.StableDiffusionTxt2ImgProcessingAPI),
-)
-async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
+def prepare_txt2img(
+    app: App, body: m.StableDiffusionTxt2ImgProcessingAPI
+) -> PreparedTask[m.StableDiffusionTxt2ImgProcessingAPI]:
+    """Check a txt2img body (a 4xx at once) and make its work; the restart path prepares stored bodies alike."""
     body = accepted_body(body, "txt2img", app)
     refuse_unknown_checkpoints(body, app)
     request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     scripts = script_selection(body, "txt2img", app)
-    job = submit_generation(
-        queue, "txt2img", lambda control: app.engine.txt2img(request, control, scripts), job_id=body.force_task_id
-    )
-    return generation_response(await wait_for(job), body)
+    return PreparedTask(body, lambda control: app.engine.txt2img(request, control, scripts))
 
 
-@router.post(
-    "/img2img",
-    response_model=m.ImageToImageResponse,
-    description=m.ignored_fields_description(m.StableDiffusionImg2ImgProcessingAPI),
-)
-async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep):
+def prepare_img2img(
+    app: App, body: m.StableDiffusionImg2ImgProcessingAPI
+) -> PreparedTask[m.StableDiffusionImg2ImgProcessingAPI]:
+    """Check an img2img body (a 4xx at once) and make its work."""
     body = accepted_body(body, "img2img", app)
     if not body.init_images:
         raise InvalidRequest("init_images", "img2img needs at least one init image")
@@ -213,10 +208,44 @@ async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queu
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     scripts = script_selection(body, "img2img", app)
-    job = submit_generation(
-        queue, "img2img", lambda control: app.engine.img2img(request, control, scripts), job_id=body.force_task_id
-    )
-    return generation_response(await wait_for(job), body)
+    return PreparedTask(body, lambda control: app.engine.img2img(request, control, scripts))
+
+
+def generation_output(result: GenerationResult) -> TaskOutput:
+    """What a generation task keeps: the answer's images (grid first), their infotexts, saved files, and info."""
+    individual = len(result.images) - result.index_of_first_image
+    saved_all = len(result.saved_paths) == individual == len(result.infotexts)
+    images = []
+    for index, image in enumerate(result.images):
+        offset = index - result.index_of_first_image
+        if offset < 0:  # the grid
+            images.append(OutputImage(image, result.grid_infotext, result.grid_path))
+            continue
+        infotext = result.infotexts[offset] if offset < len(result.infotexts) else None
+        images.append(OutputImage(image, infotext, result.saved_paths[offset] if saved_all else None))
+    return TaskOutput(images, result.js(), interrupted=result.interrupted)
+
+
+@router.post(
+    "/txt2img",
+    response_model=m.TextToImageResponse,
+    description=m.ignored_fields_description(m.StableDiffusionTxt2ImgProcessingAPI),
+)
+async def txt2img(body: m.StableDiffusionTxt2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep, tasks: TasksDep):
+    prepared = prepare_txt2img(app, body)
+    job = tasks.submit("txt2img", body, prepared, queue, body.force_task_id)
+    return generation_response(await wait_for(job), prepared.body)
+
+
+@router.post(
+    "/img2img",
+    response_model=m.ImageToImageResponse,
+    description=m.ignored_fields_description(m.StableDiffusionImg2ImgProcessingAPI),
+)
+async def img2img(body: m.StableDiffusionImg2ImgProcessingAPI, app: AppDep, queue: ClientQueueDep, tasks: TasksDep):
+    prepared = prepare_img2img(app, body)
+    job = tasks.submit("img2img", body, prepared, queue, body.force_task_id)
+    return generation_response(await wait_for(job), prepared.body)
 
 
 @router.get("/progress", response_model=m.ProgressResponse)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from sdstudio.app import App
 from sdstudio.engine.infotext import parse_generation_parameters
 from sdstudio.engine.request import HIRES_LATENT_UPSCALERS, decode_base64_image
 from sdstudio.engine.saving import read_infotext
 from sdstudio.server import api_models as m
-from sdstudio.server.deps import AppDep, ClientQueueDep, wait_for
+from sdstudio.server.deps import AppDep, ClientQueueDep, TasksDep, wait_for
 from sdstudio.server.images import encode_image_base64
+from sdstudio.server.tasks import OutputImage, PreparedTask, TaskOutput
+
+if TYPE_CHECKING:
+    from sdstudio.postprocess.extras import ExtrasResult
 
 router = APIRouter()
+
+EXTRAS_SINGLE = "extras-single-image"
+EXTRAS_BATCH = "extras-batch-images"
 
 
 @router.get("/upscalers", response_model=list[m.UpscalerItem])
@@ -44,14 +53,39 @@ def get_latent_upscale_modes():
     return [m.LatentUpscalerModeItem(name=name) for name in HIRES_LATENT_UPSCALERS]
 
 
-@router.post("/extra-single-image", response_model=m.ExtrasSingleImageResponse)
-async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: ClientQueueDep):
+def prepare_extras_single(app: App, body: m.ExtrasSingleImageRequest) -> PreparedTask[m.ExtrasSingleImageRequest]:
+    """Decode the image (a 4xx at once) and make the extras work; the API does not save (A1111)."""
     from sdstudio.postprocess.extras import ExtrasSingleImageRequest
 
     # A1111 decodes at the API edge (extras_single_image_api); the service takes PIL images.
     image = decode_base64_image(body.image, "image", app.settings.img_max_decode_mp)
     request = ExtrasSingleImageRequest(**body.model_dump(exclude={"image"}), image=image)
-    job = queue.submit("extras", lambda job: app.postprocess.run_single(request, save=False))
+    return PreparedTask(body, lambda control: app.postprocess.run_single(request, save=False))
+
+
+def prepare_extras_batch(app: App, body: m.ExtrasBatchImagesRequest) -> PreparedTask[m.ExtrasBatchImagesRequest]:
+    """Decode the images (a 4xx naming the one that fails) and make the extras work."""
+    from sdstudio.postprocess.extras import ExtrasBatchImagesRequest, NamedImage
+
+    # A1111's FileData items: base64 `data` and a file `name`, decoded here as A1111 does.
+    limit = app.settings.img_max_decode_mp
+    decoded = [
+        NamedImage(image=decode_base64_image(item.data, f"imageList[{index}].data", limit), name=item.name)
+        for index, item in enumerate(body.imageList)
+    ]
+    request = ExtrasBatchImagesRequest(**body.model_dump(exclude={"imageList"}), imageList=decoded)
+    return PreparedTask(body, lambda control: app.postprocess.run_batch(request, save=False))
+
+
+def extras_output(result: ExtrasResult) -> TaskOutput:
+    """What an extras task keeps: the processed images (those returned) with their infotexts, and html_info."""
+    images = [OutputImage(item.image, item.infotext, item.saved_path) for item in result.images if item.image]
+    return TaskOutput(images, {"html_info": result.html_info})
+
+
+@router.post("/extra-single-image", response_model=m.ExtrasSingleImageResponse)
+async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queue: ClientQueueDep, tasks: TasksDep):
+    job = tasks.submit(EXTRAS_SINGLE, body, prepare_extras_single(app, body), queue, None)
     result = await wait_for(job)
     processed = result.images[0] if result.images else None
     return m.ExtrasSingleImageResponse(
@@ -63,17 +97,8 @@ async def extra_single_image(body: m.ExtrasSingleImageRequest, app: AppDep, queu
 
 
 @router.post("/extra-batch-images", response_model=m.ExtrasBatchImagesResponse)
-async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: ClientQueueDep):
-    from sdstudio.postprocess.extras import ExtrasBatchImagesRequest, NamedImage
-
-    # A1111's FileData items: base64 `data` and a file `name`, decoded here as A1111 does.
-    limit = app.settings.img_max_decode_mp
-    decoded = [
-        NamedImage(image=decode_base64_image(item.data, f"imageList[{index}].data", limit), name=item.name)
-        for index, item in enumerate(body.imageList)
-    ]
-    request = ExtrasBatchImagesRequest(**body.model_dump(exclude={"imageList"}), imageList=decoded)
-    job = queue.submit("extras", lambda job: app.postprocess.run_batch(request, save=False))
+async def extra_batch_images(body: m.ExtrasBatchImagesRequest, app: AppDep, queue: ClientQueueDep, tasks: TasksDep):
+    job = tasks.submit(EXTRAS_BATCH, body, prepare_extras_batch(app, body), queue, None)
     result = await wait_for(job)
     images = (
         [encode_image_base64(item.image, item.infotext) for item in result.images] if body.show_extras_results else []

@@ -19,7 +19,7 @@ from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control
+from sdstudio.server.routes import generation, interrogate, merger, models, postprocess, scripts, server_control
 from sdstudio.server.routes import options as options_routes
 
 __all__ = ["ServerOptions", "create_api"]
@@ -32,6 +32,7 @@ ROUTERS = (
     options_routes.router,
     scripts.router,
     interrogate.router,
+    merger.router,
 )
 
 

@@ -227,3 +227,22 @@ def test_saved_output_folder_that_became_a_file_falls_back_with_a_notice(data_di
     app = open_app()
     assert app.settings.outdir_grids == ""
     assert any("outdir_grids" in notice and "is a file" in notice for notice in app.notices)
+
+
+def test_atomic_path_without_replace_keeps_an_existing_file(tmp_path):
+    from sdstudio.config import atomic_path
+
+    target = tmp_path / "model.safetensors"
+    target.write_text("old")
+    with pytest.raises(FileExistsError):
+        with atomic_path(target, replace=False) as tmp:
+            tmp.write_text("new")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    fresh = tmp_path / "fresh.safetensors"
+    with atomic_path(fresh, replace=False) as tmp:
+        tmp.write_text("new")
+    assert fresh.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "fresh.safetensors",
+        "model.safetensors",
+    ]

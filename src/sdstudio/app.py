@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sdstudio.extensions.scripts.host import ScriptHost
     from sdstudio.models.loader import LoadedCheckpoint
     from sdstudio.models.memory import ModelMemory
+    from sdstudio.models.merge import CheckpointMerger
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
     from sdstudio.postprocess.interrogate import Interrogator
@@ -62,6 +63,13 @@ class App:
         from sdstudio.extensions.manager import ExtensionManager
 
         return ExtensionManager(self.scripts, self.settings_store)
+
+    @property
+    def merger(self) -> CheckpointMerger:
+        """A1111's Checkpoint Merger over this data dir's models (writes into models/Stable-diffusion)."""
+        from sdstudio.models.merge import CheckpointMerger
+
+        return CheckpointMerger(self.models)
 
     @property
     def notices(self) -> list[str]:

@@ -8,6 +8,7 @@ and a corrupt file is moved aside with a clear message instead of crashing every
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -605,13 +606,14 @@ STALE_TEMP_AGE_S = 60.0  # a temp file untouched this long belongs to no running
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     """A temporary file name beside `path` for writers that take a name (torch.save, safetensors, PIL).
 
     Write to the yielded path inside the block; when the block ends normally the file is
     synced and moved over `path` in one step, so a crash leaves the old file or the new one,
     never half of one (and at most a `.NAME.XXXX.tmp` that the next start removes). PIL
-    cannot guess a format from ".tmp": pass `format=` to `Image.save`.
+    cannot guess a format from ".tmp": pass `format=` to `Image.save`. With `replace=False`
+    an existing `path` is kept and FileExistsError raised (the new file is dropped).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_FILE_SUFFIX, dir=path.parent)
@@ -625,10 +627,27 @@ def atomic_path(path: Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _move_without_replacing(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _move_without_replacing(source: Path, target: Path) -> None:
+    """Rename `source` to `target` unless `target` exists (FileExistsError), in one step where links work."""
+    try:
+        os.link(source, target)  # fails if target exists, even when another process just made it
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: check, then rename
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.replace(source, target)
+    else:
+        source.unlink()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -120,6 +120,7 @@ A1111_ENDPOINTS = {
         "img2img",
         "interrogate",
         "interrupt",
+        "merge-checkpoints",
         "options",
         "png-info",
         "refresh-checkpoints",

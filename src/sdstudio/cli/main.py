@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "img2img",
     "extras",
     "models",
+    "merge",
     "pnginfo",
     "serve",
     "webui",

@@ -30,6 +30,7 @@ from sdstudio.errors import Conflict, SdStudioError
 
 if TYPE_CHECKING:  # only for annotations: the queue itself needs no torch
     from sdstudio.engine.job_context import ProgressEvent
+    from sdstudio.models.merge import CheckpointMerger, MergeRequest
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,11 @@ class Job:
     def skip(self) -> None:
         """Abandon the current image and go on with the next one."""
         self.cancel.skip()
+
+    def report(self, textinfo: str, done: int, total: int) -> None:
+        """Progress of work that is not sampling (a merge, a scan): what it does now, and items done of all."""
+        p = self.progress
+        p.textinfo, p.sampling_step, p.sampling_steps = textinfo, done, total
 
     def fraction_done(self) -> float:
         """Overall progress in [0, 1] as A1111 computes it (images done + current steps)."""
@@ -333,3 +339,14 @@ def submit_generation(queue: JobSubmitter, kind: str, work: Callable[[Any], Any]
         return work(control)
 
     return queue.submit(kind, run, job_id=job_id)
+
+
+def submit_merge(queue: JobSubmitter, merger: CheckpointMerger, request: MergeRequest) -> Job:
+    """Queue a checkpoint merge: its progress on the job's record, stopped (nothing saved) by an interrupt.
+
+    The API's merge-checkpoints and the web UI's Checkpoint Merger tab both merge through this.
+    """
+    return queue.submit(
+        "merge-checkpoints",
+        lambda job: merger.merge(request, progress=job.report, interrupted=lambda: job.cancel.interrupted),
+    )

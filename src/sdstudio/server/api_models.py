@@ -332,3 +332,43 @@ class ExtensionItem(BaseModel):
     commit_date: int
     enabled: bool
     errors: list[str] = []  # sdstudio's: what failed when it was loaded or run (newest last)
+
+
+class MergeCheckpointsRequest(_Body):
+    """A1111's Checkpoint Merger (`run_modelmerger`'s parameters, its UI's defaults)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    primary_model_name: str = Field(default="", description="Model A: a checkpoint name, title or hash.")
+    secondary_model_name: str | None = Field(default="", description="Model B (Weighted sum, Add difference).")
+    tertiary_model_name: str | None = Field(default="", description="Model C (Add difference).")
+    interp_method: Literal["No interpolation", "Weighted sum", "Add difference"] = Field(
+        default="Weighted sum", description="A·(1 - M) + B·M, A + (B - C)·M, or A alone (format change, VAE bake)."
+    )
+    multiplier: float = Field(default=0.3, description="M; 0 gives model A.")
+    save_as_half: bool = Field(default=False, description="Save float32 weights as float16.")
+    custom_name: str = Field(
+        default="", description="File name without extension; empty: A1111's name such as `0.7(A) + 0.3(B)`."
+    )
+    checkpoint_format: Literal["safetensors", "ckpt"] = "safetensors"
+    config_source: int | str = Field(
+        default=0, description='Copy the yaml from: 0 "A, B or C", 1 "B", 2 "C", 3 "Don\'t" (index or label).'
+    )
+    bake_in_vae: str | None = Field(default="None", description='A VAE from models/VAE, or "None".')
+    discard_weights: str | None = Field(default="", description="Leave out weights whose name matches this regex.")
+    save_metadata: bool = Field(default=True, description="Write safetensors metadata (the merge recipe).")
+    add_merge_recipe: bool = Field(default=True, description="Add `sd_merge_recipe` and `sd_merge_models`.")
+    copy_metadata_fields: bool = Field(default=True, description="Copy the merged models' metadata.")
+    metadata_json: str | dict[str, Any] | None = Field(default="{}", description="More metadata, a JSON object.")
+
+
+class MergeCheckpointsResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    info: str = Field(description='A1111\'s result line, "Checkpoint saved to PATH".')
+    title: str = Field(description="The new checkpoint's title (name and short hash), as /sd-models lists it.")
+    model_name: str
+    filename: str
+    sha256: str | None = None
+    config: str | None = Field(default=None, description="The yaml copied beside it, if any.")
+    is_inpainting: bool = False
+    is_instruct_pix2pix: bool = False

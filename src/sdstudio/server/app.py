@@ -19,7 +19,16 @@ from sdstudio.server.auth import basic_auth_dependency, parse_credentials
 from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
-from sdstudio.server.routes import generation, interrogate, models, postprocess, scripts, server_control, tasks
+from sdstudio.server.routes import (
+    generation,
+    interrogate,
+    merger,
+    models,
+    postprocess,
+    scripts,
+    server_control,
+    tasks,
+)
 from sdstudio.server.routes import options as options_routes
 from sdstudio.server.tasks import TaskRunner
 
@@ -34,6 +43,7 @@ ROUTERS = (
     scripts.router,
     interrogate.router,
     tasks.router,
+    merger.router,
 )
 
 

@@ -20,7 +20,7 @@ from sdstudio.errors import InvalidRequest, SdStudioError
 
 if TYPE_CHECKING:
     from sdstudio.app import App
-    from sdstudio.engine.job_queue import JobSubmitter
+    from sdstudio.engine.job_queue import Job, JobSubmitter
     from sdstudio.engine.scripting import ScriptSelection
     from sdstudio.extensions.manager import ExtensionManager
     from sdstudio.extensions.scripts.host import ExtensionOption, ExtensionStatus
@@ -70,6 +70,7 @@ class UiBackend:
     checkpoints: Any = None  # sdstudio.engine.checkpoints.CheckpointModels (App.checkpoints): loads the chosen one
     scripts: Any = None  # sdstudio.extensions.scripts.host.ScriptHost (App.scripts)
     extensions: Any = None  # sdstudio.extensions.manager.ExtensionManager (App.extensions)
+    merger: Any = None  # sdstudio.models.merge.CheckpointMerger (App.merger)
     extension_access: bool = True
     """Whether the page may install, enable, disable and remove extensions (A1111 refuses it with --listen)."""
     _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
@@ -87,6 +88,7 @@ class UiBackend:
             checkpoints=app.checkpoints,
             scripts=app.scripts,
             extensions=app.extensions,
+            merger=app.merger,
             extension_access=extension_access,
         )
 
@@ -150,6 +152,41 @@ class UiBackend:
         """
         if title and title != self.current_checkpoint():
             self.apply_settings({"sd_model_checkpoint": title}, queue)
+
+    # -- checkpoint merger -------------------------------------------------------------------
+
+    def checkpoint_merger(self):
+        """The Checkpoint Merger over this data dir's models (built on first use when not given)."""
+        if self.merger is None:
+            from sdstudio.models.merge import CheckpointMerger
+            from sdstudio.models.registry import ModelRegistry
+
+            self.merger = CheckpointMerger(self.registry or ModelRegistry(self.paths))
+        return self.merger
+
+    def bake_vae_choices(self) -> list[str]:
+        """The merger's Bake in VAE dropdown: "None", then the VAE files (A1111's names)."""
+        if self.registry is not None:
+            names = [e.name for e in self.registry.list("vae", with_hashes=False, include_unusable=False)]
+        else:
+            names = [
+                path.relative_to(folder).as_posix()
+                for folder in self.paths.folders("vae")
+                for path in MODEL_KINDS["vae"].files_in(folder)
+            ]
+        return ["None", *names]
+
+    def read_merge_metadata(self, *names: str | None) -> str:
+        """The selected checkpoints' metadata as JSON text (A1111's "Read metadata from selected checkpoints")."""
+        text: str = self.checkpoint_merger().read_metadata(names)
+        return text
+
+    def submit_merge(self, fields: dict[str, Any], queue: JobSubmitter) -> Job:
+        """Check the merger's fields (InvalidRequest naming one) and queue the merge, as the API's merge-checkpoints."""
+        from sdstudio.engine.job_queue import submit_merge
+        from sdstudio.models.merge import MergeRequest
+
+        return submit_merge(queue, self.checkpoint_merger(), MergeRequest(**fields))
 
     # -- prompts -----------------------------------------------------------------------------
 

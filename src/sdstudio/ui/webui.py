@@ -23,7 +23,7 @@ OFFLINE_ENVIRONMENT = {
     "GRADIO_SSR_MODE": "False",
 }
 
-TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "extra_networks", "settings", "extensions")
+TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "modelmerger", "extra_networks", "settings", "extensions")
 
 UI_CSS = """
 .sdstudio-progress { position: relative; height: 22px; border-radius: 6px; background: var(--block-background-fill);
@@ -90,7 +90,7 @@ def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None 
     offline_environment()
     import gradio as gr
 
-    from sdstudio.ui import extensions, extra_networks, extras, img2img, pnginfo, settings, txt2img
+    from sdstudio.ui import checkpoint_merger, extensions, extra_networks, extras, img2img, pnginfo, settings, txt2img
     from sdstudio.ui.generation import SIZE_FIELDS, sampler_choices
     from sdstudio.ui.scripts import script_choices
 
@@ -126,6 +126,8 @@ def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None 
                 ext = extras.build_extras_tab(backend, queue)
             with gr.Tab("PNG Info", id="pnginfo", elem_id="tab_pnginfo"):
                 png = pnginfo.build_pnginfo_tab(backend.check_image, lambda: backend.settings.img_max_decode_mp)
+            with gr.Tab("Checkpoint Merger", id="modelmerger", elem_id="tab_modelmerger"):
+                checkpoint_merger.build_checkpoint_merger_tab(backend, queue, checkpoint)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
             extensions.build_extension_tabs(backend, extension_tabs)

@@ -61,7 +61,7 @@ def wait_for_waiting_jobs(queue, count: int) -> None:
 
 
 def test_a_server_error_is_500_with_an_id_in_the_log_and_no_exception_text(server, monkeypatch, caplog):
-    def broken(request, control):
+    def broken(request, control, scripts=None):
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(server.app.engine, "txt2img", broken)
@@ -86,7 +86,7 @@ def test_running_out_of_memory_is_answered_as_too_large_and_the_server_keeps_ser
     with server.client() as client:
         for error in errors:
 
-            def out_of_memory(request, control, error=error):
+            def out_of_memory(request, control, scripts=None, error=error):
                 raise error
 
             monkeypatch.setattr(server.app.engine, "txt2img", out_of_memory)

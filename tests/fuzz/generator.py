@@ -82,6 +82,11 @@ class FuzzCase:
         """Route and mutations: what a report groups failures by."""
         return f"{self.route} {' + '.join(str(m) for m in self.mutations)}"
 
+    @property
+    def fields(self) -> str:
+        """Route and the mutated fields, without their values: what a report counts classes of failure by."""
+        return f"{self.route} {' + '.join(field_name(m.field) for m in self.mutations)}"
+
 
 @dataclass(frozen=True)
 class RouteFields:

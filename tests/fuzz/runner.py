@@ -27,6 +27,8 @@ class Failure:
     key: str
     outcome: str  # "500", "timeout", "then GET options 500", ...
     detail: str
+    fields: str = ""
+    """The case's route and fields without their values (`POST options outdir_samples`): one class of failure."""
 
 
 @dataclass
@@ -74,12 +76,12 @@ class FuzzRun:
             )
         except httpx.TimeoutException:
             self.outcomes[case.route]["timeout"] += 1
-            self.failures.append(Failure(case.key, "timeout", f"no answer within {self.timeout:.0f} s"))
+            self.failures.append(Failure(case.key, "timeout", f"no answer within {self.timeout:.0f} s", case.fields))
             self.recover(case)
             return
         except httpx.HTTPError as error:
             self.outcomes[case.route]["no answer"] += 1
-            self.failures.append(Failure(case.key, "no answer", repr(error)[:200]))
+            self.failures.append(Failure(case.key, "no answer", repr(error)[:200], case.fields))
             self.recover(case)
             return
         finally:
@@ -87,8 +89,18 @@ class FuzzRun:
             self.route_seconds[case.route] += self.seconds[case.key]
         self.outcomes[case.route][str(answer.status_code)] += 1
         if answer.status_code >= 500:
-            self.failures.append(Failure(case.key, str(answer.status_code), error_text(answer)))
+            self.failures.append(Failure(case.key, str(answer.status_code), error_text(answer), case.fields))
         self.restore_options(case)
+
+    def totals(self, seconds: float) -> str:
+        """One line of figures: requests, seconds, answers >= 500 and the failures of any kind."""
+        server_errors = sum(
+            n for outcomes in self.outcomes.values() for k, n in outcomes.items() if k.isdigit() and int(k) >= 500
+        )
+        return (
+            f"{self.sent} requests in {seconds:.0f} s: {server_errors} x 5xx, "
+            f"{len(self.failures)} failures in all, {len(self.watch.accesses)} file-system events outside the roots"
+        )
 
     def summary(self, slowest: int = 15) -> str:
         """Answers by route and status, and the slowest cases."""
@@ -131,14 +143,15 @@ class FuzzRun:
         try:
             shown = self.client.get("/sdapi/v1/options", timeout=self.timeout)
             if shown.status_code >= 500:
-                self.failures.append(Failure(case.key, f"then GET options {shown.status_code}", error_text(shown)))
+                failure = Failure(case.key, f"then GET options {shown.status_code}", error_text(shown), case.fields)
+                self.failures.append(failure)
             restored = self.client.post("/sdapi/v1/options", json=changed, timeout=self.timeout)
         except httpx.HTTPError as error:
-            self.failures.append(Failure(case.key, "then options not restorable", repr(error)[:200]))
+            self.failures.append(Failure(case.key, "then options not restorable", repr(error)[:200], case.fields))
             return
         if restored.status_code != 200:
             detail = f"{sorted(changed)}: {restored.status_code} {error_text(restored)}"
-            self.failures.append(Failure(case.key, "then options not restorable", detail))
+            self.failures.append(Failure(case.key, "then options not restorable", detail, case.fields))
 
 
 def error_text(answer: httpx.Response) -> str:
@@ -155,6 +168,9 @@ def report(failures: list[Failure], accesses: list[Access], most: int = 150) -> 
     """Failures grouped by route, field and value, then accesses outside the roots grouped by request."""
     lines: list[str] = []
     if failures:
+        classes = Counter((failure.fields, failure.outcome) for failure in failures)
+        lines.append(f"failures by route and field ({len(classes)} classes):")
+        lines.extend(f"  {fields} -> {outcome} x{n}" for (fields, outcome), n in sorted(classes.items())[:most])
         grouped: dict[tuple[str, str], list[Failure]] = defaultdict(list)
         for failure in failures:
             grouped[(failure.key, failure.outcome)].append(failure)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+from pydantic import ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from sdstudio.errors import InvalidRequest
+from sdstudio.validation import CheckedModel
 
 DATA_DIR_ENV = "SDSTUDIO_DATA_DIR"
 
@@ -195,14 +196,20 @@ IMAGES_PER_JOB_CEILING = 10_000
 ExtensionsOff = Literal["none", "extra", "all"]
 """A1111's disable_all_extensions: "extra" keeps the built-in scripts."""
 
+MOST_MEGABYTES = float(2**43)
+"""The largest size option in MB: its bytes (x 2**20) still fit a 64-bit integer (8 EiB). A larger finite
+value (1e308) would become an infinite byte count, which no integer holds: every request would fail."""
 
-class Settings(BaseModel):
+
+class Settings(CheckedModel):
     """User options, under A1111's option names (shared.opts) where A1111 has one.
 
     Frozen: a Settings object is a value. Changes go through `SettingsStore`, which builds
     a new object, so a job holding a snapshot never sees an option change under it.
     Every value is checked here (types, ranges, choices, the device on this machine), so a
     value that would fail every later job or every GET /options is refused before it is saved.
+    Strings, unknown options' names and values included, are made writable (CheckedModel):
+    a lone surrogate cannot reach config.json, whose UTF-8 encoding would refuse it.
     """
 
     # No NaN/Infinity anywhere: JSON cannot carry them, and a saved NaN made GET /options fail for good.
@@ -212,7 +219,7 @@ class Settings(BaseModel):
     # Model selection and memory
     sd_model_checkpoint: str = ""
     sd_checkpoints_limit: int = Field(default=1, ge=1)  # checkpoints kept loaded at once (A1111's option)
-    model_memory_budget_mb: float = Field(default=0, ge=0)  # all loaded models together; 0 = no byte budget
+    model_memory_budget_mb: float = Field(default=0, ge=0, le=MOST_MEGABYTES)  # all loaded models; 0 = no budget
     sd_vae: str = "Automatic"
     CLIP_stop_at_last_layers: int = Field(default=1, ge=1, le=12)  # A1111's slider range
     # Saving
@@ -270,7 +277,7 @@ class Settings(BaseModel):
     limit_steps: int = Field(default=500, ge=0, le=STEPS_CEILING)
     limit_queued_jobs: int = Field(default=100, ge=0)
     limit_queued_jobs_per_client: int = Field(default=50, ge=0)
-    limit_request_body_mb: float = Field(default=50.0, ge=0, allow_inf_nan=False)
+    limit_request_body_mb: float = Field(default=50.0, ge=0, le=MOST_MEGABYTES, allow_inf_nan=False)
     # The API's task queue (server.tasks): a task running when the process died is run again once
     tasks_requeue_interrupted: bool = True
 
@@ -497,28 +504,60 @@ def check_path_option(paths: DataPaths, name: str, value: Any, field: str | None
         raise option_error(name, "must be a folder name", field)
     if not value:
         return
+    shown = repr(value if len(value) <= 100 else value[:100] + "...")  # a 100 KB value is not echoed whole
     try:
         folder = paths.resolve_inside(value)
     except ValueError:
         raise option_error(
             name,
-            f"{value!r} is outside the data dir {paths.root}; use a folder inside it "
+            f"{shown} is outside the data dir {paths.root}; use a folder inside it "
             "(a relative path such as outputs/my-images)",
             field,
         ) from None
     problem = folder_problem(folder, paths.root)
     if problem:
-        raise option_error(name, f"images cannot be saved in {value!r}: {problem}", field)
+        raise option_error(name, f"images cannot be saved in {shown}: {problem}", field)
+
+
+NAME_MAX_BYTES = 255
+"""The longest file or folder name most file systems take (ext4, NTFS, APFS...), in bytes."""
+
+SAVED_UNDER_FOLDER_BYTES = 2 * (NAME_MAX_BYTES + 1)
+"""Room a saved image needs below an output folder: a dated subfolder and the file's name."""
+
+
+def path_limits(root: Path) -> tuple[int, int]:
+    """(longest name, longest path) in bytes that the file system holding `root` takes."""
+    try:
+        return min(NAME_MAX_BYTES, os.pathconf(root, "PC_NAME_MAX")), os.pathconf(root, "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or it cannot say: the common limits
+        return NAME_MAX_BYTES, 260 if os.name == "nt" else 1024
+
+
+def encoded_length(text: str) -> int:
+    """Bytes of `text` in a file name (UTF-8; a lone surrogate counted, not refused)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def folder_problem(folder: Path, root: Path) -> str | None:
     """Why files cannot be written into `folder` (made when missing), or None; paths shown relative to `root`."""
+    longest_name, longest_path = path_limits(root)
+    longest = max((encoded_length(part) for part in folder.parts), default=0)
+    if longest > longest_name:
+        return f"a folder name in it is too long ({longest} bytes; the file system takes at most {longest_name})"
+    length = encoded_length(str(folder))
+    if length + SAVED_UNDER_FOLDER_BYTES > longest_path:
+        most = longest_path - SAVED_UNDER_FOLDER_BYTES - encoded_length(str(root))
+        return f"its path is too long ({length} bytes); use a folder of at most {most} bytes inside the data dir"
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent  # a missing folder is made by its nearest existing parent
-    shown = existing.relative_to(root).as_posix() if existing.is_relative_to(root) else str(existing)
-    if not existing.is_dir():
-        return f"{shown} is a file, not a folder"
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent  # a missing folder is made by its nearest existing parent
+        shown = existing.relative_to(root).as_posix() if existing.is_relative_to(root) else str(existing)
+        if not existing.is_dir():
+            return f"{shown} is a file, not a folder"
+    except (OSError, ValueError) as error:  # a name the file system refuses, a symlink loop, an unreadable folder
+        return f"the file system refuses it ({getattr(error, 'strerror', None) or error})"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{shown} is not writable"
     return None

@@ -20,7 +20,7 @@ from sdstudio.config import DataPaths
 from sdstudio.engine.sampling import FixedConditioning
 from sdstudio.errors import ModelLoadError
 from sdstudio.models.loader import LoadedCheckpoint
-from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder
+from sdstudio.prompts.conditioning import PromptConditioner, PromptEncoder, skipped_layer_output
 from sdstudio.prompts.embeddings import EmbeddingDatabase
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class PlainClipEncoder:
                 last: torch.Tensor = self.text_encoder(ids.to(device))[0]
                 return last.float()
             out = self.text_encoder(ids.to(device), output_hidden_states=True)
-            hidden = out.hidden_states[-clip_skip]
+            hidden = skipped_layer_output(out.hidden_states, clip_skip)
             normed: torch.Tensor = self.text_encoder.final_layer_norm(hidden)  # transformers 5: no .text_model wrapper
             return normed.float()
 

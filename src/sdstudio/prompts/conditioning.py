@@ -271,6 +271,20 @@ def _embedding_fix_hook(fixes_per_row: list[list[tuple[int, Embedding]]], key: s
     return hook
 
 
+def skipped_layer_output(hidden_states: Sequence[torch.Tensor], clip_skip: int) -> torch.Tensor:
+    """The hidden state `clip_skip` layers from the end (A1111's clip skip); deeper than the encoder is refused.
+
+    The option's range (1-12) fits SD1's encoder; a smaller one (a distilled or test model)
+    has fewer hidden states, and a clip skip past them is the user's to change, not a crash.
+    """
+    if clip_skip > len(hidden_states):
+        raise InvalidRequest(
+            "CLIP_stop_at_last_layers",
+            f"clip skip {clip_skip} is deeper than this model's text encoder; use 1 to {len(hidden_states)}",
+        )
+    return hidden_states[-clip_skip]
+
+
 def encode_chunk_batch(
     encoder: PreTrainedModel,
     spec: TextEncoderSpec,
@@ -300,7 +314,7 @@ def encode_chunk_batch(
     z: torch.Tensor
     if spec.layer == "clip_skip":
         if clip_skip > 1:
-            z = _final_layer_norm(encoder)(outputs.hidden_states[-clip_skip])
+            z = _final_layer_norm(encoder)(skipped_layer_output(outputs.hidden_states, clip_skip))
         else:
             z = outputs.last_hidden_state
     elif spec.layer == "penultimate_normed":

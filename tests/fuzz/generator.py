@@ -25,8 +25,17 @@ from .hostile import Hostile
 
 API_PREFIX = "/sdapi/v1/"
 
-SERVER_ENDING_ROUTES = frozenset({"server-stop", "server-kill", "server-restart"})
-"""Each ends the server it is sent to; the fuzz run needs its server to the end."""
+SERVER_ENDING_ROUTES = frozenset({"server-stop", "server-kill", "server-restart", "tasks/pause"})
+"""Each ends the server it is sent to, or (pause) holds every later job: the fuzz run needs its server to the end."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A route's valid request: the path it is sent to (parameters filled in) and its body."""
+
+    path: str
+    body: dict[str, Any] | None
+
 
 FieldPath = tuple[str | int, ...]
 
@@ -153,7 +162,7 @@ def values_for(name: str, schema: Mapping[str, Any], image: tuple[Hostile, ...])
 
 def route_fields(
     openapi: Mapping[str, Any],
-    baselines: Mapping[tuple[str, str], dict[str, Any] | None],
+    baselines: Mapping[tuple[str, str], Baseline],
     option_names: Iterable[str],
 ) -> list[RouteFields]:
     """Every fuzzable route of the schema with its fields; a route without a baseline is an error."""
@@ -168,7 +177,7 @@ def route_fields(
             if (method, path) not in baselines:
                 raise KeyError(f"no baseline request for {method.upper()} {path}: add its replay row")
             fields: dict[FieldPath, tuple[Hostile, ...]] = {}
-            query = {(parameter["name"],) for parameter in operation.get("parameters", [])}
+            query = {(p["name"],) for p in operation.get("parameters", []) if p.get("in") == "query"}
             body_schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
             ref = body_schema.get("schema", {}).get("$ref")
             if ref:
@@ -187,7 +196,8 @@ def route_fields(
                 query.add(UNKNOWN_QUERY)
             fields.update({name: h.QUERY_VALUES for name in query})
             fields[WHOLE_BODY] = h.RAW_BODIES
-            routes.append(RouteFields(method, path, baselines[(method, path)], fields, frozenset(query)))
+            baseline = baselines[(method, path)]
+            routes.append(RouteFields(method, baseline.path, baseline.body, fields, frozenset(query)))
     return routes
 
 

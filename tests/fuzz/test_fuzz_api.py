@@ -37,7 +37,7 @@ from sdstudio.config import Settings
 from sdstudio.engine.job_queue import JobQueue
 from sdstudio.server.app import create_api
 
-from .generator import WHOLE_BODY, field_name, fuzz_cases, route_fields
+from .generator import WHOLE_BODY, Baseline, field_name, fuzz_cases, route_fields
 from .runner import FuzzRun, address_space_cap, env_number, quiet_loggers, report
 
 DEFAULT_COUNT = 1500
@@ -50,14 +50,16 @@ CHEAP = {"batch_size": 1, "n_iter": 1, "steps": 1, "width": 64, "height": 64, "s
 """Baseline generation fields: one tiny image per request, saved so that the saving code runs too."""
 
 
-def baseline_requests() -> dict[tuple[str, str], dict | None]:
-    """Each route's valid request: its first replay row, generation bodies clamped to CHEAP."""
-    bodies: dict[tuple[str, str], dict | None] = {}
+def baseline_requests() -> dict[tuple[str, str], Baseline]:
+    """Each route's valid request, by its OpenAPI path: its first replay row, generation bodies clamped to CHEAP."""
+    bodies: dict[tuple[str, str], Baseline] = {}
     for replay in REPLAYS:
-        bodies.setdefault((replay.method, replay.path), replay.body)
+        bodies.setdefault((replay.method, replay.template), Baseline(replay.path.partition("?")[0], replay.body))
     for route, steps in (("txt2img", 1), ("img2img", 2)):  # img2img at 0.75 strength runs one of two steps
-        body = bodies[("post", f"/sdapi/v1/{route}")]
-        bodies[("post", f"/sdapi/v1/{route}")] = {**(body or {}), **CHEAP, "steps": steps}
+        baseline = bodies[("post", f"/sdapi/v1/{route}")]
+        bodies[("post", f"/sdapi/v1/{route}")] = Baseline(
+            baseline.path, {**(baseline.body or {}), **CHEAP, "steps": steps}
+        )
     return bodies
 
 
@@ -173,7 +175,7 @@ def test_hostile_requests_get_no_5xx_and_touch_nothing_outside_the_data_dir(fuzz
     roots = allowed_roots(data_dir)
     memory = int(env_number("FUZZ_MEMORY_GB", 8) * 2**30)
     with fuzz_server.client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        txt2img = baselines[("post", "/sdapi/v1/txt2img")]
+        txt2img = baselines[("post", "/sdapi/v1/txt2img")].body or {}
         assert client.post("/sdapi/v1/txt2img", json=txt2img).is_success  # loads the model before the watch
         quiet = quiet_loggers("sdstudio", "uvicorn.error")
         started = time.monotonic()

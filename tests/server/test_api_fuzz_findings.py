@@ -71,3 +71,12 @@ def test_a_size_option_too_large_for_a_byte_count_is_refused_and_the_server_keep
         assert client.get("/sdapi/v1/options").status_code == 200
         assert client.get("/sdapi/v1/memory").status_code == 200, "it reports the memory budget in bytes"
         assert client.post("/sdapi/v1/txt2img", json=SMALL).status_code == 200
+
+
+@pytest.mark.parametrize("limit", [str(2**63), "-1"])
+def test_a_task_listing_limit_out_of_range_is_refused_naming_it(api_server, limit):
+    with api_server.client() as client:
+        answer = client.get("/sdapi/v1/tasks", params={"limit": limit})
+        assert answer.status_code == 422, answer.text[:300]
+        assert "limit" in answer.text
+        assert client.get("/sdapi/v1/tasks", params={"limit": 5}).status_code == 200

@@ -42,6 +42,9 @@ TASK_KINDS = MappingProxyType(
 )
 """Every kind of task: how the routes and the restart path turn a stored body into work, and what a result keeps."""
 
+TASK_LIST_CEILING = 1_000_000
+"""Most tasks one listing may ask for; SQLite's LIMIT is a 64-bit integer, a larger one is a client error, not a 500."""
+
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 internal_router = APIRouter(prefix="/internal", tags=["tasks"])
 
@@ -155,7 +158,11 @@ def describe(tasks: TaskRunner, record: TaskRecord, detail: bool = False) -> Tas
     description="The stored tasks in the order they were accepted: queued, running and history (finished ones "
     "until the history is cleared). `state` (repeatable) keeps only those states; `limit` the first N.",
 )
-def list_tasks(tasks: TasksDep, state: Annotated[list[TaskState] | None, Query()] = None, limit: int | None = None):
+def list_tasks(
+    tasks: TasksDep,
+    state: Annotated[list[TaskState] | None, Query()] = None,
+    limit: Annotated[int | None, Query(ge=0, le=TASK_LIST_CEILING)] = None,
+):
     current = tasks.queue.current
     waiting, running = tasks.queue.waiting_ids(), current.id if current else None
     records = tasks.store.select(state or (), limit)

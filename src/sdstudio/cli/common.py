@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-from sdstudio.errors import NotImplementedYet
+from sdstudio.errors import InvalidRequest, NotImplementedYet
 
 
 def not_built_yet(feature: str) -> Callable[[argparse.Namespace], int]:
@@ -83,3 +84,27 @@ def read_image_infotext(path: Path, field: str, max_megapixels: float) -> str | 
     from sdstudio.postprocess.image_files import decode_client_image
 
     return read_infotext(decode_client_image(path, field, max_megapixels))
+
+
+def script_fields(args: argparse.Namespace) -> tuple[str | None, list, dict[str, dict[str, list]]]:
+    """The scripts the command line names (--script, --script-args, --alwayson-script) as the API takes them."""
+
+    def json_list(text: str, field: str) -> list:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(field, f"not valid JSON ({exc.msg}): {text!r}") from None
+        if isinstance(value, dict) and "args" in value:
+            value = value["args"]
+        if not isinstance(value, list):
+            raise InvalidRequest(field, f"must be a JSON list of arguments, got {text!r}")
+        return value
+
+    script_args = json_list(args.script_args, "--script-args") if args.script_args else []
+    alwayson: dict[str, dict[str, list]] = {}
+    for item in args.alwayson_scripts:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest("--alwayson-script", f"expected NAME=JSON, got {item!r}")
+        alwayson[name.strip()] = {"args": json_list(value, "--alwayson-script")}
+    return args.script, script_args, alwayson

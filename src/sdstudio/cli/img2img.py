@@ -165,15 +165,19 @@ def run_img2img(args: argparse.Namespace) -> int:
     images = decode_img2img_images(files, image_decode_limit(args))  # each file decoded once, under the limit
     init = images["init_images"]
     own = {**img2img_options(args), **images}
-    requests: list[Img2ImgRequest] = []
+    jobs: list[dict[str, Any]] = []
     for fields in generation_fields(args, "img2img", own):
         # image i starts from init[i % N] (engine); enough batches that every init image gets one
         fields["n_iter"] = max(fields["n_iter"], -(-len(init) // max(1, fields["batch_size"])))
         for number, part in enumerate(split_fixed_code(fields, args.fixed_code)):
             # --fixed_code runs each batch as its own job: start it at the init image its batch has in one job
             first = number * part["batch_size"] % len(init)
-            requests.append(Img2ImgRequest(**{**part, "init_images": init[first:] + init[:first]}))
-    return run_requests(args, requests, "img2img")
+            jobs.append({**part, "init_images": init[first:] + init[:first]})
+    if args.server:
+        from sdstudio.cli.remote import run_remote
+
+        return run_remote(args, jobs, "img2img")
+    return run_requests(args, [Img2ImgRequest(**job) for job in jobs], "img2img")
 
 
 def run_img2img_batch(args: argparse.Namespace) -> int:
@@ -188,6 +192,8 @@ def run_img2img_batch(args: argparse.Namespace) -> int:
 
     if args.init_images:
         raise InvalidRequest("img2img_batch_input_dir", "give either --input-dir (a folder) or --init-image, not both")
+    if args.server:
+        raise InvalidRequest("server", "--input-dir runs here only; send single images with --init-image")
     if args.mask:
         raise InvalidRequest("mask", "--mask goes with --init-image; give a batch its masks with --mask-dir")
     if args.fixed_code:

@@ -21,8 +21,10 @@ from sdstudio.cli.common import (
     open_app_from_args,
     read_image_infotext,
     record_given_options,
+    script_fields,
 )
 from sdstudio.cli.model_args import add_model_arguments, latent_factor, native_size, save_pending_hashes
+from sdstudio.cli.remote import add_server_arguments
 
 
 def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -249,6 +251,7 @@ def add_common_generation_options(parser: argparse.ArgumentParser) -> None:
         help="arguments of an always-on script as a JSON list (repeatable; the API's alwayson_scripts)",
     )
     add_model_arguments(parser)
+    add_server_arguments(parser)
 
 
 def register(subparsers) -> None:
@@ -440,11 +443,11 @@ def infotext_argument(args: argparse.Namespace) -> str | None:
 
 def pasted_fields(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     """The --infotext fields that no option given on the command line sets (A1111 paste, then the flags)."""
-    from sdstudio.engine.infotext import request_fields_from_infotext
-
     text = infotext_argument(args)
     if text is None:
         return {}
+    from sdstudio.engine.infotext import request_fields_from_infotext
+
     given = given_options(args) | ({"prompt_arg"} if args.prompt_arg is not None else set())
     return {
         name: value
@@ -478,30 +481,9 @@ def split_fixed_code(fields: dict[str, Any], fixed_code: bool) -> list[dict[str,
 
 def script_selection(args: argparse.Namespace):
     """The scripts the command line names (--script, --script-args, --alwayson-script) as the engine takes them."""
-    import json
-
     from sdstudio.engine.scripting import ScriptSelection
-    from sdstudio.errors import InvalidRequest
 
-    def json_list(text: str, field: str) -> list:
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(field, f"not valid JSON ({exc.msg}): {text!r}") from None
-        if isinstance(value, dict) and "args" in value:
-            value = value["args"]
-        if not isinstance(value, list):
-            raise InvalidRequest(field, f"must be a JSON list of arguments, got {text!r}")
-        return value
-
-    script_args = json_list(args.script_args, "--script-args") if args.script_args else []
-    alwayson = {}
-    for item in args.alwayson_scripts:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidRequest("--alwayson-script", f"expected NAME=JSON, got {item!r}")
-        alwayson[name.strip()] = {"args": json_list(value, "--alwayson-script")}
-    return ScriptSelection(args.script, script_args, alwayson)
+    return ScriptSelection(*script_fields(args))
 
 
 def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
@@ -568,8 +550,7 @@ def run_requests(args: argparse.Namespace, requests: list, kind: str) -> int:
 
 
 def run_txt2img(args: argparse.Namespace) -> int:
-    """Handler: validate every request first, then generate."""
-    from sdstudio.engine.request import Txt2ImgRequest
+    """Handler: validate every request first, then generate (here, or on the --server)."""
 
     hr_x, hr_y = _size(args.hr_resize, "hr_resize_x")
     own = dict(
@@ -582,7 +563,14 @@ def run_txt2img(args: argparse.Namespace) -> int:
         hr_checkpoint_name=args.hr_checkpoint_name,
         denoising_strength=args.denoising_strength,
     )
+    jobs = generation_fields(args, "txt2img", own)
+    if args.server:  # the server validates and runs them; this process stays free of torch
+        from sdstudio.cli.remote import run_remote
+
+        return run_remote(args, [f for fields in jobs for f in split_fixed_code(fields, args.fixed_code)], "txt2img")
+    from sdstudio.engine.request import Txt2ImgRequest
+
     requests: list[Txt2ImgRequest] = []
-    for fields in generation_fields(args, "txt2img", own):
+    for fields in jobs:
         requests.extend(Txt2ImgRequest(**f) for f in split_fixed_code(fields, args.fixed_code))
     return run_requests(args, requests, "txt2img")

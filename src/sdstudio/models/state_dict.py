@@ -7,11 +7,12 @@ import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from sdstudio.errors import ModelLoadError, UnsafeFileError
+
+if TYPE_CHECKING:  # torch only where tensors are read: listings read headers, and the CLI's --server needs neither
+    import torch
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -79,8 +80,6 @@ def read_model_file_metadata(path: str | Path) -> dict[str, str]:
     torch zip archive that was cut short, or a pickle that asks for anything but tensor data
     (scanned, never unpickled), so such a file is listed as unusable and never the default.
     """
-    from sdstudio.models.safe_pickle import check_pickle_file
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -94,6 +93,8 @@ def read_model_file_metadata(path: str | Path) -> dict[str, str]:
             raise ModelLoadError(
                 f"{path.name}: cut short: the zip archive has no end (an interrupted download or copy?)"
             )
+        from sdstudio.models.safe_pickle import check_pickle_file  # with torch: only when there is a pickle
+
         check_pickle_file(path)
     except UnsafeFileError as exc:
         raise ModelLoadError(str(exc)) from None
@@ -104,6 +105,8 @@ def read_model_file_metadata(path: str | Path) -> dict[str, str]:
 
 def unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:
     """The tensors of a loaded checkpoint, an outer `state_dict` wrapper removed."""
+    import torch
+
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict):
@@ -119,6 +122,8 @@ def load_state_dict(
     `float_dtype` casts floating-point tensors as they are read: one tensor at a time, so an
     fp16 file loaded for fp32 never holds both full copies at once.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")

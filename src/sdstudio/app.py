@@ -187,7 +187,7 @@ def _external_vae_path(settings: Settings, registry: ModelRegistry, checkpoint: 
 
 def _checkpoint_loader(registry: ModelRegistry):
     """(path, settings) -> LoadedCheckpoint with the settings' VAE, device, precision and memory switches."""
-    from sdstudio.models.devices import resolve_device, weights_dtype
+    from sdstudio.models.devices import is_auto_precision, resolve_device, weights_dtype
     from sdstudio.models.loader import load_checkpoint
     from sdstudio.models.memory import MemoryOptions, apply_memory_options
 
@@ -199,7 +199,7 @@ def _checkpoint_loader(registry: ModelRegistry):
         loaded = load_checkpoint(
             path,
             device="cpu" if offload else device,
-            dtype=weights_dtype(settings.precision, device),
+            dtype=None if is_auto_precision(settings.precision) else weights_dtype(settings.precision, device),
             no_half_vae=settings.no_half_vae,
             vae_path=vae.path if vae else None,
         )

@@ -49,7 +49,8 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
         type=lambda value: COMPVIS_PRECISION.get(value, value),
         choices=["auto", "autocast", "fp32", "full", "fp16", "bf16"],  # the CompVis names are mapped by `type`
         default=None,
-        help="weights dtype (auto: fp16 on CUDA, fp32 on the CPU; CompVis' autocast = auto, full = fp32)",
+        help="weights dtype (auto: fp16 on CUDA; bf16 for SD-sized models on CPUs with native bf16, else fp32;"
+        " CompVis' autocast = auto, full = fp32)",
     )
     group.add_argument(
         "--no-half-vae", action="store_true", default=None, help="keep the VAE in fp32 when the rest is fp16/bf16"

@@ -37,6 +37,7 @@ from sdstudio.models.detect import (
     read_ldm_config,
     text_heads,
 )
+from sdstudio.models.devices import auto_weights_dtype
 from sdstudio.models.ldm_names import ldm_unet_module_names
 from sdstudio.models.state_dict import load_state_dict
 
@@ -368,12 +369,17 @@ def load_checkpoint(
     *,
     yaml_path: str | Path | None = None,
     device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     vae_path: str | Path | None = None,
     no_half_vae: bool = False,
 ) -> LoadedCheckpoint:
-    """Load a single-file checkpoint into diffusers components (offline)."""
+    """Load a single-file checkpoint into diffusers components (offline).
+
+    `dtype` None is precision "auto": chosen from the device and the UNet's size
+    (models.devices.auto_weights_dtype), with the VAE kept fp32 on the CPU.
+    """
     path = Path(path)
+    auto = dtype is None
     # Upcasting to fp32 is lossless, so it happens while reading (lower peak memory); other
     # casts wait until each module's own dtype is known (the VAE may stay fp32).
     state_dict = load_state_dict(path, float_dtype=torch.float32 if dtype == torch.float32 else None)
@@ -416,14 +422,21 @@ def load_checkpoint(
         architecture = SD2_V
     prediction_type = architecture.prediction_type
 
-    vae_dtype = torch.float32 if (no_half_vae or dtype == torch.float32) else dtype
+    if dtype is None:
+        dtype = auto_weights_dtype(device, sum(p.numel() for p in unet.parameters()))
+    keep_vae_fp32 = no_half_vae or dtype == torch.float32 or (auto and device.startswith("cpu"))
+    vae_dtype = torch.float32 if keep_vae_fp32 else dtype
+    if dtype == torch.bfloat16 and device.startswith("cpu"):
+        # oneDNN's bf16 convolutions run NHWC without reorders
+        torch.nn.Module.to(unet, memory_format=torch.channels_last)
     for module, module_dtype in ((unet, dtype), (text_encoder, dtype), (text_encoder_2, dtype), (vae, vae_dtype)):
         if module is None:
             continue
         current = next(module.parameters())
         if current.dtype != module_dtype or current.device != torch.device(device):
-            # diffusers wraps ModelMixin.to with functools.wraps, whose stub loses the bound `self`.
-            module.to(device=device, dtype=module_dtype)  # type: ignore[call-arg]
+            # torch's own Module.to: diffusers' ModelMixin.to only adds a warning about modules to keep in
+            # fp32 when loading with from_pretrained (none here: it prints an empty list at every bf16 load)
+            torch.nn.Module.to(module, device=device, dtype=module_dtype)
         module.eval().requires_grad_(False)
     return LoadedCheckpoint(
         path=path,

@@ -270,6 +270,11 @@ class Settings(CheckedModel):
     no_half_vae: bool = False
     vae_tiling: bool = False
     attention_slicing: bool = False
+    # A1111's token merging (ToMe, tomesd): share of attention tokens merged in the UNet's largest
+    # attention layers; 0 = off. img2img and the hires pass have their own (0 = use token_merging_ratio).
+    token_merging_ratio: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
+    token_merging_ratio_img2img: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
+    token_merging_ratio_hr: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
     cpu_offload: bool = False
     # Limits on what one request may ask for (checked before the work is queued; 0 = no limit)
     limit_batch_megapixels: float = Field(default=20.0, ge=0, allow_inf_nan=False)
@@ -420,6 +425,13 @@ OPTION_INFO: dict[str, OptionInfo] = {
     "vae_tiling": OptionInfo("Optimizations", "Encode and decode large images in tiles (less memory)"),
     "attention_slicing": OptionInfo("Optimizations", "Compute attention in slices (less memory, slower)"),
     "cpu_offload": OptionInfo("Optimizations", "Move one part of the model at a time to the GPU (small GPUs)"),
+    "token_merging_ratio": OptionInfo("Optimizations", "Token merging ratio (0 = off; faster, less exact as it grows)"),
+    "token_merging_ratio_img2img": OptionInfo(
+        "Optimizations", "Token merging ratio for img2img (0 = the token merging ratio)"
+    ),
+    "token_merging_ratio_hr": OptionInfo(
+        "Optimizations", "Token merging ratio for the hires pass (0 = the token merging ratio)"
+    ),
     "limit_batch_megapixels": OptionInfo(
         "Limits",
         "Largest batch one request may ask for: width × height × batch size, in megapixels, the hires pass "

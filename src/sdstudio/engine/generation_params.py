@@ -13,6 +13,7 @@ from sdstudio.engine.samplers import (
     effective_schedule,
     infotext_schedule_label,
 )
+from sdstudio.engine.token_merging import token_merging_ratio
 
 # SamplerOptions field -> (infotext key, the value that leaves it out); A1111 KDiffusionSampler.initialize.
 _SIGMA_PARAMETERS = {
@@ -60,6 +61,12 @@ def generation_parameters(
         "Conditional mask weight": 1.0 if ctx.model.is_inpainting else None,
         "Clip skip": None if plan.clip_skip <= 1 else plan.clip_skip,
         "ENSD": s.eta_noise_seed_delta if (s.eta_noise_seed_delta and sampler.uses_noise) else None,
+        "Token merging ratio": token_merging_ratio(request, s, request.override_settings, for_hr=False) or None,
+        "Token merging ratio hr": (
+            token_merging_ratio(request, s, request.override_settings, for_hr=True) or None
+            if isinstance(request, Txt2ImgRequest) and request.enable_hr
+            else None
+        ),
         "RNG": s.randn_source if s.randn_source != "GPU" else None,
         "Tiling": "True" if request.tiling else None,
         # A1111's k-diffusion samplers write the Beta schedule's shape whenever they run it.

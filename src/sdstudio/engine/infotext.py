@@ -154,6 +154,8 @@ _FIELD_MAP: dict[str, tuple[str, Any]] = {
 _SETTING_MAP: dict[str, tuple[str, Any]] = {
     "Clip skip": ("CLIP_stop_at_last_layers", int),
     "ENSD": ("eta_noise_seed_delta", int),
+    "Token merging ratio": ("token_merging_ratio", float),
+    "Token merging ratio hr": ("token_merging_ratio_hr", float),
     "Hires refiner": ("hires_fix_refiner_pass", str),
     "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", lambda value: str(value) == "True"),
 }

@@ -74,6 +74,7 @@ from sdstudio.engine.sampling import (
 from sdstudio.engine.saving import image_grid
 from sdstudio.engine.scripting import ImageSaveParams, PostprocessImageArgs
 from sdstudio.engine.seeds import ImageNoise, fixed_seed, image_seeds
+from sdstudio.engine.token_merging import merged_tokens, token_merging_ratio
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 
 # --------------------------------------------------------------------------------------
@@ -554,7 +555,8 @@ class GenerationJob:
         )
         finished = True
         try:
-            samples = run_sampler(job)
+            with merged_tokens(model.unet, self.token_merging_ratio(for_hr=False)):
+                samples = run_sampler(job)
         except SamplingInterrupted as stop:
             # A1111 keeps the image as far as it got (the last x0 prediction).
             self._stopped(stop)
@@ -665,7 +667,12 @@ class GenerationJob:
             image_conditioning=image_conditioning,
         )
         self.progress.begin(self.progress.job_no, planned_steps(job))
-        return run_sampler(job)
+        with merged_tokens(model.unet, self.token_merging_ratio(for_hr=True)):
+            return run_sampler(job)
+
+    def token_merging_ratio(self, for_hr: bool) -> float:
+        """The token merging ratio of the first pass or the hires pass (A1111's get_token_merging_ratio)."""
+        return token_merging_ratio(self.request, self.plan.settings, self.request.override_settings, for_hr)
 
     def with_refiner(
         self,

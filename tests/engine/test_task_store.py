@@ -121,3 +121,15 @@ def test_clearing_history_removes_only_finished_tasks(store):
     store.cancel("cancelled")
     assert sorted(task.id for task in store.clear_finished()) == ["cancelled", "done"]
     assert [task.id for task in store.select()] == ["queued"]
+
+
+def test_a_pause_is_kept_for_the_next_process_until_resumed(store):
+    assert store.paused is False
+    store.set_paused(True)
+    after_crash = reopen(store)
+    try:
+        assert after_crash.paused is True
+        after_crash.set_paused(False)
+        assert reopen(after_crash).paused is False
+    finally:
+        after_crash.close()

@@ -100,6 +100,10 @@ CREATE TABLE IF NOT EXISTS tasks (
     written TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, queued_at, seq);
+CREATE TABLE IF NOT EXISTS queue_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -211,7 +215,23 @@ class TaskStore:
             )
             return [_record(row) for row in rows]
 
+    @property
+    def paused(self) -> bool:
+        """Whether the queue was paused (and not resumed since), in this process or a previous one."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM queue_state WHERE name = 'paused'").fetchone()
+        return row is not None and json.loads(row[0]) is True
+
     # Changes
+
+    def set_paused(self, paused: bool) -> None:
+        """Remember whether the queue is paused (committed on return), so a restart keeps it so."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO queue_state (name, value) VALUES ('paused', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (json.dumps(paused),),
+            )
 
     def _transition(
         self, task_id: str, allowed: Collection[TaskState], refusal: str, assignments: str, *values: Any

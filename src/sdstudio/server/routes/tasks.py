@@ -78,7 +78,10 @@ class TaskItem(BaseModel):
 class TaskDetail(TaskItem):
     """A task with its request (the body as received) and A1111's info object of its result."""
 
-    request: dict[str, Any]
+    request: dict[str, Any] = Field(
+        description="The body as received; a seed or subseed -1 is stored as the one drawn for it, so a re-run "
+        "(after a restart, or requeued) makes the same images"
+    )
     info: dict[str, Any] | None
 
 
@@ -206,16 +209,16 @@ def clear_history(tasks: TasksDep):
     "/pause",
     response_model=QueueState,
     description="Pause the queue: the running task finishes, no other starts until resume. New tasks are "
-    "still accepted. A restarted server starts unpaused.",
+    "still accepted. The pause is stored: a restarted server stays paused until resume.",
 )
-def pause(queue: QueueDep):
-    queue.pause()
+def pause(tasks: TasksDep):
+    tasks.set_paused(True)
     return QueueState(paused=True)
 
 
 @router.post("/resume", response_model=QueueState, description="Start waiting tasks again after a pause.")
-def resume(queue: QueueDep):
-    queue.resume()
+def resume(tasks: TasksDep):
+    tasks.set_paused(False)
     return QueueState(paused=False)
 
 

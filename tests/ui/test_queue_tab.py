@@ -1,0 +1,30 @@
+"""The Queue tab's views and actions over a real task store and runner (the browser test covers the page)."""
+
+from __future__ import annotations
+
+from sdstudio.app import open_app
+from sdstudio.engine.job_queue import JobQueue
+from sdstudio.server.routes.tasks import TASK_KINDS
+from sdstudio.server.tasks import TaskRunner
+from sdstudio.ui.queue import PROMPT_SHOWN, act, queue_view
+
+
+def test_the_tables_list_stored_tasks_and_cancel_says_why_it_cannot(data_dir):
+    tasks = TaskRunner.open(open_app(data_dir), JobQueue(), TASK_KINDS)
+    try:
+        tasks.store.add("t1", "txt2img", {"prompt": "a long prompt " * 10}, "address 127.0.0.1")
+        tasks.store.add("t2", "extras-single-image", {}, None)
+        status, pending, running, history, images = queue_view(tasks, "")
+        assert "2 task(s) waiting" in status and running == [] and history == [] and images == []
+        assert [row[:3] for row in pending] == [["t1", "txt2img", "queued"], ["t2", "extras-single-image", "queued"]]
+        assert len(pending[0][3]) == PROMPT_SHOWN and pending[0][3].endswith("…") and pending[1][3] == ""
+
+        assert "Cancelled" in act(tasks, lambda: tasks.cancel("t1"), "Cancelled t1.")
+        refused = act(tasks, lambda: tasks.cancel("t1"), "Cancelled t1.")
+        assert "sdstudio-status-error" in refused and "cancelled already" in refused
+        tasks.set_paused(True)
+        status, pending, _, history, _ = queue_view(tasks, "t1")
+        assert "Queue paused; 1 task(s) waiting" in status
+        assert [row[:3] for row in history] == [["t1", "txt2img", "cancelled"]] and history[0][6]
+    finally:
+        tasks.store.close()

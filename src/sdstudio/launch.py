@@ -155,9 +155,9 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
         # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
         os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
         # As A1111: a page anyone on the network may reach does not install or change extensions (code).
-        backend = UiBackend.from_app(app, extension_access=not options.listen)
+        backend = UiBackend.from_app(app, extension_access=not options.listen, tasks=fastapi_app.state.tasks)
         assets = backend.page_assets()  # the enabled extensions' javascript/ and style.css
-        blocks = build_ui(backend, queue, assets=assets, tasks=fastapi_app.state.tasks)
+        blocks = build_ui(backend, queue, assets=assets)
         ui_users = list(parse_credentials(options.ui_auth).items())
         login = (lambda user, password: credentials_match(ui_users, user, password)) if ui_users else None
         gradio_app = mount_ui(fastapi_app, blocks, auth=login, assets=assets)

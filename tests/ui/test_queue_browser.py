@@ -1,5 +1,5 @@
 """The Queue tab in a real browser: a task queued over the API shows in the history with its thumbnail,
-and the tab's buttons act on the stored tasks (pause, requeue, clear history)."""
+a Generate on the page is listed too, and the tab's buttons act on the stored tasks (pause, requeue, clear)."""
 
 from __future__ import annotations
 
@@ -50,6 +50,25 @@ def test_the_queue_tab_shows_a_finished_api_task_with_its_thumbnail(webui_server
         assert "Queue running" in page.inner_text("#queue_status")
         page.screenshot(path=str(artifacts / "queue-tab.png"))
 
+        # A Generate on the page is stored as a task too (source "ui"), listed beside the API's.
+        page.get_by_role("tab", name="txt2img", exact=True).click()
+        page.fill("#txt2img_prompt textarea", "a square made on the page")
+        for elem_id, value in (("txt2img_width", 64), ("txt2img_height", 64), ("txt2img_steps", 2)):
+            page.locator(f"#{elem_id} input[type=number]").fill(str(value))
+            page.locator(f"#{elem_id} input[type=number]").press("Enter")
+        page.click("#txt2img_generate")
+        page.wait_for_function(
+            "document.querySelector('#txt2img_infotext').innerText.includes('Seed:')", timeout=180_000
+        )
+        from_page = [task for task in client.get("/sdapi/v1/tasks").json()["tasks"] if task["source"] == "ui"]
+        assert [(task["kind"], task["state"], len(task["images"])) for task in from_page] == [("txt2img", "done", 1)]
+        page.get_by_role("tab", name="Queue", exact=True).click()  # opening the tab redraws it
+        page.wait_for_function(
+            "document.querySelector('#queue_history').innerText.includes('a square made on the page')",
+            timeout=30_000,
+        )
+        assert "\tui\t" in table_text(page, "history").replace("\n", "\t")
+
         # Pause from the tab: a requeued task waits in Pending until Resume.
         page.click("#queue_pause")
         page.wait_for_function("document.querySelector('#queue_status').innerText.includes('paused')")
@@ -67,7 +86,7 @@ def test_the_queue_tab_shows_a_finished_api_task_with_its_thumbnail(webui_server
         wait_for_state(client, "task(queue-tab)", "done")
         page.click("#queue_clear")
         page.wait_for_function(
-            "document.querySelector('#queue_result').innerText.includes('1 task(s) removed')", timeout=30_000
+            "document.querySelector('#queue_result').innerText.includes('2 task(s) removed')", timeout=30_000
         )
         assert "task(queue-tab)" not in table_text(page, "history")
         assert client.get("/sdapi/v1/tasks").json() == {"paused": False, "tasks": []}

@@ -69,7 +69,7 @@ def test_zh_cn_translates_every_string_of_the_built_in_page(data_dir):
     app = open_app(data_dir)
     queue = JobQueue()
     tasks = TaskRunner.open(app, queue, TASK_KINDS)  # the Queue tab is on the page with the task runner
-    blocks = build_ui(UiBackend.from_app(app), queue, tasks=tasks)
+    blocks = build_ui(UiBackend.from_app(app, tasks=tasks), queue)
     strings = page_strings(blocks)
     with gr.Blocks() as without_access:  # the Extensions tab of a server started with --listen
         build_extensions_tab(UiBackend.from_app(app, extension_access=False))

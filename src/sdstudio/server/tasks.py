@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from sdstudio.config import atomic_write_bytes
 from sdstudio.engine.job_queue import ClientQueue, Job, JobQueue, JobSubmitter, QueueLimits, submit_generation
 from sdstudio.engine.saving import encode_image
-from sdstudio.engine.task_store import TaskFile, TaskRecord, TaskState, TaskStore
+from sdstudio.engine.task_store import TaskFile, TaskRecord, TaskSource, TaskState, TaskStore
 from sdstudio.errors import Conflict, InvalidRequest, SdStudioError
 from sdstudio.server.errors import is_out_of_memory
 
@@ -160,7 +160,29 @@ class TaskRunner:
         if self.queue.find(task_id) is not None:
             raise Conflict(f"force_task_id: a job with id {task_id!r} is queued or running; give each its own id")
         request = {**received.model_dump(mode="json", exclude_unset=True), **prepared.stored}
-        replaced = self.store.add(task_id, kind, request, submitter.client)
+        return self._store_and_queue(kind, task_id, request, prepared, submitter, TaskSource.API)
+
+    def submit_ui(
+        self, kind: str, request: dict[str, Any], work: Callable[[GenerationControl], Any], submitter: ClientQueue
+    ) -> Job:
+        """Store a web UI job as a task (its plain request fields, to show) and queue `work`; the job as `submit`'s.
+
+        Its start, files and end are stored as an API task's are, so the Queue tab lists it; it is
+        not run again after a restart nor requeued (its images and scripts are not stored).
+        """
+        prepared: PreparedTask[Any] = PreparedTask(body=None, work=work)
+        return self._store_and_queue(kind, new_task_id(), request, prepared, submitter, TaskSource.UI)
+
+    def _store_and_queue(
+        self,
+        kind: str,
+        task_id: str,
+        request: dict[str, Any],
+        prepared: PreparedTask[Any],
+        submitter: ClientQueue,
+        source: TaskSource,
+    ) -> Job:
+        replaced = self.store.add(task_id, kind, request, submitter.client, source)
         if replaced is not None:
             shutil.rmtree(self.result_folder(replaced), ignore_errors=True)
         try:
@@ -244,8 +266,12 @@ class TaskRunner:
             self.queue.resume()
 
     def requeue(self, task_id: str) -> TaskRecord:
-        """Run a finished task again as a fresh one, at the end of the queue."""
+        """Run a finished task again as a fresh one, at the end of the queue (an API task: its body is stored)."""
         old = self.store.get(task_id)
+        if old.source is TaskSource.UI:
+            raise Conflict(
+                f"task {task_id!r} was a web UI job: its images and scripts are not stored; generate it again there"
+            )
         record = self.store.requeue(task_id)
         shutil.rmtree(self.result_folder(old), ignore_errors=True)
         self._enqueue_stored(record)

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 import gradio as gr
 from PIL import Image
 
-from sdstudio.engine.job_queue import JobQueue
+from sdstudio.engine.job_queue import ClientQueue, Job, JobQueue
 from sdstudio.engine.task_store import FINISHED_STATES, TaskRecord, TaskState, TaskStore
 from sdstudio.errors import SdStudioError
 from sdstudio.ui.jobs import status_html
 
-COLUMNS = ["ID", "Kind", "State", "Prompt", "Queued", "Started", "Finished"]
+COLUMNS = ["ID", "Kind", "Source", "State", "Prompt", "Queued", "Started", "Finished"]
 PROMPT_SHOWN = 60
 """Characters of the prompt a row shows."""
 HISTORY_ROWS = 200
@@ -44,6 +44,10 @@ class QueueTasks(Protocol):
     def clear_history(self) -> int: ...
 
     def set_paused(self, paused: bool) -> None: ...
+
+    def submit_ui(
+        self, kind: str, request: dict[str, Any], work: Callable[[Any], Any], submitter: ClientQueue
+    ) -> Job: ...
 
 
 @dataclass
@@ -70,12 +74,12 @@ def clock(seconds: float | None) -> str:
 
 
 def task_row(record: TaskRecord) -> list[str]:
-    """One table row: id, kind, state, the prompt's start, and its times."""
+    """One table row: id, kind, source (api or ui), state, the prompt's start, and its times."""
     prompt = str(record.request.get("prompt") or "")
     if len(prompt) > PROMPT_SHOWN:
         prompt = prompt[: PROMPT_SHOWN - 1] + "…"
     times = (clock(record.queued_at), clock(record.started_at), clock(record.finished_at))
-    return [record.id, record.kind, str(record.state), prompt, *times]
+    return [record.id, record.kind, str(record.source), str(record.state), prompt, *times]
 
 
 def table_rows(records: list[TaskRecord]) -> list[list[str]]:

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sdstudio.ui.page_assets import PageAssets
-    from sdstudio.ui.queue import QueueTasks
 
 # Gradio reads these when imported; setting them here (and in the CLI) keeps the page offline.
 OFFLINE_ENVIRONMENT = {
@@ -84,14 +83,12 @@ def ui_theme():
     )
 
 
-def build_ui(
-    backend, queue, title: str = "sdstudio", assets: PageAssets | None = None, tasks: QueueTasks | None = None
-):
+def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None = None):
     """The whole web UI as a gr.Blocks, over `backend` (a UiBackend) and the shared job queue.
 
     `assets` are the extensions' page files `mount_ui` puts in the page (read here when not given);
-    the Extensions tab names those that could not be read. `tasks` (the server's task runner) adds
-    the Queue tab over the stored tasks.
+    the Extensions tab names those that could not be read. A backend with the server's task runner
+    (`backend.tasks`) adds the Queue tab over the stored tasks.
     """
     offline_environment()
     import gradio as gr
@@ -137,9 +134,9 @@ def build_ui(
                 checkpoint_merger.build_checkpoint_merger_tab(backend, queue, checkpoint)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
-            if tasks is not None:
+            if backend.tasks is not None:
                 with gr.Tab("Queue", id=QUEUE_TAB_ID, elem_id=f"tab_{QUEUE_TAB_ID}") as queue_tab:
-                    tasks_view = queue_ui.build_queue_tab(tasks)
+                    tasks_view = queue_ui.build_queue_tab(backend.tasks)
                 queue_tab.select(
                     tasks_view.refresh,
                     inputs=tasks_view.selected,

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from sdstudio.engine.job_queue import JobQueue
-from sdstudio.engine.task_store import TaskRecord, TaskState
+from sdstudio.engine.task_store import TaskRecord, TaskSource, TaskState
 from sdstudio.errors import NotFound
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, TasksDep
@@ -65,6 +65,10 @@ class TaskItem(BaseModel):
     kind: str = Field(description="txt2img, img2img, extras-single-image or extras-batch-images")
     state: TaskState
     client: str | None = Field(description="Who submitted it: the API user, else the address")
+    source: TaskSource = Field(
+        description="api: queued over this API (runs again after a restart, can be requeued); ui: the web UI's "
+        "Generate (kept to show, not run again)"
+    )
     created_at: float = Field(description="Seconds since the epoch, as every time here")
     queued_at: float
     started_at: float | None
@@ -135,6 +139,7 @@ def task_item(record: TaskRecord, waiting: list[str], running: str | None, detai
         kind=record.kind,
         state=record.state,
         client=record.client,
+        source=record.source,
         created_at=record.created_at,
         queued_at=record.queued_at,
         started_at=record.started_at,

@@ -130,7 +130,9 @@ def test_a_pause_is_kept_for_the_next_process_until_resumed(store):
     try:
         assert after_crash.paused is True
         after_crash.set_paused(False)
-        assert reopen(after_crash).paused is False
+        later = reopen(after_crash)
+        assert later.paused is False
+        later.close()
     finally:
         after_crash.close()
 

@@ -23,8 +23,8 @@ def test_the_tables_list_stored_tasks_and_cancel_says_why_it_cannot(data_dir):
         ]
         assert len(pending[0][4]) == PROMPT_SHOWN and pending[0][4].endswith("…") and pending[1][4] == ""
 
-        assert "Cancelled" in act(tasks, lambda: tasks.cancel("t1"), "Cancelled t1.")
-        refused = act(tasks, lambda: tasks.cancel("t1"), "Cancelled t1.")
+        assert "Cancelled" in act(lambda: tasks.cancel("t1"), "Cancelled t1.")
+        refused = act(lambda: tasks.cancel("t1"), "Cancelled t1.")
         assert "sdstudio-status-error" in refused and "cancelled already" in refused
         tasks.set_paused(True)
         status, pending, _, history, _ = queue_view(tasks, "t1")
@@ -33,7 +33,7 @@ def test_the_tables_list_stored_tasks_and_cancel_says_why_it_cannot(data_dir):
 
         tasks.store.add("u1", "txt2img", {"prompt": "from the page"}, "address 127.0.0.1", TaskSource.UI)
         tasks.store.cancel("u1")
-        refused = act(tasks, lambda: tasks.requeue("u1"), "Queued u1 again.")
+        refused = act(lambda: tasks.requeue("u1"), "Queued u1 again.")
         assert "web UI job" in refused and "sdstudio-status-error" in refused
     finally:
         tasks.store.close()

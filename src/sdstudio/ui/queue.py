@@ -83,6 +83,7 @@ def task_row(record: TaskRecord) -> list[str]:
 
 
 def table_rows(records: list[TaskRecord]) -> list[list[str]]:
+    """The rows of a table of tasks."""
     return [task_row(record) for record in records]
 
 
@@ -134,7 +135,7 @@ def queue_view(tasks: QueueTasks, selected: str) -> list[Any]:
     ]
 
 
-def act(tasks: QueueTasks, action: Callable[[], Any], done: str) -> str:
+def act(action: Callable[[], Any], done: str) -> str:
     """Run one action; its result line, or what was wrong (a finished task cannot be cancelled...)."""
     try:
         action()
@@ -144,6 +145,7 @@ def act(tasks: QueueTasks, action: Callable[[], Any], done: str) -> str:
 
 
 def selected_id(selected: str) -> str:
+    """The task id typed or picked in the Selected task box; an error when it is empty."""
     task_id = selected.strip()
     if not task_id:
         raise SdStudioError("select a task in a table first (or type its id)")
@@ -192,16 +194,16 @@ def build_queue_tab(tasks: QueueTasks) -> QueueTab:
         return run
 
     def on_cancel(task_id: str) -> str:
-        return act(tasks, lambda: tasks.cancel(selected_id(task_id)), f"Cancelled {task_id.strip()}.")
+        return act(lambda: tasks.cancel(selected_id(task_id)), f"Cancelled {task_id.strip()}.")
 
     def on_requeue(task_id: str) -> str:
-        return act(tasks, lambda: tasks.requeue(selected_id(task_id)), f"Queued {task_id.strip()} again.")
+        return act(lambda: tasks.requeue(selected_id(task_id)), f"Queued {task_id.strip()} again.")
 
     def on_pause(_task_id: str) -> str:
-        return act(tasks, lambda: tasks.set_paused(True), "Queue paused: the running task finishes, no other starts.")
+        return act(lambda: tasks.set_paused(True), "Queue paused: the running task finishes, no other starts.")
 
     def on_resume(_task_id: str) -> str:
-        return act(tasks, lambda: tasks.set_paused(False), "Queue resumed.")
+        return act(lambda: tasks.set_paused(False), "Queue resumed.")
 
     def on_clear(_task_id: str) -> str:
         return status_html(f"History cleared: {tasks.clear_history()} task(s) removed.")

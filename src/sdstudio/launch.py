@@ -132,6 +132,11 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
 
         fastapi_app = FastAPI(title="sdstudio", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
         fastapi_app.state.login_page = install_access_control(fastapi_app, served)
+        from sdstudio.server.routes.tasks import TASK_KINDS
+        from sdstudio.server.tasks import TaskRunner
+
+        # The page's Queue tab shows (and a start resumes) the tasks an API server stored in this data dir.
+        fastapi_app.state.tasks = TaskRunner.open(app, queue, TASK_KINDS)
     fastapi_app.state.end_streams = None
     if options.ui:
         from sdstudio.server.auth import credentials_match, parse_credentials
@@ -150,7 +155,7 @@ def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
         # Gradio's copies of shown images (every live preview is one) stay inside the data dir.
         os.environ.setdefault("GRADIO_TEMP_DIR", str(app.paths.cache_dir / "gradio"))
         # As A1111: a page anyone on the network may reach does not install or change extensions (code).
-        backend = UiBackend.from_app(app, extension_access=not options.listen)
+        backend = UiBackend.from_app(app, extension_access=not options.listen, tasks=fastapi_app.state.tasks)
         assets = backend.page_assets()  # the enabled extensions' javascript/ and style.css
         blocks = build_ui(backend, queue, assets=assets)
         ui_users = list(parse_credentials(options.ui_auth).items())
@@ -175,10 +180,10 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
     server_exit = fastapi_app.state.server_exit if options.api else None
     if server_exit is not None:
         server_exit.attach(server)
-    if options.api:  # before any request: what a previous process left runs first, in its order
-        resumed = fastapi_app.state.tasks.resume()
-        if resumed:
-            print(f"sdstudio: {len(resumed)} stored task(s) queued again", file=sys.stderr, flush=True)
+    # Before any request: what a previous process left runs first, in its order.
+    resumed = fastapi_app.state.tasks.resume()
+    if resumed:
+        print(f"sdstudio: {len(resumed)} stored task(s) queued again", file=sys.stderr, flush=True)
     queue.start()
     announce.start()
     try:

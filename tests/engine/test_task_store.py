@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from sdstudio.engine.task_store import TaskFile, TaskState, TaskStore
+from sdstudio.engine.task_store import TaskFile, TaskSource, TaskState, TaskStore
 from sdstudio.errors import Conflict, NotFound
 
 
@@ -121,3 +121,55 @@ def test_clearing_history_removes_only_finished_tasks(store):
     store.cancel("cancelled")
     assert sorted(task.id for task in store.clear_finished()) == ["cancelled", "done"]
     assert [task.id for task in store.select()] == ["queued"]
+
+
+def test_a_pause_is_kept_for_the_next_process_until_resumed(store):
+    assert store.paused is False
+    store.set_paused(True)
+    after_crash = reopen(store)
+    try:
+        assert after_crash.paused is True
+        after_crash.set_paused(False)
+        later = reopen(after_crash)
+        assert later.paused is False
+        later.close()
+    finally:
+        after_crash.close()
+
+
+def test_web_ui_tasks_left_by_a_dead_process_are_interrupted_not_run_again(store):
+    store.add("api", "txt2img", {"prompt": "a"}, None)
+    store.add("page-running", "txt2img", {"prompt": "b"}, "address 127.0.0.1", TaskSource.UI)
+    store.add("page-waiting", "txt2img", {"prompt": "c"}, "address 127.0.0.1", TaskSource.UI)
+    store.start("page-running")
+    later = reopen(store)
+    try:
+        assert [task.id for task in later.recover(requeue_interrupted=True)] == ["api"]
+        for task_id in ("page-running", "page-waiting"):
+            task = later.get(task_id)
+            assert (task.state, task.source) == (TaskState.INTERRUPTED, TaskSource.UI) and "web UI" in task.error
+        assert later.get("api").source is TaskSource.API
+    finally:
+        later.close()
+
+
+def test_a_store_written_before_tasks_had_a_source_opens_with_its_tasks_from_the_api(tmp_path):
+    path = tmp_path / "tasks.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE tasks (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, "
+        "request TEXT NOT NULL, client TEXT, state TEXT NOT NULL, created_at REAL NOT NULL, queued_at REAL NOT NULL, "
+        "started_at REAL, finished_at REAL, attempts INTEGER NOT NULL DEFAULT 0, files TEXT NOT NULL DEFAULT '[]', "
+        "info TEXT, error TEXT, written TEXT NOT NULL DEFAULT '[]')"
+    )
+    old.execute(
+        "INSERT INTO tasks (id, kind, request, state, created_at, queued_at) "
+        "VALUES ('t', 'txt2img', '{}', 'queued', 1, 1)"
+    )
+    old.commit()
+    old.close()
+    store = TaskStore(path)
+    try:
+        assert [(task.id, task.source) for task in store.queued()] == [("t", TaskSource.API)]
+    finally:
+        store.close()

@@ -43,11 +43,16 @@ class RunningServer:
         self.queue.stop()
 
 
-def start_server(app: App, options: ServerOptions | None = None) -> RunningServer:
-    """Serve `app` over real HTTP on a free loopback port; returns when it answers."""
+def start_server(app: App, options: ServerOptions | None = None, resume_tasks: bool = False) -> RunningServer:
+    """Serve `app` over real HTTP on a free loopback port; returns when it answers.
+
+    `resume_tasks`: first take up the stored tasks a previous server left, as `sdstudio serve` does at start.
+    """
     queue = JobQueue()
     port = free_port()
     api = create_api(app, queue, options or ServerOptions(port=port))
+    if resume_tasks:
+        api.state.tasks.resume()
     config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     api.state.server_exit.attach(server)  # as `launch` does: /server-stop ends this server

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 
 from PIL import Image
 
-from .conftest import wait_until_sampling
+from sdstudio.app import open_app
+
+from .conftest import start_server, wait_until_sampling
 from .test_api_basics import TASK_ENDPOINTS
 from .test_api_generation import A1111_TXT2IMG_BODY
 
@@ -130,6 +133,64 @@ def test_cancel_interrupts_the_running_task_and_progress_follows_it_by_id(api_se
         interrupted = wait_for_state(client, "long", "interrupted", "done")
         assert interrupted["state"] == "interrupted" and interrupted["finished_at"] is not None
         assert progress(client, "long")["completed"] is True
+
+
+def image_bytes(client, task: dict) -> list[bytes]:
+    return [client.get(image["url"]).content for image in task["images"]]
+
+
+def test_a_random_seed_is_drawn_once_and_stored_so_a_requeued_task_makes_the_same_images(api_server):
+    body = {**BODY, "seed": -1, "subseed": -1, "subseed_strength": 0.4}
+    with api_server.client() as client:
+        answer = client.post("/sdapi/v1/txt2img", json={**body, "force_task_id": "drawn"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["parameters"]["seed"] == -1, "the answer echoes the request as A1111 does"
+        info = json.loads(answer.json()["info"])
+        first = client.get("/sdapi/v1/tasks/drawn").json()
+        seed, subseed = first["request"]["seed"], first["request"]["subseed"]
+        assert (seed, subseed) == (info["seed"], info["subseed"]) and -1 not in (seed, subseed)
+        assert f"Seed: {seed}," in first["images"][0]["infotext"]
+        assert f"Variation seed: {subseed}," in first["images"][0]["infotext"]
+        made = image_bytes(client, first)
+
+        assert client.post("/sdapi/v1/tasks/drawn/requeue").status_code == 200
+        again = wait_for_state(client, "drawn", "done")
+        assert [image["infotext"] for image in again["images"]] == [image["infotext"] for image in first["images"]]
+        assert image_bytes(client, again) == made
+
+
+def test_a_paused_queue_stays_paused_after_a_restart_and_its_tasks_keep_their_drawn_seed(data_dir):
+    first = start_server(open_app(data_dir))
+    try:
+        with first.client() as client:
+            assert client.post("/sdapi/v1/tasks/pause").json() == {"paused": True}
+            queued = client.post("/sdapi/v1/tasks/txt2img", json={**BODY, "seed": -1, "force_task_id": "kept"})
+            assert queued.status_code == 202, queued.text
+            seed = client.get("/sdapi/v1/tasks/kept").json()["request"]["seed"]
+            assert seed != -1
+    finally:
+        first.stop()
+
+    second = start_server(open_app(data_dir), resume_tasks=True)
+    try:
+        with second.client() as client:
+            listed = client.get("/sdapi/v1/tasks").json()
+            assert listed["paused"] is True
+            assert [(t["id"], t["state"], t["position"]) for t in listed["tasks"]] == [("kept", "queued", 1)]
+            assert progress(client, "kept")["textinfo"] == "In queue: 1/1 (queue paused)"
+            assert client.post("/sdapi/v1/tasks/resume").json() == {"paused": False}
+            done = wait_for_state(client, "kept", "done")
+            assert f"Seed: {seed}," in done["images"][0]["infotext"]
+            assert client.get("/sdapi/v1/tasks").json()["paused"] is False
+    finally:
+        second.stop()
+
+    third = start_server(open_app(data_dir), resume_tasks=True)
+    try:
+        with third.client() as client:
+            assert client.get("/sdapi/v1/tasks").json()["paused"] is False, "a resume is stored too"
+    finally:
+        third.stop()
 
 
 def test_the_task_routes_are_documented_in_openapi(api_server):

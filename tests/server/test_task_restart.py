@@ -22,7 +22,8 @@ BODY = {
     "n_iter": 2,  # two images per task, saved one after the other: the kill lands between them
     "save_images": True,
 }
-SEEDS = {f"crash-{n}": 1000 + 10 * n for n in range(11)}
+SEEDS = {f"crash-{n}": 1000 + 10 * n for n in range(11)} | {"crash-0": -1, "crash-5": -1}
+"""The seed each task is sent with; -1: drawn when it is accepted, stored, and used again by a re-run."""
 
 
 def seed_of(path) -> int:
@@ -57,8 +58,8 @@ def test_kill_9_with_one_task_running_and_ten_queued_completes_all_eleven_once(d
     finally:
         first.stop()
     assert states == {"crash-0": "running", **{task_id: "queued" for task_id in list(SEEDS)[1:]}}
-    partial = list((data_dir / "outputs").rglob("*.png"))
-    assert [seed_of(path) for path in partial] == [1000], "the kill landed after the running task saved an image"
+    partial = [seed_of(path) for path in (data_dir / "outputs").rglob("*.png")]
+    assert len(partial) == 1, "the kill landed after the running task saved an image"
 
     second = ServeProcess(data_dir, tmp_path / "second.log")
     try:
@@ -77,6 +78,12 @@ def test_kill_9_with_one_task_running_and_ten_queued_completes_all_eleven_once(d
         second.stop()
 
     assert sorted(tasks) == sorted(SEEDS)
+    seeds = {task_id: task["request"]["seed"] for task_id, task in tasks.items()}
+    assert {task_id: seeds[task_id] for task_id, seed in SEEDS.items() if seed != -1} == {
+        task_id: seed for task_id, seed in SEEDS.items() if seed != -1
+    }
+    assert -1 not in seeds.values(), "a random seed is drawn and stored when the task is accepted"
+    assert partial == [seeds["crash-0"]], "the killed attempt used the stored seed, as its re-run does"
     assert {task_id: task["state"] for task_id, task in tasks.items()} == dict.fromkeys(SEEDS, "done")
     assert {task_id: task["attempts"] for task_id, task in tasks.items()} == {
         "crash-0": 2,
@@ -85,13 +92,13 @@ def test_kill_9_with_one_task_running_and_ten_queued_completes_all_eleven_once(d
     listed = set()
     for task_id, task in tasks.items():
         samples = [image for image in task["images"] if "grid-" not in image["path"]]
-        expected = [SEEDS[task_id], SEEDS[task_id] + 1]
+        expected = [seeds[task_id], seeds[task_id] + 1]  # the re-run of crash-0 draws no new seed
         assert [seed_of(image["path"]) for image in samples] == expected, task_id
         assert [int(parse_generation_parameters(image["infotext"])["Seed"]) for image in samples] == expected
         listed |= {image["path"] for image in task["images"]}
     samples_on_disk = sorted((data_dir / "outputs" / "txt2img-images").rglob("*.png"))
     grids_on_disk = sorted((data_dir / "outputs" / "txt2img-grids").rglob("*.png"))
-    assert sorted(seed_of(path) for path in samples_on_disk) == sorted(s + i for s in SEEDS.values() for i in (0, 1))
+    assert sorted(seed_of(path) for path in samples_on_disk) == sorted(s + i for s in seeds.values() for i in (0, 1))
     assert len(grids_on_disk) == 11, "one grid per task, none from the killed attempt"
     assert {str(path) for path in samples_on_disk + grids_on_disk} >= {p for p in listed if "outputs" in p}
     assert {str(path) for path in samples_on_disk} <= listed, "every image in the outputs is a task's result"

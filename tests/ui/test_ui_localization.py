@@ -60,18 +60,29 @@ def page_strings(blocks: gr.Blocks) -> set[str]:
 
 
 def test_zh_cn_translates_every_string_of_the_built_in_page(data_dir):
+    from sdstudio.server.routes.tasks import TASK_KINDS
+    from sdstudio.server.tasks import TaskRunner
     from sdstudio.ui.extensions import build_extensions_tab
     from sdstudio.ui.webui import build_ui
 
     zh_cn = json.loads((BUNDLED_LOCALIZATIONS / "zh_CN.json").read_text(encoding="utf-8"))
     app = open_app(data_dir)
-    blocks = build_ui(UiBackend.from_app(app), JobQueue())
+    queue = JobQueue()
+    tasks = TaskRunner.open(app, queue, TASK_KINDS)  # the Queue tab is on the page with the task runner
+    blocks = build_ui(UiBackend.from_app(app, tasks=tasks), queue)
     strings = page_strings(blocks)
     with gr.Blocks() as without_access:  # the Extensions tab of a server started with --listen
         build_extensions_tab(UiBackend.from_app(app, extension_access=False))
     strings |= page_strings(without_access)
 
-    assert {"Generate", "Sampling method", "Prompt matrix", "Iterate seed every line", "Apply settings"} <= strings
+    assert {
+        "Generate",
+        "Sampling method",
+        "Prompt matrix",
+        "Iterate seed every line",
+        "Apply settings",
+        "Queue",
+    } <= strings
     assert len(strings) > 200  # the walk reached every tab
     missing = sorted(strings - set(zh_cn))
     assert not missing, f"add these to src/sdstudio/assets/localizations/zh_CN.json: {missing}"

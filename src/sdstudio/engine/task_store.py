@@ -46,6 +46,15 @@ RUNS_AFTER_A_CRASH = 1
 """How many times a task that was running when the process died is run again (then it fails)."""
 
 
+class TaskSource(StrEnum):
+    """Who queued a task."""
+
+    API = "api"
+    """A client of the HTTP API: its body is stored, so it can run again (after a restart, or requeued)."""
+    UI = "ui"
+    """The web UI's Generate: kept to be shown and for its results; not run again (the page that asked is gone)."""
+
+
 @dataclass(frozen=True)
 class TaskFile:
     """One result image on disk and its infotext."""
@@ -75,6 +84,7 @@ class TaskRecord:
     error: str | None
     written: tuple[str, ...]
     """Files the current (or a dead) attempt has begun to write; emptied when the attempt finishes."""
+    source: TaskSource = TaskSource.API
 
     @property
     def finished(self) -> bool:
@@ -97,20 +107,25 @@ CREATE TABLE IF NOT EXISTS tasks (
     files TEXT NOT NULL DEFAULT '[]',
     info TEXT,
     error TEXT,
-    written TEXT NOT NULL DEFAULT '[]'
+    written TEXT NOT NULL DEFAULT '[]',
+    source TEXT NOT NULL DEFAULT 'api'
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state, queued_at, seq);
+CREATE TABLE IF NOT EXISTS queue_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 _COLUMNS = (
     "seq, id, kind, request, client, state, created_at, queued_at, started_at, finished_at, "
-    "attempts, files, info, error, written"
+    "attempts, files, info, error, written, source"
 )
 
 
 def _record(row: Sequence[Any]) -> TaskRecord:
     (seq, task_id, kind, request, client, state, created, queued, started, finished) = row[:10]
-    attempts, files, info, error, written = row[10:]
+    attempts, files, info, error, written, source = row[10:]
     return TaskRecord(
         seq=seq,
         id=task_id,
@@ -127,6 +142,7 @@ def _record(row: Sequence[Any]) -> TaskRecord:
         info=json.loads(info) if info else None,
         error=error,
         written=tuple(json.loads(written)),
+        source=TaskSource(source),
     )
 
 
@@ -143,6 +159,9 @@ class TaskStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # committed = on disk: a task acknowledged is never lost
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            if "source" not in columns:  # a store written before tasks had a source: all came from the API
+                self._db.execute("ALTER TABLE tasks ADD COLUMN source TEXT NOT NULL DEFAULT 'api'")
 
     def close(self) -> None:
         """Close the database (the store cannot be used after)."""
@@ -211,7 +230,23 @@ class TaskStore:
             )
             return [_record(row) for row in rows]
 
+    @property
+    def paused(self) -> bool:
+        """Whether the queue was paused (and not resumed since), in this process or a previous one."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM queue_state WHERE name = 'paused'").fetchone()
+        return row is not None and json.loads(row[0]) is True
+
     # Changes
+
+    def set_paused(self, paused: bool) -> None:
+        """Remember whether the queue is paused (committed on return), so a restart keeps it so."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO queue_state (name, value) VALUES ('paused', ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (json.dumps(paused),),
+            )
 
     def _transition(
         self, task_id: str, allowed: Collection[TaskState], refusal: str, assignments: str, *values: Any
@@ -224,7 +259,14 @@ class TaskStore:
             db.execute(f"UPDATE tasks SET {assignments} WHERE seq = ?", (*values, record.seq))
             return self._must_get(db, task_id)
 
-    def add(self, task_id: str, kind: str, request: dict[str, Any], client: str | None) -> TaskRecord | None:
+    def add(
+        self,
+        task_id: str,
+        kind: str,
+        request: dict[str, Any],
+        client: str | None,
+        source: TaskSource = TaskSource.API,
+    ) -> TaskRecord | None:
         """Write a new queued task (committed on return); returns the finished task of that id it replaces, if any.
 
         An id a queued or running task has is refused (Conflict): the client reused `force_task_id`.
@@ -237,9 +279,9 @@ class TaskStore:
             if old is not None:
                 db.execute("DELETE FROM tasks WHERE seq = ?", (old.seq,))
             db.execute(
-                "INSERT INTO tasks (id, kind, request, client, state, created_at, queued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (task_id, kind, json.dumps(request), client, TaskState.QUEUED, now, now),
+                "INSERT INTO tasks (id, kind, request, client, state, created_at, queued_at, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, kind, json.dumps(request), client, TaskState.QUEUED, now, now, source),
             )
         return old
 
@@ -315,9 +357,21 @@ class TaskStore:
 
         A running task is marked interrupted; with `requeue_interrupted` it is queued again (first
         in line, where it was) unless it has already been run again after a crash, then it fails.
-        Its `written` files stay recorded until its next attempt starts and removes them.
+        Its `written` files stay recorded until its next attempt starts and removes them. A web UI
+        task, queued or running, is interrupted: the page that waited for it is gone.
         """
         with self._transaction() as db:
+            db.execute(
+                "UPDATE tasks SET state = ?, error = ?, finished_at = ? WHERE source = ? AND state IN (?, ?)",
+                (
+                    TaskState.INTERRUPTED,
+                    "the server stopped before this web UI job finished",
+                    time.time(),
+                    TaskSource.UI,
+                    TaskState.QUEUED,
+                    TaskState.RUNNING,
+                ),
+            )
             rows = db.execute(f"SELECT {_COLUMNS} FROM tasks WHERE state = ?", (TaskState.RUNNING,))
             for record in [_record(row) for row in rows]:
                 if not requeue_interrupted:

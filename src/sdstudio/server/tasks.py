@@ -1,10 +1,11 @@
 """API jobs as tasks that outlive the process: written to the task store before they are queued.
 
 Every generation and extras request the API accepts becomes a task: its body (as received,
-after validation) is committed to `DATA_DIR/tasks/tasks.sqlite3` before the job joins the
-queue, and the task's state, attempts, result files and infotexts are kept there. At start,
-`TaskRunner.resume` runs the tasks a previous process left queued, in order, and re-queues a
-task it left running once (setting `tasks_requeue_interrupted`).
+after validation; a seed -1 stored as the seed drawn for it, so a re-run makes the same images)
+is committed to `DATA_DIR/tasks/tasks.sqlite3` before the job joins the queue, and the task's
+state, attempts, result files and infotexts are kept there. At start, `TaskRunner.resume` runs
+the tasks a previous process left queued, in order, and re-queues a task it left running once
+(setting `tasks_requeue_interrupted`). A paused queue stays paused across a restart.
 
 A task is re-created from its stored body the way its route makes one: `TaskKind`s (one per
 kind, a table the routes define) turn a body into a runnable job (`prepare`) and a result into
@@ -25,7 +26,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from sdstudio.config import atomic_write_bytes
 from sdstudio.engine.job_queue import ClientQueue, Job, JobQueue, JobSubmitter, QueueLimits, submit_generation
 from sdstudio.engine.saving import encode_image
-from sdstudio.engine.task_store import TaskFile, TaskRecord, TaskState, TaskStore
+from sdstudio.engine.task_store import TaskFile, TaskRecord, TaskSource, TaskState, TaskStore
 from sdstudio.errors import Conflict, InvalidRequest, SdStudioError
 from sdstudio.server.errors import is_out_of_memory
 
@@ -63,6 +64,9 @@ class PreparedTask(Generic[Body]):
 
     body: Body
     work: Callable[[GenerationControl], Any]
+    stored: Mapping[str, Any] = field(default_factory=dict)
+    """Fields the preparation settled that the task stores over the body received (a seed -1 drawn): a re-run
+    prepares the stored body and so does the same work."""
 
 
 @dataclass(frozen=True)
@@ -155,8 +159,30 @@ class TaskRunner:
             task_id = new_task_id()
         if self.queue.find(task_id) is not None:
             raise Conflict(f"force_task_id: a job with id {task_id!r} is queued or running; give each its own id")
-        request = received.model_dump(mode="json", exclude_unset=True)
-        replaced = self.store.add(task_id, kind, request, submitter.client)
+        request = {**received.model_dump(mode="json", exclude_unset=True), **prepared.stored}
+        return self._store_and_queue(kind, task_id, request, prepared, submitter, TaskSource.API)
+
+    def submit_ui(
+        self, kind: str, request: dict[str, Any], work: Callable[[GenerationControl], Any], submitter: ClientQueue
+    ) -> Job:
+        """Store a web UI job as a task (its plain request fields, to show) and queue `work`; the job as `submit`'s.
+
+        Its start, files and end are stored as an API task's are, so the Queue tab lists it; it is
+        not run again after a restart nor requeued (its images and scripts are not stored).
+        """
+        prepared: PreparedTask[Any] = PreparedTask(body=None, work=work)
+        return self._store_and_queue(kind, new_task_id(), request, prepared, submitter, TaskSource.UI)
+
+    def _store_and_queue(
+        self,
+        kind: str,
+        task_id: str,
+        request: dict[str, Any],
+        prepared: PreparedTask[Any],
+        submitter: ClientQueue,
+        source: TaskSource,
+    ) -> Job:
+        replaced = self.store.add(task_id, kind, request, submitter.client, source)
         if replaced is not None:
             shutil.rmtree(self.result_folder(replaced), ignore_errors=True)
         try:
@@ -219,16 +245,33 @@ class TaskRunner:
         self._queue(record.kind, record.id, prepared, submitter)
 
     def resume(self) -> list[str]:
-        """At start: queue the tasks a previous process left (its running one again, once); returns their ids."""
+        """At start: queue the tasks a previous process left (its running one again, once); returns their ids.
+
+        A queue paused then is paused again first: its tasks wait for POST /sdapi/v1/tasks/resume.
+        """
+        if self.store.paused:
+            self.queue.pause()
         requeue = self.app.settings_store.current.tasks_requeue_interrupted
         queued = self.store.recover(requeue_interrupted=requeue)
         for record in queued:
             self._enqueue_stored(record)
         return [record.id for record in queued]
 
+    def set_paused(self, paused: bool) -> None:
+        """Pause the queue (the running job finishes, no other starts) or start it again; kept across restarts."""
+        self.store.set_paused(paused)
+        if paused:
+            self.queue.pause()
+        else:
+            self.queue.resume()
+
     def requeue(self, task_id: str) -> TaskRecord:
-        """Run a finished task again as a fresh one, at the end of the queue."""
+        """Run a finished task again as a fresh one, at the end of the queue (an API task: its body is stored)."""
         old = self.store.get(task_id)
+        if old.source is TaskSource.UI:
+            raise Conflict(
+                f"task {task_id!r} was a web UI job: its images and scripts are not stored; generate it again there"
+            )
         record = self.store.requeue(task_id)
         shutil.rmtree(self.result_folder(old), ignore_errors=True)
         self._enqueue_stored(record)

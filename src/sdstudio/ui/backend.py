@@ -73,11 +73,13 @@ class UiBackend:
     merger: Any = None  # sdstudio.models.merge.CheckpointMerger (App.merger)
     extension_access: bool = True
     """Whether the page may install, enable, disable and remove extensions (A1111 refuses it with --listen)."""
+    tasks: Any = None
+    """The server's task runner (ui.queue.QueueTasks): the page's jobs are stored as tasks, the Queue tab shows them."""
     _tokenizer: PromptTokenizer | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_app(cls, app: App, extension_access: bool = True) -> UiBackend:
-        """Wire the backend over the composition root's services (optional ones when present)."""
+    def from_app(cls, app: App, extension_access: bool = True, tasks: Any = None) -> UiBackend:
+        """Wire the backend over the composition root's services (optional ones when present) and the task runner."""
         return cls(
             settings_store=app.settings_store,
             paths=app.paths,
@@ -90,6 +92,7 @@ class UiBackend:
             extensions=app.extensions,
             merger=app.merger,
             extension_access=extension_access,
+            tasks=tasks,
         )
 
     @property

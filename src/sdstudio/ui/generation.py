@@ -9,13 +9,16 @@ job finishes; Interrupt and Skip act on whatever the queue runs now, as in A1111
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
+from pydantic import BaseModel
 
 from sdstudio.engine.job_queue import submit_generation
 from sdstudio.engine.request import SAME_CHECKPOINT, SAME_SAMPLER, SAME_SCHEDULER
@@ -442,6 +445,25 @@ def explain_error(exc: Exception, backend: UiBackend) -> str:
     return str(exc)
 
 
+def task_request(request: Any) -> dict[str, Any]:
+    """What the task store keeps of a page's request: its fields that are plain JSON values (images left out)."""
+    if isinstance(request, BaseModel):
+        values = request.model_dump()
+    elif dataclasses.is_dataclass(request) and not isinstance(request, type):
+        values = {item.name: getattr(request, item.name) for item in dataclasses.fields(request)}
+    else:
+        values = {}
+    return {name: value for name, value in values.items() if _is_json_value(value)}
+
+
+def _is_json_value(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _done_message(result) -> str:
     made = len(result.images) - int(result.index_of_first_image)
     grid = " and a grid" if result.index_of_first_image and result.images else ""  # X/Y/Z may return only its grid
@@ -489,9 +511,15 @@ def wire_generation(
                 # dropdown's own event loads and saves the choice; a page does not save it again here.
                 request.override_settings = {**request.override_settings, "sd_model_checkpoint": checkpoint_title}
             # Counted as this page's client against the queue limits, as the API's jobs are.
-            job = submit_generation(
-                client_queue(queue, page, backend.settings), kind, lambda control: run(request, control, scripts)
-            )
+            submitter = client_queue(queue, page, backend.settings)
+
+            def work(control, request=request, scripts=scripts):
+                return run(request, control, scripts)
+
+            if backend.tasks is not None:  # stored as a task: the Queue tab lists it with its images
+                job = backend.tasks.submit_ui(kind, task_request(request), work, submitter)
+            else:
+                job = submit_generation(submitter, kind, work)
         except SdStudioError as exc:  # a bad value, or the queue full (QueueFull names its setting)
             yield skip(), "", status_html(str(exc), "error"), skip(), skip()
             return

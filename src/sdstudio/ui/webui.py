@@ -24,6 +24,8 @@ OFFLINE_ENVIRONMENT = {
 }
 
 TAB_IDS = ("txt2img", "img2img", "extras", "pnginfo", "modelmerger", "extra_networks", "settings", "extensions")
+QUEUE_TAB_ID = "queue"
+"""The Queue tab, on the page when the server's task runner is given (`sdstudio webui` always gives it)."""
 
 UI_CSS = """
 .sdstudio-progress { position: relative; height: 22px; border-radius: 6px; background: var(--block-background-fill);
@@ -85,12 +87,14 @@ def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None 
     """The whole web UI as a gr.Blocks, over `backend` (a UiBackend) and the shared job queue.
 
     `assets` are the extensions' page files `mount_ui` puts in the page (read here when not given);
-    the Extensions tab names those that could not be read.
+    the Extensions tab names those that could not be read. A backend with the server's task runner
+    (`backend.tasks`) adds the Queue tab over the stored tasks.
     """
     offline_environment()
     import gradio as gr
 
     from sdstudio.ui import checkpoint_merger, extensions, extra_networks, extras, img2img, pnginfo, settings, txt2img
+    from sdstudio.ui import queue as queue_ui
     from sdstudio.ui.generation import SIZE_FIELDS, sampler_choices
     from sdstudio.ui.scripts import script_choices
 
@@ -130,6 +134,16 @@ def build_ui(backend, queue, title: str = "sdstudio", assets: PageAssets | None 
                 checkpoint_merger.build_checkpoint_merger_tab(backend, queue, checkpoint)
             with gr.Tab("Extra Networks", id="extra_networks", elem_id="tab_extra_networks"):
                 nets = extra_networks.build_extra_networks_tab(backend)
+            if backend.tasks is not None:
+                with gr.Tab("Queue", id=QUEUE_TAB_ID, elem_id=f"tab_{QUEUE_TAB_ID}") as queue_tab:
+                    tasks_view = queue_ui.build_queue_tab(backend.tasks)
+                queue_tab.select(
+                    tasks_view.refresh,
+                    inputs=tasks_view.selected,
+                    outputs=tasks_view.outputs,
+                    show_progress="hidden",
+                    api_visibility="private",
+                )
             extensions.build_extension_tabs(backend, extension_tabs)
             with gr.Tab("Settings", id="settings", elem_id="tab_settings"):
                 settings.build_settings_tab(backend, queue)

@@ -23,6 +23,7 @@ from sdstudio.engine.request import (
     refiner_checkpoint_name,
 )
 from sdstudio.engine.scripting import ScriptSelection
+from sdstudio.engine.seeds import fixed_seed
 from sdstudio.errors import InvalidRequest
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, TasksDep, wait_for
@@ -67,6 +68,11 @@ def engine_request_fields(body: BaseModel, request_type: type[BaseModel]) -> dic
     if values.get("seed_enable_extras") is False:
         fields.update(subseed=-1, subseed_strength=0.0, seed_resize_from_h=0, seed_resize_from_w=0)
     return fields
+
+
+def drawn_seeds(fields: dict[str, Any]) -> dict[str, int]:
+    """The job's seed and variation seed, a -1 drawn now: its task stores them, so a re-run makes the same images."""
+    return {"seed": fixed_seed(fields.get("seed")), "subseed": fixed_seed(fields.get("subseed"))}
 
 
 def apply_infotext(body: GenerationBody, kind: str, app: App) -> GenerationBody:
@@ -188,11 +194,13 @@ def prepare_txt2img(
     """Check a txt2img body (a 4xx at once) and make its work; the restart path prepares stored bodies alike."""
     body = accepted_body(body, "txt2img", app)
     refuse_unknown_checkpoints(body, app)
-    request = Txt2ImgRequest(**engine_request_fields(body, Txt2ImgRequest))
+    fields = engine_request_fields(body, Txt2ImgRequest)
+    seeds = drawn_seeds(fields)
+    request = Txt2ImgRequest(**{**fields, **seeds})
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     scripts = script_selection(body, "txt2img", app)
-    return PreparedTask(body, lambda control: app.engine.txt2img(request, control, scripts))
+    return PreparedTask(body, lambda control: app.engine.txt2img(request, control, scripts), stored=seeds)
 
 
 def prepare_img2img(
@@ -204,11 +212,12 @@ def prepare_img2img(
         raise InvalidRequest("init_images", "img2img needs at least one init image")
     refuse_unknown_checkpoints(body, app)
     fields = decode_img2img_images(engine_request_fields(body, Img2ImgRequest), app.settings.img_max_decode_mp)
-    request = Img2ImgRequest(**fields)
+    seeds = drawn_seeds(fields)
+    request = Img2ImgRequest(**{**fields, **seeds})
     check_limits(request, app.settings_store.current)
     request.check_prompts(app.settings.prompt_max_length)  # before queueing: a 422 at once
     scripts = script_selection(body, "img2img", app)
-    return PreparedTask(body, lambda control: app.engine.img2img(request, control, scripts))
+    return PreparedTask(body, lambda control: app.engine.img2img(request, control, scripts), stored=seeds)
 
 
 def generation_output(result: GenerationResult) -> TaskOutput:

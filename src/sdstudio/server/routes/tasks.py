@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from sdstudio.engine.job_queue import JobQueue
-from sdstudio.engine.task_store import TaskRecord, TaskState
+from sdstudio.engine.task_store import TaskRecord, TaskSource, TaskState
 from sdstudio.errors import NotFound
 from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep, ClientQueueDep, QueueDep, TasksDep
@@ -65,6 +65,10 @@ class TaskItem(BaseModel):
     kind: str = Field(description="txt2img, img2img, extras-single-image or extras-batch-images")
     state: TaskState
     client: str | None = Field(description="Who submitted it: the API user, else the address")
+    source: TaskSource = Field(
+        description="api: queued over this API (runs again after a restart, can be requeued); ui: the web UI's "
+        "Generate (kept to show, not run again)"
+    )
     created_at: float = Field(description="Seconds since the epoch, as every time here")
     queued_at: float
     started_at: float | None
@@ -78,7 +82,10 @@ class TaskItem(BaseModel):
 class TaskDetail(TaskItem):
     """A task with its request (the body as received) and A1111's info object of its result."""
 
-    request: dict[str, Any]
+    request: dict[str, Any] = Field(
+        description="The body as received; a seed or subseed -1 is stored as the one drawn for it, so a re-run "
+        "(after a restart, or requeued) makes the same images"
+    )
     info: dict[str, Any] | None
 
 
@@ -132,6 +139,7 @@ def task_item(record: TaskRecord, waiting: list[str], running: str | None, detai
         kind=record.kind,
         state=record.state,
         client=record.client,
+        source=record.source,
         created_at=record.created_at,
         queued_at=record.queued_at,
         started_at=record.started_at,
@@ -206,16 +214,16 @@ def clear_history(tasks: TasksDep):
     "/pause",
     response_model=QueueState,
     description="Pause the queue: the running task finishes, no other starts until resume. New tasks are "
-    "still accepted. A restarted server starts unpaused.",
+    "still accepted. The pause is stored: a restarted server stays paused until resume.",
 )
-def pause(queue: QueueDep):
-    queue.pause()
+def pause(tasks: TasksDep):
+    tasks.set_paused(True)
     return QueueState(paused=True)
 
 
 @router.post("/resume", response_model=QueueState, description="Start waiting tasks again after a pause.")
-def resume(queue: QueueDep):
-    queue.resume()
+def resume(tasks: TasksDep):
+    tasks.set_paused(False)
     return QueueState(paused=False)
 
 

@@ -43,9 +43,9 @@ class RunningServer:
         self.queue.stop()
 
 
-def start_server(app: App, options: ServerOptions | None = None) -> RunningServer:
-    """Serve `app` over real HTTP on a free loopback port; returns when it answers."""
-    queue = JobQueue()
+def start_server(app: App, options: ServerOptions | None = None, queue: JobQueue | None = None) -> RunningServer:
+    """Serve `app` over real HTTP on a free loopback port (its jobs on `queue`, a fresh one by default)."""
+    queue = queue or JobQueue()
     port = free_port()
     api = create_api(app, queue, options or ServerOptions(port=port))
     config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

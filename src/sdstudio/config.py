@@ -285,6 +285,9 @@ class Settings(CheckedModel):
     limit_request_body_mb: float = Field(default=50.0, ge=0, le=MOST_MEGABYTES, allow_inf_nan=False)
     # The API's task queue (server.tasks): a task running when the process died is run again once
     tasks_requeue_interrupted: bool = True
+    # `sdstudio serve --cluster` without --replicas: Ray Serve scales the generation workers between these
+    cluster_min_replicas: int = Field(default=1, ge=1, le=1000)
+    cluster_max_replicas: int = Field(default=2, ge=1, le=1000)
 
     # Images from clients (API base64, uploads, files named on the command line): larger ones are refused
     # before their pixels are decoded, so a small file declaring a huge size cannot exhaust memory.
@@ -467,6 +470,13 @@ OPTION_INFO: dict[str, OptionInfo] = {
         "System",
         "Run an API task again, once, when the server stopped while it ran (kill, crash, power cut); "
         "off: it is left marked interrupted",
+    ),
+    "cluster_min_replicas": OptionInfo(
+        "System", "Cluster (serve --cluster): fewest generation workers kept running; read when the server starts"
+    ),
+    "cluster_max_replicas": OptionInfo(
+        "System",
+        "Cluster (serve --cluster): most generation workers started when jobs wait; read when the server starts",
     ),
     "return_grid": OptionInfo("User interface", "Show grid in gallery"),
     "live_previews_enable": OptionInfo("Live previews", "Show live previews of the created image"),

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from sdstudio.app import App
     from sdstudio.engine.job_queue import JobQueue
+    from sdstudio.server.cluster import ClusterWorkers
     from sdstudio.server.deps import ServerOptions
 
 
@@ -46,6 +47,10 @@ class LaunchOptions:
     allowed_hosts: tuple[str, ...] = ()
     cors_allow_origins: tuple[str, ...] = ()
     cors_allow_origins_regex: str | None = None
+    cluster: str | None = None
+    """Run generation on a Ray cluster at this address ("": Ray's default); None: on this process's device."""
+    replicas: int | None = None
+    """With `cluster`: this many generation workers (None: autoscaled between the cluster_*_replicas settings)."""
 
     @property
     def host(self) -> str:
@@ -114,11 +119,11 @@ def server_options(options: LaunchOptions) -> ServerOptions:
     )
 
 
-def build_server(app: App, options: LaunchOptions) -> tuple[FastAPI, JobQueue]:
-    """The FastAPI app (API and/or UI mounted) and its job queue, not yet started."""
+def build_server(app: App, options: LaunchOptions, workers: int = 1) -> tuple[FastAPI, JobQueue]:
+    """The FastAPI app (API and/or UI mounted) and its job queue (`workers` jobs at once), not yet started."""
     from sdstudio.engine.job_queue import JobQueue
 
-    queue = JobQueue()
+    queue = JobQueue(workers)
     served = server_options(options)
     if options.api:
         from sdstudio.server.app import create_api
@@ -173,7 +178,10 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
 
     started = time.perf_counter() if started is None else started
     remove_stale_temp_files([app.paths.outputs])  # images a crash cut short (open_app swept the rest)
-    fastapi_app, queue = build_server(app, options)
+    cluster = None
+    if options.cluster is not None:
+        app, cluster = join_cluster(app, options)
+    fastapi_app, queue = build_server(app, options, cluster.replicas if cluster else 1)
     config = uvicorn.Config(fastapi_app, host=options.host, port=options.port, log_level="warning")
     server = StreamEndingServer(config, fastapi_app.state.end_streams)
     announce = threading.Thread(target=_announce_when_ready, args=(server, options, started, app), daemon=True)
@@ -190,9 +198,24 @@ def launch(app: App, options: LaunchOptions, started: float | None = None) -> in
         server.run()
     finally:
         queue.stop()
+        if cluster is not None:
+            cluster.close()
     if server_exit is not None and server_exit.restart:
         restart_process()
     return 0
+
+
+def join_cluster(app: App, options: LaunchOptions) -> tuple[App, ClusterWorkers]:
+    """Deploy the generation workers on the Ray cluster; the App whose engine sends them its jobs."""
+    try:
+        from sdstudio.server.cluster import cluster_app, start_cluster
+    except ImportError as exc:
+        raise InvalidRequest(
+            "cluster", f"--cluster needs Ray Serve ({exc}); install it with: pip install 'sdstudio[cluster]'"
+        ) from None
+    workers = start_cluster(app, options.cluster or None, options.replicas)
+    print(f"sdstudio: cluster: {workers.replicas} generation worker(s) at most", file=sys.stderr, flush=True)
+    return cluster_app(app, workers), workers
 
 
 class StreamEndingServer(uvicorn.Server):

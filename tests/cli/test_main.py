@@ -34,3 +34,12 @@ def test_every_subcommand_has_help(name, capsys):
         main([name, "--help"])
     assert exc.value.code == 0
     assert "usage: sdstudio " + name in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [(["--replicas", "2"], "goes with --cluster"), (["--cluster", "--replicas", "0"], "needs at least 1")],
+)
+def test_serve_refuses_replicas_it_cannot_use_before_starting_anything(flags, said, capsys):
+    assert main(["serve", *flags]) == 2
+    assert f"replicas: --replicas {said}" in capsys.readouterr().err

@@ -111,3 +111,21 @@ def test_cancel_takes_a_waiting_job_off_the_queue_by_id(queue):
         cancelled.future.result(5)
     gate.set()
     assert after.future.result(5) == "after"
+
+
+def test_a_queue_with_two_workers_runs_two_jobs_at_once_and_the_rest_in_order():
+    queue = JobQueue(workers=2)
+    queue.start()
+    try:
+        gate, both = threading.Event(), threading.Barrier(3)
+        first, second = (queue.submit("t", lambda job: both.wait(5) is not None and gate.wait(5)) for _ in range(2))
+        third = queue.submit("t", lambda job: "third")
+        both.wait(5)  # the two first jobs are running together
+        assert {job.id for job in queue.running} == {first.id, second.id}
+        assert queue.current is first and queue.position(second) == 0 and queue.position(third) == 1
+        assert queue.find(second.id) is second and queue.waiting_ids() == [third.id]
+        gate.set()
+        assert [job.future.result(5) for job in (first, second, third)] == [True, True, "third"]
+        assert queue.running == []
+    finally:
+        queue.stop()

@@ -43,12 +43,14 @@ class RunningServer:
         self.queue.stop()
 
 
-def start_server(app: App, options: ServerOptions | None = None, resume_tasks: bool = False) -> RunningServer:
-    """Serve `app` over real HTTP on a free loopback port; returns when it answers.
+def start_server(
+    app: App, options: ServerOptions | None = None, resume_tasks: bool = False, queue: JobQueue | None = None
+) -> RunningServer:
+    """Serve `app` over real HTTP on a free loopback port (its jobs on `queue`, a fresh one by default).
 
     `resume_tasks`: first take up the stored tasks a previous server left, as `sdstudio serve` does at start.
     """
-    queue = JobQueue()
+    queue = queue or JobQueue()
     port = free_port()
     api = create_api(app, queue, options or ServerOptions(port=port))
     if resume_tasks:

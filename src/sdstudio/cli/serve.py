@@ -79,15 +79,40 @@ def register(subparsers) -> None:
         description="Serve the A1111-compatible API (/sdapi/v1, docs at /docs).",
     )
     add_server_arguments(parser)
+    parser.add_argument(
+        "--cluster",
+        metavar="RAY_ADDRESS",
+        nargs="?",
+        const="",
+        default=None,
+        help="run the generation on Ray Serve workers in the Ray cluster at RAY_ADDRESS (host:port of `ray start "
+        "--head`); without an address: RAY_ADDRESS, else a cluster started on this machine, else a new local one. "
+        "Needs the cluster extra (pip install 'sdstudio[cluster]'); see the README, 'Running on several machines'",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --cluster: run N generation workers (default: autoscaled between the settings "
+        "cluster_min_replicas and cluster_max_replicas)",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve the API until interrupted."""
     from sdstudio.cli.common import open_app_from_args
+    from sdstudio.errors import InvalidRequest
     from sdstudio.launch import check_access, check_port_free, launch
 
-    options = launch_options(args, api=True, ui=False, api_auth=args.api_auth)
+    if args.replicas is not None and args.replicas < 1:
+        raise InvalidRequest("replicas", "--replicas needs at least 1")
+    if args.replicas is not None and args.cluster is None:
+        raise InvalidRequest("replicas", "--replicas goes with --cluster")
+    options = launch_options(
+        args, api=True, ui=False, api_auth=args.api_auth, cluster=args.cluster, replicas=args.replicas
+    )
     check_access(options)  # fail early, with a clear line, on a malformed spec or an open --listen
     check_port_free(options.host, options.port)
     return launch(open_app_from_args(args), options)

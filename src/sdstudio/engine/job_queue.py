@@ -2,9 +2,11 @@
 
 Requests are accepted concurrently and run one at a time, in arrival order, on a single
 worker thread (the device is one resource; A1111 serialises with a lock, which gives no
-order and no queue position). Each job has an id, a future for its result, and a live
-progress record that `/sdapi/v1/progress` reads. Interrupt and skip act on the running
-job only. A job that raises answers its own request with the error; the worker goes on.
+order and no queue position). A queue in front of several devices (`sdstudio serve --cluster`:
+the work runs on Ray Serve replicas) has one worker thread per device, still taking jobs in
+order. Each job has an id, a future for its result, and a live progress record that
+`/sdapi/v1/progress` reads. Interrupt and skip act on a running job only. A job that
+raises answers its own request with the error; the worker goes on.
 A client that goes away leaves its job to finish (or be interrupted); nothing waits on it.
 A submission may carry `QueueLimits`: how many jobs may wait in all and per client; over
 them it is refused at once (`QueueFull`, `ClientQueueFull`) with a time to retry after.
@@ -115,13 +117,16 @@ class Job:
 
 
 class JobQueue:
-    """FIFO queue with one worker thread; `start()` must be called before jobs run."""
+    """FIFO queue with `workers` worker threads (one per device); `start()` must be called before jobs run."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError("a job queue needs at least one worker")
+        self.workers = workers
         self._pending: deque[Job] = deque()
         self._condition = threading.Condition()
-        self._current: Job | None = None
-        self._worker: threading.Thread | None = None
+        self._running: list[Job] = []  # in the order they started
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self._paused = False
         self._counter = itertools.count(1)
@@ -130,24 +135,27 @@ class JobQueue:
     def start(self) -> None:
         """Start the worker thread (idempotent)."""
         with self._condition:
-            if self._worker is not None:
+            if self._threads:
                 return
             self._stopping = False
-            self._worker = threading.Thread(target=self._work, name="sdstudio-jobs", daemon=True)
-            self._worker.start()
+            for number in range(self.workers):
+                name = "sdstudio-jobs" if self.workers == 1 else f"sdstudio-jobs-{number + 1}"
+                self._threads.append(threading.Thread(target=self._work, name=name, daemon=True))
+            for thread in self._threads:
+                thread.start()
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Interrupt the running job, cancel pending ones, and end the worker."""
+        """Interrupt the running jobs, cancel pending ones, and end the workers."""
         with self._condition:
             self._stopping = True
-            if self._current is not None:
-                self._current.interrupt()
+            for job in self._running:
+                job.interrupt()
             while self._pending:
                 self._pending.popleft().future.cancel()
             self._condition.notify_all()
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.join(timeout)
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join(timeout)
 
     def submit(
         self,
@@ -197,8 +205,15 @@ class JobQueue:
 
     @property
     def current(self) -> Job | None:
-        """The running job, if any."""
-        return self._current
+        """The running job (of several, the one that started first), if any."""
+        with self._condition:
+            return self._running[0] if self._running else None
+
+    @property
+    def running(self) -> list[Job]:
+        """The running jobs, the one that started first first (one at most with one worker)."""
+        with self._condition:
+            return list(self._running)
 
     def pending_count(self) -> int:
         """Jobs waiting behind the running one."""
@@ -208,7 +223,7 @@ class JobQueue:
     def position(self, job: Job) -> int | None:
         """0 for the running job, N for the N-th waiting one, None when finished."""
         with self._condition:
-            if job is self._current:
+            if job in self._running:
                 return 0
             for index, waiting in enumerate(self._pending, start=1):
                 if waiting is job:
@@ -218,9 +233,7 @@ class JobQueue:
     def find(self, job_id: str) -> Job | None:
         """The running or waiting job with this id, if any."""
         with self._condition:
-            if self._current is not None and self._current.id == job_id:
-                return self._current
-            return next((job for job in self._pending if job.id == job_id), None)
+            return next((job for job in (*self._running, *self._pending) if job.id == job_id), None)
 
     def waiting_ids(self) -> list[str]:
         """The ids of the waiting jobs, the next one to run first."""
@@ -254,16 +267,16 @@ class JobQueue:
             self._condition.notify_all()
 
     def interrupt(self) -> bool:
-        """Interrupt the running job; False when nothing runs."""
-        job = self._current
+        """Interrupt the running job (of several, the first started; a task is interrupted by id); False when none."""
+        job = self.current
         if job is None:
             return False
         job.interrupt()
         return True
 
     def skip(self) -> bool:
-        """Skip the running job's current image; False when nothing runs."""
-        job = self._current
+        """Skip the running job's current image (of several, the first started's); False when nothing runs."""
+        job = self.current
         if job is None:
             return False
         job.skip()
@@ -277,7 +290,7 @@ class JobQueue:
                 if self._stopping:
                     return
                 job = self._pending.popleft()
-                self._current = job
+                self._running.append(job)
             try:
                 if job.future.set_running_or_notify_cancel():
                     job.started_at = time.time()
@@ -290,7 +303,7 @@ class JobQueue:
             finally:
                 job.finished_at = time.time()
                 with self._condition:
-                    self._current = None
+                    self._running.remove(job)
                     if job.started_at is not None:
                         self._last_duration = job.finished_at - job.started_at
 
@@ -335,7 +348,7 @@ def submit_generation(queue: JobSubmitter, kind: str, work: Callable[[Any], Any]
             if event.preview is not None:
                 p.preview, p.preview_id = event.preview, p.preview_id + 1
 
-        control = GenerationControl(cancel=job.cancel, on_progress=on_progress)
+        control = GenerationControl(cancel=job.cancel, on_progress=on_progress, task_id=job.id)
         return work(control)
 
     return queue.submit(kind, run, job_id=job_id)

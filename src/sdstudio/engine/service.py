@@ -50,6 +50,8 @@ class GenerationControl:
     preview_every: int | None = None  # None: settings.show_progress_every_n_steps when live previews are on
     on_file: Callable[[Path], None] | None = None
     """Told the path of every image and grid the job saves, just before it is written (the task store keeps them)."""
+    task_id: str | None = None
+    """The queued job's id, where the work runs elsewhere and reports by it (server.cluster)."""
 
     def interrupt(self) -> None:
         """Stop after the current step; finished images (and the current partial one) are kept."""

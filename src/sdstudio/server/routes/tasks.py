@@ -123,10 +123,10 @@ class InternalProgressResponse(BaseModel):
     textinfo: str | None = Field(default=None, description="What the web UI shows")
 
 
-def task_item(record: TaskRecord, waiting: list[str], running: str | None, detail: bool = False) -> TaskItem:
+def task_item(record: TaskRecord, waiting: list[str], running: set[str], detail: bool = False) -> TaskItem:
     """The wire form of a stored task; `waiting` and `running` are the queue's ids now."""
     position = None
-    if record.state is TaskState.RUNNING and record.id == running:
+    if record.state is TaskState.RUNNING and record.id in running:
         position = 0
     elif record.id in waiting:
         position = waiting.index(record.id) + 1
@@ -156,8 +156,12 @@ def task_item(record: TaskRecord, waiting: list[str], running: str | None, detai
 
 def describe(tasks: TaskRunner, record: TaskRecord, detail: bool = False) -> TaskItem:
     """One task with its place in the queue now."""
-    current = tasks.queue.current
-    return task_item(record, tasks.queue.waiting_ids(), current.id if current else None, detail)
+    return task_item(record, tasks.queue.waiting_ids(), running_ids(tasks.queue), detail)
+
+
+def running_ids(queue: JobQueue) -> set[str]:
+    """The ids of the jobs running now (several when the queue feeds several devices)."""
+    return {job.id for job in queue.running}
 
 
 @router.get(
@@ -171,8 +175,7 @@ def list_tasks(
     state: Annotated[list[TaskState] | None, Query()] = None,
     limit: Annotated[int | None, Query(ge=0, le=TASK_LIST_CEILING)] = None,
 ):
-    current = tasks.queue.current
-    waiting, running = tasks.queue.waiting_ids(), current.id if current else None
+    waiting, running = tasks.queue.waiting_ids(), running_ids(tasks.queue)
     records = tasks.store.select(state or (), limit)
     return TaskList(paused=tasks.queue.paused, tasks=[task_item(r, waiting, running) for r in records])
 
@@ -274,8 +277,8 @@ def requeue_task(task_id: str, tasks: TasksDep):
 
 def task_progress(queue: JobQueue, tasks: TaskRunner, request: ProgressRequest) -> InternalProgressResponse:
     """A1111's progressapi: where the task is (running, waiting, finished), and for the running one how far."""
-    job = queue.current
-    active = job is not None and job.id == request.id_task
+    job = next((job for job in queue.running if job.id == request.id_task), None)
+    active = job is not None
     waiting = queue.waiting_ids()
     queued = request.id_task in waiting
     record = tasks.store.find(request.id_task) if request.id_task else None

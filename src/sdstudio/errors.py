@@ -28,6 +28,10 @@ class Conflict(SdStudioError):
     """The request does not fit the state of what it names (a task id in use, a task that already finished)."""
 
 
+class Unavailable(SdStudioError):
+    """What would run the work is gone for now (the cluster's replicas died under it); a client may try again."""
+
+
 class UnsafeFileError(SdStudioError):
     """A model file asked for something other than tensors and plain data."""
 

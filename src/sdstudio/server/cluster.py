@@ -38,6 +38,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.scripting import ScriptSelection
 from sdstudio.engine.service import GenerationControl, GenerationService
+from sdstudio.errors import Unavailable
 
 if TYPE_CHECKING:
     from ray.serve.handle import DeploymentHandle, DeploymentResponse
@@ -192,7 +193,10 @@ class ClusterWorkers:
                     return self.follow(response, job.task_id, control)
                 except RayActorError as exc:
                     if attempt == ATTEMPTS:
-                        raise
+                        raise Unavailable(
+                            f"task {job.task_id}: the worker running it stopped {ATTEMPTS} times; "
+                            "check the cluster (ray status) and send it again"
+                        ) from exc
                     log.warning("task %s: its replica died (%s); running it again on another", job.task_id, exc)
                 except RayTaskError as exc:  # the job's own error, raised on the replica: the request's answer
                     cause = exc.cause

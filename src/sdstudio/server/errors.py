@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sdstudio.engine.job_queue import ClientQueueFull, QueueFull
-from sdstudio.errors import Conflict, InvalidRequest, NotFound, SdStudioError, UnsafeFileError
+from sdstudio.errors import Conflict, InvalidRequest, NotFound, SdStudioError, Unavailable, UnsafeFileError
 
 log = logging.getLogger("sdstudio.server")
 
@@ -45,7 +45,7 @@ def status_for(exc: SdStudioError) -> int:
         return 409
     if isinstance(exc, ClientQueueFull):
         return 429
-    if isinstance(exc, QueueFull):
+    if isinstance(exc, (QueueFull, Unavailable)):
         return 503
     return 400
 

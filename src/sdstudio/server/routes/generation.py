@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
@@ -220,6 +221,12 @@ def prepare_img2img(
     return PreparedTask(body, lambda control: app.engine.img2img(request, control, scripts), stored=seeds)
 
 
+def _on_this_machine(path: Path | None) -> Path | None:
+    """A saved file's path when this machine has it; a cluster worker on another machine saved it there, and
+    the task then keeps its own copy (as for an image not saved) so that it can be fetched by task id."""
+    return path if path is not None and path.is_file() else None
+
+
 def generation_output(result: GenerationResult) -> TaskOutput:
     """What a generation task keeps: the answer's images (grid first), their infotexts, saved files, and info."""
     individual = len(result.images) - result.index_of_first_image
@@ -228,10 +235,10 @@ def generation_output(result: GenerationResult) -> TaskOutput:
     for index, image in enumerate(result.images):
         offset = index - result.index_of_first_image
         if offset < 0:  # the grid
-            images.append(OutputImage(image, result.grid_infotext, result.grid_path))
+            images.append(OutputImage(image, result.grid_infotext, _on_this_machine(result.grid_path)))
             continue
         infotext = result.infotexts[offset] if offset < len(result.infotexts) else None
-        images.append(OutputImage(image, infotext, result.saved_paths[offset] if saved_all else None))
+        images.append(OutputImage(image, infotext, _on_this_machine(result.saved_paths[offset]) if saved_all else None))
     return TaskOutput(images, result.js(), interrupted=result.interrupted)
 
 

@@ -180,3 +180,21 @@ def test_a_replica_killed_mid_job_loses_no_task(cluster):
         assert [seed_of(answer.json()) for answer in answers] == [42, 7, 8, 9]
         record = client.get("/sdapi/v1/tasks/doomed").json()
     assert record["state"] == "done" and len(record["images"]) == 1
+
+
+def test_options_set_on_the_ingress_hold_on_every_replica(cluster):
+    """POST /options reaches the replicas: each job after it runs under the new options, on either node."""
+    server, _ = cluster
+    with server.client() as client:
+        assert client.post("/sdapi/v1/options", json={"eta_noise_seed_delta": 31337}).status_code == 200
+        try:
+            answers = [
+                client.post("/sdapi/v1/txt2img", json={**job(seed), "sampler_name": "Euler a"}) for seed in (7, 8, 9)
+            ]
+            for answer in answers:
+                assert answer.status_code == 200, answer.text
+                assert "ENSD: 31337" in json.loads(answer.json()["info"])["infotexts"][0]
+        finally:
+            client.post("/sdapi/v1/options", json={"eta_noise_seed_delta": 0})
+        after = client.post("/sdapi/v1/txt2img", json={**job(7), "sampler_name": "Euler a"})
+        assert "ENSD" not in json.loads(after.json()["info"])["infotexts"][0]

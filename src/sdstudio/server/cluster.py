@@ -35,6 +35,7 @@ import ray
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 
+from sdstudio.config import Settings
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest
 from sdstudio.engine.scripting import ScriptSelection
 from sdstudio.engine.service import GenerationControl, GenerationService
@@ -129,6 +130,24 @@ class RemoteJob:
     request: Txt2ImgRequest | Img2ImgRequest
     scripts: ScriptSelection | None
     task_id: str
+    settings: dict[str, Any]
+    """The ingress's saved options (those of the machine left out): a replica works under the options a client
+    set with POST /options, wherever it runs."""
+
+
+MACHINE_SETTINGS = frozenset(
+    {"device", "precision", "cpu_offload", "model_memory_budget_mb", "cluster_min_replicas", "cluster_max_replicas"}
+)
+"""Options about the machine that runs a replica, which each keeps as its own; the checkpoint goes by routing."""
+
+
+def shared_settings(saved: Settings) -> dict[str, Any]:
+    """The saved options a replica takes from the ingress: all but the machine's (a change back to a default too)."""
+    return {
+        name: value
+        for name, value in saved.model_dump().items()
+        if name not in MACHINE_SETTINGS and name != "sd_model_checkpoint"
+    }
 
 
 class GenerationWorker:
@@ -168,6 +187,10 @@ class GenerationWorker:
 
         control.on_progress = exchange
         exchange(None)  # an interrupt that came while the job waited
+        saved = self.app.settings_store.saved.model_dump()
+        changed = {name: value for name, value in job.settings.items() if saved.get(name) != value}
+        if changed:  # the ingress's options changed since this replica last ran a job
+            self.app.settings_store.change(changed)
         self.app.engine.select_model(model=checkpoint or None)
         run = self.app.engine.img2img if isinstance(job.request, Img2ImgRequest) else self.app.engine.txt2img
         return run(job.request, control, job.scripts)  # type: ignore[arg-type]
@@ -253,7 +276,8 @@ class ClusterEngine(GenerationService):
         self.check_request_checkpoints(request)
         checkpoint = self.checkpoint_for(request.override_settings) or self.settings_store.current.sd_model_checkpoint
         task_id = control.task_id or f"job({uuid.uuid4().hex[:15]})"  # work not from the queue (a CLI run)
-        return self.workers.run(RemoteJob(kind, request, selection, task_id), checkpoint or "", control)
+        job = RemoteJob(kind, request, selection, task_id, shared_settings(self.settings_store.saved))
+        return self.workers.run(job, checkpoint or "", control)
 
 
 def start_cluster(app: App, address: str | None, replicas: int | None) -> ClusterWorkers:

@@ -291,22 +291,33 @@ def start_cluster(app: App, address: str | None, replicas: int | None) -> Cluste
         ray.remote(TaskBoard).options(name=BOARD_NAME, namespace=NAMESPACE, get_if_exists=True, num_cpus=0).remote()  # type: ignore[attr-defined]
     )
     settings = app.settings_store.current
-    most = replicas or max(settings.cluster_min_replicas, settings.cluster_max_replicas)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0  # one device per replica where there are GPUs
-    deployment = serve.deployment(
-        name="GenerationWorker",
-        max_ongoing_requests=1,  # one job at a time on a device; the others wait in the ingress's queue
-        ray_actor_options={"num_cpus": 1, "num_gpus": gpus},
-    )(GenerationWorker)
-    if replicas:
-        deployment = deployment.options(num_replicas=replicas)
-    else:
-        scaling = {"min_replicas": settings.cluster_min_replicas, "max_replicas": most, "target_ongoing_requests": 1}
-        deployment = deployment.options(autoscaling_config=scaling)
+    has_gpus = ray.cluster_resources().get("GPU", 0) >= 1
+    options = deployment_options(settings, replicas, has_gpus)
+    deployment = serve.deployment(name="GenerationWorker", **options)(GenerationWorker)
     bound = deployment.bind(str(app.paths.root), app.settings_store.run_overlay)
     handle = serve.run(bound, name=SERVE_APP_NAME, route_prefix=None)
+    most = replicas or options["autoscaling_config"]["max_replicas"]
     log.info("cluster: %s generation worker(s) deployed", replicas or f"{settings.cluster_min_replicas}-{most}")
     return ClusterWorkers(handle, board, most)
+
+
+def deployment_options(settings: Settings, replicas: int | None, has_gpus: bool) -> dict[str, Any]:
+    """The worker deployment's Serve options: `replicas` fixed, else autoscaled between the cluster_*_replicas
+    settings; one job at a time each (the others wait in the ingress's queue); one GPU each where there are GPUs."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": 1,
+        "ray_actor_options": {"num_cpus": 1, "num_gpus": 1 if has_gpus else 0},
+    }
+    if replicas:
+        options["num_replicas"] = replicas
+    else:
+        most = max(settings.cluster_min_replicas, settings.cluster_max_replicas)
+        options["autoscaling_config"] = {
+            "min_replicas": settings.cluster_min_replicas,
+            "max_replicas": most,
+            "target_ongoing_requests": 1,
+        }
+    return options
 
 
 def cluster_app(app: App, workers: ClusterWorkers) -> App:

@@ -8,6 +8,16 @@ Each run is its own subprocess so peak RSS is measured cleanly; fp32 and bf16 on
 
     .venv/bin/python benchmarks/bench_txt2img.py --steps 4
     .venv/bin/python benchmarks/bench_txt2img.py --steps 2 --dtypes fp32 --size 256
+    .venv/bin/python benchmarks/bench_txt2img.py --mode defaults        # whole processes, defaults
+
+`--mode defaults` compares whole processes with each side's defaults: the same random
+SD1.5-sized weights saved once as diffusers' folder (its `from_pretrained` defaults, fp32)
+and once as a single-file fp16 checkpoint in an sdstudio data dir; a 20-step 512x512 image,
+Euler a, CFG 7, seed 1, each its own process: `StableDiffusionPipeline` vs `sdstudio txt2img`
+with no precision flag (auto: bf16 on CPUs with native bf16), then sdstudio with
+`--precision fp32` (the reference image), token merging 0.5, and an 8-step LCM schedule.
+It prints wall time and peak RSS of each process, its ratio to diffusers', and the PSNR of
+each image against sdstudio's fp32 image.
 
 Prints a table: seconds per step (sampling loop only, measured from the first to the last
 step callback) and total seconds, peak RSS in MiB, and sdstudio/diffusers ratios. Runs are
@@ -173,8 +183,134 @@ def child(args) -> None:
     )
 
 
+DIFFUSERS_DEFAULTS_SCRIPT = """
+import sys, torch
+from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+folder, prompt, steps, size, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+pipe.set_progress_bar_config(disable=True)
+image = pipe(prompt, num_inference_steps=steps, guidance_scale=7.0, width=size, height=size,
+             generator=torch.Generator("cpu").manual_seed(1)).images[0]
+image.save(out)
+"""
+
+
+def write_defaults_models(root: Path) -> tuple[Path, Path]:
+    """The random SD1.5-sized weights as a diffusers folder and as an sdstudio data dir (fp16 single file)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+
+    from sdstudio.models.saver import ldm_yaml_for, save_checkpoint
+    from sdstudio.prompts.tokenizer import clip_tokenizer
+
+    unet, vae, text_encoder = build_sd15_components(torch.float32)
+    folder = root / "diffusers-sd15"
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer("sd1"),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(folder)
+    data = root / "data"
+    save_checkpoint(
+        data / "models" / "Stable-diffusion" / "random-sd15.safetensors",
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        yaml_text=ldm_yaml_for(unet.config, vae.config, scale_factor=0.18215),
+        dtype=torch.float16,
+    )
+    return folder, data
+
+
+def run_measured(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one child process; a failure stops the benchmark."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{process.stderr.read().decode()[-3000:] if process.stderr else ''}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def psnr(image: Path, reference: Path) -> float:
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(Image.open(image).convert("RGB"), dtype=np.float64)
+    b = np.asarray(Image.open(reference).convert("RGB"), dtype=np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(255.0**2 / mse))
+
+
+def defaults_mode(args) -> None:
+    """Whole processes with each side's defaults, and sdstudio's few-call switches (see the module docstring)."""
+    import json as _json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # Written by a child: a process's peak RSS survives exec into the processes it starts (Linux keeps
+        # maxrss across execve), so this one must never hold the weights.
+        subprocess.run([sys.executable, __file__, "--write-models", str(root)], check=True, capture_output=True)
+        folder, data = root / "diffusers-sd15", root / "data"
+        sdstudio = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data), "txt2img", "--prompt"]
+        common = [args.prompt, "--width", str(args.size), "--height", str(args.size), "--seed", "1", "--no-progress"]
+        tome = root / "data-tome"  # the same model folder; config.json sets token merging
+        (tome / "models").mkdir(parents=True)
+        (tome / "models" / "Stable-diffusion").symlink_to(data / "models" / "Stable-diffusion")
+        (tome / "config.json").write_text(_json.dumps({"token_merging_ratio": 0.5}))
+        runs = {
+            "diffusers defaults (fp32)": None,
+            "sdstudio defaults": [],
+            "sdstudio --precision fp32": ["--precision", "fp32"],
+            "sdstudio defaults, ToMe 0.5": "tome",
+            "sdstudio defaults, LCM 8 steps": ["--sampler", "LCM", "--steps", "8", "--cfg-scale", "1.5"],
+        }
+        rows: dict[str, list[tuple[float, float, Path]]] = {name: [] for name in runs}
+        for _attempt in range(args.repeats):  # interleaved: a busy moment hits every row alike
+            for name, extra in runs.items():
+                out = root / f"out-{len(rows[name])}-{abs(hash(name))}"
+                if extra is None:
+                    image = out.with_suffix(".png")
+                    command = [sys.executable, "-c", DIFFUSERS_DEFAULTS_SCRIPT, str(folder), args.prompt, "20"]
+                    command += [str(args.size), str(image)]
+                else:
+                    base = list(sdstudio)
+                    if extra == "tome":
+                        base[base.index(str(data))] = str(tome)
+                        extra = []
+                    command = [*base, *common, "--sampler", "Euler a", "--steps", "20", "--cfg-scale", "7"]
+                    command += [*extra, "--outdir", str(out)]
+                seconds, peak = run_measured(command)
+                image = image if extra is None else next(out.rglob("*.png"))
+                rows[name].append((seconds, peak, image))
+        reference = rows["sdstudio --precision fp32"][0][2]
+        diffusers_s = min(r[0] for r in rows["diffusers defaults (fp32)"])
+        print(f"whole process, {args.size}x{args.size}, Euler a, CFG 7, seed 1, random SD1.5-sized weights, CPU,")
+        print(f"best of {args.repeats}; PSNR against sdstudio's fp32 image")
+        print(f"{'run':34} {'wall s':>8} {'x diffusers':>12} {'speed-up':>9} {'peak RSS MiB':>13} {'PSNR dB':>8}")
+        for name, found in rows.items():
+            seconds = min(r[0] for r in found)
+            peak = min(r[1] for r in found)
+            quality = psnr(found[0][2], reference)
+            print(
+                f"{name:34} {seconds:8.1f} {seconds / diffusers_s:11.2f}x {diffusers_s / seconds:8.2f}x "
+                f"{peak:13.0f} {quality:8.1f}"
+            )
+        print("step cache (DeepCache-style): not built yet")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["steps", "defaults"], default="steps")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
@@ -182,10 +318,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2, help="interleaved runs per implementation (best is reported)")
     parser.add_argument("--impl", choices=["sdstudio", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--write-models", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_models:
+        write_defaults_models(Path(args.write_models))
+        return
     if args.impl:
         child(args)
+        return
+    if args.mode == "defaults":
+        defaults_mode(args)
         return
     rows = []
     for dtype in args.dtypes:

@@ -1,0 +1,1 @@
+"""ControlNet as an extension: preprocessors, units and the sd-webui-controlnet API."""

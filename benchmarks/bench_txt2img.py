@@ -15,7 +15,8 @@ SD1.5-sized weights saved once as diffusers' folder (its `from_pretrained` defau
 and once as a single-file fp16 checkpoint in an sdstudio data dir; a 20-step 512x512 image,
 Euler a, CFG 7, seed 1, each its own process: `StableDiffusionPipeline` vs `sdstudio txt2img`
 with no precision flag (auto: bf16 on CPUs with native bf16), then sdstudio with
-`--precision fp32` (the reference image), token merging 0.5, and an 8-step LCM schedule.
+`--precision fp32` (the reference image), token merging 0.5, the step cache (interval 3) and
+an 8-step LCM schedule.
 It prints wall time and peak RSS of each process, its ratio to diffusers', and the PSNR of
 each image against sdstudio's fp32 image.
 
@@ -263,15 +264,18 @@ def defaults_mode(args) -> None:
         folder, data = root / "diffusers-sd15", root / "data"
         sdstudio = [sys.executable, "-m", "sdstudio.cli.main", "--data-dir", str(data), "txt2img", "--prompt"]
         common = [args.prompt, "--width", str(args.size), "--height", str(args.size), "--seed", "1", "--no-progress"]
-        tome = root / "data-tome"  # the same model folder; config.json sets token merging
-        (tome / "models").mkdir(parents=True)
-        (tome / "models" / "Stable-diffusion").symlink_to(data / "models" / "Stable-diffusion")
-        (tome / "config.json").write_text(_json.dumps({"token_merging_ratio": 0.5}))
-        runs = {
+        variants = {}  # data dirs over the same model folder whose config.json turns one switch on
+        for name, option in (("tome", {"token_merging_ratio": 0.5}), ("cache", {"step_cache_interval": 3})):
+            variants[name] = root / f"data-{name}"
+            (variants[name] / "models").mkdir(parents=True)
+            (variants[name] / "models" / "Stable-diffusion").symlink_to(data / "models" / "Stable-diffusion")
+            (variants[name] / "config.json").write_text(_json.dumps(option))
+        runs: dict[str, list[str] | str | None] = {
             "diffusers defaults (fp32)": None,
             "sdstudio defaults": [],
             "sdstudio --precision fp32": ["--precision", "fp32"],
             "sdstudio defaults, ToMe 0.5": "tome",
+            "sdstudio defaults, step cache 3": "cache",
             "sdstudio defaults, LCM 8 steps": ["--sampler", "LCM", "--steps", "8", "--cfg-scale", "1.5"],
         }
         rows: dict[str, list[tuple[float, float, Path]]] = {name: [] for name in runs}
@@ -284,8 +288,8 @@ def defaults_mode(args) -> None:
                     command += [str(args.size), str(image)]
                 else:
                     base = list(sdstudio)
-                    if extra == "tome":
-                        base[base.index(str(data))] = str(tome)
+                    if isinstance(extra, str):
+                        base[base.index(str(data))] = str(variants[extra])
                         extra = []
                     command = [*base, *common, "--sampler", "Euler a", "--steps", "20", "--cfg-scale", "7"]
                     command += [*extra, "--outdir", str(out)]
@@ -305,7 +309,6 @@ def defaults_mode(args) -> None:
                 f"{name:34} {seconds:8.1f} {seconds / diffusers_s:11.2f}x {diffusers_s / seconds:8.2f}x "
                 f"{peak:13.0f} {quality:8.1f}"
             )
-        print("step cache (DeepCache-style): not built yet")
 
 
 def main() -> None:

@@ -275,6 +275,9 @@ class Settings(CheckedModel):
     token_merging_ratio: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
     token_merging_ratio_img2img: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
     token_merging_ratio_hr: float = Field(default=0.0, ge=0.0, le=0.9, allow_inf_nan=False)
+    # The step cache (engine.step_cache, DeepCache's idea): the whole UNet every N calls, its shallowest
+    # branch in between; 0 or 1 = off.
+    step_cache_interval: int = Field(default=0, ge=0, le=20)
     cpu_offload: bool = False
     # Limits on what one request may ask for (checked before the work is queued; 0 = no limit)
     limit_batch_megapixels: float = Field(default=20.0, ge=0, allow_inf_nan=False)
@@ -434,6 +437,9 @@ OPTION_INFO: dict[str, OptionInfo] = {
     ),
     "token_merging_ratio_hr": OptionInfo(
         "Optimizations", "Token merging ratio for the hires pass (0 = the token merging ratio)"
+    ),
+    "step_cache_interval": OptionInfo(
+        "Optimizations", "Step cache: the whole UNet every N calls, only its shallowest branch between (0 = off)"
     ),
     "limit_batch_megapixels": OptionInfo(
         "Limits",

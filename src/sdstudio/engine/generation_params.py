@@ -67,6 +67,7 @@ def generation_parameters(
             if isinstance(request, Txt2ImgRequest) and request.enable_hr
             else None
         ),
+        "Step cache interval": s.step_cache_interval if s.step_cache_interval > 1 else None,
         "RNG": s.randn_source if s.randn_source != "GPU" else None,
         "Tiling": "True" if request.tiling else None,
         # A1111's k-diffusion samplers write the Beta schedule's shape whenever they run it.

@@ -156,6 +156,7 @@ _SETTING_MAP: dict[str, tuple[str, Any]] = {
     "ENSD": ("eta_noise_seed_delta", int),
     "Token merging ratio": ("token_merging_ratio", float),
     "Token merging ratio hr": ("token_merging_ratio_hr", float),
+    "Step cache interval": ("step_cache_interval", int),
     "Hires refiner": ("hires_fix_refiner_pass", str),
     "Refiner switch by sampling steps": ("refiner_switch_by_sample_steps", lambda value: str(value) == "True"),
 }

@@ -21,7 +21,7 @@ Img2Img.init/sample), without its globals: everything comes in through `JobConte
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -74,6 +74,7 @@ from sdstudio.engine.sampling import (
 from sdstudio.engine.saving import image_grid
 from sdstudio.engine.scripting import ImageSaveParams, PostprocessImageArgs
 from sdstudio.engine.seeds import ImageNoise, fixed_seed, image_seeds
+from sdstudio.engine.step_cache import step_cache
 from sdstudio.engine.token_merging import merged_tokens, token_merging_ratio
 from sdstudio.errors import InvalidRequest, NotFound, SdStudioError
 
@@ -555,7 +556,7 @@ class GenerationJob:
         )
         finished = True
         try:
-            with merged_tokens(model.unet, self.token_merging_ratio(for_hr=False)):
+            with self.unet_speedups(model.unet, for_hr=False):
                 samples = run_sampler(job)
         except SamplingInterrupted as stop:
             # A1111 keeps the image as far as it got (the last x0 prediction).
@@ -667,12 +668,15 @@ class GenerationJob:
             image_conditioning=image_conditioning,
         )
         self.progress.begin(self.progress.job_no, planned_steps(job))
-        with merged_tokens(model.unet, self.token_merging_ratio(for_hr=True)):
+        with self.unet_speedups(model.unet, for_hr=True):
             return run_sampler(job)
 
-    def token_merging_ratio(self, for_hr: bool) -> float:
-        """The token merging ratio of the first pass or the hires pass (A1111's get_token_merging_ratio)."""
-        return token_merging_ratio(self.request, self.plan.settings, self.request.override_settings, for_hr)
+    @contextmanager
+    def unet_speedups(self, unet: torch.nn.Module, for_hr: bool) -> Iterator[None]:
+        """The pass's UNet with token merging (A1111's get_token_merging_ratio) and the step cache, as set."""
+        ratio = token_merging_ratio(self.request, self.plan.settings, self.request.override_settings, for_hr)
+        with merged_tokens(unet, ratio), step_cache(unet, self.plan.settings.step_cache_interval):
+            yield
 
     def with_refiner(
         self,

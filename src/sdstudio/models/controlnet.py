@@ -25,7 +25,9 @@ from sdstudio.models.loader import _empty_weights, _load_into
 from sdstudio.models.state_dict import load_state_dict
 
 if TYPE_CHECKING:
-    from diffusers import ControlNetModel, T2IAdapter
+    # diffusers' classes from their defining modules: mypy reads the top-level names as no-torch placeholders
+    from diffusers.models.adapter import T2IAdapter
+    from diffusers.models.controlnets.controlnet import ControlNetModel
 
     from sdstudio.models.registry import ModelEntry, ModelRegistry
 
@@ -64,6 +66,7 @@ def shipped_controlnet_config(name: str) -> dict[str, Any]:
     """A shipped diffusers config (sd15.json, t2i_adapter_sdxl.json, ...), parsed."""
     text = resources.files("sdstudio.assets").joinpath("configs", "controlnet", name).read_text(encoding="utf-8")
     config: dict[str, Any] = json.loads(text)
+    config.pop("_class_name", None)  # diffusers' note of the class, not an argument
     return config
 
 
@@ -138,10 +141,13 @@ def _layers_per_block(original: Mapping[str, Any]) -> int:
 
 def original_to_diffusers(original: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """lllyasviel's LDM ControlNet keys (prefix removed) as diffusers' ControlNetModel names them."""
-    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+    from diffusers.loaders.single_file_utils import DIFFUSERS_TO_LDM_MAPPING, convert_controlnet_checkpoint
 
     config = {"layers_per_block": _layers_per_block(original)}
     converted = convert_controlnet_checkpoint(dict(original), config)  # type: ignore[no-untyped-call]
+    # the converter leaves SDXL's added embedding (label_emb) out; its own table names it
+    added: dict[str, str] = DIFFUSERS_TO_LDM_MAPPING["controlnet"]["addition_embed_type"]  # type: ignore[index]
+    converted.update({name: original[ldm] for name, ldm in added.items() if ldm in original})
     # the converter fills what the file lacks with None: leave those out so the check names them
     return {str(k): v for k, v in converted.items() if v is not None}
 
@@ -249,7 +255,8 @@ def load_controlnet(
 
     Pickled files go through the safe unpickler: one that asks for code is refused (UnsafeFileError).
     """
-    from diffusers import ControlNetModel, T2IAdapter
+    from diffusers.models.adapter import T2IAdapter
+    from diffusers.models.controlnets.controlnet import ControlNetModel
 
     path = Path(path)
     state_dict = load_state_dict(path)
@@ -270,13 +277,13 @@ def load_controlnet(
                 weights = original_to_diffusers(_without_prefix(state_dict, ORIGINAL_PREFIX))
             config = controlnet_config(weights, architecture.family)
             with _empty_weights():
-                model = ControlNetModel.from_config(config)
+                model = ControlNetModel(**config)
             what = f"{architecture.family.upper()} ControlNet"
         else:
             weights = state_dict if architecture.layout == "diffusers" else original_adapter_to_diffusers(state_dict)
             config = adapter_config(weights, architecture.family)
             with _empty_weights():
-                model = T2IAdapter.from_config(config)
+                model = T2IAdapter(**config)
             what = f"{architecture.family.upper()} T2I-Adapter"
         _load_into(model, weights, what, path)
     except ModelLoadError as exc:
@@ -284,7 +291,9 @@ def load_controlnet(
         raise ModelLoadError(message if message.startswith(path.name) else f"{path.name}: {message}") from None
     except (RuntimeError, ValueError, KeyError) as exc:  # shapes that do not fit the layout read from the keys
         raise ModelLoadError(f"{path.name}: the weights do not fit a {architecture.kind} layout ({exc})") from None
-    return model.to(device=device, dtype=dtype).eval()
+    torch.nn.Module.to(model, device=device, dtype=dtype)  # diffusers' own `to` is untyped
+    model.eval().requires_grad_(False)
+    return model
 
 
 # -- Listing and lookup (sd-webui-controlnet's) ------------------------------------------------

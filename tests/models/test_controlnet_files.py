@@ -13,11 +13,16 @@ from sdstudio.errors import ModelLoadError, NotFound, SdStudioError
 from sdstudio.models.controlnet import (
     ControlNetArchitecture,
     ControlNetLibrary,
+    adapter_config,
+    controlnet_config,
     detect_controlnet,
     load_controlnet,
     original_state_dict,
+    original_to_diffusers,
+    shipped_controlnet_config,
 )
 from sdstudio.models.hashes import legacy_model_hash
+from sdstudio.models.memory import ModelMemory
 from sdstudio.models.registry import ModelRegistry
 
 # Scaled-down shapes of the real ones: SD1.5 (conv projections, 8 heads) and SDXL (linear projections,
@@ -245,7 +250,45 @@ def test_loads_are_cached_and_the_oldest_is_evicted(library):
     assert library.load("control_v11p_sd15_canny") is canny
     library.load("depth")
     library.load("anime")
+    assert len(library.memory.keys("controlnet")) == 2
     assert library.load("canny") is not canny
+
+
+def test_loaded_models_live_in_the_shared_memory_owner(library):
+    memory = ModelMemory(limits={"controlnet": 1})
+    shared = ControlNetLibrary(library.registry, memory=memory)
+    shared.load("canny")
+    shared.load("depth")
+    (key,) = memory.keys()
+    assert "control_v11f1p_sd15_depth" in key and memory.report()["resident"] > 0
+
+
+@pytest.mark.parametrize(("config_name", "family"), [("sd15.json", "sd1"), ("sd21.json", "sd2"), ("sdxl.json", "sdxl")])
+def test_the_shipped_configs_are_what_full_size_files_are_read_as(config_name, family):
+    """A full-size ControlNet (built without memory) in lllyasviel's layout reads back as its shipped config."""
+    from accelerate import init_empty_weights
+
+    config = shipped_controlnet_config(config_name)
+    with init_empty_weights():
+        model = ControlNetModel(**config)
+    original = original_state_dict(model)
+    assert detect_controlnet(original) == ControlNetArchitecture(family, "controlnet", "original")
+    converted = original_to_diffusers({k.removeprefix("control_model."): v for k, v in original.items()})
+    assert set(converted) == set(model.state_dict())
+    assert controlnet_config(converted, family) == config
+
+
+@pytest.mark.parametrize(
+    ("config_name", "family"), [("t2i_adapter_sd15.json", "sd1"), ("t2i_adapter_sdxl.json", "sdxl")]
+)
+def test_the_shipped_adapter_configs_are_what_full_size_adapters_are_read_as(config_name, family):
+    from accelerate import init_empty_weights
+
+    config = shipped_controlnet_config(config_name)
+    with init_empty_weights():
+        weights = T2IAdapter(**config).state_dict()
+    assert detect_controlnet(weights) == ControlNetArchitecture(family, "t2i_adapter", "diffusers")
+    assert adapter_config(weights, family) == config
 
 
 @pytest.mark.parametrize("form", ["zip", "raw"])

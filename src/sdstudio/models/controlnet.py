@@ -10,7 +10,6 @@ the tensor shapes, so scaled-down models load as well as the standard ones.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +21,7 @@ import torch
 from sdstudio.errors import ModelLoadError, NotFound
 from sdstudio.models.detect import _indices, _largest_divisor
 from sdstudio.models.loader import _empty_weights, _load_into
+from sdstudio.models.memory import ModelMemory
 from sdstudio.models.state_dict import load_state_dict
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ SDXL_CONTEXT = 2048
 ADAPTER_DOWNSCALE = {"sd1": 8, "sdxl": 16}
 SD1_HEADS = 8
 HEAD_CHANNELS = 64
+MEMORY_KIND = "controlnet"
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def controlnet_config(weights: Mapping[str, Any], family: Family) -> dict[str, A
         block_out_channels=widths,
         layers_per_block=len(_indices(weights, "down_blocks.0.resnets.")),
         down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths],
-        transformer_layers_per_block=layers,
+        transformer_layers_per_block=layers if len(set(layers)) > 1 else layers[0],
         cross_attention_dim=_shape(weights, "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight")[1],
         use_linear_projection=linear,
         conditioning_channels=hint_channels,
@@ -300,15 +301,15 @@ def load_controlnet(
 
 
 class ControlNetLibrary:
-    """The ControlNet files of the data dir, titled and found as sd-webui-controlnet does, loaded with a cache.
+    """The ControlNet files of the data dir, titled and found as sd-webui-controlnet does, loaded through `memory`.
 
-    At most `max_loaded` models stay loaded; loading another evicts the one loaded first.
+    Loaded models live in the memory owner (app.memory: its byte budget and per-kind limit apply) under
+    the kind "controlnet"; without one, a private owner keeps the last `max_loaded`, the oldest evicted first.
     """
 
-    def __init__(self, registry: ModelRegistry, max_loaded: int = 2):
+    def __init__(self, registry: ModelRegistry, memory: ModelMemory | None = None, max_loaded: int = 2):
         self.registry = registry
-        self.max_loaded = max(1, max_loaded)
-        self._loaded: OrderedDict[tuple[Path, str, torch.dtype], ControlNetModel | T2IAdapter] = OrderedDict()
+        self.memory = memory if memory is not None else ModelMemory(limits={MEMORY_KIND: max(1, max_loaded)})
 
     def _entries(self) -> list[ModelEntry]:
         return self.registry.list("controlnet", with_hashes=True, include_unusable=False)
@@ -348,14 +349,8 @@ class ControlNetLibrary:
     def load(
         self, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> ControlNetModel | T2IAdapter:
-        """The model `name` finds, loaded once and kept while among the last `max_loaded` loaded."""
+        """The model `name` finds, loaded once and kept while the memory owner keeps it."""
         path = self.find(name)
-        key = (path, str(device), dtype)
-        cached = self._loaded.get(key)
-        if cached is not None:
-            return cached
-        model = load_controlnet(path, device, dtype)
-        while len(self._loaded) >= self.max_loaded:
-            self._loaded.popitem(last=False)
-        self._loaded[key] = model
-        return model
+        # the file's mtime in the key: a file replaced under the same name is loaded afresh
+        key = f"{MEMORY_KIND}:{path}:{path.stat().st_mtime_ns}:{torch.device(device)}:{dtype}"
+        return self.memory.get_or_load(key, MEMORY_KIND, lambda: load_controlnet(path, device, dtype))

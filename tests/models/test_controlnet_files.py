@@ -225,6 +225,7 @@ def test_titles_are_stem_and_legacy_hash_from_both_folders(library, data_dir):
         "t2i_sketch",
     ]
     assert all(len(title.rsplit("[", 1)[1]) == len("12345678]") for title in titles)
+    assert library.registry.hash_cache.cached(canny) is None  # titles never hash whole files (GBs each)
 
 
 def test_lookup_by_title_stem_or_shortest_name_containing_the_text(library, data_dir):

@@ -20,6 +20,7 @@ import torch
 
 from sdstudio.errors import ModelLoadError, NotFound
 from sdstudio.models.detect import _indices, _largest_divisor
+from sdstudio.models.hashes import legacy_model_hash
 from sdstudio.models.loader import _empty_weights, _load_into
 from sdstudio.models.memory import ModelMemory
 from sdstudio.models.state_dict import load_state_dict
@@ -312,12 +313,13 @@ class ControlNetLibrary:
         self.memory = memory if memory is not None else ModelMemory(limits={MEMORY_KIND: max(1, max_loaded)})
 
     def _entries(self) -> list[ModelEntry]:
-        return self.registry.list("controlnet", with_hashes=True, include_unusable=False)
+        # Not hashed whole: a title needs only the legacy hash, which reads 64 KiB (ControlNets are GBs each).
+        return self.registry.list("controlnet", with_hashes=False, include_unusable=False)
 
     @staticmethod
     def title_of(entry: ModelEntry) -> str:
         """`<stem> [<legacy 8-hex hash>]`, as sd-webui-controlnet titles its models."""
-        legacy = entry.hashes.legacy if entry.hashes else "NOFILE"
+        legacy = entry.hashes.legacy if entry.hashes else legacy_model_hash(entry.path)
         return f"{entry.path.stem} [{legacy}]"
 
     def titles(self) -> list[str]:

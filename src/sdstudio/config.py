@@ -37,6 +37,8 @@ class ModelKind:
     name: str
     folders: tuple[str, ...]
     suffixes: tuple[str, ...]
+    # Searched when present, never created: another program's folder (an empty one would look like its install).
+    found_only: tuple[str, ...] = ()
 
     def files_in(self, folder: Path) -> list[Path]:
         """Files of this kind under `folder` (symlinks followed, hidden names skipped), sorted case-insensitively."""
@@ -71,6 +73,12 @@ MODEL_KINDS = {
             IMAGE_MODEL_SUFFIXES,
         ),
         ModelKind("face_restorer", ("models/GFPGAN", "models/Codeformer"), IMAGE_MODEL_SUFFIXES),
+        ModelKind(
+            "controlnet",
+            ("models/ControlNet",),
+            (".safetensors", ".pth", ".pt", ".ckpt", ".bin"),
+            found_only=("extensions/sd-webui-controlnet/models",),
+        ),
     )
 }
 """Every kind of model file, by name (the `--type` of `sdstudio models`)."""
@@ -129,7 +137,7 @@ class DataPaths:
 
     def folders(self, kind: str) -> list[Path]:
         """Every folder a model kind is found in."""
-        return [self.root / folder for folder in MODEL_KINDS[kind].folders]
+        return [self.root / folder for folder in (*MODEL_KINDS[kind].folders, *MODEL_KINDS[kind].found_only)]
 
     @property
     def models(self) -> Path:
@@ -164,9 +172,9 @@ class DataPaths:
 
     def ensure(self) -> DataPaths:
         """Create the data dir with the A1111 layout (idempotent)."""
-        for kind in MODEL_KINDS:
-            for folder in self.folders(kind):
-                folder.mkdir(parents=True, exist_ok=True)
+        for kind in MODEL_KINDS.values():
+            for folder in kind.folders:
+                (self.root / folder).mkdir(parents=True, exist_ok=True)
         self.outputs.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return self

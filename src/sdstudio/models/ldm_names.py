@@ -68,7 +68,7 @@ def _block_prefixes(unet: torch.nn.Module) -> dict[str, str]:
         elif len(mid.resnets) > 1:
             prefixes["mid_block.resnets.1"] = "middle_block.1"
     index = 0
-    for b, block in enumerate(layout.up_blocks):
+    for b, block in enumerate(getattr(layout, "up_blocks", ())):  # a ControlNet has none
         count = len(block.resnets)
         has_attention = getattr(block, "attentions", None) is not None
         for j in range(count):

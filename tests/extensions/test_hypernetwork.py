@@ -272,3 +272,12 @@ def test_create_defaults_are_a1111s_form_and_bad_fields_are_named(tmp_path):
             create_hypernetwork(tmp_path, **fields)
         assert caught.value.field == named
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["plain.pt"]
+
+
+def test_a_structure_too_big_to_hold_is_refused_before_anything_is_allocated(tmp_path):
+    with pytest.raises(InvalidRequest, match="layer_structure: .* weights") as caught:
+        create_hypernetwork(tmp_path, "huge", enable_sizes=[8192], layer_structure="1, 64, 64, 1")
+    assert caught.value.field == "layer_structure"
+    with pytest.raises(InvalidRequest, match="no units"):
+        create_hypernetwork(tmp_path, "thin", enable_sizes=[64], layer_structure=[1, 0.001, 1])
+    assert not list(tmp_path.iterdir())

@@ -99,6 +99,7 @@ A1111_ENDPOINTS = {
         "embeddings",
         "extensions",
         "face-restorers",
+        "hypernetworks",
         "latent-upscale-modes",
         "loras",
         "memory",
@@ -115,6 +116,7 @@ A1111_ENDPOINTS = {
         "upscalers",
     ],
     "post": [
+        "create/hypernetwork",
         "extra-batch-images",
         "extra-single-image",
         "img2img",

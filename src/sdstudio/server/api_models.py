@@ -372,3 +372,37 @@ class MergeCheckpointsResponse(BaseModel):
     config: str | None = Field(default=None, description="The yaml copied beside it, if any.")
     is_inpainting: bool = False
     is_instruct_pix2pix: bool = False
+
+
+# -- Hypernetworks (A1111's modules/api/models.py HypernetworkItem; create_hypernetwork's arguments) --
+
+
+class HypernetworkItem(BaseModel):
+    name: str = Field(description="The file name without `.pt`: what `<hypernet:NAME:1>` uses.")
+    path: str | None = None
+
+
+class CreateHypernetworkRequest(_Body):
+    """A1111's `create_hypernetwork` arguments, with its Create hypernetwork form's defaults."""
+
+    name: str = Field(description="File name: letters, digits and `._- ` are kept (A1111).")
+    enable_sizes: list[int | str] = Field(
+        default=[768, 320, 640, 1280], description="Context widths to make layers for (768 SD1, 1024 SD2)."
+    )
+    overwrite_old: bool = Field(default=False, description="Replace a hypernetwork of the same name.")
+    layer_structure: str | list[float] | None = Field(
+        default="1, 2, 1", description="Layer widths as multiples of the context width, from 1 to 1."
+    )
+    activation_func: str | None = Field(default="linear", description="linear, relu, leakyrelu, elu, swish, ...")
+    weight_init: str | None = Field(
+        default="Normal", description="Normal, XavierUniform, XavierNormal, KaimingUniform or KaimingNormal."
+    )
+    add_layer_norm: bool = False
+    use_dropout: bool = False
+    dropout_structure: str | list[float] | None = Field(
+        default="0, 0, 0", description="Dropout after each layer (used with use_dropout), first and last 0."
+    )
+
+
+class CreateResponse(BaseModel):
+    info: str = Field(description='A1111\'s result line, such as "create hypernetwork filename: PATH".')

@@ -42,6 +42,7 @@ NAMED_ACTIVATIONS: tuple[tuple[str, str], ...] = (
 )
 WEIGHT_INITS = ("Normal", "XavierUniform", "XavierNormal", "KaimingUniform", "KaimingNormal")
 DEFAULT_LAYER_STRUCTURE = (1.0, 2.0, 1.0)
+MAX_PARAMETERS = 2**28  # 1 GiB of float32: A1111's largest usual networks are a tenth of it
 DEFAULT_DROPOUT = 0.3  # A1111's dropout where only `use_dropout` is known
 SETTINGS_KEYS = (
     "step",
@@ -124,6 +125,16 @@ class HypernetworkStructure:
                 raise InvalidRequest(
                     "dropout_structure", f"values must be in [0, 1), first and last 0, as in 0, 0.3, 0 (got {dropout})"
                 )
+
+    def layer_widths(self, width: int) -> list[int]:
+        """The widths of the module's layers for context width `width` (A1111 truncates width·multiple)."""
+        return [int(width * multiple) for multiple in self.layer_structure]
+
+    def parameter_count(self, width: int) -> int:
+        """Weights of one module for context width `width` (Linear and LayerNorm)."""
+        sizes = self.layer_widths(width)
+        norms = 2 * sum(sizes[1:]) if self.add_layer_norm else 0
+        return sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False)) + norms
 
     def build(self, width: int) -> HypernetworkModule:
         """One module for context width `width`, randomly initialised as `weight_init` says (A1111's init)."""
@@ -215,6 +226,15 @@ class Hypernetwork:
     def new(cls, name: str, widths: Sequence[int], structure: HypernetworkStructure, use_dropout: bool = False):
         """A freshly initialised hypernetwork with modules for each context width."""
         structure.check()
+        for width in widths:
+            if min(structure.layer_widths(int(width))) < 1:
+                raise InvalidRequest("layer_structure", f"a layer would have no units at width {width}")
+        total = sum(2 * structure.parameter_count(int(width)) for width in widths)
+        if total > MAX_PARAMETERS:
+            raise InvalidRequest(
+                "layer_structure",
+                f"{total:,} weights for these widths (enable_sizes); at most {MAX_PARAMETERS:,}",
+            )
         layers = {int(w): (structure.build(int(w)), structure.build(int(w))) for w in widths}
         dropout = structure.dropout_structure
         net = cls(name, structure, layers, use_dropout=use_dropout)

@@ -131,6 +131,7 @@ A1111_ENDPOINTS = {
         "refresh-vae",
         "reload-checkpoint",
         "skip",
+        "train/hypernetwork",
         "txt2img",
         "unload-checkpoint",
     ],

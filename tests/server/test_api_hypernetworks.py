@@ -105,3 +105,100 @@ def test_a_taken_name_is_refused_unless_overwrite_old(server):
         replaced = client.post("/sdapi/v1/create/hypernetwork", json={**A1111_CREATE_BODY, "overwrite_old": True})
     assert first.status_code == 200 and replaced.status_code == 200
     assert taken.status_code == 422 and "name" in taken.json()["errors"] and "already exists" in taken.text
+
+
+def write_training_images(folder, count: int = 3):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        (folder / f"{i}.txt").write_text("a purple circle")
+
+
+# A1111's Train hypernetwork body (every argument of train_hypernetwork but id_task), tiny sizes.
+A1111_TRAIN_BODY = {
+    "hypernetwork_name": "blue-shift",
+    "learn_rate": "0.0005",
+    "batch_size": 1,
+    "gradient_step": 1,
+    "data_root": "train",
+    "log_directory": "textual_inversion",
+    "training_width": 64,
+    "training_height": 64,
+    "varsize": False,
+    "steps": 3,
+    "clip_grad_mode": "disabled",
+    "clip_grad_value": "0.1",
+    "shuffle_tags": False,
+    "tag_drop_out": 0,
+    "latent_sampling_method": "once",
+    "use_weight": False,
+    "create_image_every": 0,
+    "save_hypernetwork_every": 2,
+    "template_filename": "hypernetwork.txt",
+    "preview_from_txt2img": False,
+    "preview_prompt": "",
+    "preview_negative_prompt": "",
+    "preview_steps": 20,
+    "preview_sampler_name": "Euler a",
+    "preview_cfg_scale": 7,
+    "preview_seed": -1,
+    "preview_width": 512,
+    "preview_height": 512,
+}
+
+
+def test_train_on_the_queue_saves_the_steps_and_continues_from_them(server):
+    write_training_images(server.app.paths.root / "train")
+    path = server.app.paths.folder("hypernetwork") / "blue-shift.pt"
+    with server.client() as client:
+        assert client.post("/sdapi/v1/create/hypernetwork", json=A1111_CREATE_BODY).status_code == 200
+        untrained = torch.load(path, weights_only=True)
+        answer = client.post("/sdapi/v1/train/hypernetwork", json=A1111_TRAIN_BODY)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["info"] == f"train hypernetwork complete: filename: {path} error: None"
+        assert body["steps"] == 3 and len(body["losses"]) == 3 and body["warnings"] == []
+        more = client.post("/sdapi/v1/train/hypernetwork", json={**A1111_TRAIN_BODY, "steps": 4, "varsize": True})
+    assert more.status_code == 200, more.text
+    assert more.json()["steps"] == 4 and more.json()["losses"][:3] == body["losses"]  # continued from step 3
+    assert more.json()["warnings"] == ["varsize is not supported yet and was not used"]
+    trained = torch.load(path, weights_only=True)
+    assert trained["step"] == 4 and not torch.equal(
+        trained[128][0]["linear.0.weight"], untrained[128][0]["linear.0.weight"]
+    )
+    assert (path.parent / "blue-shift.pt.optim").is_file()
+    assert (server.app.paths.root / "textual_inversion" / "blue-shift" / "state.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("fields", "named", "status"),
+    [
+        ({"hypernetwork_name": "nope"}, "hypernetwork_name", 404),
+        ({"data_root": "missing"}, "data_root", 422),
+        ({"data_root": "/etc"}, "data_root", 422),
+        ({"batch_size": 10**6}, "batch_size", 422),
+        ({"learn_rate": "0.005:100, 1e-5:1000"}, "learn_rate", 422),
+        ({"learn_rate": "nan"}, "learn_rate", 422),
+        ({"training_height": 32}, "training_height", 422),
+        ({"steps": 0}, "steps", 422),
+        ({"log_directory": "../../outside"}, "log_directory", 422),
+    ],
+)
+def test_a_bad_training_field_is_a_4xx_naming_it(server, fields, named, status):
+    write_training_images(server.app.paths.root / "train", count=1)
+    with server.client() as client:
+        assert client.post("/sdapi/v1/create/hypernetwork", json=A1111_CREATE_BODY).status_code == 200
+        answer = client.post("/sdapi/v1/train/hypernetwork", json={**A1111_TRAIN_BODY, **fields})
+    assert answer.status_code == status, answer.text
+    assert named in answer.json()["errors"]
+    assert torch.load(server.app.paths.folder("hypernetwork") / "blue-shift.pt", weights_only=True)["step"] == 0
+
+
+def test_a_hypernetwork_for_another_model_is_refused_naming_it(server):
+    write_training_images(server.app.paths.root / "train", count=1)
+    with server.client() as client:
+        created = client.post("/sdapi/v1/create/hypernetwork", json={**A1111_CREATE_BODY, "enable_sizes": [768]})
+        assert created.status_code == 200
+        answer = client.post("/sdapi/v1/train/hypernetwork", json=A1111_TRAIN_BODY)
+    assert answer.status_code == 422 and "hypernetwork_name" in answer.json()["errors"], answer.text

@@ -43,6 +43,7 @@ from sdstudio.training.lora_training import (
 
 STATE_INFO = "state.json"
 OPTIMIZER_NAME = "AdamW"
+MAX_BATCH = 256  # latents of a batch are gathered at once
 
 
 class TrainableHypernetwork(Protocol):
@@ -79,6 +80,8 @@ class HypernetworkTrainingConfig:
         for name in ("batch_size", "gradient_step", "steps"):
             if int(getattr(self, name)) < 1:
                 raise InvalidRequest(name, "must be at least 1")
+        if self.batch_size > MAX_BATCH:
+            raise InvalidRequest("batch_size", f"at most {MAX_BATCH} (use gradient_step for larger effective batches)")
         if not 8 <= self.resolution <= 4096 or self.resolution % 8:
             raise InvalidRequest("training_width", "must be a multiple of 8 between 8 and 4096")
         if not math.isfinite(self.learn_rate) or self.learn_rate <= 0:

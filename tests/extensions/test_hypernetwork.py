@@ -281,3 +281,26 @@ def test_a_structure_too_big_to_hold_is_refused_before_anything_is_allocated(tmp
     with pytest.raises(InvalidRequest, match="no units"):
         create_hypernetwork(tmp_path, "thin", enable_sizes=[64], layer_structure=[1, 0.001, 1])
     assert not list(tmp_path.iterdir())
+
+
+def test_a_half_precision_model_gets_its_own_dtype_back_and_hypernetworks_chain_in_order():
+    """As A1111 (cond_cast_float / cond_cast_unet): the hypernetwork runs in float32, the projection in the model's."""
+    from sdstudio.extensions.hypernetwork import Hypernetwork, HypernetworkStructure
+
+    attention = torch.nn.Module()
+    attention.to_k, attention.to_v = torch.nn.Linear(16, 8), torch.nn.Linear(16, 8)
+    block = torch.nn.Sequential()
+    block.add_module("attn2", attention)
+    block.to(torch.bfloat16)
+    structure = HypernetworkStructure(layer_structure=(1, 2, 1), activation_func="relu", weight_init="XavierNormal")
+    first, second = (Hypernetwork.new(n, [16], structure) for n in ("first", "second"))
+    context = torch.randn(1, 4, 16).to(torch.bfloat16)
+    with hypernetworks_applied(block, [(first, 0.5), (second, 2.0)]) as applied, torch.no_grad():
+        keys = attention.to_k(context)
+        values = attention.to_v(context)
+    assert len(applied.hooked) == 4 and keys.dtype == torch.bfloat16
+    with torch.no_grad():
+        k_context = second.layers[16][0](first.layers[16][0](context.float(), 0.5).bfloat16().float(), 2.0)
+        v_context = second.layers[16][1](first.layers[16][1](context.float(), 0.5).bfloat16().float(), 2.0)
+        assert torch.equal(keys, attention.to_k(k_context.bfloat16()))
+        assert torch.equal(values, attention.to_v(v_context.bfloat16()))

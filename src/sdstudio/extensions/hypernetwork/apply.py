@@ -39,12 +39,14 @@ def attention_projections(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Lin
 
 
 def _context_hook(module: HypernetworkModule, multiplier: float):
-    """A pre-hook giving the projection `context + layers(context) * multiplier` (computed in float32)."""
-    dtype = next(module.parameters()).dtype
+    """A pre-hook giving the projection `context + layers(context) * multiplier` (in the module's float32)."""
+    weight = next(module.parameters())
 
     def hook(_layer: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         context = args[0]
-        changed = module(context.to(dtype), multiplier).to(context.dtype)
+        if weight.device != context.device:  # offloaded models run where their input is, not where weights rest
+            module.to(context.device)
+        changed = module(context.to(weight.dtype), multiplier).to(context.dtype)
         return (changed, *args[1:])
 
     return hook

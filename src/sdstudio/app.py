@@ -24,6 +24,7 @@ from sdstudio.config import (
 if TYPE_CHECKING:
     from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.service import GenerationService
+    from sdstudio.extensions.hypernetwork import HypernetworkLibrary
     from sdstudio.extensions.lora import LoraLibrary
     from sdstudio.extensions.manager import ExtensionManager
     from sdstudio.extensions.scripts.host import ScriptHost
@@ -46,6 +47,7 @@ class App:
     models: ModelRegistry
     styles: StyleDatabase
     loras: LoraLibrary
+    hypernetworks: HypernetworkLibrary
     postprocess: PostprocessService
     engine: GenerationService
     checkpoints: CheckpointModels  # the engine's model source, for unload/reload and the loaded model
@@ -87,6 +89,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.engine.checkpoints import CheckpointModels
     from sdstudio.engine.conditioning import encoder_for_checkpoint
     from sdstudio.engine.service import GenerationService
+    from sdstudio.extensions.hypernetwork import HypernetworkBatchHook, HypernetworkLibrary
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
     from sdstudio.extensions.scripts.base import ScriptLists
     from sdstudio.extensions.scripts.host import ScriptHost
@@ -109,11 +112,18 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         budget_bytes=lambda: int(store.current.model_memory_budget_mb * 2**20),
         # How many of each kind stay loaded without a byte budget: one checkpoint (A1111's
         # sd_checkpoints_limit), the last upscaler, one model per face restorer, a few LoRAs.
-        limits=lambda: {"checkpoint": store.current.sd_checkpoints_limit, "upscaler": 1, "face_restorer": 2, "lora": 4},
+        limits=lambda: {
+            "checkpoint": store.current.sd_checkpoints_limit,
+            "upscaler": 1,
+            "face_restorer": 2,
+            "lora": 4,
+            "hypernetwork": 4,
+        },
     )
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
     loras = LoraLibrary(paths.folders("lora"), memory=memory)
+    hypernetworks = HypernetworkLibrary(paths.folder("hypernetwork"), memory=memory)
     postprocess = PostprocessService.build(paths, store, memory=memory)
     interrogator = Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1"))
     scripts = ScriptHost(paths, store, lists=ScriptLists(upscaler_names=postprocess.upscalers.names))
@@ -143,7 +153,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         ),
         watermark=add_watermark,
         version=f"sdstudio {__version__}",
-        batch_hooks=[LoraBatchHook(loras)],
+        batch_hooks=[LoraBatchHook(loras), HypernetworkBatchHook(hypernetworks)],
         locate_checkpoint=checkpoints.locate,
         scripts_for_job=scripts.for_job,
         checkpoint_titles=lambda: [entry.title for entry in models.list("checkpoint", include_unusable=False)],
@@ -157,6 +167,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         models=models,
         styles=styles,
         loras=loras,
+        hypernetworks=hypernetworks,
         postprocess=postprocess,
         engine=engine,
         checkpoints=checkpoints,

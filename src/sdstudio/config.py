@@ -67,6 +67,7 @@ MODEL_KINDS = {
         ModelKind("vae", ("models/VAE",), (".safetensors", ".pt", ".ckpt", ".bin")),
         ModelKind("lora", ("models/Lora", "models/LyCORIS"), (".safetensors", ".pt", ".ckpt")),
         ModelKind("embedding", ("embeddings",), (".pt", ".bin", ".safetensors")),
+        ModelKind("hypernetwork", ("models/hypernetworks",), (".pt",)),
         ModelKind(
             "upscaler",
             ("models/ESRGAN", "models/RealESRGAN", "models/SwinIR", "models/DAT", "models/HAT"),

@@ -56,6 +56,7 @@ def test_listing_every_kind_with_titles_metadata_previews(data_dir):
     write_safetensors(data_dir / "embeddings/deep/emb.safetensors")
     write_safetensors(data_dir / "models/ESRGAN/4x.safetensors")
     write_safetensors(data_dir / "models/Codeformer/cf.safetensors")
+    torch.save({768: ({}, {}), "name": "hn"}, data_dir / "models/hypernetworks/hn.pt")
     registry = ModelRegistry(paths)
     checkpoint = registry.find_checkpoint("dream")
     assert checkpoint.name == "sub/dream.safetensors" and checkpoint.model_name == "sub_dream"
@@ -78,6 +79,7 @@ def test_listing_every_kind_with_titles_metadata_previews(data_dir):
         "embedding",
         "upscaler",
         "face_restorer",
+        "hypernetwork",
     }
     with pytest.raises(NotFound, match="dream"):
         registry.find_checkpoint("nope")

@@ -99,6 +99,7 @@ A1111_ENDPOINTS = {
         "embeddings",
         "extensions",
         "face-restorers",
+        "hypernetworks",
         "latent-upscale-modes",
         "loras",
         "memory",
@@ -115,6 +116,7 @@ A1111_ENDPOINTS = {
         "upscalers",
     ],
     "post": [
+        "create/hypernetwork",
         "extra-batch-images",
         "extra-single-image",
         "img2img",
@@ -129,6 +131,7 @@ A1111_ENDPOINTS = {
         "refresh-vae",
         "reload-checkpoint",
         "skip",
+        "train/hypernetwork",
         "txt2img",
         "unload-checkpoint",
     ],

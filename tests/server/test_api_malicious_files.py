@@ -27,6 +27,7 @@ EVIL_FILES = {
     "checkpoint": "models/Stable-diffusion/evil.ckpt",
     "vae": "models/VAE/evil.pt",
     "lora": "models/Lora/evil.pt",
+    "hypernetwork": "models/hypernetworks/evil.pt",
     "embedding_pt": "embeddings/evil.pt",
     "embedding_bin": "embeddings/evil.bin",
     "esrgan": "models/ESRGAN/evil.pth",
@@ -38,6 +39,7 @@ LISTINGS = (
     ("get", "/sdapi/v1/sd-models"),
     ("get", "/sdapi/v1/sd-vae"),
     ("get", "/sdapi/v1/loras"),
+    ("get", "/sdapi/v1/hypernetworks"),
     ("get", "/sdapi/v1/embeddings"),
     ("get", "/sdapi/v1/upscalers"),
     ("get", "/sdapi/v1/realesrgan-models"),
@@ -113,10 +115,11 @@ def test_every_listing_answers_and_says_why_an_embedding_or_lora_is_unusable(evi
         assert rows and all(not row["usable"] and "unsafe" in row["reason"] for row in rows), rows
 
 
-def test_lora_and_embedding_in_a_prompt_generate_with_a_warning_saying_why(evil_server):
+def test_lora_embedding_and_hypernetwork_in_a_prompt_generate_with_a_warning_saying_why(evil_server):
     with evil_server.client() as client:
         answer = client.post(
-            "/sdapi/v1/txt2img", json={**A1111_TXT2IMG_BODY, "prompt": "a cat, evil <lora:evil:1>", "steps": 2}
+            "/sdapi/v1/txt2img",
+            json={**A1111_TXT2IMG_BODY, "prompt": "a cat, evil <lora:evil:1> <hypernet:evil:1>", "steps": 2},
         )
         loras = {item["name"]: item for item in client.get("/sdapi/v1/loras").json()}
     assert answer.status_code == 200, answer.text
@@ -127,6 +130,8 @@ def test_lora_and_embedding_in_a_prompt_generate_with_a_warning_saying_why(evil_
     embedding = [w for w in warnings if "embedding" in w]
     assert len(lora) == 1 and "evil.pt" in lora[0] and "refused as unsafe" in lora[0], warnings
     assert len(embedding) == 1 and "evil.pt" in embedding[0] and "refused as unsafe" in embedding[0], warnings
+    hypernet = [w for w in warnings if "hypernetwork" in w]
+    assert len(hypernet) == 1 and "evil.pt" in hypernet[0] and "refused as unsafe" in hypernet[0], warnings
     assert "evil.pt" in loras["evil"]["error"] and "refused as unsafe" in loras["evil"]["error"]  # listed so now
 
 

@@ -274,6 +274,47 @@ REPLAYS = (
     Replay("post", "refresh-embeddings", checks=(exactly(None),)),
     Replay("get", "realesrgan-models", checks=(items("name", "path", "scale", may_be_empty=True),)),
     Replay("get", "loras", checks=(items("name", "alias", "path", "metadata", may_be_empty=True),)),
+    Replay("get", "hypernetworks", checks=(items("name", "path", may_be_empty=True),)),
+    Replay(
+        "post",
+        "create/hypernetwork",
+        {
+            "name": "replay-hypernet",
+            "enable_sizes": [768, 320, 640, 1280, 128, 64],  # A1111's, and the bundled model's widths
+            "overwrite_old": True,
+            "layer_structure": [1, 2, 1],
+            "activation_func": "relu",
+            "weight_init": "Normal",
+        },
+        (keys("info"),),
+    ),
+    Replay(
+        "post",
+        "train/hypernetwork",
+        {
+            "hypernetwork_name": "replay-hypernet",
+            "learn_rate": "0.00001",
+            "batch_size": 1,
+            "gradient_step": 1,
+            "data_root": "replay-train",
+            "log_directory": "textual_inversion",
+            "training_width": 64,
+            "training_height": 64,
+            "varsize": False,
+            "steps": 1,
+            "clip_grad_mode": "disabled",
+            "clip_grad_value": "0.1",
+            "shuffle_tags": False,
+            "tag_drop_out": 0,
+            "latent_sampling_method": "once",
+            "use_weight": False,
+            "create_image_every": 0,
+            "save_hypernetwork_every": 0,
+            "template_filename": "hypernetwork.txt",
+            "preview_from_txt2img": False,
+        },
+        (keys("info"),),
+    ),
     Replay("post", "refresh-checkpoints", checks=(exactly(None),)),
     Replay("post", "refresh-vae", checks=(exactly(None),)),
     Replay("post", "refresh-loras", checks=(exactly(None),)),
@@ -347,6 +388,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay") / "data"
     write_tiny_blip(root / "models" / "BLIP" / "blip-tiny")  # for interrogate
     write_tiny_clip_model(root / "models" / "CLIP" / "clip-tiny")
+    (root / "replay-train").mkdir()
+    Image.new("RGB", (64, 64), "purple").save(root / "replay-train" / "purple.png")  # for train/hypernetwork
     running = start_server(open_app(root))
     yield running
     running.stop()

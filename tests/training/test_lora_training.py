@@ -6,7 +6,6 @@ import json
 import re
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -14,34 +13,9 @@ from safetensors.torch import load_file
 
 from sdstudio.extensions.lora import LoraActivation, LoraLibrary, list_loras
 from sdstudio.training.lora_dataset import scan_training_folder, tag_frequency
-from sdstudio.training.lora_training import LoraTrainingConfig, TrainingBase, sample_images, train_lora
+from sdstudio.training.lora_training import LoraTrainingConfig, sample_images, train_lora
 
 KOHYA_KEY = re.compile(r"^lora_(unet|te)_[A-Za-z0-9_]+\.(lora_down\.weight|lora_up\.weight|alpha)$")
-
-
-@pytest.fixture(scope="module")
-def base():
-    from sdstudio.training.tiny_model import SCHEDULER_CONFIG, build_components, micro_ldm_config
-
-    parts = build_components(micro_ldm_config(), seed=0)
-    for module in (parts.unet, parts.vae, parts.text_encoder):
-        module.eval().requires_grad_(False)
-    return TrainingBase(
-        parts.unet, parts.vae, parts.text_encoder, dict(SCHEDULER_CONFIG), parts.scale_factor, name="micro"
-    )
-
-
-@pytest.fixture
-def dataset(tmp_path):
-    folder = tmp_path / "data"
-    concept = folder / "3_star"
-    concept.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(concept / f"{i}.png")
-        (concept / f"{i}.txt").write_text("a red star, on a blue background")
-    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / "plain.png")  # no caption
-    return folder
 
 
 def config(**overrides) -> LoraTrainingConfig:

@@ -278,6 +278,12 @@ def test_network_cards_with_previews_and_prompt_text(backend):
     assert loras[0].preview.name == "ink.preview.png"
     embeddings = backend.network_cards("embedding")
     assert [(c.name, c.prompt_text, c.preview) for c in embeddings] == [("bad-hands", "bad-hands", None)]
+    (backend.paths.folder("hypernetwork") / "anime.pt").write_bytes(b"x")
+    (backend.paths.folder("hypernetwork") / "anime.png").write_bytes(b"png")
+    hypernetworks = backend.network_cards("hypernetwork")
+    assert [(c.name, c.prompt_text, c.preview.name) for c in hypernetworks] == [
+        ("anime", "<hypernet:anime:1>", "anime.png")
+    ]
 
 
 def test_clicking_a_card_adds_then_removes_its_text():

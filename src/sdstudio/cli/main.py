@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "extras",
     "models",
     "merge",
+    "create_hypernetwork",
     "pnginfo",
     "serve",
     "webui",

@@ -372,3 +372,83 @@ class MergeCheckpointsResponse(BaseModel):
     config: str | None = Field(default=None, description="The yaml copied beside it, if any.")
     is_inpainting: bool = False
     is_instruct_pix2pix: bool = False
+
+
+# -- Hypernetworks (A1111's modules/api/models.py HypernetworkItem; create_hypernetwork's arguments) --
+
+
+class HypernetworkItem(BaseModel):
+    name: str = Field(description="The file name without `.pt`: what `<hypernet:NAME:1>` uses.")
+    path: str | None = None
+
+
+class CreateHypernetworkRequest(_Body):
+    """A1111's `create_hypernetwork` arguments, with its Create hypernetwork form's defaults."""
+
+    name: str = Field(description="File name: letters, digits and `._- ` are kept (A1111).")
+    enable_sizes: list[int | str] = Field(
+        default=[768, 320, 640, 1280], description="Context widths to make layers for (768 SD1, 1024 SD2)."
+    )
+    overwrite_old: bool = Field(default=False, description="Replace a hypernetwork of the same name.")
+    layer_structure: str | list[float] | None = Field(
+        default="1, 2, 1", description="Layer widths as multiples of the context width, from 1 to 1."
+    )
+    activation_func: str | None = Field(default="linear", description="linear, relu, leakyrelu, elu, swish, ...")
+    weight_init: str | None = Field(
+        default="Normal", description="Normal, XavierUniform, XavierNormal, KaimingUniform or KaimingNormal."
+    )
+    add_layer_norm: bool = False
+    use_dropout: bool = False
+    dropout_structure: str | list[float] | None = Field(
+        default="0, 0, 0", description="Dropout after each layer (used with use_dropout), first and last 0."
+    )
+
+
+class CreateResponse(BaseModel):
+    info: str = Field(description='A1111\'s result line, such as "create hypernetwork filename: PATH".')
+
+
+class TrainHypernetworkRequest(_Body):
+    """A1111's `train_hypernetwork` arguments (its Train tab's defaults); the ones sdstudio does not use yet are
+    accepted and named in the answer's `warnings` when set."""
+
+    hypernetwork_name: str = Field(description="A hypernetwork in models/hypernetworks (file name without .pt).")
+    learn_rate: str | float = Field(default="0.00001", description="The learning rate (one number).")
+    batch_size: int = 1
+    gradient_step: int = Field(default=1, description="Batches per optimizer step (gradient accumulation).")
+    data_root: str = Field(description="Folder of training images with .txt captions, in the data dir.")
+    log_directory: str = Field(
+        default="textual_inversion", description="Where the run's state goes, in the data dir: LOG_DIRECTORY/NAME."
+    )
+    training_width: int = 512
+    training_height: int = 512
+    varsize: bool = False
+    steps: int = 100000
+    clip_grad_mode: str | None = "disabled"
+    clip_grad_value: str | float | None = "0.1"
+    shuffle_tags: bool = False
+    tag_drop_out: float = 0
+    latent_sampling_method: str | None = "once"
+    use_weight: bool = False
+    create_image_every: int = 0
+    save_hypernetwork_every: int = 500
+    template_filename: str | None = None
+    preview_from_txt2img: bool = False
+    preview_prompt: str | None = ""
+    preview_negative_prompt: str | None = ""
+    preview_steps: int | None = 20
+    preview_sampler_name: str | None = None
+    preview_sampler_index: int | str | None = None
+    preview_cfg_scale: float | None = 7.0
+    preview_seed: int | None = -1
+    preview_width: int | None = 512
+    preview_height: int | None = 512
+
+
+class TrainResponse(BaseModel):
+    info: str = Field(description='A1111\'s result line, "train hypernetwork complete: filename: PATH error: None".')
+    steps: int | None = Field(default=None, description="Steps the file has been trained for now.")
+    losses: list[float] = Field(
+        default_factory=list, description="The loss of each step so far (earlier runs' from the run's state)."
+    )
+    warnings: list[str] = Field(default_factory=list, description="A1111 options that were set but not used.")

@@ -21,6 +21,7 @@ from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
 from sdstudio.server.routes import (
     generation,
+    hypernetworks,
     interrogate,
     merger,
     models,
@@ -44,6 +45,7 @@ ROUTERS = (
     interrogate.router,
     tasks.router,
     merger.router,
+    hypernetworks.router,
 )
 
 

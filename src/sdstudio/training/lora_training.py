@@ -426,6 +426,23 @@ def sample_images(
 # --------------------------------------------------------------------------------------
 
 
+def denoising_loss(
+    unet: Any,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    generator: torch.Generator,
+    alphas_cumprod: torch.Tensor,
+    device: torch.device,
+) -> torch.Tensor:
+    """MSE between the UNet's noise prediction and the noise, at t ~ U[0, T) drawn from `generator` (Ho et al.)."""
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator)
+    a = alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    pred = unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
+    return F.mse_loss(pred.float(), noise.to(device).float())
+
+
 class _EpochOrder:
     """Shuffled image order per epoch (seeded by seed + epoch), with a resumable position."""
 
@@ -462,7 +479,7 @@ class LoraTrainingState:
         """Step 0: the first epoch's order and a generator seeded with `seed`."""
         return cls(0, [], _EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
 
-    def to_json(self, config: LoraTrainingConfig) -> dict[str, Any]:
+    def to_json(self, config: Any) -> dict[str, Any]:  # the run's config dataclass (LoRA, hypernetwork)
         """The state.json contents (with the run's config, for people reading it)."""
         return {
             "step": self.step,
@@ -658,20 +675,16 @@ class LoraTrainer:
 
     def _backward(self, picks: list[int]) -> float:
         """Epsilon-prediction loss of one batch, back-propagated; returns its share of the step's loss."""
-        generator, device = self.state.generator, self.device
-        x0 = self.latents[picks]
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        t = torch.randint(0, self.num_timesteps, (len(picks),), generator=generator)
-        a = self.alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         if self.cached_context is not None:
             context = self.cached_context[picks]
         else:
             context = self.base.text_encoder(
                 self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device)
             )[0]
-        pred = self.base.unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
-        loss = F.mse_loss(pred.float(), noise.to(device).float()) / self.config.gradient_accumulation_steps
+        loss = denoising_loss(
+            self.base.unet, self.latents[picks], context, self.state.generator, self.alphas_cumprod, self.device
+        )
+        loss = loss / self.config.gradient_accumulation_steps
         loss.backward()
         return float(loss.detach())
 

@@ -34,15 +34,16 @@ CHUNK_TOKENS = 75
 class NetworkCard:
     """One extra network as a card: its name, file, preview image and prompt text."""
 
-    kind: str  # "lora" | "embedding"
+    kind: str  # "lora" | "embedding" | "hypernetwork"
     name: str
     path: Path
     preview: Path | None
 
     @property
     def prompt_text(self) -> str:
-        """What clicking the card inserts (A1111: `<lora:name:1>` with the default multiplier 1)."""
-        return f"<lora:{self.name}:1>" if self.kind == "lora" else self.name
+        """What clicking the card inserts (A1111: `<lora:name:1>`, `<hypernet:name:1>`: the default multiplier 1)."""
+        tag = {"lora": "lora", "hypernetwork": "hypernet"}.get(self.kind)  # an embedding is its name
+        return f"<{tag}:{self.name}:1>" if tag else self.name
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ class UiBackend:
     # -- extra networks ----------------------------------------------------------------------
 
     def network_cards(self, kind: str) -> list[NetworkCard]:
-        """LoRA or embedding files as cards (names as A1111 uses them in prompts: the file stem)."""
+        """LoRA, embedding or hypernetwork files as cards (names as A1111 uses them in prompts: the file stem)."""
         if self.registry is not None:
             entries = self.registry.list(kind, with_hashes=False)
             return [NetworkCard(kind, e.stem, e.path, e.preview) for e in entries]

@@ -1,4 +1,4 @@
-"""The Extra Networks tab: LoRA and embedding cards; a click adds the card's text to a prompt."""
+"""The Extra Networks tab: LoRA, embedding and hypernetwork cards; a click adds the card's text to a prompt."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import gradio as gr
 from sdstudio.ui.backend import NetworkCard, UiBackend
 
 CARD_SIZE = 256
-KINDS = (("lora", "Lora"), ("embedding", "Textual Inversion"))
+KINDS = (("lora", "Lora"), ("embedding", "Textual Inversion"), ("hypernetwork", "Hypernetworks"))
 
 
 def placeholder_card(name: str):

@@ -103,6 +103,7 @@ def get_cmd_flags(app: AppDep, options: OptionsDep):
         "vae_dir": str(app.paths.folder("vae")),
         "lora_dir": str(app.paths.folder("lora")),
         "embeddings_dir": str(app.paths.folder("embedding")),
+        "hypernetwork_dir": str(app.paths.folder("hypernetwork")),
         "esrgan_models_path": str(app.paths.folder("upscaler", "ESRGAN")),
         "realesrgan_models_path": str(app.paths.folder("upscaler", "RealESRGAN")),
         "gfpgan_models_path": str(app.paths.folder("face_restorer", "GFPGAN")),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from sdstudio.models.detect import (
 )
 from sdstudio.models.devices import auto_weights_dtype
 from sdstudio.models.ldm_names import ldm_unet_module_names
-from sdstudio.models.state_dict import load_state_dict
+from sdstudio.models.state_dict import SAFETENSORS_SUFFIX, load_state_dict, read_safetensors_header
 
 if TYPE_CHECKING:
     # diffusers' classes from their defining modules: mypy reads the top-level
@@ -364,6 +365,30 @@ def _sd2_is_v_prediction(unet: UNet2DConditionModel) -> bool:
         return float((out[:, :4] - x[:, :4]).mean()) < -1
 
 
+def unet_parameters_in_header(path: Path) -> int:
+    """How many UNet weights a single-file checkpoint holds, from its safetensors header (nothing read)."""
+    header = read_safetensors_header(path)
+    return sum(
+        math.prod(int(size) for size in entry["shape"])
+        for key, entry in header.items()
+        if key.startswith(UNET_PREFIX) and isinstance(entry, dict)
+    )
+
+
+def _read_dtypes(
+    dtype: torch.dtype | None, auto: bool, no_half_vae: bool, device: str
+) -> Callable[[str], torch.dtype | None]:
+    """Each weight's dtype as it is read: the model's, the VAE's fp32 where it stays so; None = as stored."""
+    vae_fp32 = no_half_vae or (auto and device.startswith("cpu"))
+
+    def dtype_for(key: str) -> torch.dtype | None:
+        if vae_fp32 and key.startswith(VAE_PREFIX):
+            return torch.float32
+        return dtype
+
+    return dtype_for
+
+
 def load_checkpoint(
     path: str | Path,
     *,
@@ -380,9 +405,12 @@ def load_checkpoint(
     """
     path = Path(path)
     auto = dtype is None
-    # Upcasting to fp32 is lossless, so it happens while reading (lower peak memory); other
-    # casts wait until each module's own dtype is known (the VAE may stay fp32).
-    state_dict = load_state_dict(path, float_dtype=torch.float32 if dtype == torch.float32 else None)
+    if auto and path.suffix.lower() == SAFETENSORS_SUFFIX:  # the UNet's size is in the header: choose now
+        dtype = auto_weights_dtype(device, unet_parameters_in_header(path))
+    # Each tensor is read straight into the dtype its module will run in (the VAE may stay fp32), so the
+    # file's copy and a converted one are never both held. A pickle under "auto" is read as stored and
+    # cast once its UNet's size is known (below).
+    state_dict = load_state_dict(path, float_dtype=_read_dtypes(dtype, auto, no_half_vae, device))
     detected = detect_architecture(state_dict)
     given_yaml = Path(yaml_path) if yaml_path else known_config(path)
     if given_yaml:
@@ -415,7 +443,7 @@ def load_checkpoint(
         raise ModelLoadError(
             f"{path.name}: weights do not fit a {architecture.name} model ({str(exc).splitlines()[0]})"
         ) from None
-    del state_dict
+    del state_dict, vae_state  # the modules hold their weights now; these would keep every tensor twice
     gc.collect()
 
     if architecture.family == "sd2" and not given_yaml and not architecture.inpainting and _sd2_is_v_prediction(unet):

@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -114,41 +115,81 @@ def unwrap_state_dict(loaded: object) -> dict[str, torch.Tensor]:
     return {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
 
 
+SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+"""safetensors' dtype names -> torch's."""
+
+
 def load_state_dict(
-    path: str | Path, device: str = "cpu", float_dtype: torch.dtype | None = None
+    path: str | Path,
+    device: str = "cpu",
+    float_dtype: torch.dtype | Callable[[str], torch.dtype | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """All tensors of a model file (.safetensors, or .ckpt/.pt/.pth/.bin through the safe unpickler).
 
-    `float_dtype` casts floating-point tensors as they are read: one tensor at a time, so an
-    fp16 file loaded for fp32 never holds both full copies at once.
+    `float_dtype` casts floating-point tensors as they are read (a function gives each key's dtype,
+    None = as stored). A safetensors file is read one tensor at a time with plain reads, not mapped:
+    each tensor's bytes are freed once it is in its dtype, so memory holds the weights as they will
+    be used and nothing more (a mapped file would stay resident beside its converted copy).
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
+    dtype_of = float_dtype if callable(float_dtype) else (lambda key: float_dtype)
     if path.suffix.lower() == SAFETENSORS_SUFFIX:
-        from safetensors import safe_open
-
+        header = read_safetensors_header(path)  # sizes checked against the file before anything is read
         try:
             tensors = {}
-            with safe_open(str(path), framework="pt", device=device) as handle:
-                for key in handle.keys():
-                    tensor = handle.get_tensor(key)
-                    if float_dtype is not None and tensor.is_floating_point() and tensor.dtype != float_dtype:
-                        tensor = tensor.to(float_dtype)
-                    tensors[key] = tensor
+            entries = sorted(
+                ((key, entry) for key, entry in header.items() if key != "__metadata__"),
+                key=lambda item: int(item[1]["data_offsets"][0]),
+            )
+            sizes = [int(entry["data_offsets"][1]) - int(entry["data_offsets"][0]) for _, entry in entries]
+            # One staging buffer, reused: each tensor is then one allocation of its final size, and the
+            # freed reads do not fragment the heap into memory the process keeps.
+            staging = bytearray(max(sizes, default=0))
+            with open(path, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                start = 8 + length
+                for (key, entry), size in zip(entries, sizes):
+                    dtype = getattr(torch, SAFETENSORS_DTYPES[entry["dtype"]])
+                    shape = [int(extent) for extent in entry["shape"]]
+                    handle.seek(start + int(entry["data_offsets"][0]))
+                    if handle.readinto(memoryview(staging)[:size]) != size:
+                        raise ValueError(f"{key}: the file ends inside its data")
+                    if size == 0:
+                        tensor = torch.empty(shape, dtype=dtype)
+                    else:
+                        read = torch.frombuffer(staging, dtype=dtype, count=size // dtype.itemsize).reshape(shape)
+                        wanted = dtype_of(key)
+                        convert = wanted is not None and read.is_floating_point() and read.dtype != wanted
+                        tensor = read.to(wanted) if convert else read.clone()
+                    tensors[key] = tensor if device == "cpu" else tensor.to(device)
             return tensors
-        except Exception as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ModelLoadError(f"{path.name}: not a valid safetensors file ({exc})") from None
     from sdstudio.models.safe_pickle import safe_load
 
     try:
         tensors = unwrap_state_dict(safe_load(path))
-        if float_dtype is not None:
-            tensors = {
-                k: v.to(float_dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in tensors.items()
-            }
+        for key, tensor in tensors.items():
+            wanted = dtype_of(key)
+            if wanted is not None and tensor.is_floating_point() and tensor.dtype != wanted:
+                tensors[key] = tensor.to(wanted)
         return tensors
     except ModelLoadError as exc:
         if str(exc).startswith("expected"):

@@ -388,8 +388,15 @@ def sample_images(
     steps: int = 20,
     cfg_scale: float = 7.0,
     sampler_name: str = "Euler",
+    negative_prompt: str = "",
+    height: int | None = None,
+    token_ids: Callable[[list[str]], torch.Tensor] = caption_token_ids,
 ) -> list[Image.Image]:
-    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance, seed + i for prompt i."""
+    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance, seed + i for prompt i.
+
+    `resolution` is the width (and the height unless `height` is given); `token_ids` tokenizes
+    (a trainer with new token vectors passes its own).
+    """
     resolved = resolve_sampler_and_schedule(sampler_name, None)
     if resolved is None:
         raise InvalidRequest("sampler", f"unknown sampler {sampler_name!r}")
@@ -399,10 +406,10 @@ def sample_images(
     device = next(base.unet.parameters()).device
     vae_dtype = next(base.vae.parameters()).dtype
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    shape = (int(base.unet.config.in_channels), resolution // factor, resolution // factor)
+    shape = (int(base.unet.config.in_channels), (height or resolution) // factor, resolution // factor)
     images: list[Image.Image] = []
     for index, prompt in enumerate(prompts):  # one prompt at a time: training already holds much memory
-        context = base.text_encoder(caption_token_ids([prompt, ""]).to(device))[0]
+        context = base.text_encoder(token_ids([prompt, negative_prompt]).to(device))[0]
         noise = ImageNoise(shape, [seed + index], device=device)
         job = SamplingJob(
             sampler=sampler,
@@ -426,8 +433,31 @@ def sample_images(
 # --------------------------------------------------------------------------------------
 
 
-class _EpochOrder:
-    """Shuffled image order per epoch (seeded by seed + epoch), with a resumable position."""
+def noise_prediction_loss(
+    unet: Any,
+    alphas_cumprod: torch.Tensor,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    generator: torch.Generator,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MSE of the UNet's epsilon prediction on `x0` noised at t ~ U[0, T) (noise and t from `generator`).
+
+    `weight` ([B, 1, H, W], mean 1) weighs the per-pixel error, as A1111's "use alpha as loss weight".
+    """
+    device = next(unet.parameters()).device
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator)
+    a = alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
+    noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    pred = unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
+    if weight is None:
+        return F.mse_loss(pred.float(), noise.to(device).float())
+    return (((pred.float() - noise.to(device).float()) ** 2) * weight.to(device)).mean()
+
+
+class EpochOrder:
+    """Shuffled image order per epoch (seeded by seed + epoch), with a resumable position (shared by the trainers)."""
 
     def __init__(self, repeated: list[int], seed: int, epoch: int = 0, position: int = 0):
         self.repeated, self.seed, self.epoch, self.position = repeated, seed, epoch, position
@@ -454,13 +484,13 @@ class LoraTrainingState:
 
     step: int
     losses: list[float]
-    order: _EpochOrder
+    order: EpochOrder
     generator: torch.Generator
 
     @classmethod
     def start(cls, repeated: list[int], seed: int) -> LoraTrainingState:
         """Step 0: the first epoch's order and a generator seeded with `seed`."""
-        return cls(0, [], _EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
+        return cls(0, [], EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
 
     def to_json(self, config: LoraTrainingConfig) -> dict[str, Any]:
         """The state.json contents (with the run's config, for people reading it)."""
@@ -476,7 +506,7 @@ class LoraTrainingState:
     def restore(self, info: dict[str, Any]) -> None:
         """Continue from a saved state.json."""
         self.step, self.losses = int(info["step"]), list(info["losses"])
-        self.order = _EpochOrder(self.order.repeated, self.order.seed, int(info["epoch"]), int(info["position"]))
+        self.order = EpochOrder(self.order.repeated, self.order.seed, int(info["epoch"]), int(info["position"]))
         self.generator.set_state(torch.tensor(info["generator_state"], dtype=torch.uint8))
 
 
@@ -658,20 +688,16 @@ class LoraTrainer:
 
     def _backward(self, picks: list[int]) -> float:
         """Epsilon-prediction loss of one batch, back-propagated; returns its share of the step's loss."""
-        generator, device = self.state.generator, self.device
-        x0 = self.latents[picks]
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
-        t = torch.randint(0, self.num_timesteps, (len(picks),), generator=generator)
-        a = self.alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
-        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         if self.cached_context is not None:
             context = self.cached_context[picks]
         else:
             context = self.base.text_encoder(
                 self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device)
             )[0]
-        pred = self.base.unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
-        loss = F.mse_loss(pred.float(), noise.to(device).float()) / self.config.gradient_accumulation_steps
+        loss = noise_prediction_loss(
+            self.base.unet, self.alphas_cumprod, self.latents[picks], context, self.state.generator
+        )
+        loss = loss / self.config.gradient_accumulation_steps
         loss.backward()
         return float(loss.detach())
 

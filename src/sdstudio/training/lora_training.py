@@ -74,6 +74,13 @@ class TrainingBase:
     path: Path | None = None
 
     @classmethod
+    def from_file(cls, path: Path) -> TrainingBase:
+        """A checkpoint file through the model manager's loader (float32, CPU)."""
+        from sdstudio.models.loader import load_checkpoint
+
+        return cls.from_loaded(load_checkpoint(path), path)
+
+    @classmethod
     def from_loaded(cls, loaded: LoadedCheckpoint, path: Path | None = None) -> TrainingBase:
         """From the model manager's LoadedCheckpoint (SD1/SD2 layouts: one text encoder)."""
         if loaded.text_encoder is None or loaded.text_encoder_2 is not None:

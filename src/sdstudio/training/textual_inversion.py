@@ -41,7 +41,7 @@ from sdstudio.models.hashes import sha256_of_file
 from sdstudio.prompts.embeddings import MAX_VECTORS, PNG_CHUNK, embedding_to_b64, load_embedding_file
 from sdstudio.training.learn_schedule import LearnRateSchedule
 from sdstudio.training.lora_training import EpochOrder, TrainingBase, noise_prediction_loss, sample_images
-from sdstudio.training.templates import TemplateDataset
+from sdstudio.training.templates import DatasetOptions, TemplateDataset, read_template
 
 PLACEHOLDER_TOKEN_ID = 265  # "*" in CLIP's vocabulary: A1111 writes string_to_token {"*": 265}
 OPTIMIZER_SUFFIX = ".optim"  # A1111 keeps the optimizer state in NAME.pt.optim
@@ -526,3 +526,62 @@ class TextualInversionTrainer:
 def describe_result(result: TextualInversionResult) -> str:
     """A1111's answer text for a finished run."""
     return f"train embedding complete: filename: {result.path} error: None"
+
+
+@dataclass
+class EmbeddingTrainingJob:
+    """Everything a train-embedding request names: the run's settings, the dataset, the template and the log root."""
+
+    config: TextualInversionConfig
+    options: DatasetOptions
+    data_root: Path
+    template_filename: str
+    log_directory: Path
+
+    def embedding_path(self, embeddings_folder: Path) -> Path:
+        """Where the embedding being trained lives."""
+        return Path(embeddings_folder) / f"{self.config.embedding_name}.pt"
+
+    def check(self, embeddings_folder: Path, templates_folder: Path) -> list[str]:
+        """Refuse what would fail before any model loads, naming the field; returns the template's lines."""
+        self.config.check()
+        self.options.check()
+        LearnRateSchedule.parse(self.config.learn_rate, self.config.steps)
+        if self.config.clip_grad_mode != "disabled":
+            LearnRateSchedule.parse(self.config.clip_grad_value, self.config.steps, field="clip_grad_value")
+        if not self.embedding_path(embeddings_folder).is_file():
+            raise InvalidRequest(
+                "embedding_name", f"no embedding {self.config.embedding_name!r} in {embeddings_folder}; create it first"
+            )
+        if not self.data_root.is_dir():
+            raise InvalidRequest("data_root", f"{self.data_root} is not a folder of training images")
+        return read_template(templates_folder, self.template_filename)
+
+    def log_dir(self) -> Path:
+        """A1111's log folder for the run: LOG_DIRECTORY/YYYY-MM-DD/NAME."""
+        return self.log_directory / time.strftime("%Y-%m-%d") / self.config.embedding_name
+
+
+def run_embedding_training(
+    base: TrainingBase,
+    job: EmbeddingTrainingJob,
+    embeddings_folder: Path,
+    templates_folder: Path,
+    on_step: Callable[[int, int, float, str], None] | None = None,
+    on_preview: Callable[[Image.Image], None] | None = None,
+    interrupted: Callable[[], bool] = lambda: False,
+) -> TextualInversionResult:
+    """Check the job, encode the dataset and train the embedding (continuing from its saved step)."""
+    lines = job.check(embeddings_folder, templates_folder)
+    dataset = TemplateDataset(job.data_root, lines, job.options, base.vae, base.vae_scaling_factor)
+    trainer = TextualInversionTrainer(
+        base,
+        job.embedding_path(embeddings_folder),
+        dataset,
+        job.config,
+        job.log_dir(),
+        on_step,
+        on_preview,
+        interrupted,
+    )
+    return trainer.train()

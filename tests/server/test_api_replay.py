@@ -200,6 +200,40 @@ A1111_IMG2IMG = {
 
 GENERATION_ANSWER = keys("images", "parameters", "info")
 
+# A1111's Train tab body (train_embedding's parameters), a few steps on the bundled model's size.
+A1111_TRAIN_EMBEDDING = {
+    "id_task": "task(replay-train)",
+    "embedding_name": "replay-emb",
+    "learn_rate": "0.005",
+    "batch_size": 1,
+    "gradient_step": 1,
+    "data_root": "train-images",
+    "log_directory": "textual_inversion",
+    "training_width": 64,
+    "training_height": 64,
+    "varsize": False,
+    "steps": 1,
+    "clip_grad_mode": "disabled",
+    "clip_grad_value": "0.1",
+    "shuffle_tags": False,
+    "tag_drop_out": 0,
+    "latent_sampling_method": "once",
+    "use_weight": False,
+    "create_image_every": 0,
+    "save_embedding_every": 0,
+    "template_filename": "style_filewords.txt",
+    "save_image_with_stored_embedding": True,
+    "preview_from_txt2img": False,
+    "preview_prompt": "",
+    "preview_negative_prompt": "",
+    "preview_steps": 20,
+    "preview_sampler_name": "Euler a",
+    "preview_cfg_scale": 7,
+    "preview_seed": -1,
+    "preview_width": 512,
+    "preview_height": 512,
+}
+
 REPLAYS = (
     Replay("get", "sd-models", checks=(items("title", "model_name", "hash", "sha256", "filename", "config"),)),
     Replay(
@@ -260,6 +294,13 @@ REPLAYS = (
         },
         (keys("filename", "info"),),
     ),
+    Replay(
+        "post",
+        "create/embedding",
+        {"name": "replay-emb", "num_vectors_per_token": 1, "overwrite_old": False, "init_text": "*"},
+        (keys("info"),),
+    ),
+    Replay("post", "train/embedding", A1111_TRAIN_EMBEDDING, (keys("info"),)),
     Replay("get", "progress", checks=(keys("progress", "eta_relative", "state", "current_image", "textinfo"),)),
     Replay("post", "interrupt", checks=(exactly({}),)),
     Replay("post", "skip", checks=(exactly(None),)),
@@ -347,6 +388,8 @@ def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay") / "data"
     write_tiny_blip(root / "models" / "BLIP" / "blip-tiny")  # for interrogate
     write_tiny_clip_model(root / "models" / "CLIP" / "clip-tiny")
+    (root / "train-images").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (140, 40, 200)).save(root / "train-images" / "purple.png")  # for train/embedding
     running = start_server(open_app(root))
     yield running
     running.stop()

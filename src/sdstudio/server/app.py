@@ -28,6 +28,7 @@ from sdstudio.server.routes import (
     scripts,
     server_control,
     tasks,
+    training,
 )
 from sdstudio.server.routes import options as options_routes
 from sdstudio.server.tasks import TaskRunner
@@ -44,6 +45,7 @@ ROUTERS = (
     interrogate.router,
     tasks.router,
     merger.router,
+    training.router,
 )
 
 

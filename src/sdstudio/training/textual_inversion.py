@@ -36,6 +36,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from sdstudio.config import atomic_path
+from sdstudio.engine.samplers import resolve_sampler_and_schedule
 from sdstudio.errors import InvalidRequest
 from sdstudio.models.hashes import sha256_of_file
 from sdstudio.prompts.embeddings import MAX_VECTORS, PNG_CHUNK, embedding_to_b64, load_embedding_file
@@ -523,11 +524,6 @@ class TextualInversionTrainer:
         )
 
 
-def describe_result(result: TextualInversionResult) -> str:
-    """A1111's answer text for a finished run."""
-    return f"train embedding complete: filename: {result.path} error: None"
-
-
 @dataclass
 class EmbeddingTrainingJob:
     """Everything a train-embedding request names: the run's settings, the dataset, the template and the log root."""
@@ -553,6 +549,11 @@ class EmbeddingTrainingJob:
             raise InvalidRequest(
                 "embedding_name", f"no embedding {self.config.embedding_name!r} in {embeddings_folder}; create it first"
             )
+        if (
+            self.config.create_image_every
+            and resolve_sampler_and_schedule(self.config.preview_sampler_name, None) is None
+        ):
+            raise InvalidRequest("preview_sampler_name", f"unknown sampler {self.config.preview_sampler_name!r}")
         if not self.data_root.is_dir():
             raise InvalidRequest("data_root", f"{self.data_root} is not a folder of training images")
         return read_template(templates_folder, self.template_filename)

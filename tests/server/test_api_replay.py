@@ -24,6 +24,7 @@ from sdstudio.server.app import ServerOptions, create_api
 
 from .conftest import start_server
 from .test_api_extras import A1111_EXTRAS_OPTIONS, png_base64
+from .test_api_training import A1111_TRAIN_BODY
 
 Check = Callable[[Any], None]
 
@@ -200,38 +201,14 @@ A1111_IMG2IMG = {
 
 GENERATION_ANSWER = keys("images", "parameters", "info")
 
-# A1111's Train tab body (train_embedding's parameters), a few steps on the bundled model's size.
+# A1111's Train tab body (train_embedding's parameters): one step on the bundled model's size.
 A1111_TRAIN_EMBEDDING = {
-    "id_task": "task(replay-train)",
+    **A1111_TRAIN_BODY,
     "embedding_name": "replay-emb",
-    "learn_rate": "0.005",
-    "batch_size": 1,
-    "gradient_step": 1,
-    "data_root": "train-images",
-    "log_directory": "textual_inversion",
-    "training_width": 64,
-    "training_height": 64,
-    "varsize": False,
     "steps": 1,
-    "clip_grad_mode": "disabled",
-    "clip_grad_value": "0.1",
-    "shuffle_tags": False,
-    "tag_drop_out": 0,
-    "latent_sampling_method": "once",
-    "use_weight": False,
     "create_image_every": 0,
     "save_embedding_every": 0,
     "template_filename": "style_filewords.txt",
-    "save_image_with_stored_embedding": True,
-    "preview_from_txt2img": False,
-    "preview_prompt": "",
-    "preview_negative_prompt": "",
-    "preview_steps": 20,
-    "preview_sampler_name": "Euler a",
-    "preview_cfg_scale": 7,
-    "preview_seed": -1,
-    "preview_width": 512,
-    "preview_height": 512,
 }
 
 REPLAYS = (

@@ -139,46 +139,42 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def build_job(args: argparse.Namespace, log_root: Path):
-    """The EmbeddingTrainingJob the flags describe."""
-    from sdstudio.training.templates import DatasetOptions
-    from sdstudio.training.textual_inversion import EmbeddingTrainingJob, TextualInversionConfig
+    """The EmbeddingTrainingJob the flags describe (as A1111's train_embedding fields)."""
+    from sdstudio.training.textual_inversion import EmbeddingTrainingJob
 
-    config = TextualInversionConfig(
-        embedding_name=args.name,
-        learn_rate=args.learn_rate,
-        batch_size=args.batch_size,
-        gradient_step=args.gradient_step,
-        steps=args.steps,
-        clip_grad_mode=args.clip_grad_mode,
-        clip_grad_value=args.clip_grad_value,
-        create_image_every=args.image_every,
-        save_embedding_every=args.save_every,
-        save_image_with_stored_embedding=not args.no_stored_embedding_image,
-        preview_from_txt2img=args.preview_prompt is not None,
-        preview_prompt=args.preview_prompt or "",
-        preview_negative_prompt=args.preview_negative_prompt,
-        preview_steps=args.preview_steps,
-        preview_sampler_name=args.preview_sampler,
-        preview_cfg_scale=args.preview_cfg_scale,
-        preview_seed=args.preview_seed,
-        preview_width=args.preview_width,
-        preview_height=args.preview_height,
-        save_safetensors=args.safetensors,
-        seed=args.seed,
-    )
-    options = DatasetOptions(
-        placeholder=args.name,
-        training_width=args.width,
-        training_height=args.height,
-        varsize=args.varsize,
-        repeats=args.repeats,
-        shuffle_tags=args.shuffle_tags,
-        tag_drop_out=args.tag_drop_out,
-        latent_sampling_method=args.latent_sampling,
-        use_weight=args.use_weight,
-        seed=args.seed,
-    )
-    return EmbeddingTrainingJob(config, options, Path(args.data), args.template, log_root)
+    fields = {
+        "embedding_name": args.name,
+        "learn_rate": args.learn_rate,
+        "batch_size": args.batch_size,
+        "gradient_step": args.gradient_step,
+        "steps": args.steps,
+        "training_width": args.width,
+        "training_height": args.height,
+        "varsize": args.varsize,
+        "repeats": args.repeats,
+        "template_filename": args.template,
+        "latent_sampling_method": args.latent_sampling,
+        "shuffle_tags": args.shuffle_tags,
+        "tag_drop_out": args.tag_drop_out,
+        "use_weight": args.use_weight,
+        "clip_grad_mode": args.clip_grad_mode,
+        "clip_grad_value": args.clip_grad_value,
+        "save_embedding_every": args.save_every,
+        "create_image_every": args.image_every,
+        "save_image_with_stored_embedding": not args.no_stored_embedding_image,
+        "preview_from_txt2img": args.preview_prompt is not None,
+        "preview_prompt": args.preview_prompt or "",
+        "preview_negative_prompt": args.preview_negative_prompt,
+        "preview_steps": args.preview_steps,
+        "preview_sampler_name": args.preview_sampler,
+        "preview_cfg_scale": args.preview_cfg_scale,
+        "preview_seed": args.preview_seed,
+        "preview_width": args.preview_width,
+        "preview_height": args.preview_height,
+        "save_safetensors": args.safetensors,
+        "seed": args.seed,
+    }
+    return EmbeddingTrainingJob.from_fields(fields, Path(args.data), log_root)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -189,9 +185,9 @@ def run_train(args: argparse.Namespace) -> int:
 
     app = open_app_from_args(args)
     log_root = Path(args.log_dir) if args.log_dir else app.paths.root / "textual_inversion"
-    job = build_job(args, log_root)
     embeddings, templates = app.paths.folder("embedding"), templates_dir(app.paths.root)
     try:
+        job = build_job(args, log_root)
         job.check(embeddings, templates)
         base = _base(app, args.base)
 

@@ -24,9 +24,10 @@ Following A1111's `modules/textual_inversion` (and diffusers' textual_inversion 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -533,6 +534,26 @@ class EmbeddingTrainingJob:
     data_root: Path
     template_filename: str
     log_directory: Path
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], data_root: Path, log_directory: Path) -> EmbeddingTrainingJob:
+        """The job A1111's train_embedding fields describe (CLI flags and API bodies both come as these)."""
+        name = str(fields.get("embedding_name") or "")
+        if not name:
+            raise InvalidRequest("embedding_name", "choose the embedding to train")
+        known = {f.name for f in dataclasses.fields(TextualInversionConfig)}
+        values = {key: value for key, value in fields.items() if key in known and value is not None}
+        for key in ("learn_rate", "clip_grad_value"):  # A1111 sends them as text (schedules); numbers read the same
+            if key in values:
+                values[key] = str(values[key])
+        options = {f.name for f in dataclasses.fields(DatasetOptions)} - {"placeholder"}
+        return cls(
+            TextualInversionConfig(**values),
+            DatasetOptions(placeholder=name, **{key: fields[key] for key in options if fields.get(key) is not None}),
+            data_root,
+            str(fields.get("template_filename") or "style_filewords.txt"),
+            log_directory,
+        )
 
     def embedding_path(self, embeddings_folder: Path) -> Path:
         """Where the embedding being trained lives."""

@@ -74,55 +74,16 @@ async def create_embedding(body: m.CreateEmbeddingRequest, app: AppDep, queue: C
 
 def embedding_job(app: App, body: m.TrainEmbeddingRequest) -> EmbeddingTrainingJob:
     """The training job an A1111 train/embedding body describes (paths resolved inside the data dir)."""
-    from sdstudio.training.templates import DatasetOptions
-    from sdstudio.training.textual_inversion import EmbeddingTrainingJob, TextualInversionConfig
+    from sdstudio.training.textual_inversion import EmbeddingTrainingJob
 
-    if not body.embedding_name:
-        raise InvalidRequest("embedding_name", "choose the embedding to train")
     if not body.data_root:
         raise InvalidRequest("data_root", "give the folder of training images")
-    sampler = body.preview_sampler_name
-    if sampler is None and isinstance(body.preview_sampler_index, str):
-        sampler = body.preview_sampler_index
-    config = TextualInversionConfig(
-        embedding_name=body.embedding_name,
-        learn_rate=str(body.learn_rate),
-        batch_size=body.batch_size,
-        gradient_step=body.gradient_step,
-        steps=body.steps,
-        clip_grad_mode=body.clip_grad_mode,
-        clip_grad_value=str(body.clip_grad_value),
-        create_image_every=body.create_image_every,
-        save_embedding_every=body.save_embedding_every,
-        save_image_with_stored_embedding=body.save_image_with_stored_embedding,
-        preview_from_txt2img=body.preview_from_txt2img,
-        preview_prompt=body.preview_prompt,
-        preview_negative_prompt=body.preview_negative_prompt,
-        preview_steps=body.preview_steps,
-        preview_sampler_name=sampler or "Euler",
-        preview_cfg_scale=body.preview_cfg_scale,
-        preview_seed=body.preview_seed,
-        preview_width=body.preview_width,
-        preview_height=body.preview_height,
-        save_safetensors=body.save_safetensors,
-        seed=body.seed,
-    )
-    options = DatasetOptions(
-        placeholder=body.embedding_name,
-        training_width=body.training_width,
-        training_height=body.training_height,
-        varsize=body.varsize,
-        shuffle_tags=body.shuffle_tags,
-        tag_drop_out=body.tag_drop_out,
-        latent_sampling_method=body.latent_sampling_method,
-        use_weight=body.use_weight,
-        seed=body.seed,
-    )
-    return EmbeddingTrainingJob(
-        config,
-        options,
+    fields = body.model_dump()
+    if body.preview_sampler_name is None and isinstance(body.preview_sampler_index, str):
+        fields["preview_sampler_name"] = body.preview_sampler_index  # older clients name the sampler here
+    return EmbeddingTrainingJob.from_fields(
+        fields,
         _inside_data_dir(app, "data_root", body.data_root),
-        body.template_filename,
         _inside_data_dir(app, "log_directory", body.log_directory or "textual_inversion"),
     )
 

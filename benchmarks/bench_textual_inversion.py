@@ -16,6 +16,7 @@ Target (issue 22): >= 70% purple with the embedding, 0% without; prints the tabl
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -44,12 +45,10 @@ def draw_dataset(folder: Path, count: int, seed: int) -> None:
         (folder / f"{index:02d}.txt").write_text(f"{scene.shape} on a {scene.background} background")
 
 
-def generate(data_dir: Path, prompt: str, seeds: int, steps: int, sampler: str) -> tuple[list[np.ndarray], float]:
-    """Images of `prompt` at seeds 0..seeds-1 through the engine of a fresh app on `data_dir`."""
-    from sdstudio.app import open_app
+def generate(app, prompt: str, seeds: int, steps: int, sampler: str) -> tuple[list[np.ndarray], float]:
+    """Images of `prompt` at seeds 0..seeds-1 through the app's engine."""
     from sdstudio.engine.request import Txt2ImgRequest
 
-    app = open_app(data_dir)
     request = Txt2ImgRequest(
         prompt=prompt,
         seed=0,
@@ -81,7 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--steps", type=int, default=300, help="training steps")
-    parser.add_argument("--learn-rate", default="0.05:200, 0.02")
+    parser.add_argument("--learn-rate", default="0.005")
+    parser.add_argument("--save-every", type=int, default=25, help="also score the embedding saved every N steps")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--vectors", type=int, default=2)
     parser.add_argument("--init-text", default="red")
@@ -106,9 +106,9 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench_ti_")) / "data"
     draw_dataset(data_dir / "purple-images", args.images, args.seed)
-    without, without_seconds = generate(data_dir, PROMPT, args.seeds, args.sample_steps, args.sampler)
-
     app = open_app(data_dir)
+    without, without_seconds = generate(app, PROMPT, args.seeds, args.sample_steps, args.sampler)
+
     templates = templates_dir(app.paths.root)
     (templates / "colour_filewords.txt").write_text("a [name] [filewords]\n")
     base = TrainingBase.from_file(app.checkpoints.locate(None))
@@ -120,7 +120,7 @@ def main() -> None:
             batch_size=args.batch_size,
             steps=args.steps,
             create_image_every=0,
-            save_embedding_every=0,
+            save_embedding_every=args.save_every,
             seed=args.seed,
         ),
         DatasetOptions(placeholder=NAME, training_width=64, training_height=64, seed=args.seed),
@@ -134,7 +134,20 @@ def main() -> None:
             print(f"  step {step}/{total} loss {loss:.4f}  {text}", flush=True)
 
     result = run_embedding_training(base, job, app.paths.folder("embedding"), templates, on_step=report)
-    with_embedding, with_seconds = generate(data_dir, PROMPT, args.seeds, args.sample_steps, args.sampler)
+    # The numbered embeddings (NAME-STEP) go beside the final one; a fresh app reads them all.
+    for saved in result.saved:
+        if saved.suffix == ".pt" and saved.stem != f"{NAME}-{result.step}":
+            shutil.copyfile(saved, app.paths.folder("embedding") / saved.name)
+    trained_app = open_app(data_dir)
+    rows = [("without embedding", without, without_seconds)]
+    for saved in sorted(result.saved, key=lambda p: int(p.stem.rsplit("-", 1)[1])):
+        if saved.suffix == ".pt" and saved.stem != f"{NAME}-{result.step}":
+            images, seconds = generate(
+                trained_app, PROMPT.replace(NAME, saved.stem), args.seeds, args.sample_steps, args.sampler
+            )
+            rows.append((f"step {saved.stem.rsplit('-', 1)[1]}", images, seconds))
+    with_embedding, with_seconds = generate(trained_app, PROMPT, args.seeds, args.sample_steps, args.sampler)
+    rows.append((f"step {result.step} (final)", with_embedding, with_seconds))
 
     print(
         f"\n{args.images} purple training images, {result.step} steps (batch {args.batch_size}, "
@@ -144,10 +157,7 @@ def main() -> None:
     )
     print(f"\nprompt: {PROMPT!r}, {args.seeds} seeds, {args.sample_steps} steps {args.sampler}\n")
     print(f"{'':18} {'purple':>8} {'share':>7}  object colours seen")
-    for label, images, seconds in (
-        ("without embedding", without, without_seconds),
-        ("with embedding", with_embedding, with_seconds),
-    ):
+    for label, images, seconds in rows:
         colours = object_colours(images)
         purple = sum(c == "purple" for c in colours)
         labels = [str(c) for c in colours]  # "None": no object found

@@ -134,3 +134,30 @@ def test_refused_files_are_listed_with_the_reason_and_a_prompt_naming_one_is_war
     (warning,) = db.warnings_for(["a photo, (EVIL:1.2), good"])
     assert "'evil'" in warning and "evil.pt: refused as unsafe" in warning
     assert db.warnings_for(["good evildoer", "devil"]) == []  # only the name as a word
+
+
+def test_png_with_an_a1111_embedding_chunk_is_read_and_plain_previews_are_passed_over(tmp_path):
+    import base64
+    import json
+
+    from PIL import Image, PngImagePlugin
+
+    vectors = torch.arange(6, dtype=torch.float32).reshape(2, 3) / 10
+    # Written by hand as A1111's image_embedding.embedding_to_b64 does: JSON with tensors as TORCHTENSOR lists.
+    data = {
+        "string_to_token": {"*": 265},
+        "string_to_param": {"*": {"TORCHTENSOR": vectors.tolist()}},
+        "name": "purple-100",
+        "step": 100,
+        "sd_checkpoint": "abcdef0123",
+        "sd_checkpoint_name": "tiny",
+    }
+    info = PngImagePlugin.PngInfo()
+    info.add_text("sd-ti-embedding", base64.b64encode(json.dumps(data).encode()).decode())
+    Image.new("RGB", (8, 8)).save(tmp_path / "preview-with-data.png", pnginfo=info)
+    Image.new("RGB", (8, 8)).save(tmp_path / "just-a-preview.png")
+    database = EmbeddingDatabase(tmp_path)
+    assert list(database.embeddings) == ["purple-100"] and not database.errors
+    embedding = database.embeddings["purple-100"]
+    assert embedding.step == 100 and embedding.sd_checkpoint_name == "tiny"
+    assert torch.allclose(embedding.vectors_for(None), vectors)

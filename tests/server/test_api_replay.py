@@ -24,6 +24,7 @@ from sdstudio.server.app import ServerOptions, create_api
 
 from .conftest import start_server
 from .test_api_extras import A1111_EXTRAS_OPTIONS, png_base64
+from .test_api_training import A1111_TRAIN_BODY
 
 Check = Callable[[Any], None]
 
@@ -200,6 +201,16 @@ A1111_IMG2IMG = {
 
 GENERATION_ANSWER = keys("images", "parameters", "info")
 
+# A1111's Train tab body (train_embedding's parameters): one step on the bundled model's size.
+A1111_TRAIN_EMBEDDING = {
+    **A1111_TRAIN_BODY,
+    "embedding_name": "replay-emb",
+    "steps": 1,
+    "create_image_every": 0,
+    "save_embedding_every": 0,
+    "template_filename": "style_filewords.txt",
+}
+
 REPLAYS = (
     Replay("get", "sd-models", checks=(items("title", "model_name", "hash", "sha256", "filename", "config"),)),
     Replay(
@@ -260,6 +271,13 @@ REPLAYS = (
         },
         (keys("filename", "info"),),
     ),
+    Replay(
+        "post",
+        "create/embedding",
+        {"name": "replay-emb", "num_vectors_per_token": 1, "overwrite_old": False, "init_text": "*"},
+        (keys("info"),),
+    ),
+    Replay("post", "train/embedding", A1111_TRAIN_EMBEDDING, (keys("info"),)),
     Replay("get", "progress", checks=(keys("progress", "eta_relative", "state", "current_image", "textinfo"),)),
     Replay("post", "interrupt", checks=(exactly({}),)),
     Replay("post", "skip", checks=(exactly(None),)),
@@ -390,6 +408,8 @@ def server(tmp_path_factory):
     write_tiny_clip_model(root / "models" / "CLIP" / "clip-tiny")
     (root / "replay-train").mkdir()
     Image.new("RGB", (64, 64), "purple").save(root / "replay-train" / "purple.png")  # for train/hypernetwork
+    (root / "train-images").mkdir(parents=True)
+    Image.new("RGB", (64, 64), (140, 40, 200)).save(root / "train-images" / "purple.png")  # for train/embedding
     running = start_server(open_app(root))
     yield running
     running.stop()

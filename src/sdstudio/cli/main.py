@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = (
     "serve",
     "webui",
     "train_lora",
+    "train_embedding",
     "train_base",
     "watermark",
     "extensions",

@@ -80,10 +80,9 @@ def register(subparsers) -> None:
 
 def load_training_base(path: Path):
     """The base checkpoint through the model manager's loader, as a TrainingBase."""
-    from sdstudio.models.loader import load_checkpoint
     from sdstudio.training.lora_training import TrainingBase
 
-    return TrainingBase.from_loaded(load_checkpoint(path), path)
+    return TrainingBase.from_file(path)
 
 
 def run(args: argparse.Namespace) -> int:

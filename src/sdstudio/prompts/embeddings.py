@@ -4,6 +4,9 @@
   `sd_checkpoint`, `sd_checkpoint_name`).
 - diffusers `.bin`: `{token: tensor}` with a single entry.
 - `.safetensors`: a single tensor (usually `emb_params`), or SDXL's `clip_l` + `clip_g` pair.
+- `.png` with the A1111 `.pt` contents in its `sd-ti-embedding` text chunk (base64 of JSON,
+  tensors as `{"TORCHTENSOR": [[...]]}`), as A1111's training writes its preview images; the
+  name comes from the data. PNGs without that chunk (previews of other files) are passed over.
 
 An embedding is used when its file name (without extension) appears in a prompt. Its width
 decides the model family it belongs to — 768 SD1, 1024 SD2, 768+1280 SDXL — and files made
@@ -15,7 +18,10 @@ the skipped ones), and a generation whose prompt names it is warned.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -25,7 +31,7 @@ from typing import Any
 
 import torch
 
-from sdstudio.config import MODEL_KINDS
+from sdstudio.config import MODEL_KINDS, ModelKind
 from sdstudio.errors import SdStudioError
 from sdstudio.models.hashes import sha256_of_file
 from sdstudio.models.safe_pickle import safe_load
@@ -38,8 +44,11 @@ SINGLE = ""  # key of the one tensor of a single-encoder embedding
 SDXL_KEYS = ("clip_l", "clip_g")
 # One 77-token CLIP window holds 75 prompt tokens; a longer embedding cannot be placed.
 MAX_VECTORS = 75
+PNG_CHUNK = "sd-ti-embedding"  # A1111's text chunk of an image that carries an embedding
+TENSOR_KEY = "TORCHTENSOR"  # how A1111's JSON encoding marks a tensor
 
 PickleLoader = Callable[[Path], Any]
+IMAGE_KIND = ModelKind("embedding image", ("embeddings",), (".png",))  # images that may carry an embedding
 
 
 @dataclass(frozen=True)
@@ -136,11 +145,57 @@ def embedding_from_data(name: str, path: Path, data: Any) -> Embedding:
     return Embedding(name=name, path=path, tensors=tensors, vector_count=count, width=width, **extra)
 
 
+class NoEmbeddingInImage(EmbeddingFileError):
+    """A PNG in the embeddings folder without an `sd-ti-embedding` chunk (a preview, not an embedding)."""
+
+
+def embedding_to_b64(data: dict[str, Any]) -> str:
+    """A1111's `sd-ti-embedding` chunk text: base64 of the data as JSON, tensors as {"TORCHTENSOR": lists}."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return {TENSOR_KEY: value.detach().cpu().float().tolist()}
+        raise TypeError(f"cannot write {type(value).__name__} into an embedding image")
+
+    return base64.b64encode(json.dumps(data, default=encode).encode("utf-8")).decode("ascii")
+
+
+def embedding_from_b64(text: str) -> dict[str, Any]:
+    """The data of an `sd-ti-embedding` chunk (tensors back as float32 tensors)."""
+
+    def decode(value: dict[str, Any]) -> Any:
+        if set(value) == {TENSOR_KEY}:
+            return torch.tensor(value[TENSOR_KEY], dtype=torch.float32)
+        return value
+
+    data = json.loads(base64.b64decode(text, validate=True), object_hook=decode)
+    if not isinstance(data, dict):
+        raise EmbeddingFileError("the sd-ti-embedding chunk does not hold a dict")
+    return data
+
+
+def _embedding_image_data(path: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        text = getattr(image, "text", {}).get(PNG_CHUNK)
+    if text is None:
+        raise NoEmbeddingInImage(f"{path.name}: no {PNG_CHUNK} chunk")
+    try:
+        return embedding_from_b64(text)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise EmbeddingFileError(f"{path.name}: the {PNG_CHUNK} chunk cannot be read ({exc})") from exc
+
+
 def load_embedding_file(path: Path, pickle_loader: PickleLoader = default_pickle_loader) -> Embedding:
     """Read one embedding file; raises SdStudioError subclasses for unreadable or unsafe files."""
     suffix = path.suffix.lower()
+    name = path.stem
     try:
-        if suffix == ".safetensors":
+        if suffix == ".png":
+            data = _embedding_image_data(path)
+            name = str(data.get("name") or name)
+        elif suffix == ".safetensors":
             from safetensors.torch import load_file
 
             data = load_file(str(path), device="cpu")
@@ -150,7 +205,7 @@ def load_embedding_file(path: Path, pickle_loader: PickleLoader = default_pickle
         raise
     except Exception as exc:  # a corrupt or refused file must not stop the others from loading
         raise EmbeddingFileError(f"{path.name}: cannot be read as an embedding ({type(exc).__name__}: {exc})") from exc
-    return dataclasses.replace(embedding_from_data(path.stem, path, data), sha256=sha256_of_file(path))
+    return dataclasses.replace(embedding_from_data(name, path, data), sha256=sha256_of_file(path))
 
 
 class EmbeddingDatabase:
@@ -170,10 +225,10 @@ class EmbeddingDatabase:
         self.skipped: dict[str, Embedding] = {}
         self.errors: dict[Path, str] = {}
         self.generation = 0  # bumped on every reload, so users of the lookup can refresh
-        self._file_cache: dict[Path, tuple[tuple[int, int], Embedding | str]] = {}
+        self._file_cache: dict[Path, tuple[tuple[int, int], Embedding | str | None]] = {}
         self.reload()
 
-    def _read(self, path: Path) -> Embedding | str:
+    def _read(self, path: Path) -> Embedding | str | None:
         try:
             stat = path.stat()
         except OSError as exc:
@@ -183,7 +238,9 @@ class EmbeddingDatabase:
         if cached is not None and cached[0] == stamp:
             return cached[1]
         try:
-            result: Embedding | str = load_embedding_file(path, self.pickle_loader)
+            result: Embedding | str | None = load_embedding_file(path, self.pickle_loader)
+        except NoEmbeddingInImage:
+            result = None
         except SdStudioError as exc:
             result = str(exc)
         self._file_cache[path] = (stamp, result)
@@ -199,9 +256,11 @@ class EmbeddingDatabase:
         embeddings: dict[str, Embedding] = {}
         skipped: dict[str, Embedding] = {}
         errors: dict[Path, str] = {}
-        files = MODEL_KINDS["embedding"].files_in(self.folder)
+        files = MODEL_KINDS["embedding"].files_in(self.folder) + IMAGE_KIND.files_in(self.folder)
         for path in files:
             result = self._read(path)
+            if result is None:
+                continue
             if isinstance(result, str):
                 errors[path] = result
                 logger.warning("embedding skipped: %s", result)

@@ -404,7 +404,7 @@ class CreateHypernetworkRequest(_Body):
     )
 
 
-class CreateResponse(BaseModel):
+class CreateHypernetworkResponse(BaseModel):
     info: str = Field(description='A1111\'s result line, such as "create hypernetwork filename: PATH".')
 
 
@@ -445,10 +445,72 @@ class TrainHypernetworkRequest(_Body):
     preview_height: int | None = 512
 
 
-class TrainResponse(BaseModel):
+class TrainHypernetworkResponse(BaseModel):
     info: str = Field(description='A1111\'s result line, "train hypernetwork complete: filename: PATH error: None".')
     steps: int | None = Field(default=None, description="Steps the file has been trained for now.")
     losses: list[float] = Field(
         default_factory=list, description="The loss of each step so far (earlier runs' from the run's state)."
     )
     warnings: list[str] = Field(default_factory=list, description="A1111 options that were set but not used.")
+
+
+class CreateEmbeddingRequest(_Body):
+    """A1111's create/embedding (`create_embedding`'s parameters)."""
+
+    name: str = Field(default="", description="Embedding name: letters, digits, '.', '_', '-' and spaces are kept.")
+    num_vectors_per_token: int = Field(default=1, description="Vectors the embedding takes in a prompt (1-75).")
+    overwrite_old: bool = Field(default=False, description="Replace an embedding of that name.")
+    init_text: str = Field(default="*", description="Words whose token embeddings start the vectors.")
+
+
+class CreateEmbeddingResponse(BaseModel):
+    info: str = Field(description='A1111\'s "create embedding filename: PATH".')
+    filename: str = ""
+
+
+class TrainEmbeddingRequest(_Body):
+    """A1111's train/embedding (`train_embedding`'s parameters, its UI's defaults).
+
+    `data_root` and `log_directory` are folders inside the data dir (relative to it, or absolute inside it).
+    """
+
+    id_task: str | None = None
+    embedding_name: str = Field(default="", description="The embedding to train (create it first).")
+    learn_rate: str | float = Field(default="0.005", description="Rate or schedule: '0.005:100, 1e-5:1000, 1e-6'.")
+    batch_size: int = 1
+    gradient_step: int = Field(default=1, description="Batches per optimizer step (gradient accumulation).")
+    data_root: str = Field(default="", description="Folder of training images (captions in same-named .txt).")
+    log_directory: str = Field(default="textual_inversion", description="Logs, numbered embeddings, previews.")
+    training_width: int = 512
+    training_height: int = 512
+    varsize: bool = Field(default=False, description="Keep each image's own size.")
+    steps: int = Field(default=100000, description="The step training ends at (a run continues from the saved one).")
+    clip_grad_mode: Literal["disabled", "value", "norm"] = "disabled"
+    clip_grad_value: str | float = "0.1"
+    shuffle_tags: bool = False
+    tag_drop_out: float = 0.0
+    latent_sampling_method: Literal["once", "deterministic", "random"] = "once"
+    use_weight: bool = Field(default=False, description="Use the images' alpha channel as loss weight.")
+    create_image_every: int = 500
+    save_embedding_every: int = 500
+    template_filename: str = Field(default="style_filewords.txt", description="A file of textual_inversion_templates.")
+    save_image_with_stored_embedding: bool = True
+    preview_from_txt2img: bool = False
+    preview_prompt: str = ""
+    preview_negative_prompt: str = ""
+    preview_steps: int = 20
+    preview_sampler_name: str | None = Field(default=None, description="Default Euler.")
+    preview_sampler_index: int | str | None = Field(default=None, description="Older clients' name for the sampler.")
+    preview_cfg_scale: float = 7.0
+    preview_seed: int = -1
+    preview_width: int = 512
+    preview_height: int = 512
+    save_safetensors: bool = Field(default=False, description="sdstudio: also write kohya .safetensors copies.")
+    seed: int = Field(default=0, description="sdstudio: seed of the data order and noise.")
+
+
+class TrainEmbeddingResponse(BaseModel):
+    info: str = Field(description='A1111\'s "train embedding complete: filename: PATH error: None".')
+    filename: str = ""
+    step: int = 0
+    interrupted: bool = False

@@ -29,6 +29,7 @@ from sdstudio.server.routes import (
     scripts,
     server_control,
     tasks,
+    training,
 )
 from sdstudio.server.routes import options as options_routes
 from sdstudio.server.tasks import TaskRunner
@@ -46,6 +47,7 @@ ROUTERS = (
     tasks.router,
     merger.router,
     hypernetworks.router,
+    training.router,
 )
 
 

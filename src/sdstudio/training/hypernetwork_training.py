@@ -37,8 +37,8 @@ from sdstudio.training.lora_training import (
     LoraTrainingState,
     TrainingBase,
     caption_token_ids,
-    denoising_loss,
     encode_latents,
+    noise_prediction_loss,
 )
 
 STATE_INFO = "state.json"
@@ -206,13 +206,8 @@ class HypernetworkTrainer:
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=state.generator)))
             for _ in range(config.gradient_step):
                 picks = state.order.take(config.batch_size)
-                loss = denoising_loss(
-                    self.base.unet,
-                    self.latents[picks],
-                    self.context[picks],
-                    state.generator,
-                    self.alphas_cumprod,
-                    self.device,
+                loss = noise_prediction_loss(
+                    self.base.unet, self.alphas_cumprod, self.latents[picks], self.context[picks], state.generator
                 )
                 loss = loss / config.gradient_step
                 loss.backward()

@@ -74,6 +74,13 @@ class TrainingBase:
     path: Path | None = None
 
     @classmethod
+    def from_file(cls, path: Path) -> TrainingBase:
+        """A checkpoint file through the model manager's loader (float32, CPU)."""
+        from sdstudio.models.loader import load_checkpoint
+
+        return cls.from_loaded(load_checkpoint(path), path)
+
+    @classmethod
     def from_loaded(cls, loaded: LoadedCheckpoint, path: Path | None = None) -> TrainingBase:
         """From the model manager's LoadedCheckpoint (SD1/SD2 layouts: one text encoder)."""
         if loaded.text_encoder is None or loaded.text_encoder_2 is not None:
@@ -388,8 +395,15 @@ def sample_images(
     steps: int = 20,
     cfg_scale: float = 7.0,
     sampler_name: str = "Euler",
+    negative_prompt: str = "",
+    height: int | None = None,
+    token_ids: Callable[[list[str]], torch.Tensor] = caption_token_ids,
 ) -> list[Image.Image]:
-    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance, seed + i for prompt i."""
+    """Images of `prompts` on the current (LoRA-injected) model with classifier-free guidance, seed + i for prompt i.
+
+    `resolution` is the width (and the height unless `height` is given); `token_ids` tokenizes
+    (a trainer with new token vectors passes its own).
+    """
     resolved = resolve_sampler_and_schedule(sampler_name, None)
     if resolved is None:
         raise InvalidRequest("sampler", f"unknown sampler {sampler_name!r}")
@@ -399,10 +413,10 @@ def sample_images(
     device = next(base.unet.parameters()).device
     vae_dtype = next(base.vae.parameters()).dtype
     factor = 2 ** (len(base.vae.config.block_out_channels) - 1)
-    shape = (int(base.unet.config.in_channels), resolution // factor, resolution // factor)
+    shape = (int(base.unet.config.in_channels), (height or resolution) // factor, resolution // factor)
     images: list[Image.Image] = []
     for index, prompt in enumerate(prompts):  # one prompt at a time: training already holds much memory
-        context = base.text_encoder(caption_token_ids([prompt, ""]).to(device))[0]
+        context = base.text_encoder(token_ids([prompt, negative_prompt]).to(device))[0]
         noise = ImageNoise(shape, [seed + index], device=device)
         job = SamplingJob(
             sampler=sampler,
@@ -426,25 +440,31 @@ def sample_images(
 # --------------------------------------------------------------------------------------
 
 
-def denoising_loss(
+def noise_prediction_loss(
     unet: Any,
+    alphas_cumprod: torch.Tensor,
     x0: torch.Tensor,
     context: torch.Tensor,
     generator: torch.Generator,
-    alphas_cumprod: torch.Tensor,
-    device: torch.device,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE between the UNet's noise prediction and the noise, at t ~ U[0, T) drawn from `generator` (Ho et al.)."""
+    """MSE of the UNet's epsilon prediction on `x0` noised at t ~ U[0, T) (noise and t from `generator`).
+
+    `weight` ([B, 1, H, W], mean 1) weighs the per-pixel error, as A1111's "use alpha as loss weight".
+    """
+    device = next(unet.parameters()).device
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     t = torch.randint(0, len(alphas_cumprod), (x0.shape[0],), generator=generator)
     a = alphas_cumprod[t].float().view(-1, 1, 1, 1).to(x0.device)
     noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
     pred = unet(noisy.to(device), t.to(device), encoder_hidden_states=context.to(device)).sample
-    return F.mse_loss(pred.float(), noise.to(device).float())
+    if weight is None:
+        return F.mse_loss(pred.float(), noise.to(device).float())
+    return (((pred.float() - noise.to(device).float()) ** 2) * weight.to(device)).mean()
 
 
-class _EpochOrder:
-    """Shuffled image order per epoch (seeded by seed + epoch), with a resumable position."""
+class EpochOrder:
+    """Shuffled image order per epoch (seeded by seed + epoch), with a resumable position (shared by the trainers)."""
 
     def __init__(self, repeated: list[int], seed: int, epoch: int = 0, position: int = 0):
         self.repeated, self.seed, self.epoch, self.position = repeated, seed, epoch, position
@@ -471,13 +491,13 @@ class LoraTrainingState:
 
     step: int
     losses: list[float]
-    order: _EpochOrder
+    order: EpochOrder
     generator: torch.Generator
 
     @classmethod
     def start(cls, repeated: list[int], seed: int) -> LoraTrainingState:
         """Step 0: the first epoch's order and a generator seeded with `seed`."""
-        return cls(0, [], _EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
+        return cls(0, [], EpochOrder(repeated, seed), torch.Generator().manual_seed(seed))
 
     def to_json(self, config: Any) -> dict[str, Any]:  # the run's config dataclass (LoRA, hypernetwork)
         """The state.json contents (with the run's config, for people reading it)."""
@@ -493,7 +513,7 @@ class LoraTrainingState:
     def restore(self, info: dict[str, Any]) -> None:
         """Continue from a saved state.json."""
         self.step, self.losses = int(info["step"]), list(info["losses"])
-        self.order = _EpochOrder(self.order.repeated, self.order.seed, int(info["epoch"]), int(info["position"]))
+        self.order = EpochOrder(self.order.repeated, self.order.seed, int(info["epoch"]), int(info["position"]))
         self.generator.set_state(torch.tensor(info["generator_state"], dtype=torch.uint8))
 
 
@@ -681,8 +701,8 @@ class LoraTrainer:
             context = self.base.text_encoder(
                 self.token_ids[picks].to(next(self.base.text_encoder.parameters()).device)
             )[0]
-        loss = denoising_loss(
-            self.base.unet, self.latents[picks], context, self.state.generator, self.alphas_cumprod, self.device
+        loss = noise_prediction_loss(
+            self.base.unet, self.alphas_cumprod, self.latents[picks], context, self.state.generator
         )
         loss = loss / self.config.gradient_accumulation_steps
         loss.backward()

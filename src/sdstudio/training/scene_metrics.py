@@ -10,7 +10,7 @@ generator's own images (noise added, so it tolerates a generated image's ragged 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -31,10 +31,11 @@ class SceneReading:
     shape: str | None
 
 
-def nearest_colour(rgb: np.ndarray) -> str:
-    """The palette colour name closest to an RGB triple."""
-    palette = np.array([scenes.COLOURS[name] for name in scenes.COLOUR_NAMES], dtype=np.float32)
-    return scenes.COLOUR_NAMES[int(np.argmin(np.linalg.norm(palette - np.asarray(rgb, dtype=np.float32), axis=1)))]
+def nearest_colour(rgb: np.ndarray, colours: Mapping[str, tuple[int, int, int]] = scenes.COLOURS) -> str:
+    """The name of the colour (of the scene palette unless `colours` is given) closest to an RGB triple."""
+    names = list(colours)
+    palette = np.array([colours[name] for name in names], dtype=np.float32)
+    return names[int(np.argmin(np.linalg.norm(palette - np.asarray(rgb, dtype=np.float32), axis=1)))]
 
 
 def background_rgb(image: np.ndarray) -> np.ndarray:
@@ -148,6 +149,22 @@ def _mask_tensor(masks: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(masks).astype(np.float32)).unsqueeze(1)
 
 
+def object_rgb(image: np.ndarray, background: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The object's colour and mask (None: no object found).
+
+    The colour comes from the object's core: pixels farther from the background than the mask's
+    median distance, which skips the anti-aliased rim.
+    """
+    array = np.asarray(image, dtype=np.float32)[..., :3]
+    background = background_rgb(array) if background is None else background
+    mask = object_mask(array, background)
+    if mask.sum() < MIN_OBJECT_PIXELS:
+        return None
+    distance = np.linalg.norm(array - background, axis=-1)
+    core = mask & (distance >= np.median(distance[mask]))
+    return np.median(array[core], axis=0), mask
+
+
 def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier | None) -> list[SceneReading]:
     """Background colour, object colour and shape of each image (uint8 HxWx3, 64x64); no classifier: colours only."""
     readings: list[SceneReading] = []
@@ -155,16 +172,12 @@ def read_scenes(images: list[np.ndarray], classifier: ShapeClassifier | None) ->
     for index, image in enumerate(images):
         array = np.asarray(image, dtype=np.float32)[..., :3]
         background = background_rgb(array)
-        mask = object_mask(array, background)
-        if mask.sum() < MIN_OBJECT_PIXELS:
+        found = object_rgb(array, background)
+        if found is None:
             readings.append(SceneReading(nearest_colour(background), None, None))
             continue
-        # The object's colour from its core: pixels farther from the background than the mask's
-        # median distance, which skips the anti-aliased rim.
-        distance = np.linalg.norm(array - background, axis=-1)
-        core = mask & (distance >= np.median(distance[mask]))
-        readings.append(SceneReading(nearest_colour(background), nearest_colour(np.median(array[core], axis=0)), None))
-        masks.append(mask)
+        readings.append(SceneReading(nearest_colour(background), nearest_colour(found[0]), None))
+        masks.append(found[1])
         with_object.append(index)
     for index, shape in zip(with_object, classifier.predict(masks) if masks and classifier is not None else []):
         reading = readings[index]

@@ -15,6 +15,7 @@ shape+background) still occurs in training. Generation is deterministic from a s
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,13 +149,13 @@ def _jittered(rgb: tuple[int, int, int], jitter: tuple[int, int, int]) -> tuple[
     return red, green, blue
 
 
-def render_scene(scene: Scene) -> np.ndarray:
-    """Draw `scene` (uint8, 64x64x3)."""
+def render_scene(scene: Scene, colours: Mapping[str, tuple[int, int, int]] = COLOURS) -> np.ndarray:
+    """Draw `scene` (uint8, 64x64x3); `colours` may add colours the model never saw (benchmarks of teaching one)."""
     k = _SUPERSAMPLE
     size = IMAGE_SIZE * k
-    image = Image.new("RGB", (size, size), _jittered(COLOURS[scene.background], scene.colour_jitter))
+    image = Image.new("RGB", (size, size), _jittered(colours[scene.background], scene.colour_jitter))
     draw = ImageDraw.Draw(image)
-    fill = _jittered(COLOURS[scene.colour], scene.colour_jitter)
+    fill = _jittered(colours[scene.colour], scene.colour_jitter)
     cx, cy = (scene.center[0] + 0.5) * k, (scene.center[1] + 0.5) * k
     r = scene.half_extent * k
     if scene.shape == "circle":

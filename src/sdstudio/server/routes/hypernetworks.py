@@ -20,7 +20,7 @@ def get_hypernetworks(app: AppDep):
 
 @router.post(
     "/create/hypernetwork",
-    response_model=m.CreateResponse,
+    response_model=m.CreateHypernetworkResponse,
     description="A1111's Create hypernetwork: a new, randomly initialised hypernetwork in models/hypernetworks, "
     "usable at once as `<hypernet:NAME:1>`. Fields left out take A1111's form defaults. A bad value, or a name "
     "that is taken without overwrite_old, is a 422 naming the field (A1111 answers 200 with the error as text).",
@@ -40,7 +40,7 @@ def create_hypernetwork(body: m.CreateHypernetworkRequest, app: AppDep):
         dropout_structure=body.dropout_structure,
         overwrite_old=body.overwrite_old,
     )
-    return m.CreateResponse(info=f"create hypernetwork filename: {path}")
+    return m.CreateHypernetworkResponse(info=f"create hypernetwork filename: {path}")
 
 
 # A1111 options this trainer does not use yet, with the value that means "off": set otherwise, they are named.
@@ -56,7 +56,7 @@ UNUSED_WHEN_SET = {
 
 @router.post(
     "/train/hypernetwork",
-    response_model=m.TrainResponse,
+    response_model=m.TrainHypernetworkResponse,
     description="A1111's Train hypernetwork: trains models/hypernetworks/NAME.pt on the images of data_root (with "
     ".txt captions; an image without one is captioned with the name) over the loaded SD1/SD2 model, on the job queue "
     "(progress on /progress, /interrupt stops it after the current step and saves). data_root and log_directory are "
@@ -71,7 +71,7 @@ async def train_hypernetwork(body: m.TrainHypernetworkRequest, app: AppDep, queu
     info = f"train hypernetwork complete: filename: {result.path} error: None"
     if result.interrupted:
         info = f"train hypernetwork interrupted at step {result.steps}: filename: {result.path} error: None"
-    return m.TrainResponse(info=info, steps=result.steps, losses=result.losses, warnings=warnings)
+    return m.TrainHypernetworkResponse(info=info, steps=result.steps, losses=result.losses, warnings=warnings)
 
 
 def _training_run(body: m.TrainHypernetworkRequest, app: App):

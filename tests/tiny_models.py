@@ -465,3 +465,18 @@ def write_clip_folder(folder, model) -> Path:
     model.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
     return folder
+
+
+def tiny_controlnet(unet, seed: int = 0, scale: float = 0.5):
+    """A ControlNetModel made from `unet` (diffusers' from_unet), its zero convolutions given random weights.
+
+    Fresh from the UNet a ControlNet adds nothing (its output convolutions are zero), so a test
+    of what a unit changes needs them random.
+    """
+    from diffusers import ControlNetModel
+
+    with seeded_rng(seed):
+        model = ControlNetModel.from_unet(unet)
+        for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
+            torch.nn.init.normal_(conv.weight, std=scale)
+    return model.eval().requires_grad_(False)

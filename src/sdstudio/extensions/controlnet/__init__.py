@@ -1,0 +1,1 @@
+"""ControlNet as an extension: units, preprocessors (sd-webui-controlnet's names and API)."""

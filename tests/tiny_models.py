@@ -467,10 +467,10 @@ def write_clip_folder(folder, model) -> Path:
     return folder
 
 
-def tiny_controlnet(unet, seed: int = 0, scale: float = 0.5):
+def tiny_controlnet(unet, seed: int = 0, scale: float = 0.5, image_scale: float = 20.0):
     """A ControlNetModel made from `unet` (diffusers' from_unet), its zero convolutions given random weights.
 
-    Fresh from the UNet a ControlNet adds nothing (its output convolutions are zero), so a test
+    Fresh from the UNet a ControlNet adds nothing and ignores its image (zero convolutions), so a test
     of what a unit changes needs them random.
     """
     from diffusers import ControlNetModel
@@ -479,4 +479,6 @@ def tiny_controlnet(unet, seed: int = 0, scale: float = 0.5):
         model = ControlNetModel.from_unet(unet)
         for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
             torch.nn.init.normal_(conv.weight, std=scale)
+        # the control image's features strong enough to steer the output where the image says
+        torch.nn.init.normal_(model.controlnet_cond_embedding.conv_out.weight, std=image_scale)
     return model.eval().requires_grad_(False)

@@ -20,6 +20,10 @@ from sdstudio.engine.request import decode_image
 from sdstudio.errors import InvalidRequest
 
 
+UNIT_COUNT = 3
+"""Units the UI shows (sd-webui-controlnet's control_net_unit_count default); the API takes more."""
+
+
 class ResizeMode(str, Enum):
     """How the control image is fitted to the generated size (sd-webui-controlnet's names; legacy ints 0-2)."""
 

@@ -156,9 +156,7 @@ def test_img2img_inpaint_and_hires_run_with_a_unit(server):
 )
 def test_bad_units_get_a_422_naming_the_unit_field(server, unit, field, words):
     with server.client() as client:
-        answer = client.post(
-            "/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}}
-        )
+        answer = client.post("/sdapi/v1/txt2img", json={**SMALL, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
         assert answer.status_code == 422, answer.text[:300]
         assert field in answer.text and words in answer.text
 

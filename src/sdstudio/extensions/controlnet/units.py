@@ -10,7 +10,7 @@ names (`input_image`, `mask_image`, `lowvram`, `guidance`, `guessmode`) and inte
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 from PIL import Image
@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sdstudio.engine.request import decode_image
 from sdstudio.errors import InvalidRequest
 
-
 UNIT_COUNT = 3
 """Units the UI shows (sd-webui-controlnet's control_net_unit_count default); the API takes more."""
+DEFAULT_PROCESSOR_RES = 512
+"""The processor resolution of a module without a resolution slider."""
 
 
-class ResizeMode(str, Enum):
+class ResizeMode(StrEnum):
     """How the control image is fitted to the generated size (sd-webui-controlnet's names; legacy ints 0-2)."""
 
     JUST_RESIZE = "Just Resize"
@@ -32,7 +33,7 @@ class ResizeMode(str, Enum):
     RESIZE_AND_FILL = "Resize and Fill"
 
 
-class ControlMode(str, Enum):
+class ControlMode(StrEnum):
     """How the control weighs against the prompt (sd-webui-controlnet's names; legacy ints 0-2)."""
 
     BALANCED = "Balanced"
@@ -134,7 +135,8 @@ class ControlNetUnit(BaseModel):
 
     def images(self, field_name: str) -> tuple[Image.Image, Image.Image | None]:
         """(control image RGB, mask or None) from `image` (base64, {"image", "mask"}, [image, mask]) and `mask`."""
-        image, mask = self.image, self.mask
+        image: Any = self.image
+        mask: Any = self.mask
         if isinstance(image, dict):
             image, mask = image.get("image"), image.get("mask", mask)
         elif isinstance(image, (list, tuple)):

@@ -79,7 +79,7 @@ class Script:
         """Before a batch is encoded and sampled; kwargs: batch_number, prompts, seeds, subseeds."""
 
     def unet_kwargs(self, p: StableDiffusionProcessing, params: UNetCallParams, *args: Any) -> dict[str, Any] | None:
-        """Each guided UNet call: extra UNet keyword arguments (ControlNet residuals, summed with others'); None: none."""
+        """Each guided UNet call: extra UNet keyword arguments (ControlNet residuals, summed); None: none."""
         return None
 
     def postprocess_batch(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:

@@ -525,6 +525,8 @@ class JobScriptRun:
         from sdstudio.engine.sampling import merge_unet_kwargs
 
         merged: dict[str, Any] = {}
+        if self.p is None:
+            return merged
         for entry, args in self.alwayson_scripts:
             if id(entry) in self.failed or type(entry.script).unet_kwargs is Script.unet_kwargs:
                 continue

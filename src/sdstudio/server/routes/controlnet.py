@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from sdstudio.engine.request import decode_image
 from sdstudio.errors import InvalidRequest
 from sdstudio.extensions.controlnet import preprocessors
-from sdstudio.extensions.controlnet.units import UNIT_COUNT
+from sdstudio.extensions.controlnet.units import DEFAULT_PROCESSOR_RES, UNIT_COUNT
 from sdstudio.server.deps import AppDep
 from sdstudio.server.images import encode_image_base64
 
@@ -93,28 +94,35 @@ def control_types(app: AppDep) -> dict[str, Any]:
     return {"control_types": types}
 
 
+class DetectRequest(BaseModel):
+    """sd-webui-controlnet's /controlnet/detect body (-1: the module's default)."""
+
+    controlnet_module: str = "none"
+    controlnet_input_images: list[str] = Field(default_factory=list)
+    controlnet_processor_res: int = -1
+    controlnet_threshold_a: float = -1
+    controlnet_threshold_b: float = -1
+    controlnet_masks: list[str] = Field(default_factory=list)
+    low_vram: bool = False
+
+
 @router.post("/controlnet/detect")
-def detect(
-    app: AppDep,
-    controlnet_module: str = Body("none"),
-    controlnet_input_images: list[str] = Body([]),
-    controlnet_processor_res: int = Body(-1),
-    controlnet_threshold_a: float = Body(-1),
-    controlnet_threshold_b: float = Body(-1),
-    controlnet_masks: list[str] = Body([]),
-    low_vram: bool = Body(False),
-) -> dict[str, Any]:
+def detect(app: AppDep, body: DetectRequest) -> dict[str, Any]:
     """Run a preprocessor on the images: {"images": [base64 maps], "info": "Success"}."""
-    if controlnet_module not in preprocessors.module_list(app.paths.models):
-        raise InvalidRequest("controlnet_module", f"preprocessor {controlnet_module!r} is not available")
-    if not controlnet_input_images:
+    module = body.controlnet_module
+    if module not in preprocessors.module_list(app.paths.models):
+        raise InvalidRequest("controlnet_module", f"preprocessor {module!r} is not available")
+    if not body.controlnet_input_images:
         raise InvalidRequest("controlnet_input_images", "no image given: send at least one (base64)")
-    sliders = preprocessors.PREPROCESSORS[controlnet_module].sliders if controlnet_module in preprocessors.PREPROCESSORS else ()
-    resolution = controlnet_processor_res if controlnet_processor_res > 0 else int(sliders[0].value) if sliders else 512
-    thresholds = [v if v >= 0 else None for v in (controlnet_threshold_a, controlnet_threshold_b)]
+    preprocessor = preprocessors.PREPROCESSORS.get(module)
+    sliders = preprocessor.sliders if preprocessor is not None else ()
+    resolution = body.controlnet_processor_res
+    if resolution <= 0:
+        resolution = int(sliders[0].value) if sliders else DEFAULT_PROCESSOR_RES
+    thresholds = [v if v >= 0 else None for v in (body.controlnet_threshold_a, body.controlnet_threshold_b)]
     images = []
-    for index, encoded in enumerate(controlnet_input_images):
+    for index, encoded in enumerate(body.controlnet_input_images):
         image = decode_image(encoded, f"controlnet_input_images[{index}]").convert("RGB")
-        detected = preprocessors.run_preprocessor(controlnet_module, image, resolution, *thresholds)
+        detected = preprocessors.run_preprocessor(module, image, resolution, *thresholds)
         images.append(encode_image_base64(detected))
     return {"images": images, "info": "Success"}

@@ -20,16 +20,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sdstudio.errors import InvalidRequest, NotFound
-from sdstudio.extensions.controlnet.preprocessors import PREPROCESSORS, run_preprocessor
-from sdstudio.extensions.controlnet.units import UNIT_COUNT, ControlMode, ControlNetUnit, ResizeMode, parse_units
-from sdstudio.extensions.scripts import AlwaysVisible, Control, Script, StableDiffusionProcessing
 from sdstudio.engine.sampling import merge_unet_kwargs
 from sdstudio.engine.scripting import UNetCallParams
+from sdstudio.errors import InvalidRequest, NotFound
+from sdstudio.extensions.controlnet.preprocessors import PREPROCESSORS, run_preprocessor
+from sdstudio.extensions.controlnet.units import (
+    DEFAULT_PROCESSOR_RES,
+    UNIT_COUNT,
+    ControlMode,
+    ControlNetUnit,
+    ResizeMode,
+    parse_units,
+)
+from sdstudio.extensions.scripts import AlwaysVisible, Control, Script, StableDiffusionProcessing
 
 SOFT_INJECTION_BASE = 0.825
 """Per-layer fall-off of the residuals when the control is not balanced (sd-webui-controlnet's)."""
-DEFAULT_PROCESSOR_RES = 512
 
 
 def fit_image(image: Image.Image, width: int, height: int, mode: ResizeMode) -> Image.Image:
@@ -96,12 +102,13 @@ class PreparedUnit:
     def residuals(self, params: UNetCallParams) -> dict[str, Any]:
         """This unit's ControlNet residuals for the batched call, weighted per its control mode."""
         model, x_in = self.model, params.x_in
+        config: Any = model.config  # diffusers' ControlNetModel config
         dtype = next(model.parameters()).dtype
         if next(model.parameters()).device != x_in.device:
             model.to(x_in.device)
-        scale = 2 ** (len(model.config.conditioning_embedding_out_channels) - 1)
+        scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)
         hint = self.hint(x_in.shape[3] * scale, x_in.shape[2] * scale, x_in)
-        sample = x_in[:, : model.config.in_channels].to(dtype)
+        sample = x_in[:, : config.in_channels].to(dtype)
         down, mid = model(
             sample,
             params.t_in.to(torch.float32),
@@ -142,9 +149,12 @@ class ControlNetScript(Script):
         field_name = f"controlnet[{index}]"
         if unit.module not in PREPROCESSORS:
             known = ", ".join(PREPROCESSORS)
-            raise InvalidRequest(f"{field_name}.module", f"preprocessor {unit.module!r} is not available; known: {known}")
-        if unit.image is None and p.is_img2img and getattr(p, "init_images", None):
-            unit = unit.model_copy(update={"image": p.init_images[0]})  # sd-webui-controlnet: the img2img image
+            raise InvalidRequest(
+                f"{field_name}.module", f"preprocessor {unit.module!r} is not available; known: {known}"
+            )
+        init_images = getattr(p, "init_images", None)
+        if unit.image is None and p.is_img2img and init_images:
+            unit = unit.model_copy(update={"image": init_images[0]})  # sd-webui-controlnet: the img2img image
         image, _mask = unit.images(field_name)
         unit = resolved(unit, image, p.width, p.height)
         thresholds = [v if v >= 0 else None for v in (unit.threshold_a, unit.threshold_b)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tiny_models import tiny_controlnet, tiny_unet
+from tiny_models import sdxl_added_conditioning, tiny_controlnet, tiny_unet
 
 from sdstudio.engine.sampling import (
     CFGDenoisedParams,
@@ -81,3 +81,35 @@ def test_hook_residuals_change_the_output_and_several_are_summed():
     summed = _guided(unet, SummedHooks(controlnet))
     assert torch.allclose(doubled, summed, atol=1e-5)
     assert (doubled - controlled).abs().max() > 1e-3
+
+
+class AddedConditioningHooks(ResidualHooks):
+    """Passes the call's SDXL added conditioning on to the ControlNet, as the ControlNet script does."""
+
+    def unet_kwargs(self, params: UNetCallParams) -> dict[str, Any]:
+        hint = torch.ones(params.x_in.shape[0], 3, params.x_in.shape[2] * 8, params.x_in.shape[3] * 8)
+        down, mid = self.controlnet(
+            params.x_in,
+            params.t_in,
+            encoder_hidden_states=params.text,
+            controlnet_cond=hint,
+            added_cond_kwargs=params.unet_kwargs["added_cond_kwargs"],
+            return_dict=False,
+        )
+        return {"down_block_additional_residuals": tuple(down), "mid_block_additional_residual": mid}
+
+
+def test_hooks_get_the_sdxl_added_conditioning_the_call_passes():
+    unet = tiny_unet(**sdxl_added_conditioning(32))
+    controlnet = tiny_controlnet(unet)
+    torch.manual_seed(0)
+    conditioning = FixedConditioning(torch.randn(1, 77, 32), torch.zeros(1, 77, 32))
+
+    def added(step: int, rows: list[int]) -> dict[str, Any]:
+        return {"added_cond_kwargs": {"text_embeds": torch.ones(len(rows), 32), "time_ids": torch.ones(len(rows), 6)}}
+
+    outputs = []
+    for hooks in (None, AddedConditioningHooks(controlnet)):
+        guided = GuidedUNet(unet, conditioning, 7.0, unet_kwargs=added, hooks=hooks, total_steps=2)
+        outputs.append(guided(torch.ones(1, 4, 8, 8), torch.tensor([500.0]), 0))
+    assert (outputs[1] - outputs[0]).abs().max() > 1e-3

@@ -155,6 +155,7 @@ class UNetCallParams:
     total_steps: int
     row_order: list[int]
     batch: int
+    unet_kwargs: dict[str, Any] = field(default_factory=dict)  # what the call already passes (SDXL added_cond_kwargs)
 
 
 RESIDUAL_KWARGS = ("down_block_additional_residuals", "mid_block_additional_residual")
@@ -239,7 +240,7 @@ class GuidedUNet:
         row_order = [i for i, n in enumerate(repeats) for _ in range(n)] + list(range(batch))
         extra = self.unet_kwargs(step, row_order) if self.unet_kwargs is not None else {}
         if self.hooks is not None:
-            call = UNetCallParams(x_in, t_in, text, step, self.total_steps, row_order, batch)
+            call = UNetCallParams(x_in, t_in, text, step, self.total_steps, row_order, batch, extra)
             extra = merge_unet_kwargs(extra, self.hooks.unet_kwargs(call))
         out = self.unet(
             x_in.to(self.dtype),

@@ -109,12 +109,14 @@ class PreparedUnit:
         scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)
         hint = self.hint(x_in.shape[3] * scale, x_in.shape[2] * scale, x_in)
         sample = x_in[:, : config.in_channels].to(dtype)
+        added = {key: params.unet_kwargs[key] for key in ("added_cond_kwargs",) if key in params.unet_kwargs}
         down, mid = model(
             sample,
             params.t_in.to(torch.float32),
             encoder_hidden_states=params.text.to(dtype),
             controlnet_cond=hint.to(dtype).expand(x_in.shape[0], -1, -1, -1),
             return_dict=False,
+            **added,
         )
         layers = [*down, mid]
         weights = [self.unit.weight] * len(layers)

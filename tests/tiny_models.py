@@ -465,3 +465,20 @@ def write_clip_folder(folder, model) -> Path:
     model.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
     return folder
+
+
+def tiny_controlnet(unet, seed: int = 0, scale: float = 0.5, image_scale: float = 20.0):
+    """A ControlNetModel made from `unet` (diffusers' from_unet), its zero convolutions given random weights.
+
+    Fresh from the UNet a ControlNet adds nothing and ignores its image (zero convolutions), so a test
+    of what a unit changes needs them random.
+    """
+    from diffusers import ControlNetModel
+
+    with seeded_rng(seed):
+        model = ControlNetModel.from_unet(unet)
+        for conv in [*model.controlnet_down_blocks, model.controlnet_mid_block]:
+            torch.nn.init.normal_(conv.weight, std=scale)
+        # the control image's features strong enough to steer the output where the image says
+        torch.nn.init.normal_(model.controlnet_cond_embedding.conv_out.weight, std=image_scale)
+    return model.eval().requires_grad_(False)

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sdstudio.extensions.lora import LoraLibrary
     from sdstudio.extensions.manager import ExtensionManager
     from sdstudio.extensions.scripts.host import ScriptHost
+    from sdstudio.models.controlnet import ControlNetLibrary
     from sdstudio.models.loader import LoadedCheckpoint
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.merge import CheckpointMerger
@@ -93,6 +94,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     from sdstudio.extensions.lora import LoraBatchHook, LoraLibrary
     from sdstudio.extensions.scripts.base import ScriptLists
     from sdstudio.extensions.scripts.host import ScriptHost
+    from sdstudio.models.controlnet import ControlNetLibrary
     from sdstudio.models.memory import ModelMemory
     from sdstudio.models.registry import ModelRegistry
     from sdstudio.postprocess.extras import PostprocessService
@@ -118,12 +120,14 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
             "face_restorer": 2,
             "lora": 4,
             "hypernetwork": 4,
+            "controlnet": 2,
         },
     )
     models = ModelRegistry(paths)
     styles = StyleDatabase(paths.styles_file)
     loras = LoraLibrary(paths.folders("lora"), memory=memory)
     hypernetworks = HypernetworkLibrary(paths.folder("hypernetwork"), memory=memory)
+    controlnets = ControlNetSource(ControlNetLibrary(models, memory=memory), store)
     postprocess = PostprocessService.build(paths, store, memory=memory)
     interrogator = Interrogator(paths, store, memory=memory, clip_tokenizer=lambda: clip_tokenizer("sd1"))
     scripts = ScriptHost(paths, store, lists=ScriptLists(upscaler_names=postprocess.upscalers.names))
@@ -159,6 +163,7 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
         checkpoint_titles=lambda: [entry.title for entry in models.list("checkpoint", include_unusable=False)],
         vae_names=lambda: [entry.name for entry in models.list("vae", with_hashes=False, include_unusable=False)],
         interrogate=lambda image, model: interrogator.interrogate(image, model),
+        controlnets=controlnets,
     )
     app = App(
         paths=paths,
@@ -176,6 +181,37 @@ def open_app(data_dir: str | os.PathLike | None = None, run_options: dict[str, A
     )
     scripts.callbacks.call("app_started", app)
     return app
+
+
+class ControlNetSource:
+    """The ControlNet models units name (engine.scripting.ControlNetProvider): loaded on the settings' device,
+    in fp16 on CUDA and fp32 elsewhere (their residuals join the UNet in its own dtype)."""
+
+    def __init__(self, library: ControlNetLibrary, store: SettingsStore) -> None:
+        self.library = library
+        self.store = store
+
+    def titles(self) -> list[str]:
+        """The models as /controlnet/model_list lists them."""
+        return self.library.titles()
+
+    def title(self, name: str) -> str:
+        """The full title of the model `name` finds."""
+        return self.library.title(name)
+
+    def load(self, name: str) -> Any:
+        """The model `name` finds (title, stem or part of a name), loaded once."""
+        import torch
+
+        from sdstudio.models.devices import is_auto_precision, resolve_device, weights_dtype
+
+        settings = self.store.current
+        device = resolve_device(settings.device)
+        if is_auto_precision(settings.precision):
+            dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        else:
+            dtype = weights_dtype(settings.precision, device)
+        return self.library.load(name, device, dtype)
 
 
 def _registry_resolver(registry: ModelRegistry):

@@ -156,11 +156,21 @@ TASK_ENDPOINTS = {
     ("get", "/internal/progress"),
 }
 
+# sd-webui-controlnet's API, served from the root as it is.
+CONTROLNET_ENDPOINTS = {
+    ("get", "/controlnet/version"),
+    ("get", "/controlnet/model_list"),
+    ("get", "/controlnet/module_list"),
+    ("get", "/controlnet/settings"),
+    ("get", "/controlnet/control_types"),
+    ("post", "/controlnet/detect"),
+}
+
 
 def test_openapi_lists_every_a1111_endpoint_and_auth_guards_each(data_dir):
     app = open_app(data_dir)
     expected = {(method, f"/sdapi/v1/{name}") for method, names in A1111_ENDPOINTS.items() for name in names}
-    expected |= TASK_ENDPOINTS
+    expected |= TASK_ENDPOINTS | CONTROLNET_ENDPOINTS
     open_paths = create_api(app, JobQueue()).openapi()["paths"]
     assert {(method, path) for path, ops in open_paths.items() for method in ops} == expected
     # --api-server-stop adds A1111's server-kill/-restart/-stop, guarded like the rest.

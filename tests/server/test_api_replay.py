@@ -385,6 +385,28 @@ REPLAYS = (
     Replay("post", "tasks/task(replay-2)/requeue", served_as="/sdapi/v1/tasks/{task_id}/requeue"),
     Replay("post", "tasks/resume", checks=(exactly({"paused": False}),)),
     Replay("delete", "tasks", checks=(keys("removed"),)),
+    # sd-webui-controlnet's API
+    Replay("get", "/controlnet/version", checks=(exactly({"version": 2}),)),
+    Replay("get", "/controlnet/model_list?update=true", checks=(keys("model_list"),)),
+    Replay(
+        "get",
+        "/controlnet/module_list?alias_names=false",
+        checks=(keys("module_list", "module_detail"),),
+    ),
+    Replay("get", "/controlnet/settings", checks=(keys("control_net_unit_count"),)),
+    Replay("get", "/controlnet/control_types", checks=(keys("control_types"),)),
+    Replay(
+        "post",
+        "/controlnet/detect",
+        {
+            "controlnet_module": "canny",
+            "controlnet_input_images": [png_base64(32, 32)],
+            "controlnet_processor_res": 64,
+            "controlnet_threshold_a": 100,
+            "controlnet_threshold_b": 200,
+        },
+        (keys("images", "info"),),
+    ),
 )
 
 # Served only with --api-server-stop, and each ends its server: one server per row.

@@ -228,7 +228,7 @@ def test_pasting_an_infotext_fills_alwayson_script_controls_from_their_infotext_
     pasted = pasted_by_elem_id(to_txt2img, infotext)
     assert pasted["txt2img_script_probe_0"] is True and pasted["txt2img_script_probe_1"] == "pasted-tag"
     assert pasted["txt2img_prompt"] == "a cat" and pasted["txt2img_steps"] == 5
-    probe = backend.alwayson_scripts("txt2img")[0].script
+    probe = next(entry for entry in backend.alwayson_scripts("txt2img") if entry.name == "probe").script
     assert ("infotext_pasted", infotext) in probe.events  # the extensions' callback saw it, as over the API
 
     only_tag = pasted_by_elem_id(to_txt2img, "a cat\nSteps: 5, Seed: 3, Probe tag: just-the-tag")

@@ -140,12 +140,53 @@ class CFGDenoisedParams:
     total_sampling_steps: int
 
 
+@dataclass
+class UNetCallParams:
+    """The batched UNet call about to run: what a hook needs to add UNet keyword arguments (ControlNet).
+
+    Rows of `x_in`/`t_in`/`text` are the cond rows then the uncond rows; `row_order[r]` is the
+    image (0..batch-1) row r belongs to, and the last `batch` rows are the unconditional ones.
+    """
+
+    x_in: torch.Tensor
+    t_in: torch.Tensor
+    text: torch.Tensor
+    step: int
+    total_steps: int
+    row_order: list[int]
+    batch: int
+    unet_kwargs: dict[str, Any] = field(default_factory=dict)  # what the call already passes (SDXL added_cond_kwargs)
+
+
+RESIDUAL_KWARGS = ("down_block_additional_residuals", "mid_block_additional_residual")
+"""UNet keyword arguments that several hooks add up (diffusers' ControlNet residuals)."""
+
+
+def merge_unet_kwargs(into: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """`into` with `added` merged in: residuals summed (several ControlNets), other keys replaced."""
+    merged = dict(into)
+    for key, value in added.items():
+        if key in RESIDUAL_KWARGS and merged.get(key) is not None and value is not None:
+            old = merged[key]
+            if isinstance(value, (tuple, list)):
+                merged[key] = tuple(a + b for a, b in zip(old, value, strict=True))
+            else:
+                merged[key] = old + value
+        else:
+            merged[key] = value
+    return merged
+
+
 class DenoiserHooks(Protocol):
     """Called around each guided UNet call (A1111's on_cfg_denoiser / on_cfg_denoised callbacks)."""
 
     def cfg_denoiser(self, params: CFGDenoiserParams) -> None: ...
 
     def cfg_denoised(self, params: CFGDenoisedParams) -> None: ...
+
+    def unet_kwargs(self, params: UNetCallParams) -> dict[str, Any]:
+        """Extra UNet keyword arguments for this call (residuals are summed with the others'); {} for none."""
+        ...
 
 
 class GuidedUNet:
@@ -198,6 +239,15 @@ class GuidedUNet:
         text = torch.cat([_pad_tokens(cond, length), _pad_tokens(uncond, length)])
         row_order = [i for i, n in enumerate(repeats) for _ in range(n)] + list(range(batch))
         extra = self.unet_kwargs(step, row_order) if self.unet_kwargs is not None else {}
+        if self.hooks is not None:
+            call = UNetCallParams(x_in, t_in, text, step, self.total_steps, row_order, batch, extra)
+            extra = merge_unet_kwargs(extra, self.hooks.unet_kwargs(call))
+            for key in RESIDUAL_KWARGS:  # in the UNet's dtype: a ControlNet may run in another (fp32 beside bf16)
+                value = extra.get(key)
+                if isinstance(value, (tuple, list)):
+                    extra[key] = tuple(residual.to(self.dtype) for residual in value)
+                elif value is not None:
+                    extra[key] = value.to(self.dtype)
         out = self.unet(
             x_in.to(self.dtype),
             t_in.to(torch.float32),

@@ -18,6 +18,7 @@ process_images / process_images_inner):
     before_process_batch before a batch's extra networks (LoRA) are applied (prompts may change)
     process_batch        after them, before the prompt is encoded
     cfg_denoiser/-ed     around each guided UNet call (on_cfg_denoiser / on_cfg_denoised)
+    unet_kwargs          each guided UNet call: always-on scripts add UNet keyword arguments (ControlNet residuals)
     postprocess_batch    the decoded batch, as a [0, 1] tensor (B, C, H, W)
     postprocess_image    each image (PostprocessImageArgs: replace `.image`), before it is saved
     before_image_saved / image_saved   around every file written (on_before_image_saved / on_image_saved)
@@ -39,11 +40,28 @@ from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgReq
 from sdstudio.engine.sampling import CFGDenoisedParams as CFGDenoisedParams  # re-exported for scripts
 from sdstudio.engine.sampling import CFGDenoiserParams as CFGDenoiserParams
 from sdstudio.engine.sampling import DenoiserHooks
+from sdstudio.engine.sampling import UNetCallParams as UNetCallParams
 from sdstudio.engine.seeds import fixed_seed
 from sdstudio.errors import InvalidRequest
 
 Processed = GenerationResult
 """A1111's name for a job's result (images, infotexts, all_seeds, js()...)."""
+
+
+class ControlNetProvider(Protocol):
+    """The ControlNet models units may name (sd-webui-controlnet's model list): titles and loading."""
+
+    def titles(self) -> list[str]:
+        """The models as /controlnet/model_list lists them ("<stem> [<hash>]")."""
+        ...
+
+    def load(self, name: str) -> torch.nn.Module:
+        """The model a unit names (a title, stem or part of a name); NotFound naming it otherwise."""
+        ...
+
+    def title(self, name: str) -> str:
+        """The full title of the model `name` finds, as the infotext records it ("<stem> [<hash>]")."""
+        ...
 
 
 class ProcessingServices(Protocol):
@@ -57,6 +75,11 @@ class ProcessingServices(Protocol):
     @property
     def interrupted(self) -> bool:
         """The user pressed Interrupt (A1111 `state.interrupted`): a script's loop stops."""
+        ...
+
+    @property
+    def controlnets(self) -> ControlNetProvider | None:
+        """The ControlNet models (None: this studio has none wired)."""
         ...
 
     def process_images(self, p: StableDiffusionProcessing) -> Processed:
@@ -439,6 +462,9 @@ class NoHooks:
 
     def cfg_denoised(self, params: CFGDenoisedParams) -> None:
         pass
+
+    def unet_kwargs(self, params: UNetCallParams) -> dict[str, Any]:
+        return {}
 
 
 SaveCallback = Callable[[ImageSaveParams], None]

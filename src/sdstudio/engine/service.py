@@ -26,6 +26,7 @@ from sdstudio.engine.processing import run_generation
 from sdstudio.engine.request import GenerationResult, Img2ImgRequest, Txt2ImgRequest, check_limits
 from sdstudio.engine.saving import ImageSaver
 from sdstudio.engine.scripting import (
+    ControlNetProvider,
     ImageSaveParams,
     JobHooks,
     JobScripts,
@@ -82,6 +83,7 @@ class GenerationService:
         checkpoint_titles: Callable[[], list[str]] | None = None,
         vae_names: Callable[[], list[str]] | None = None,
         interrogate: Callable[[Image.Image, str], str] | None = None,
+        controlnets: ControlNetProvider | None = None,
     ):
         self.settings_store = settings
         self.paths = paths
@@ -98,6 +100,7 @@ class GenerationService:
         self.checkpoint_titles = checkpoint_titles  # what scripts may switch to (X/Y/Z "Checkpoint name")
         self.vae_names = vae_names  # the VAE files scripts may pick (X/Y/Z "VAE")
         self.interrogate = interrogate  # image, "clip"/"deepdanbooru" -> prompt (Loopback's interrogation)
+        self.controlnets = controlnets  # the ControlNet models the ControlNet script's units name
         self.device_lock = threading.Lock()
         self.checkpoint: str | None = None  # chosen with select_model; None = settings' sd_model_checkpoint
 
@@ -257,6 +260,10 @@ class ScriptServices:
     @property
     def interrupted(self) -> bool:
         return self.control.cancel.interrupted
+
+    @property
+    def controlnets(self) -> ControlNetProvider | None:
+        return self.service.controlnets
 
     def set_job_count(self, count: int) -> None:
         self.job_count = max(0, int(count))

@@ -326,6 +326,11 @@ class ControlNetLibrary:
         """Every usable ControlNet file's title, sorted by name."""
         return [self.title_of(entry) for entry in self._entries()]
 
+    def title(self, name: str) -> str:
+        """The title of the file `name` finds (what an infotext records)."""
+        path = self.find(name)
+        return next((self.title_of(entry) for entry in self._entries() if entry.path == path), path.stem)
+
     def find(self, name: str) -> Path:
         """A file by exact title, by file stem, else the shortest name containing the text (case-insensitive)."""
         query = name.strip()

@@ -20,6 +20,7 @@ from sdstudio.server.body_limit import BodySizeLimit
 from sdstudio.server.deps import ServerOptions
 from sdstudio.server.errors import install_error_handlers
 from sdstudio.server.routes import (
+    controlnet,
     generation,
     hypernetworks,
     interrogate,
@@ -78,6 +79,7 @@ def create_api(
     for router in ROUTERS:
         api.include_router(router, prefix=A1111_PREFIX, dependencies=dependencies)
     api.include_router(tasks.internal_router, dependencies=dependencies)  # A1111's /internal/progress
+    api.include_router(controlnet.router, dependencies=dependencies)  # sd-webui-controlnet's /controlnet/*
     if options.api_server_stop:  # A1111 serves these only with --api-server-stop (404 otherwise)
         api.include_router(server_control.router, prefix=A1111_PREFIX, dependencies=dependencies)
     return api

@@ -18,7 +18,7 @@ from sdstudio.engine.request import HIRES_IMAGE_UPSCALERS
 from sdstudio.extensions.scripts.controls import Control
 
 if TYPE_CHECKING:
-    from sdstudio.engine.scripting import PostprocessImageArgs, Processed, StableDiffusionProcessing
+    from sdstudio.engine.scripting import PostprocessImageArgs, Processed, StableDiffusionProcessing, UNetCallParams
 
 
 class _AlwaysVisible:
@@ -77,6 +77,10 @@ class Script:
 
     def process_batch(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
         """Before a batch is encoded and sampled; kwargs: batch_number, prompts, seeds, subseeds."""
+
+    def unet_kwargs(self, p: StableDiffusionProcessing, params: UNetCallParams, *args: Any) -> dict[str, Any] | None:
+        """Each guided UNet call: extra UNet keyword arguments (ControlNet residuals, summed); None: none."""
+        return None
 
     def postprocess_batch(self, p: StableDiffusionProcessing, *args: Any, **kwargs: Any) -> None:
         """After a batch is decoded; kwargs: images ([0, 1] tensor, B×C×H×W), batch_number."""

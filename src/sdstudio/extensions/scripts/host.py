@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         Processed,
         ScriptSelection,
         StableDiffusionProcessing,
+        UNetCallParams,
     )
 
 log = logging.getLogger(__name__)
@@ -518,6 +519,27 @@ class JobScriptRun:
 
     def cfg_denoised(self, params: CFGDenoisedParams) -> None:
         self._callbacks("cfg_denoised", params)
+
+    def unet_kwargs(self, params: UNetCallParams) -> dict[str, Any]:
+        """The always-on scripts' extra UNet arguments for this call, merged (residuals summed)."""
+        from sdstudio.engine.sampling import merge_unet_kwargs
+
+        merged: dict[str, Any] = {}
+        if self.p is None:
+            return merged
+        for entry, args in self.alwayson_scripts:
+            if id(entry) in self.failed or type(entry.script).unet_kwargs is Script.unet_kwargs:
+                continue
+            try:
+                added = entry.script.unet_kwargs(self.p, params, *args)
+            except SdStudioError:
+                raise
+            except Exception as exc:
+                self._failed(entry.owner, f"script {entry.title!r} (unet_kwargs)", exc, id(entry))
+                continue
+            if added:
+                merged = merge_unet_kwargs(merged, added)
+        return merged
 
 
 def _identifier(text: str) -> str:

@@ -230,6 +230,17 @@ def test_discard_weights_leaves_out_matching_names(paths, merger):
     assert refused.value.field == "discard_weights"
 
 
+@pytest.mark.parametrize("regex", [r"diffusion_model", r"^cond_stage_model\.", r"first_stage", r"."])
+def test_a_discard_that_leaves_out_weights_the_checkpoint_needs_is_refused_and_writes_nothing(paths, merger, regex):
+    put(paths, "a.safetensors", tensors(1))
+    put(paths, "b.safetensors", tensors(2))
+    before = sorted(p.name for p in paths.folder("checkpoint").iterdir())
+    with pytest.raises(InvalidRequest) as refused:
+        merger.merge(MergeRequest(primary_model_name="a", secondary_model_name="b", discard_weights=regex))
+    assert refused.value.field == "discard_weights" and "needs to generate" in str(refused.value)
+    assert sorted(p.name for p in paths.folder("checkpoint").iterdir()) == before
+
+
 @pytest.mark.parametrize(
     ("source", "expected"), [(0, "b-config"), ("A, B or C", "b-config"), (1, "b-config"), (2, None), (3, None)]
 )

@@ -52,6 +52,8 @@ CHECKPOINT_FORMATS = ("safetensors", "ckpt")
 SKIPPED_ON_MERGE = frozenset({"cond_stage_model.transformer.text_model.embeddings.position_ids"})
 VAE_IGNORED_KEYS = frozenset({"model_ema.decay", "model_ema.num_updates"})
 VAE_PREFIX = "first_stage_model."
+UNET_PREFIX = "model.diffusion_model."
+TEXT_ENCODER_PREFIXES = ("cond_stage_model.", "conditioner.")
 # A1111 renames these key prefixes whenever it reads a checkpoint (sd_models.get_state_dict_from_checkpoint).
 SD1_RENAMES = (
     ("cond_stage_model.transformer.embeddings.", "cond_stage_model.transformer.text_model.embeddings."),
@@ -252,8 +254,28 @@ class TensorMerge:
         self.discard = re.compile(discard) if discard else None
 
     def output_names(self) -> list[str]:
-        """A's tensor names in A's order, those matching the discard regex left out."""
-        return [name for name in self.a.keys() if self.discard is None or not self.discard.search(name)]
+        """A's tensor names in A's order, those matching the discard regex left out.
+
+        A regex that would leave out weights the checkpoint cannot generate without (the UNet's, the
+        text encoder's, the VAE's unless one is baked in) is refused: A1111 writes such a file, which
+        then fails to load (and, as the first file in the folder, may become the default checkpoint).
+        """
+        names = list(self.a.keys())
+        if self.discard is None:
+            return names
+        essential = (UNET_PREFIX, *TEXT_ENCODER_PREFIXES) + (() if self.vae_names else (VAE_PREFIX,))
+        needed = [  # CLIP's position_ids are rebuilt at load: a file may lack them
+            name
+            for name in names
+            if name.startswith(essential) and not name.endswith("position_ids") and self.discard.search(name)
+        ]
+        if needed:
+            raise InvalidRequest(
+                "discard_weights",
+                f"{self.request.discard_weights!r} matches {len(needed)} weights the merged checkpoint needs to "
+                f"generate (such as {needed[0]}); discard only extra weights, such as '^model_ema'",
+            )
+        return [name for name in names if not self.discard.search(name)]
 
     def plan(self) -> list[TensorSpec]:
         """The output's tensors with their dtypes and shapes, worked out without reading any tensor data."""

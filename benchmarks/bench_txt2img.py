@@ -91,14 +91,13 @@ def build_sd15_components(dtype):
     return [m.to(dtype).eval().requires_grad_(False) for m in (unet, vae, text_encoder)]
 
 
-def run_diffusers(args, dtype) -> dict:
-    import torch
+def sd15_pipeline(unet, vae, text_encoder):
+    """diffusers' StableDiffusionPipeline over the components (Euler, no safety checker)."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     from sdstudio.prompts.tokenizer import clip_tokenizer
 
-    unet, vae, text_encoder = build_sd15_components(dtype)
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=clip_tokenizer("sd1"),
@@ -108,6 +107,12 @@ def run_diffusers(args, dtype) -> dict:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def run_diffusers(args, dtype) -> dict:
+    import torch
+
+    pipe = sd15_pipeline(*build_sd15_components(dtype))
     pipe.set_progress_bar_config(disable=True)
     stamps: list[float] = []
 
@@ -200,23 +205,12 @@ image.save(out)
 def write_defaults_models(root: Path) -> tuple[Path, Path]:
     """The random SD1.5-sized weights as a diffusers folder and as an sdstudio data dir (fp16 single file)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 
     from sdstudio.models.saver import ldm_yaml_for, save_checkpoint
-    from sdstudio.prompts.tokenizer import clip_tokenizer
 
     unet, vae, text_encoder = build_sd15_components(torch.float32)
     folder = root / "diffusers-sd15"
-    StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tokenizer("sd1"),
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(folder)
+    sd15_pipeline(unet, vae, text_encoder).save_pretrained(folder)
     data = root / "data"
     save_checkpoint(
         data / "models" / "Stable-diffusion" / "random-sd15.safetensors",

@@ -24,6 +24,8 @@ from . import hostile as h
 from .hostile import Hostile
 
 API_PREFIX = "/sdapi/v1/"
+FUZZED_PREFIXES = (API_PREFIX, "/controlnet/", "/internal/")
+"""The API's routes: A1111's, sd-webui-controlnet's and A1111's task progress."""
 
 SERVER_ENDING_ROUTES = frozenset({"server-stop", "server-kill", "server-restart", "tasks/pause"})
 """Each ends the server it is sent to, or (pause) holds every later job: the fuzz run needs its server to the end."""
@@ -107,6 +109,8 @@ class RouteFields:
     fields: Mapping[FieldPath, tuple[Hostile, ...]]
     query: frozenset[FieldPath] = frozenset()
     """The fields sent in the query string, not the body."""
+    template: str = ""
+    """The route's OpenAPI path (`path` is where the baseline sends it, its parameters filled in)."""
 
     @property
     def name(self) -> str:
@@ -171,7 +175,7 @@ def route_fields(
     option_fields = {(name,): h.GENERIC for name in [*option_names, UNKNOWN_OPTION]}
     routes = []
     for path, operations in openapi["paths"].items():
-        if not path.startswith(API_PREFIX) or path.removeprefix(API_PREFIX) in SERVER_ENDING_ROUTES:
+        if not path.startswith(FUZZED_PREFIXES) or path.removeprefix(API_PREFIX) in SERVER_ENDING_ROUTES:
             continue
         for method, operation in operations.items():
             if (method, path) not in baselines:
@@ -197,7 +201,7 @@ def route_fields(
             fields.update({name: h.QUERY_VALUES for name in query})
             fields[WHOLE_BODY] = h.RAW_BODIES
             baseline = baselines[(method, path)]
-            routes.append(RouteFields(method, baseline.path, baseline.body, fields, frozenset(query)))
+            routes.append(RouteFields(method, baseline.path, baseline.body, fields, frozenset(query), path))
     return routes
 
 

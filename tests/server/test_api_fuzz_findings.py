@@ -80,3 +80,18 @@ def test_a_task_listing_limit_out_of_range_is_refused_naming_it(api_server, limi
         assert answer.status_code == 422, answer.text[:300]
         assert "limit" in answer.text
         assert client.get("/sdapi/v1/tasks", params={"limit": 5}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "route, body",
+    [
+        ("/controlnet/detect", {"controlnet_module": "canny", "controlnet_threshold_a": "\ud800"}),
+        ("/internal/progress", {"id_task": "task(x)", "live_preview": "\ud800"}),
+    ],
+)
+def test_a_lone_surrogate_in_a_controlnet_or_progress_body_is_a_422(api_server, route, body):
+    with api_server.client() as client:
+        raw = json.dumps(body).encode()  # the surrogate as the escape \ud800, as a client's JSON carries it
+        answer = client.post(route, content=raw, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.text[:300]
+        assert client.get("/sdapi/v1/progress").status_code == 200

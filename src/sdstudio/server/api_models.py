@@ -24,6 +24,10 @@ class _Body(CheckedModel):
     model_config = _LENIENT
 
 
+RequestBody = _Body
+"""What every route's JSON body model derives from (routes outside this module too)."""
+
+
 class _ProcessingFields(_Body):
     """Fields common to txt2img and img2img (A1111's StableDiffusionProcessing)."""
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from sdstudio.engine.request import decode_image
 from sdstudio.errors import InvalidRequest
 from sdstudio.extensions.controlnet import preprocessors
 from sdstudio.extensions.controlnet.units import DEFAULT_PROCESSOR_RES, UNIT_COUNT
+from sdstudio.server import api_models as m
 from sdstudio.server.deps import AppDep
 from sdstudio.server.images import encode_image_base64
 
@@ -91,7 +92,7 @@ def control_types(app: AppDep) -> dict[str, Any]:
     return {"control_types": types}
 
 
-class DetectRequest(BaseModel):
+class DetectRequest(m.RequestBody):
     """sd-webui-controlnet's /controlnet/detect body (-1: the module's default)."""
 
     controlnet_module: str = "none"

@@ -102,7 +102,7 @@ class ClearedHistory(BaseModel):
     removed: int = Field(description="How many finished tasks were removed")
 
 
-class ProgressRequest(BaseModel):
+class ProgressRequest(m.RequestBody):
     """A1111's /internal/progress body."""
 
     id_task: str | None = Field(default=None, description="The task id (the request's force_task_id)")
